@@ -1,0 +1,77 @@
+/* The one place that shapes HTTP responses (SPEC §2): a tf_resp is filled by
+ * the pipeline or a handler, then written once by tf_resp_emit() as CGI
+ * output ("Status:" line, fixed headers, body). Every error body goes through
+ * tf_resp_error(): {"error":"human text","code":"machine_code"}. */
+#ifndef TF_RESPOND_H
+#define TF_RESPOND_H
+
+#include <stddef.h>
+
+#include "limits.h"
+
+/* Writes len bytes; returns 0 or -1. The FastCGI stream, stdout, or a test
+ * buffer. */
+typedef int (*tf_write_fn)(void *ctx, const char *buf, size_t len);
+
+#define TF_ETAG_LEN 18                        /* '"' + 16 hex + '"' */
+#define TF_LOCATION_MAX (TF_MAX_PATH + 160)   /* mount prefix + "/api/…/{id}/" */
+
+typedef struct tf_resp {
+	int status;                 /* 0 until something set it */
+	char *body;                 /* owned unless body_static */
+	size_t len;
+	int body_static;
+	char etag[TF_ETAG_LEN + 1];
+	char allow[64];             /* "GET, HEAD, POST" on a 405 */
+	char location[TF_LOCATION_MAX];
+	int www_authenticate;       /* adds WWW-Authenticate: Bearer (401) */
+} tf_resp;
+
+void tf_resp_init(tf_resp *r);
+/* Frees the body; r can be reused after tf_resp_init(). */
+void tf_resp_free(tf_resp *r);
+
+/* Sets a JSON success body, taking over body (malloc'd; freed by
+ * tf_resp_free, also when this fails). Replaces any earlier body. Returns 0,
+ * or -1 after turning r into a 500 (body NULL with len > 0 is a bug). */
+int tf_resp_json(tf_resp *r, int status, char *body, size_t len);
+/* Same with a copy of body. */
+int tf_resp_json_copy(tf_resp *r, int status, const char *body, size_t len);
+/* A response without a body (204). */
+void tf_resp_empty(tf_resp *r, int status);
+
+/* The error writer. Always returns -1 so callers can `return tf_resp_error(…)`.
+ * fmt is the human text; it must never carry internals (paths, errno text of
+ * the store, secrets). */
+int tf_resp_error(tf_resp *r, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Same with one extra string member, e.g. "task_id" on a 409 run_active. */
+int tf_resp_error_with(tf_resp *r, int status, const char *code, const char *key,
+                       const char *value, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+/* Maps a tf_err to its status and code (below) and writes the error. detail is
+ * shown for 4xx answers only (the lib's one-line reason, e.g. from feed
+ * validation); 5xx answers get a generic text. Returns -1. */
+int tf_resp_fail(tf_resp *r, int err, const char *detail);
+/* The mapping itself: TF_EINVAL 400, TF_ENOTFOUND 404, TF_EEXIST/TF_ECONFLICT/
+ * TF_ESTATE 409, TF_ELIMIT 413, TF_ESTORE/TF_EPERM 503, anything else 500.
+ * *code (if not NULL) gets the static machine code. */
+int tf_http_status_of(int err, const char **code);
+
+/* Static reason phrase ("Not Found"); "Unknown" for unlisted codes. */
+const char *tf_http_reason(int status);
+
+/* Sets the ETag of a 200 answer from its body (FNV-1a 64, strong) and, when
+ * if_none_match (the request's If-None-Match, may be NULL) names it or is
+ * "*", turns the answer into a 304 without a body (RFC 9110 §13.1.2). */
+void tf_resp_etag(tf_resp *r, const char *if_none_match);
+/* RFC 9110 weak comparison of one ETag against an If-None-Match list. */
+int tf_etag_matches(const char *if_none_match, const char *etag);
+
+/* Writes the response as CGI output: Status, Content-Type, Cache-Control,
+ * nosniff, optional ETag/Allow/Location/WWW-Authenticate, Content-Length,
+ * then the body (left out for HEAD, 204 and 304). Returns 0 or -1 when the
+ * writer failed (the client went away: nothing more to do). */
+int tf_resp_emit(const tf_resp *r, int head_only, tf_write_fn w, void *ctx);
+
+#endif

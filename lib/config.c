@@ -1,0 +1,127 @@
+#include "config.h"
+#include "err.h"
+#include "limits.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void copy(char *dst, size_t len, const char *src)
+{
+	snprintf(dst, len, "%s", src ? src : "");
+}
+
+/* The worker binary sits beside the handler in build/ and in an install. */
+static void default_worker(tf_config *cfg, const char *argv0)
+{
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+	char *slash;
+
+	if (n <= 0) {
+		copy(cfg->worker, sizeof cfg->worker, argv0 ? argv0 : "threatfeed");
+		return;
+	}
+	self[n] = '\0';
+	if ((slash = strrchr(self, '/')))
+		*slash = '\0';
+	snprintf(cfg->worker, sizeof cfg->worker, "%.400s/threatfeed", self);
+	if (access(cfg->worker, X_OK) != 0) /* installed layout: lib/threatfeed/ → bin/ */
+		snprintf(cfg->worker, sizeof cfg->worker, "%.400s/../../bin/threatfeed", self);
+}
+
+static char *trim(char *s)
+{
+	char *e;
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+static int set_int(int *dst, const char *v, int min, int max)
+{
+	int64_t x;
+	if (tf_parse_i64(v, min, max, &x))
+		return TF_EINVAL;
+	*dst = (int)x;
+	return TF_OK;
+}
+
+static int apply(tf_config *cfg, const char *k, const char *v)
+{
+	if (!strcmp(k, "api_token"))
+		copy(cfg->api_token, sizeof cfg->api_token, v);
+	else if (!strcmp(k, "trust_remote_user"))
+		return set_int(&cfg->trust_remote_user, v, 0, 1);
+	else if (!strcmp(k, "max_concurrent_runs"))
+		return set_int(&cfg->max_concurrent_runs, v, 1, 1000);
+	else if (!strcmp(k, "grace_period_s"))
+		return set_int(&cfg->grace_period_s, v, 0, 3600);
+	else if (!strcmp(k, "worker"))
+		copy(cfg->worker, sizeof cfg->worker, v);
+	else if (!strcmp(k, "db"))
+		copy(cfg->db_path, sizeof cfg->db_path, v);
+	else if (!strcmp(k, "log_debug"))
+		return set_int(&cfg->log_debug, v, 0, 1);
+	else
+		return TF_EINVAL;
+	return TF_OK;
+}
+
+static int read_file(tf_config *cfg, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	char line[1024];
+	int lineno = 0;
+
+	if (!f) {
+		snprintf(err, errlen, "cannot read config %s", path);
+		return TF_EINVAL;
+	}
+	while (fgets(line, sizeof line, f)) {
+		char *s = trim(line), *eq;
+		lineno++;
+		if (!*s || *s == '#')
+			continue;
+		if (!(eq = strchr(s, '=')) || (*eq = '\0', apply(cfg, trim(s), trim(eq + 1)))) {
+			snprintf(err, errlen, "%s:%d: bad setting", path, lineno);
+			fclose(f);
+			return TF_EINVAL;
+		}
+	}
+	fclose(f);
+	return TF_OK;
+}
+
+int tf_config_load(tf_config *cfg, const char *argv0, char *err, size_t errlen)
+{
+	const char *env;
+	char dummy[8];
+
+	if (!err) {
+		err = dummy;
+		errlen = sizeof dummy;
+	}
+	memset(cfg, 0, sizeof *cfg);
+	cfg->max_concurrent_runs = TF_DEFAULT_MAX_RUNS;
+	cfg->grace_period_s = TF_DEFAULT_GRACE_S;
+	copy(cfg->state_dir, sizeof cfg->state_dir,
+	     (env = getenv("THREATFEED_STATE_DIR")) && *env ? env : "/var/lib/threatfeed");
+	default_worker(cfg, argv0);
+	if ((env = getenv("THREATFEED_CONF")) && *env && read_file(cfg, env, err, errlen))
+		return TF_EINVAL;
+	if ((env = getenv("THREATFEED_DB")) && *env)
+		copy(cfg->db_path, sizeof cfg->db_path, env);
+	if (!cfg->db_path[0])
+		snprintf(cfg->db_path, sizeof cfg->db_path, "%.500s/db", cfg->state_dir);
+	if ((env = getenv("THREATFEED_WORKER")) && *env)
+		copy(cfg->worker, sizeof cfg->worker, env);
+	return TF_OK;
+}

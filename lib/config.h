@@ -1,0 +1,25 @@
+/* Settings shared by both binaries: environment first (THREATFEED_DB,
+ * THREATFEED_STATE_DIR, THREATFEED_WORKER), then the optional file named by
+ * THREATFEED_CONF with `key = value` lines and `#` comments. */
+#ifndef TF_CONFIG_H
+#define TF_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct tf_config {
+	char state_dir[512];
+	char db_path[512];
+	char worker[512];          /* the `threatfeed` binary runs are spawned with */
+	char api_token[256];       /* empty: no token required */
+	int trust_remote_user;
+	int max_concurrent_runs;
+	int grace_period_s;
+	int log_debug;
+} tf_config;
+
+/* Fills cfg from defaults, the environment and the config file. argv0 is used
+ * to find `threatfeed` beside the running binary when THREATFEED_WORKER is
+ * unset. On TF_EINVAL, err (if not NULL) holds a one-line reason. */
+int tf_config_load(tf_config *cfg, const char *argv0, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,580 @@
+#include "feed.h"
+#include "err.h"
+#include "json.h"
+#include "limits.h"
+#include "records.h"
+#include "task.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const feed_types[] = {"taxii21", "otx", "virustotal", "stix_bundle"};
+/* Fields the API returns but a client cannot set: accepted and ignored, so a
+ * script may send back what it read. */
+static const char *const read_only[] = {"has_secret", "last_task_id", "last_status",
+                                        "last_run_at", "active_task_id", "indicator_count",
+                                        "created_at", "updated_at"};
+
+#define FAIL(...) (snprintf(err, errlen, __VA_ARGS__), TF_EINVAL)
+
+static int in_list(const char *s, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(s, list[i]))
+			return 1;
+	return 0;
+}
+
+static int check_str(json_object *v, const char *k, size_t min, size_t max, char *err,
+                     size_t errlen)
+{
+	size_t n;
+	if (!json_object_is_type(v, json_type_string))
+		return FAIL("%s: must be a string", k);
+	n = (size_t)json_object_get_string_len(v);
+	if (n < min)
+		return FAIL("%s: must not be empty", k);
+	if (n > max)
+		return FAIL("%s: longer than %zu characters", k, max);
+	for (const char *s = json_object_get_string(v); *s; s++)
+		if ((unsigned char)*s < 0x20)
+			return FAIL("%s: contains control characters", k);
+	return TF_OK;
+}
+
+static int check_url(json_object *v, char *err, size_t errlen)
+{
+	const char *s;
+	int rc = check_str(v, "url", 1, TF_MAX_URL, err, errlen);
+	if (rc)
+		return rc;
+	s = json_object_get_string(v);
+	if (strncasecmp(s, "http://", 7) && strncasecmp(s, "https://", 8))
+		return FAIL("url: must be an http or https URL");
+	for (; *s; s++)
+		if (isspace((unsigned char)*s))
+			return FAIL("url: must not contain spaces");
+	return TF_OK;
+}
+
+static int check_int(json_object *v, const char *k, int64_t min, int64_t max, char *err,
+                     size_t errlen)
+{
+	int64_t x;
+	if (!json_object_is_type(v, json_type_int))
+		return FAIL("%s: must be an integer", k);
+	x = json_object_get_int64(v);
+	if (x < min || x > max)
+		return FAIL("%s: must be between %lld and %lld", k, (long long)min, (long long)max);
+	return TF_OK;
+}
+
+static int check_targets(json_object *v, char *err, size_t errlen)
+{
+	size_t n;
+	if (!json_object_is_type(v, json_type_array))
+		return FAIL("options.targets: must be an array of strings");
+	n = json_object_array_length(v);
+	if (n > TF_MAX_TARGETS)
+		return FAIL("options.targets: more than %d entries", TF_MAX_TARGETS);
+	for (size_t i = 0; i < n; i++)
+		if (check_str(json_object_array_get_idx(v, i), "options.targets[]", 1, TF_MAX_URL,
+		              err, errlen))
+			return TF_EINVAL;
+	return TF_OK;
+}
+
+static int check_options(json_object *opts, char *err, size_t errlen)
+{
+	if (!json_object_is_type(opts, json_type_object))
+		return FAIL("options: must be an object");
+	json_object_object_foreach(opts, k, v) {
+		int rc;
+		if (!strcmp(k, "page_size"))
+			rc = check_int(v, "options.page_size", 1, TF_MAX_PAGE_OBJECTS, err, errlen);
+		else if (!strcmp(k, "requests_per_minute"))
+			rc = check_int(v, "options.requests_per_minute", 1, 1000, err, errlen);
+		else if (!strcmp(k, "targets"))
+			rc = check_targets(v, err, errlen);
+		else if (!strcmp(k, "grace_period_s"))
+			rc = check_int(v, "options.grace_period_s", 0, 3600, err, errlen);
+		else
+			rc = FAIL("options.%.64s: unknown option", k);
+		if (rc)
+			return rc;
+	}
+	return TF_OK;
+}
+
+static int check_field(const char *k, json_object *v, char *err, size_t errlen)
+{
+	if (!strcmp(k, "id"))
+		return json_object_is_type(v, json_type_string) &&
+		               tf_valid_feed_id(json_object_get_string(v))
+		           ? TF_OK
+		           : FAIL("id: must match [a-z0-9][a-z0-9_-]{0,63} and not be reserved");
+	if (!strcmp(k, "name"))
+		return check_str(v, k, 1, TF_MAX_NAME, err, errlen);
+	if (!strcmp(k, "type"))
+		return json_object_is_type(v, json_type_string) &&
+		               in_list(json_object_get_string(v), feed_types, 4)
+		           ? TF_OK
+		           : FAIL("type: must be one of taxii21, otx, virustotal, stix_bundle");
+	if (!strcmp(k, "url"))
+		return check_url(v, err, errlen);
+	if (!strcmp(k, "collection") || !strcmp(k, "username") || !strcmp(k, "secret"))
+		return v ? check_str(v, k, 0, TF_MAX_FIELD, err, errlen) : TF_OK;
+	if (!strcmp(k, "enabled"))
+		return json_object_is_type(v, json_type_boolean) ? TF_OK
+		                                                 : FAIL("enabled: must be true or false");
+	if (!strcmp(k, "interval_s"))
+		return check_int(v, k, 0, 366L * 86400, err, errlen);
+	if (!strcmp(k, "options"))
+		return check_options(v, err, errlen);
+	return FAIL("%.64s: unknown field", k);
+}
+
+/* Copies the settable fields of body over stored, validating each. */
+static int merge(json_object *stored, json_object *body, char *err, size_t errlen)
+{
+	if (!json_object_is_type(body, json_type_object))
+		return FAIL("body: must be a JSON object");
+	json_object_object_foreach(body, k, v) {
+		int rc;
+		if (in_list(k, read_only, sizeof read_only / sizeof *read_only))
+			continue;
+		/* null clears an optional field (e.g. the secret) */
+		if (!v && (!strcmp(k, "secret") || !strcmp(k, "username") || !strcmp(k, "collection"))) {
+			json_object_object_del(stored, k);
+			continue;
+		}
+		if (!v)
+			return FAIL("%.64s: must not be null", k);
+		if ((rc = check_field(k, v, err, errlen)))
+			return rc;
+		json_object_object_add(stored, k, json_object_get(v));
+	}
+	return TF_OK;
+}
+
+static int check_complete(json_object *f, char *err, size_t errlen)
+{
+	static const char *const required[] = {"name", "type", "url"};
+	for (size_t i = 0; i < 3; i++)
+		if (!json_object_object_get_ex(f, required[i], NULL))
+			return FAIL("%s: required", required[i]);
+	if (!strcmp(tf_json_str(f, "type"), "taxii21") && !tf_json_str(f, "collection"))
+		return FAIL("collection: required for taxii21 feeds");
+	return TF_OK;
+}
+
+/* A readable id from the name: "Demo TAXII 2.1" → "demo-taxii-2-1". */
+static void slug(const char *name, char *out, size_t len)
+{
+	size_t n = 0;
+	for (; *name && n + 1 < len && n < 48; name++) {
+		char c = (char)tolower((unsigned char)*name);
+		if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+			out[n++] = c;
+		else if (n && out[n - 1] != '-')
+			out[n++] = '-';
+	}
+	while (n && out[n - 1] == '-')
+		n--;
+	out[n] = '\0';
+	if (!tf_valid_feed_id(out))
+		snprintf(out, len, "feed");
+}
+
+/* ---- API form --------------------------------------------------------------- */
+
+static void add_str(json_object *o, const char *k, const void *v, size_t vl)
+{
+	json_object_object_add(o, k, v ? json_object_new_string_len(v, (int)vl) : NULL);
+}
+
+/* dst[k] = src[k] as a string, or null. */
+static void copy_field(json_object *dst, json_object *src, const char *k)
+{
+	const char *s = tf_json_str(src, k);
+	json_object_object_add(dst, k, s ? json_object_new_string(s) : NULL);
+}
+
+static int api_form(tf_txn *txn, json_object *stored, json_object **out)
+{
+	json_object *o = json_object_new_object(), *run = NULL;
+	const char *id = tf_json_str(stored, "id");
+	const void *v;
+	size_t vl;
+	uint64_t count = 0;
+	int has_secret = tf_json_str(stored, "secret") && *tf_json_str(stored, "secret");
+
+	if (!o)
+		return TF_ENOMEM;
+	json_object_object_foreach(stored, k, val)
+		if (strcmp(k, "secret"))
+			json_object_object_add(o, k, json_object_get(val));
+	json_object_object_add(o, "has_secret", json_object_new_boolean(has_secret));
+	if (!tf_txn_get(txn, TF_TBL_FEEDRUN, id, strlen(id), &v, &vl))
+		tf_json_parse(v, vl, 4, &run, NULL, 0);
+	copy_field(o, run, "last_task_id");
+	copy_field(o, run, "last_status");
+	copy_field(o, run, "last_run_at");
+	json_object_put(run);
+	if (!tf_txn_get(txn, TF_TBL_ACTIVE, id, strlen(id), &v, &vl)) {
+		char tid[TF_UUID_LEN + 1];
+		tf_task *t;
+		add_str(o, "active_task_id", v, vl);
+		snprintf(tid, sizeof tid, "%.*s", (int)vl, (const char *)v);
+		/* The active run is the feed's latest: its status is the feed's status. */
+		if (!tf_task_load(txn, tid, &t)) {
+			add_str(o, "last_task_id", tid, TF_UUID_LEN);
+			add_str(o, "last_status", tf_status_name(tf_task_status(t)),
+			        strlen(tf_status_name(tf_task_status(t))));
+			tf_task_free(t);
+		}
+	} else {
+		json_object_object_add(o, "active_task_id", NULL);
+	}
+	tf_records_count(txn, id, &count);
+	json_object_object_add(o, "indicator_count", json_object_new_int64((int64_t)count));
+	*out = o;
+	return TF_OK;
+}
+
+static int api_text(tf_txn *txn, json_object *stored, char **json, size_t *len)
+{
+	json_object *o;
+	const char *text;
+	size_t n;
+	int rc = api_form(txn, stored, &o);
+
+	if (rc)
+		return rc;
+	text = tf_json_text(o, &n);
+	*json = tf_strndup(text, n);
+	if (len)
+		*len = n;
+	json_object_put(o);
+	return *json ? TF_OK : TF_ENOMEM;
+}
+
+int tf_feed_load(tf_txn *txn, const char *id, json_object **out)
+{
+	const void *v;
+	size_t vl;
+	int rc = tf_txn_get(txn, TF_TBL_FEEDS, id, strlen(id), &v, &vl);
+	if (rc)
+		return rc;
+	return tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, out, NULL, 0) ? TF_ESTORE : TF_OK;
+}
+
+static int save(tf_txn *txn, json_object *stored)
+{
+	const char *id = tf_json_str(stored, "id"), *text;
+	size_t n;
+	char ts[TF_TIME_LEN + 1];
+
+	tf_time_format(tf_now_us(), ts, sizeof ts);
+	json_object_object_add(stored, "updated_at", json_object_new_string(ts));
+	text = tf_json_text(stored, &n);
+	return tf_txn_put(txn, TF_TBL_FEEDS, id, strlen(id), text, n);
+}
+
+/* ---- operations ------------------------------------------------------------- */
+
+struct write_ctx {
+	const char *id;
+	json_object *body;
+	char *json;
+	size_t len;
+	char *err;
+	size_t errlen;
+};
+
+static int create_txn(tf_txn *txn, void *vctx)
+{
+	struct write_ctx *c = vctx;
+	json_object *f = json_object_new_object();
+	char id[TF_MAX_FEED_ID + 1], ts[TF_TIME_LEN + 1];
+	const void *v;
+	size_t vl;
+	int rc;
+
+	if (!f)
+		return TF_ENOMEM;
+	json_object_object_add(f, "enabled", json_object_new_boolean(1));
+	json_object_object_add(f, "interval_s", json_object_new_int(0));
+	json_object_object_add(f, "options", json_object_new_object());
+	if ((rc = merge(f, c->body, c->err, c->errlen)) ||
+	    (rc = check_complete(f, c->err, c->errlen)))
+		goto out;
+	if (tf_json_str(f, "id")) {
+		snprintf(id, sizeof id, "%s", tf_json_str(f, "id"));
+		if (!tf_txn_get(txn, TF_TBL_FEEDS, id, strlen(id), &v, &vl)) {
+			snprintf(c->err, c->errlen, "a feed with id '%s' already exists", id);
+			rc = TF_EEXIST;
+			goto out;
+		}
+	} else {
+		char base[TF_MAX_FEED_ID + 1];
+		slug(tf_json_str(f, "name"), base, sizeof base);
+		snprintf(id, sizeof id, "%s", base);
+		for (int i = 2; !tf_txn_get(txn, TF_TBL_FEEDS, id, strlen(id), &v, &vl); i++)
+			snprintf(id, sizeof id, "%.48s-%d", base, i);
+		json_object_object_add(f, "id", json_object_new_string(id));
+	}
+	tf_time_format(tf_now_us(), ts, sizeof ts);
+	json_object_object_add(f, "created_at", json_object_new_string(ts));
+	if (!(rc = save(txn, f)))
+		rc = api_text(txn, f, &c->json, &c->len);
+out:
+	json_object_put(f);
+	return rc;
+}
+
+int tf_feed_create(tf_store *st, json_object *body, char **json, size_t *len, char *err,
+                   size_t errlen)
+{
+	char dummy[8];
+	struct write_ctx c = {.body = body, .err = err ? err : dummy, .errlen = err ? errlen : 8};
+	int rc = tf_store_update(st, create_txn, &c);
+	if (rc) {
+		free(c.json);
+		c.json = NULL;
+	}
+	*json = c.json;
+	if (len)
+		*len = c.len;
+	return rc;
+}
+
+static int patch_txn(tf_txn *txn, void *vctx)
+{
+	struct write_ctx *c = vctx;
+	json_object *f, *newid;
+	const void *v;
+	size_t vl;
+	int rc = tf_feed_load(txn, c->id, &f);
+
+	free(c->json);
+	c->json = NULL;
+	if (rc)
+		return rc;
+	if (!tf_txn_get(txn, TF_TBL_ACTIVE, c->id, strlen(c->id), &v, &vl)) {
+		snprintf(c->err, c->errlen, "a run of this feed is active");
+		rc = TF_ECONFLICT;
+	} else if (!(rc = merge(f, c->body, c->err, c->errlen)) &&
+	           !(rc = check_complete(f, c->err, c->errlen))) {
+		if (json_object_object_get_ex(f, "id", &newid) &&
+		    strcmp(json_object_get_string(newid), c->id)) {
+			snprintf(c->err, c->errlen, "id: cannot be changed");
+			rc = TF_EINVAL;
+		} else if (!(rc = save(txn, f))) {
+			rc = api_text(txn, f, &c->json, &c->len);
+		}
+	}
+	json_object_put(f);
+	return rc;
+}
+
+int tf_feed_patch(tf_store *st, const char *id, json_object *body, char **json, size_t *len,
+                  char *err, size_t errlen)
+{
+	char dummy[8];
+	struct write_ctx c = {.id = id, .body = body, .err = err ? err : dummy,
+	                      .errlen = err ? errlen : 8};
+	int rc = tf_store_update(st, patch_txn, &c);
+	if (rc) {
+		free(c.json);
+		c.json = NULL;
+	}
+	*json = c.json;
+	if (len)
+		*len = c.len;
+	return rc;
+}
+
+static int delete_txn(tf_txn *txn, void *vctx)
+{
+	const char *id = vctx;
+	const void *v;
+	size_t vl;
+	int rc = tf_txn_get(txn, TF_TBL_FEEDS, id, strlen(id), &v, &vl);
+
+	if (rc)
+		return rc;
+	if (!tf_txn_get(txn, TF_TBL_ACTIVE, id, strlen(id), &v, &vl))
+		return TF_ECONFLICT;
+	if ((rc = tf_records_drop_feed(txn, id)) || (rc = tf_txn_del(txn, TF_TBL_FEEDS, id, strlen(id))))
+		return rc;
+	tf_txn_del(txn, TF_TBL_FEEDRUN, id, strlen(id));
+	tf_txn_del(txn, TF_TBL_SIGNALS, id, strlen(id));
+	return TF_OK;
+}
+
+int tf_feed_delete(tf_store *st, const char *id)
+{
+	return tf_store_update(st, delete_txn, (void *)id);
+}
+
+static int read_txn(tf_txn *txn, void *vctx)
+{
+	struct write_ctx *c = vctx;
+	json_object *f;
+	int rc = tf_feed_load(txn, c->id, &f);
+	if (rc)
+		return rc;
+	rc = api_text(txn, f, &c->json, &c->len);
+	json_object_put(f);
+	return rc;
+}
+
+int tf_feed_read(tf_store *st, const char *id, char **json, size_t *len)
+{
+	struct write_ctx c = {.id = id};
+	int rc = tf_store_view(st, read_txn, &c);
+	*json = c.json;
+	if (len)
+		*len = c.len;
+	return rc;
+}
+
+static int list_txn(tf_txn *txn, void *vctx)
+{
+	json_object *arr = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_FEEDS, &cur);
+
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK) {
+		json_object *f, *o;
+		if (tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, &f, NULL, 0)) {
+			rc = TF_ESTORE;
+			break;
+		}
+		rc = api_form(txn, f, &o);
+		json_object_put(f);
+		if (rc)
+			break;
+		json_object_array_add(arr, o);
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+int tf_feed_list(tf_store *st, char **json, size_t *len)
+{
+	json_object *root = json_object_new_object(), *arr = json_object_new_array();
+	const char *text;
+	size_t n;
+	int rc;
+
+	*json = NULL;
+	if (!root || !arr) {
+		json_object_put(root);
+		json_object_put(arr);
+		return TF_ENOMEM;
+	}
+	json_object_object_add(root, "feeds", arr);
+	if (!(rc = tf_store_view(st, list_txn, arr))) {
+		text = tf_json_text(root, &n);
+		if (!(*json = tf_strndup(text, n)))
+			rc = TF_ENOMEM;
+		if (len)
+			*len = n;
+	}
+	json_object_put(root);
+	return rc;
+}
+
+struct ids_ctx {
+	char **ids;
+	size_t n;
+};
+
+static int ids_txn(tf_txn *txn, void *vctx)
+{
+	struct ids_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_FEEDS, &cur);
+
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK) {
+		char **grown = realloc(c->ids, (c->n + 1) * sizeof *grown);
+		if (!grown || !(grown[c->n] = tf_strndup(k, kl))) {
+			if (grown)
+				c->ids = grown;
+			rc = TF_ENOMEM;
+			break;
+		}
+		c->ids = grown;
+		c->n++;
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+int tf_feed_ids(tf_store *st, char ***ids, size_t *n)
+{
+	struct ids_ctx c = {0};
+	int rc = tf_store_view(st, ids_txn, &c);
+	if (rc) {
+		for (size_t i = 0; i < c.n; i++)
+			free(c.ids[i]);
+		free(c.ids);
+		c.ids = NULL;
+		c.n = 0;
+	}
+	*ids = c.ids;
+	*n = c.n;
+	return rc;
+}
+
+int tf_feed_cursor(tf_txn *txn, const char *id, json_object **out)
+{
+	const void *v;
+	size_t vl;
+	int rc = tf_txn_get(txn, TF_TBL_CURSORS, id, strlen(id), &v, &vl);
+
+	if (rc == TF_ENOTFOUND) {
+		*out = json_object_new_object();
+		return *out ? TF_OK : TF_ENOMEM;
+	}
+	if (rc)
+		return rc;
+	return tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, out, NULL, 0) ? TF_ESTORE : TF_OK;
+}
+
+int tf_feed_note_run(tf_txn *txn, const char *id, const char *task_id, const char *status,
+                     const char *started_at)
+{
+	json_object *o = json_object_new_object();
+	const char *text;
+	size_t n;
+	int rc;
+
+	if (!o)
+		return TF_ENOMEM;
+	json_object_object_add(o, "last_task_id", json_object_new_string(task_id));
+	json_object_object_add(o, "last_status", json_object_new_string(status));
+	json_object_object_add(o, "last_run_at", started_at ? json_object_new_string(started_at) : NULL);
+	text = tf_json_text(o, &n);
+	rc = tf_txn_put(txn, TF_TBL_FEEDRUN, id, strlen(id), text, n);
+	json_object_put(o);
+	return rc;
+}

@@ -1,0 +1,48 @@
+/* Every limit on untrusted input, named once. Checked while reading, not
+ * after: a body over TF_MAX_BODY is refused before it is buffered. */
+#ifndef TF_LIMITS_H
+#define TF_LIMITS_H
+
+/* API requests (fcgi/) */
+#define TF_MAX_BODY            (64 * 1024)  /* request body bytes (SPEC §2: 413 above) */
+#define TF_MAX_PATH            1024         /* request path bytes after the mount prefix */
+#define TF_MAX_QUERY           2048         /* query string bytes */
+#define TF_MAX_QUERY_PARAMS    16
+#define TF_MAX_JSON_DEPTH      16           /* json-c tokener depth for API bodies */
+#define TF_MAX_LIST_LIMIT      1000         /* ?limit= on list endpoints */
+#define TF_DEFAULT_LIST_LIMIT  100
+
+/* Feeds and tasks */
+#define TF_MAX_FEED_ID         64
+#define TF_MAX_NAME            200
+#define TF_MAX_URL             2048
+#define TF_MAX_FIELD           1024         /* collection, username, secret */
+#define TF_MAX_TARGETS         10000        /* virustotal target list */
+#define TF_MAX_WARNINGS        100          /* task warnings kept (SPEC §2) */
+#define TF_MAX_WARNING_LEN     300
+#define TF_MAX_MESSAGE_LEN     300
+#define TF_MAX_ERROR_LEN       1000
+
+/* Upstream content (worker/) */
+#define TF_MAX_PAGE_BYTES      (32L * 1024 * 1024)  /* one response body */
+#define TF_MAX_FEED_JSON_DEPTH 64
+#define TF_MAX_PAGE_OBJECTS    10000                /* objects in one page */
+#define TF_MAX_OBJECT_BYTES    (1024 * 1024)        /* one stored record */
+#define TF_MAX_PAGES           100000               /* pages in one run */
+#define TF_MAX_EMPTY_PAGES     20                   /* more:true with nothing new */
+#define TF_MAX_REDIRECTS       3
+#define TF_CONNECT_TIMEOUT_S   10
+#define TF_LOW_SPEED_BYTES     1                    /* below this many bytes/s … */
+#define TF_LOW_SPEED_TIME_S    60                   /* … for this long: timeout */
+#define TF_REQUEST_TIMEOUT_S   300                  /* one whole request */
+#define TF_MAX_RUN_S           (6 * 3600)           /* one whole run */
+#define TF_MAX_RETRIES         5
+#define TF_MAX_BACKOFF_S       300
+
+/* Cancellation */
+#define TF_SIGNAL_TTL_S        300   /* per-feed cancel signal expiry (SPEC §3) */
+#define TF_DEFAULT_GRACE_S     5     /* supervisor's grace period (SPEC §3) */
+#define TF_PROGRESS_INTERVAL_MS 100  /* at most one progress write per interval */
+#define TF_DEFAULT_MAX_RUNS    4     /* max_concurrent_runs (SPEC §3) */
+
+#endif

@@ -1,0 +1,389 @@
+#include "records.h"
+#include "err.h"
+#include "json.h"
+#include "limits.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Stored value: modified_us (8 bytes, native) then the record's JSON text.
+ * The prefix lets "latest modified wins" be decided without parsing. */
+#define VAL_HDR 8
+/* Stored key: feed_id NUL source key. */
+#define MAX_KEY (TF_MAX_FEED_ID + 1 + 511)
+
+struct entry {
+	char *key, *type, *value, *observables, *object; /* one allocation, key first */
+	size_t object_len;
+	int64_t modified_us;
+};
+
+struct tf_batch {
+	struct entry *e;
+	size_t n, cap;
+};
+
+int tf_batch_new(tf_batch **out)
+{
+	return (*out = calloc(1, sizeof **out)) ? TF_OK : TF_ENOMEM;
+}
+
+size_t tf_batch_count(const tf_batch *b)
+{
+	return b->n;
+}
+
+void tf_batch_clear(tf_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		free(b->e[i].key);
+	b->n = 0;
+}
+
+void tf_batch_free(tf_batch *b)
+{
+	if (!b)
+		return;
+	tf_batch_clear(b);
+	free(b->e);
+	free(b);
+}
+
+static char *pack(char **p, const char *s, size_t n)
+{
+	char *start = *p;
+	memcpy(start, s, n);
+	start[n] = '\0';
+	*p += n + 1;
+	return start;
+}
+
+int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *value,
+                 json_object *observables, int64_t modified_us, const char *object, size_t len)
+{
+	size_t kl = strlen(key), tl = strlen(type), vl = value ? strlen(value) : 0, ol = 0;
+	const char *obs = NULL;
+	struct entry *e;
+	char *p;
+
+	if (len > TF_MAX_OBJECT_BYTES || kl == 0 || kl > MAX_KEY - TF_MAX_FEED_ID - 1)
+		return TF_ELIMIT;
+	if (observables)
+		obs = tf_json_text(observables, &ol);
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 256;
+		struct entry *grown = realloc(b->e, cap * sizeof *grown);
+		if (!grown)
+			return TF_ENOMEM;
+		b->e = grown;
+		b->cap = cap;
+	}
+	if (!(p = malloc(kl + tl + vl + ol + len + 5)))
+		return TF_ENOMEM;
+	e = &b->e[b->n++];
+	e->key = pack(&p, key, kl);
+	e->type = pack(&p, type, tl);
+	e->value = value ? pack(&p, value, vl) : (pack(&p, "", 0), NULL);
+	e->observables = obs ? pack(&p, obs, ol) : (pack(&p, "", 0), NULL);
+	e->object = pack(&p, object, len);
+	e->object_len = len;
+	e->modified_us = modified_us;
+	return TF_OK;
+}
+
+static size_t record_key(char *buf, const char *feed_id, const char *key)
+{
+	size_t fl = strlen(feed_id), kl = strlen(key);
+	memcpy(buf, feed_id, fl);
+	buf[fl] = '\0';
+	memcpy(buf + fl + 1, key, kl);
+	return fl + 1 + kl;
+}
+
+static void put_json_str(json_object *o, const char *k, const char *v)
+{
+	json_object_object_add(o, k, v ? json_object_new_string(v) : NULL);
+}
+
+/* The record's JSON: our fields, then the source object verbatim. */
+static char *compose(const struct entry *e, const char *feed_id, const char *task_id,
+                     size_t *len)
+{
+	json_object *head = json_object_new_object(), *obs = NULL;
+	char ts[TF_TIME_LEN + 1];
+	const char *text;
+	size_t hl;
+	char *out = NULL;
+
+	if (!head)
+		return NULL;
+	put_json_str(head, "id", e->key);
+	put_json_str(head, "type", e->type);
+	put_json_str(head, "value", e->value);
+	if (e->observables)
+		tf_json_parse(e->observables, strlen(e->observables), 8, &obs, NULL, 0);
+	json_object_object_add(head, "observables", obs ? obs : json_object_new_array());
+	put_json_str(head, "feed_id", feed_id);
+	put_json_str(head, "task_id", task_id);
+	if (e->modified_us) {
+		tf_time_format(e->modified_us, ts, sizeof ts);
+		put_json_str(head, "modified", ts);
+	} else {
+		put_json_str(head, "modified", NULL);
+	}
+	text = tf_json_text(head, &hl);
+	/* "{…}" + ,"object": + object + } */
+	*len = VAL_HDR + hl - 1 + 10 + e->object_len + 1;
+	if ((out = malloc(*len))) {
+		char *p = out;
+		memcpy(p, &e->modified_us, VAL_HDR);
+		p += VAL_HDR;
+		memcpy(p, text, hl - 1);
+		p += hl - 1;
+		memcpy(p, ",\"object\":", 10);
+		p += 10;
+		memcpy(p, e->object, e->object_len);
+		p += e->object_len;
+		*p = '}';
+	}
+	json_object_put(head);
+	return out;
+}
+
+static int count_get(tf_txn *txn, const char *feed_id, uint64_t *n)
+{
+	const void *v;
+	size_t vl;
+	int rc = tf_txn_get(txn, TF_TBL_COUNTS, feed_id, strlen(feed_id), &v, &vl);
+	*n = 0;
+	if (rc == TF_OK && vl == sizeof *n)
+		memcpy(n, v, sizeof *n);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+int tf_records_count(tf_txn *txn, const char *feed_id, uint64_t *n)
+{
+	return count_get(txn, feed_id, n);
+}
+
+static int apply_one(tf_txn *txn, const char *feed_id, const char *task_id,
+                     const struct entry *e, tf_progress *p, int64_t *delta)
+{
+	char k[MAX_KEY + 1];
+	size_t kl = record_key(k, feed_id, e->key), vl;
+	const void *old;
+	size_t oldl;
+	char *val;
+	int rc = tf_txn_get(txn, TF_TBL_RECORDS, k, kl, &old, &oldl);
+
+	if (rc != TF_OK && rc != TF_ENOTFOUND)
+		return rc;
+	if (rc == TF_OK && oldl >= VAL_HDR) {
+		int64_t old_mod;
+		memcpy(&old_mod, old, VAL_HDR);
+		if (old_mod >= e->modified_us) {
+			p->indicators_skipped++;
+			return TF_OK;
+		}
+	}
+	if (!(val = compose(e, feed_id, task_id, &vl)))
+		return TF_ENOMEM;
+	if (rc == TF_ENOTFOUND)
+		p->indicators_created++, (*delta)++;
+	else
+		p->indicators_updated++;
+	rc = tf_txn_put_j(txn, task_id, TF_TBL_RECORDS, k, kl, val, vl);
+	free(val);
+	return rc;
+}
+
+int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, const tf_batch *b,
+                   tf_progress *p)
+{
+	int64_t delta = 0;
+	uint64_t count;
+	int rc;
+
+	for (size_t i = 0; i < b->n; i++)
+		if ((rc = apply_one(txn, feed_id, task_id, &b->e[i], p, &delta)))
+			return rc;
+	if (!delta)
+		return TF_OK;
+	if ((rc = count_get(txn, feed_id, &count)))
+		return rc;
+	count += (uint64_t)delta;
+	return tf_txn_put_j(txn, task_id, TF_TBL_COUNTS, feed_id, strlen(feed_id), &count,
+	                    sizeof count);
+}
+
+int tf_records_put_cursor(tf_txn *txn, const char *feed_id, const char *task_id,
+                          json_object *cursor)
+{
+	size_t n;
+	const char *text = tf_json_text(cursor, &n);
+	return tf_txn_put_j(txn, task_id, TF_TBL_CURSORS, feed_id, strlen(feed_id), text, n);
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+static int hex_decode(const char *s, char *out, size_t cap, size_t *n)
+{
+	size_t len = strlen(s);
+	if (len % 2 || len / 2 > cap)
+		return TF_EINVAL;
+	for (size_t i = 0; i < len; i += 2) {
+		unsigned v;
+		if (sscanf(s + i, "%2x", &v) != 1 || !strchr("0123456789abcdef", s[i]) ||
+		    !strchr("0123456789abcdef", s[i + 1]))
+			return TF_EINVAL;
+		out[i / 2] = (char)v;
+	}
+	*n = len / 2;
+	return TF_OK;
+}
+
+struct page_ctx {
+	const char *feed_id, *after;
+	int limit;
+	json_object *arr;
+	char next[2 * MAX_KEY + 1];
+};
+
+static int page_txn(tf_txn *txn, void *vctx)
+{
+	struct page_ctx *c = vctx;
+	char start[MAX_KEY + 2];
+	size_t fl = strlen(c->feed_id), sl = record_key(start, c->feed_id, ""), kl, vl, al;
+	tf_cursor *cur;
+	const void *k, *v;
+	int rc;
+
+	if (c->after) {
+		if (hex_decode(c->after, start + sl, MAX_KEY - sl, &al))
+			return TF_EINVAL;
+		sl += al;
+		start[sl++] = '\0'; /* strictly after the cursor's key */
+	}
+	if ((rc = tf_cursor_open(txn, TF_TBL_RECORDS, &cur)))
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_GE, start, sl, &k, &kl, &v, &vl);
+	c->next[0] = '\0';
+	while (rc == TF_OK && kl > fl && !memcmp(k, c->feed_id, fl) && ((const char *)k)[fl] == '\0') {
+		json_object *rec;
+		if ((int)json_object_array_length(c->arr) == c->limit) {
+			/* one more exists: the cursor names the last one returned */
+			break;
+		}
+		if (vl < VAL_HDR ||
+		    tf_json_parse((const char *)v + VAL_HDR, vl - VAL_HDR, TF_MAX_FEED_JSON_DEPTH + 8,
+		                  &rec, NULL, 0)) {
+			rc = TF_ESTORE;
+			break;
+		}
+		json_object_array_add(c->arr, rec);
+		{
+			const unsigned char *src = (const unsigned char *)k + fl + 1;
+			size_t n = kl - fl - 1;
+			for (size_t i = 0; i < n; i++)
+				snprintf(c->next + 2 * i, 3, "%02x", src[i]);
+		}
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	/* no next page: clear the cursor unless the loop stopped at the limit */
+	if (rc != TF_OK || kl <= fl || memcmp(k, c->feed_id, fl) || ((const char *)k)[fl] != '\0')
+		c->next[0] = '\0';
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+}
+
+int tf_records_page(tf_store *st, const char *feed_id, const char *cursor, int limit,
+                    char **json, size_t *len)
+{
+	json_object *root = json_object_new_object(), *arr = json_object_new_array();
+	struct page_ctx c = {.feed_id = feed_id, .after = cursor, .limit = limit, .arr = arr};
+	const char *text;
+	size_t n;
+	int rc;
+
+	*json = NULL;
+	if (!root || !arr) {
+		json_object_put(root);
+		json_object_put(arr);
+		return TF_ENOMEM;
+	}
+	json_object_object_add(root, "indicators", arr);
+	if (!(rc = tf_store_view(st, page_txn, &c))) {
+		json_object_object_add(root, "next_cursor",
+		                       c.next[0] ? json_object_new_string(c.next) : NULL);
+		text = tf_json_text(root, &n);
+		if (!(*json = tf_strndup(text, n)))
+			rc = TF_ENOMEM;
+		if (len)
+			*len = n;
+	}
+	json_object_put(root);
+	return rc;
+}
+
+struct export_ctx {
+	const char *feed_id;
+	FILE *out;
+};
+
+static int export_txn(tf_txn *txn, void *vctx)
+{
+	struct export_ctx *c = vctx;
+	size_t fl = c->feed_id ? strlen(c->feed_id) : 0, kl, vl;
+	tf_cursor *cur;
+	const void *k, *v;
+	int rc = tf_cursor_open(txn, TF_TBL_RECORDS, &cur);
+
+	if (rc)
+		return rc;
+	rc = c->feed_id ? tf_cursor_get(cur, TF_SEEK_GE, c->feed_id, fl + 1, &k, &kl, &v, &vl)
+	                : tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK) {
+		if (c->feed_id && (kl <= fl || memcmp(k, c->feed_id, fl) || ((const char *)k)[fl]))
+			break;
+		if (vl >= VAL_HDR) {
+			fwrite((const char *)v + VAL_HDR, 1, vl - VAL_HDR, c->out);
+			fputc('\n', c->out);
+		}
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	if (ferror(c->out))
+		return TF_ESYS;
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+}
+
+int tf_records_export(tf_store *st, const char *feed_id, FILE *out)
+{
+	struct export_ctx c = {feed_id, out};
+	return tf_store_view(st, export_txn, &c);
+}
+
+int tf_records_drop_feed(tf_txn *txn, const char *feed_id)
+{
+	size_t fl = strlen(feed_id), kl, vl;
+	tf_cursor *cur;
+	const void *k, *v;
+	int rc = tf_cursor_open(txn, TF_TBL_RECORDS, &cur);
+
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_GE, feed_id, fl + 1, &k, &kl, &v, &vl);
+	while (rc == TF_OK && kl > fl && !memcmp(k, feed_id, fl) && !((const char *)k)[fl]) {
+		if ((rc = tf_cursor_del(cur)))
+			break;
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	if (rc != TF_OK && rc != TF_ENOTFOUND)
+		return rc;
+	tf_txn_del(txn, TF_TBL_COUNTS, feed_id, fl);
+	tf_txn_del(txn, TF_TBL_CURSORS, feed_id, fl);
+	return TF_OK;
+}

@@ -1,0 +1,55 @@
+/* Records (SPEC §4): what a feed ingested, one per STIX object / OTX
+ * indicator / VT verdict, keyed by feed and source id. A run writes them in
+ * batches; each batch commits atomically with its undo entries, the feed's
+ * count and cursor, and the task's progress (written by the caller in the
+ * same transaction). */
+#ifndef TF_RECORDS_H
+#define TF_RECORDS_H
+
+#include <json-c/json.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "store.h"
+#include "task.h"
+
+typedef struct tf_batch tf_batch;
+
+/* Caller owns the batch: tf_batch_free(). */
+int tf_batch_new(tf_batch **out);
+/* Adds one record, copying everything:
+ *   key        source id (STIX id, "otx:<pulse>:<indicator id>", "vt:file:<hash>")
+ *   type       STIX type or indicator type ("indicator", "IPv4", "vt-file")
+ *   value      the extracted observable, or NULL
+ *   observables  NULL or an array of {"type","value"} (not taken over)
+ *   modified_us  version time; a stored record with the same or a newer
+ *                version is left alone and counted as skipped
+ *   object     the source object (JSON text, len bytes), kept verbatim.
+ * TF_ELIMIT when the object exceeds TF_MAX_OBJECT_BYTES. */
+int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *value,
+                 json_object *observables, int64_t modified_us, const char *object, size_t len);
+size_t tf_batch_count(const tf_batch *b);
+void tf_batch_clear(tf_batch *b);
+void tf_batch_free(tf_batch *b);
+
+/* Writes the batch for feed_id as part of run task_id inside txn (journaled
+ * writes), adding created/updated/skipped to p. The batch is not cleared:
+ * a transaction replayed after map growth applies it again. */
+int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, const tf_batch *b,
+                   tf_progress *p);
+/* Journaled write of the feed's cursor object inside txn. */
+int tf_records_put_cursor(tf_txn *txn, const char *feed_id, const char *task_id,
+                          json_object *cursor);
+
+/* Number of records of feed_id. */
+int tf_records_count(tf_txn *txn, const char *feed_id, uint64_t *n);
+/* {"indicators":[…],"next_cursor":"…"|null}, at most limit records after the
+ * opaque cursor (NULL: from the start). Caller frees. TF_EINVAL bad cursor. */
+int tf_records_page(tf_store *st, const char *feed_id, const char *cursor, int limit,
+                    char **json, size_t *len);
+/* Every record of feed_id (NULL: all feeds) as JSON lines in key order. */
+int tf_records_export(tf_store *st, const char *feed_id, FILE *out);
+/* Removes every record, the count and the cursor of feed_id (not journaled). */
+int tf_records_drop_feed(tf_txn *txn, const char *feed_id);
+
+#endif

@@ -1,0 +1,542 @@
+#include "runctl.h"
+#include "err.h"
+#include "feed.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- spawning --------------------------------------------------------------- */
+
+/* In the grandchild: nothing of the caller's (a FastCGI listen socket on fd 0,
+ * client connections) may leak into a run that outlives the request. */
+static void detach_fds(void)
+{
+	int null = open("/dev/null", O_RDWR);
+	const char *log = getenv("THREATFEED_RUN_LOG");
+	int err = -1;
+
+	if (log && *log)
+		err = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0660);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(err >= 0 ? err : null, 2);
+	}
+	closefrom(3);
+}
+
+int tf_runctl_spawn(const tf_config *cfg, const char *task_id)
+{
+	pid_t pid = fork(), w;
+	int status;
+
+	if (pid < 0)
+		return TF_ESYS;
+	if (pid == 0) {
+		/* First child: new session, then fork again so the run is adopted by
+		 * init and never becomes the caller's zombie. */
+		sigset_t none;
+		setsid();
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		signal(SIGCHLD, SIG_DFL);
+		if ((pid = fork()) != 0)
+			_exit(pid < 0 ? 1 : 0);
+		detach_fds();
+		execl(cfg->worker, "threatfeed", "supervise", task_id, (char *)NULL);
+		_exit(127);
+	}
+	do
+		w = waitpid(pid, &status, 0);
+	while (w < 0 && errno == EINTR);
+	if (w < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return TF_ESYS;
+	if (access(cfg->worker, X_OK) != 0) {
+		tf_err("runctl: worker binary %s is not executable", cfg->worker);
+		return TF_ESYS;
+	}
+	return TF_OK;
+}
+
+/* ---- run records ------------------------------------------------------------ */
+
+static int info_get(tf_txn *txn, const char *task_id, tf_runinfo *ri)
+{
+	const void *v;
+	size_t vl;
+	int rc = tf_txn_get(txn, TF_TBL_RUNS, task_id, strlen(task_id), &v, &vl);
+	if (rc)
+		return rc;
+	if (vl != sizeof *ri)
+		return TF_ESTORE;
+	memcpy(ri, v, sizeof *ri);
+	return TF_OK;
+}
+
+struct info_ctx {
+	const char *task_id;
+	tf_runinfo ri;
+	tf_task *task;
+};
+
+static int info_txn(tf_txn *txn, void *vctx)
+{
+	struct info_ctx *c = vctx;
+	return info_get(txn, c->task_id, &c->ri);
+}
+
+int tf_runctl_info(tf_store *st, const char *task_id, tf_runinfo *ri)
+{
+	struct info_ctx c = {.task_id = task_id};
+	int rc = tf_store_view(st, info_txn, &c);
+	*ri = c.ri;
+	return rc;
+}
+
+int tf_runctl_wake(tf_store *st, const char *task_id)
+{
+	tf_runinfo ri;
+	int reaped = 0, rc = tf_runctl_reap(st, task_id, &reaped);
+
+	if (rc || reaped)
+		return rc;
+	if (tf_runctl_info(st, task_id, &ri))
+		return TF_OK; /* not started yet: the supervisor reads the cancel at claim */
+	if (tf_proc_alive(ri.worker_pid, ri.worker_start))
+		kill(ri.worker_pid, SIGUSR1);
+	if (tf_proc_alive(ri.sup_pid, ri.sup_start))
+		kill(ri.sup_pid, SIGUSR1);
+	return TF_OK;
+}
+
+/* ---- finishing ---------------------------------------------------------------- */
+
+/* What a run really ends as, given where its task is now. A cancel_job is
+ * honoured whatever happened (the store must end as before the run); a
+ * stop_now turns a completion into a stop. */
+static tf_status settle(tf_status now, tf_status wanted)
+{
+	if (now == TF_ST_CANCELLING)
+		return TF_ST_CANCELLED;
+	if (now == TF_ST_STOPPING && (wanted == TF_ST_COMPLETED || wanted == TF_ST_CANCELLED))
+		return TF_ST_STOPPED;
+	if (now == TF_ST_QUEUED && wanted != TF_ST_FAILED)
+		return TF_ST_FAILED;
+	return wanted;
+}
+
+struct finish_ctx {
+	const char *task_id;
+	tf_status final;
+	int forced;
+	const char *error;
+	uint64_t rolled_back;
+	int rolled;          /* rollback done before this transaction */
+	int again;           /* a cancel_job arrived meanwhile: roll back, retry */
+	int already;         /* someone else finished it */
+	tf_status now;
+};
+
+static int queue_remove(tf_txn *txn, const char *task_id)
+{
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_QUEUE, &cur);
+
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK) {
+		if (vl == TF_UUID_LEN && !memcmp(v, task_id, TF_UUID_LEN)) {
+			rc = tf_cursor_del(cur);
+			break;
+		}
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+static int release_feed(tf_txn *txn, const char *feed_id, const char *task_id)
+{
+	const void *v;
+	size_t vl;
+	size_t fl = strlen(feed_id);
+
+	if (!tf_txn_get(txn, TF_TBL_ACTIVE, feed_id, fl, &v, &vl) && vl == TF_UUID_LEN &&
+	    !memcmp(v, task_id, TF_UUID_LEN))
+		tf_txn_del(txn, TF_TBL_ACTIVE, feed_id, fl);
+	if (!tf_txn_get(txn, TF_TBL_SIGNALS, feed_id, fl, &v, &vl) && vl >= TF_UUID_LEN &&
+	    !memcmp(v, task_id, TF_UUID_LEN))
+		tf_txn_del(txn, TF_TBL_SIGNALS, feed_id, fl);
+	tf_txn_del(txn, TF_TBL_RUNS, task_id, TF_UUID_LEN);
+	return queue_remove(txn, task_id);
+}
+
+static int finish_txn(tf_txn *txn, void *vctx)
+{
+	struct finish_ctx *c = vctx;
+	tf_task *t;
+	tf_status final;
+	json_object *started = NULL;
+	int rc = tf_task_load(txn, c->task_id, &t);
+
+	c->again = c->already = 0;
+	if (rc)
+		return rc;
+	c->now = tf_task_status(t);
+	if (tf_status_terminal(c->now)) {
+		c->already = 1;
+		tf_task_free(t);
+		return TF_OK;
+	}
+	final = settle(c->now, c->final);
+	if (final == TF_ST_CANCELLED && !c->rolled) {
+		c->again = 1; /* cannot roll back inside this transaction: abort, redo */
+		tf_task_free(t);
+		return TF_ECONFLICT;
+	}
+	if (final == TF_ST_CANCELLED)
+		tf_task_set_rolled_back(t, c->rolled_back);
+	if (tf_task_cancel_mode(t) != TF_CANCEL_NONE) {
+		tf_task_ack_cancel(t);
+		if (c->forced)
+			tf_task_set_forced(t);
+	}
+	if (c->error)
+		tf_task_set_error(t, c->error);
+	if ((rc = tf_task_set_status(t, final)))
+		goto out;
+	tf_task_set_stage(t, TF_SG_DONE, final == TF_ST_COMPLETED ? "completed"
+	                                 : final == TF_ST_STOPPED ? "stopped: committed data kept"
+	                                 : final == TF_ST_CANCELLED ? "cancelled: run rolled back"
+	                                                            : "failed");
+	if ((rc = tf_task_save(txn, t)) || (rc = release_feed(txn, tf_task_feed_id(t), c->task_id)))
+		goto out;
+	{
+		size_t n;
+		json_object *obj = NULL;
+		const char *text = tf_task_json(t, &n), *sa;
+		tf_json_parse(text, n, 32, &obj, NULL, 0);
+		sa = tf_json_str(obj, "started_at");
+		if (!sa)
+			sa = tf_json_str(obj, "created_at");
+		rc = tf_feed_note_run(txn, tf_task_feed_id(t), c->task_id, tf_status_name(final), sa);
+		started = obj;
+	}
+	c->final = final;
+out:
+	json_object_put(started);
+	tf_task_free(t);
+	return rc;
+}
+
+struct peek_ctx {
+	const char *task_id;
+	tf_status status;
+};
+
+static int peek_txn(tf_txn *txn, void *vctx)
+{
+	struct peek_ctx *c = vctx;
+	tf_task *t;
+	int rc = tf_task_load(txn, c->task_id, &t);
+	if (rc)
+		return rc;
+	c->status = tf_task_status(t);
+	tf_task_free(t);
+	return TF_OK;
+}
+
+static int mark_rolling_back(tf_txn *txn, void *vctx)
+{
+	tf_task *t;
+	int rc = tf_task_load(txn, (const char *)vctx, &t);
+	if (rc)
+		return rc;
+	tf_task_set_stage(t, TF_SG_ROLLING_BACK, "rolling back the run");
+	rc = tf_task_save(txn, t);
+	tf_task_free(t);
+	return rc;
+}
+
+int tf_runctl_finish(tf_store *st, const char *task_id, tf_status final, int forced,
+                     const char *error)
+{
+	struct finish_ctx c = {.task_id = task_id, .final = final, .forced = forced, .error = error};
+	struct peek_ctx p = {.task_id = task_id};
+	int rc;
+
+	if ((rc = tf_store_view(st, peek_txn, &p)))
+		return rc;
+	if (tf_status_terminal(p.status))
+		return TF_OK;
+	for (int attempt = 0; attempt < 3; attempt++) {
+		if (settle(p.status, final) == TF_ST_CANCELLED || c.again) {
+			tf_store_update(st, mark_rolling_back, (void *)task_id);
+			if ((rc = tf_store_rollback(st, task_id, &c.rolled_back)))
+				return rc;
+			c.rolled = 1;
+		}
+		rc = tf_store_update(st, finish_txn, &c);
+		if (rc == TF_ECONFLICT && c.again)
+			continue;
+		if (rc)
+			return rc;
+		if (!c.already && c.final != TF_ST_CANCELLED)
+			rc = tf_store_undo_drop(st, task_id);
+		return rc;
+	}
+	return TF_ECONFLICT;
+}
+
+/* ---- liveness ------------------------------------------------------------------ */
+
+struct reap_ctx {
+	const char *task_id;
+	tf_status status;
+	int has_run;
+	tf_runinfo ri;
+};
+
+static int reap_peek(tf_txn *txn, void *vctx)
+{
+	struct reap_ctx *c = vctx;
+	struct peek_ctx p = {.task_id = c->task_id};
+	int rc = peek_txn(txn, &p);
+	if (rc)
+		return rc;
+	c->status = p.status;
+	c->has_run = info_get(txn, c->task_id, &c->ri) == TF_OK;
+	return TF_OK;
+}
+
+int tf_runctl_reap(tf_store *st, const char *task_id, int *reaped)
+{
+	struct reap_ctx c = {.task_id = task_id};
+	int rc = tf_store_view(st, reap_peek, &c);
+
+	*reaped = 0;
+	if (rc || !tf_status_active(c.status))
+		return rc;
+	if (!c.has_run) {
+		/* Never started: a queued task waits for a slot; one cancelled while
+		 * queued ends here, having fetched nothing. */
+		if (c.status == TF_ST_QUEUED)
+			return TF_OK;
+		*reaped = 1;
+		return tf_runctl_finish(st, task_id,
+		                        c.status == TF_ST_CANCELLING ? TF_ST_CANCELLED : TF_ST_STOPPED,
+		                        0, NULL);
+	}
+	if (tf_proc_alive(c.ri.sup_pid, c.ri.sup_start) ||
+	    tf_proc_alive(c.ri.worker_pid, c.ri.worker_start))
+		return TF_OK;
+	*reaped = 1;
+	tf_warn("runctl: run %s lost its processes; ending it", task_id);
+	return tf_runctl_finish(st, task_id, TF_ST_FAILED, 1, "worker lost");
+}
+
+struct ids_ctx {
+	char (*ids)[TF_UUID_LEN + 1];
+	size_t n, cap;
+};
+
+static int active_ids_txn(tf_txn *txn, void *vctx)
+{
+	struct ids_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_ACTIVE, &cur);
+
+	c->n = 0;
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK && c->n < c->cap) {
+		if (vl == TF_UUID_LEN) {
+			memcpy(c->ids[c->n], v, TF_UUID_LEN);
+			c->ids[c->n++][TF_UUID_LEN] = '\0';
+		}
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+}
+
+int tf_runctl_reap_all(tf_store *st, int *reaped)
+{
+	char ids[256][TF_UUID_LEN + 1];
+	struct ids_ctx c = {ids, 0, 256};
+	int rc = tf_store_view(st, active_ids_txn, &c), one;
+
+	*reaped = 0;
+	for (size_t i = 0; !rc && i < c.n; i++) {
+		rc = tf_runctl_reap(st, ids[i], &one);
+		*reaped += one;
+	}
+	return rc;
+}
+
+/* ---- slots and the queue -------------------------------------------------------- */
+
+static int live_runs(tf_txn *txn, const char *except, int *n)
+{
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_RUNS, &cur);
+
+	*n = 0;
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK) {
+		tf_runinfo ri;
+		if (vl == sizeof ri && (!except || kl != TF_UUID_LEN || memcmp(k, except, kl))) {
+			memcpy(&ri, v, sizeof ri);
+			if (tf_proc_alive(ri.sup_pid, ri.sup_start) ||
+			    tf_proc_alive(ri.worker_pid, ri.worker_start))
+				(*n)++;
+		}
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+struct claim_ctx {
+	const char *task_id;
+	int max_runs, claimed;
+};
+
+static int claim_txn(tf_txn *txn, void *vctx)
+{
+	struct claim_ctx *c = vctx;
+	tf_task *t;
+	tf_runinfo ri = {0};
+	int live, rc = tf_task_load(txn, c->task_id, &t);
+
+	c->claimed = 0;
+	if (rc)
+		return rc;
+	if (tf_task_status(t) != TF_ST_QUEUED || info_get(txn, c->task_id, &ri) == TF_OK)
+		goto out; /* cancelled while queued, or another supervisor has it */
+	if ((rc = live_runs(txn, c->task_id, &live)) || live >= c->max_runs)
+		goto out;
+	ri.sup_pid = (int32_t)getpid();
+	ri.sup_start = tf_proc_start(getpid());
+	if ((rc = tf_txn_put(txn, TF_TBL_RUNS, c->task_id, TF_UUID_LEN, &ri, sizeof ri)) ||
+	    (rc = queue_remove(txn, c->task_id)) || (rc = tf_task_set_status(t, TF_ST_RUNNING)))
+		goto out;
+	tf_task_set_stage(t, TF_SG_CONNECTING, "starting");
+	if (!(rc = tf_task_save(txn, t)))
+		c->claimed = 1;
+out:
+	tf_task_free(t);
+	return rc;
+}
+
+int tf_runctl_claim(tf_store *st, const char *task_id, int max_runs, int *claimed)
+{
+	struct claim_ctx c = {task_id, max_runs, 0};
+	int rc = tf_store_update(st, claim_txn, &c);
+	*claimed = rc ? 0 : c.claimed;
+	return rc;
+}
+
+struct worker_ctx {
+	const char *task_id;
+	pid_t pid;
+};
+
+static int set_worker_txn(tf_txn *txn, void *vctx)
+{
+	struct worker_ctx *c = vctx;
+	tf_runinfo ri;
+	int rc = info_get(txn, c->task_id, &ri);
+	if (rc)
+		return rc;
+	ri.worker_pid = (int32_t)c->pid;
+	ri.worker_start = tf_proc_start(c->pid);
+	return tf_txn_put(txn, TF_TBL_RUNS, c->task_id, TF_UUID_LEN, &ri, sizeof ri);
+}
+
+int tf_runctl_set_worker(tf_store *st, const char *task_id, pid_t pid)
+{
+	struct worker_ctx c = {task_id, pid};
+	return tf_store_update(st, set_worker_txn, &c);
+}
+
+static int next_txn(tf_txn *txn, void *vctx)
+{
+	char *out = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_QUEUE, &cur);
+
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK) {
+		tf_runinfo ri;
+		if (vl == TF_UUID_LEN) {
+			memcpy(out, v, TF_UUID_LEN);
+			out[TF_UUID_LEN] = '\0';
+			if (info_get(txn, out, &ri) == TF_ENOTFOUND)
+				break;
+		}
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc;
+}
+
+int tf_runctl_next_queued(tf_store *st, char *task_id)
+{
+	return tf_store_view(st, next_txn, task_id);
+}
+
+struct counts_ctx {
+	int active, queued;
+};
+
+static int counts_txn(tf_txn *txn, void *vctx)
+{
+	struct counts_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = live_runs(txn, NULL, &c->active);
+
+	if (rc || (rc = tf_cursor_open(txn, TF_TBL_QUEUE, &cur)))
+		return rc;
+	c->queued = 0;
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl))
+		c->queued++;
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+int tf_runctl_counts(tf_store *st, int *active_workers, int *queued)
+{
+	struct counts_ctx c = {0, 0};
+	int rc = tf_store_view(st, counts_txn, &c);
+	*active_workers = c.active;
+	*queued = c.queued;
+	return rc;
+}

@@ -1,0 +1,53 @@
+/* Run control shared by the handler and the CLI: starting a run's processes,
+ * waking a run after a cancel, noticing runs whose processes are gone, and
+ * ending a run in its proper terminal state (SPEC §3). */
+#ifndef TF_RUNCTL_H
+#define TF_RUNCTL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "store.h"
+#include "task.h"
+
+/* Launches `worker supervise TASK` fully detached (new session, no inherited
+ * fds, reparented to init: never a zombie of the caller) and returns at once. */
+int tf_runctl_spawn(const tf_config *cfg, const char *task_id);
+
+/* Signals the run's supervisor and worker (SIGUSR1) so they look at the
+ * cancel now instead of at their next check. Harmless when they are gone. */
+int tf_runctl_wake(tf_store *st, const char *task_id);
+
+/* If task_id is active but its processes are gone (killed, reboot), ends it:
+ * a pending cancel_job is rolled back (→ cancelled), anything else → failed
+ * "worker lost". *reaped = 1 when it did. Cheap when the run is alive. */
+int tf_runctl_reap(tf_store *st, const char *task_id, int *reaped);
+/* tf_runctl_reap for every active task. */
+int tf_runctl_reap_all(tf_store *st, int *reaped);
+
+/* Ends task_id in status final (a terminal state): for TF_ST_CANCELLED rolls
+ * the run back first; drops undo entries otherwise; frees the feed's active
+ * slot; notes the run on the feed. error may be NULL. */
+int tf_runctl_finish(tf_store *st, const char *task_id, tf_status final, int forced,
+                     const char *error);
+
+/* Process identity of a run, kept in TF_TBL_RUNS. */
+typedef struct tf_runinfo {
+	int32_t sup_pid, worker_pid;
+	uint64_t sup_start, worker_start;
+} tf_runinfo;
+int tf_runctl_info(tf_store *st, const char *task_id, tf_runinfo *ri);
+
+/* Supervisor start: claims a run slot (at most max_runs live runs) and moves
+ * the task queued → running with this process as supervisor. *claimed = 0
+ * when no slot is free (the task stays queued) or the task is no longer
+ * queued (cancelled while queued: it is then finished here, never fetched). */
+int tf_runctl_claim(tf_store *st, const char *task_id, int max_runs, int *claimed);
+int tf_runctl_set_worker(tf_store *st, const char *task_id, pid_t pid);
+/* The oldest queued task, if any: TF_ENOTFOUND when the queue is empty. */
+int tf_runctl_next_queued(tf_store *st, char *task_id);
+/* Counts of live runs and queued tasks (for /api/health). */
+int tf_runctl_counts(tf_store *st, int *active_workers, int *queued);
+
+#endif

@@ -1,0 +1,94 @@
+/* The store: the only module that knows LMDB. Everything else sees tables of
+ * byte keys and values, transactions run through a callback (so a full map can
+ * be grown and the transaction replayed), and journaled writes whose undo
+ * entries let a run be rolled back exactly (SPEC §3 cancel_job).
+ *
+ * Concurrency: any number of processes read while one writes; readers never
+ * block and never see half a transaction. Open the store after fork(), never
+ * before: a handle must not cross fork(). */
+#ifndef TF_STORE_H
+#define TF_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tf_store tf_store;
+typedef struct tf_txn tf_txn;
+typedef struct tf_cursor tf_cursor;
+
+typedef enum tf_table {
+	TF_TBL_META,    /* named counters */
+	TF_TBL_FEEDS,   /* feed_id → feed config JSON (holds the secret) */
+	TF_TBL_FEEDRUN, /* feed_id → run summary JSON (last task, status, time) */
+	TF_TBL_CURSORS, /* feed_id → incremental cursor JSON            [journaled] */
+	TF_TBL_COUNTS,  /* feed_id → uint64 record count                [journaled] */
+	TF_TBL_RECORDS, /* feed_id NUL record_key → record JSON         [journaled] */
+	TF_TBL_TASKS,   /* task_id → task JSON, exactly the API shape */
+	TF_TBL_TORDER,  /* seq (8 bytes, big-endian) → task_id, for newest first */
+	TF_TBL_ACTIVE,  /* feed_id → task_id of its one active run */
+	TF_TBL_SIGNALS, /* feed_id → feed-level cancel signal (task_id, mode, expiry) */
+	TF_TBL_RUNS,    /* task_id → process identity of the run */
+	TF_TBL_UNDO,    /* task_id seq(8 BE) → undo entry */
+	TF_TBL_QUEUE,   /* seq (8 BE) → task_id waiting for a run slot */
+	TF_TBL__COUNT
+} tf_table;
+
+/* Opens (creating if needed, mode 0770 dir / 0660 files so the web server's
+ * user and the workers can share it) the store at path. map_size 0 = default.
+ * On failure *out is NULL, err holds one line for a human, and the return is
+ * TF_EPERM, TF_ESTORE or TF_ENOMEM. Caller owns *out: tf_store_close(). */
+int tf_store_open(tf_store **out, const char *path, size_t map_size, char *err, size_t errlen);
+void tf_store_close(tf_store *st);
+
+typedef int (*tf_txn_fn)(tf_txn *txn, void *ctx);
+
+/* Runs fn in a write transaction: commits if fn returns TF_OK, else aborts
+ * and returns fn's code. When the map is full it is grown and fn runs again,
+ * so fn must have no effects outside the transaction before it returns. */
+int tf_store_update(tf_store *st, tf_txn_fn fn, void *ctx);
+/* Runs fn in a read-only snapshot. */
+int tf_store_view(tf_store *st, tf_txn_fn fn, void *ctx);
+
+/* *val stays valid until the transaction ends. TF_ENOTFOUND when absent. */
+int tf_txn_get(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void **val,
+               size_t *vlen);
+int tf_txn_put(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void *val,
+               size_t vlen);
+/* TF_ENOTFOUND when absent. */
+int tf_txn_del(tf_txn *t, tf_table tbl, const void *key, size_t klen);
+
+/* Journaled variants: first record the key's current value (or its absence)
+ * as an undo entry of run task_id, then write. Rollback replays them newest
+ * first. A tf_txn_del_j of an absent key is a no-op returning TF_OK. */
+int tf_txn_put_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
+                 const void *val, size_t vlen);
+int tf_txn_del_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen);
+
+/* Next value of a named 64-bit counter (starts at 1). */
+int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out);
+
+/* Cursors live inside one transaction. */
+enum tf_seek { TF_SEEK_FIRST, TF_SEEK_LAST, TF_SEEK_GE, TF_SEEK_NEXT, TF_SEEK_PREV };
+int tf_cursor_open(tf_txn *t, tf_table tbl, tf_cursor **out);
+/* Positions the cursor (key used by TF_SEEK_GE only) and returns the entry
+ * there; TF_ENOTFOUND past either end. Pointers valid until the txn ends. */
+int tf_cursor_get(tf_cursor *c, enum tf_seek op, const void *key, size_t klen, const void **k,
+                  size_t *kl, const void **v, size_t *vl);
+/* Deletes the entry the cursor is on. */
+int tf_cursor_del(tf_cursor *c);
+void tf_cursor_close(tf_cursor *c);
+
+/* Undoes every journaled write of task_id, newest first, in chunks that each
+ * commit with the removal of their undo entries (a kill mid-rollback leaves a
+ * consistent store and a rollback that can be resumed). *records counts the
+ * TF_TBL_RECORDS entries restored. */
+int tf_store_rollback(tf_store *st, const char *task_id, uint64_t *records);
+/* Forgets the undo entries of task_id (a run that ended keeping its data). */
+int tf_store_undo_drop(tf_store *st, const char *task_id);
+/* Number of undo entries of task_id (tests and diagnostics). */
+int tf_store_undo_count(tf_store *st, const char *task_id, uint64_t *n);
+
+/* Current map size in bytes (tests). */
+size_t tf_store_map_size(tf_store *st);
+
+#endif

@@ -1,0 +1,731 @@
+#include "task.h"
+#include "err.h"
+#include "json.h"
+#include "limits.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const status_names[TF_ST__COUNT] = {
+	"queued", "running", "stopping", "cancelling",
+	"completed", "failed", "stopped", "cancelled",
+};
+
+static const char *const stage_names[TF_SG__COUNT] = {
+	"queued", "connecting", "discovering", "fetching", "processing",
+	"storing", "rate_limited", "stopping", "rolling_back", "done",
+};
+
+/* SPEC §2/§3 state machine. A cancel moves queued/running to stopping or
+ * cancelling; stopping may rise to cancelling (stop_now → cancel_job). A
+ * queued run cancelled before it starts ends without ever running. failed is
+ * reachable from every active state (crash, worker lost). */
+static const unsigned char legal[TF_ST__COUNT][TF_ST__COUNT] = {
+	[TF_ST_QUEUED] = {[TF_ST_RUNNING] = 1, [TF_ST_STOPPING] = 1, [TF_ST_CANCELLING] = 1,
+	                  [TF_ST_FAILED] = 1},
+	[TF_ST_RUNNING] = {[TF_ST_STOPPING] = 1, [TF_ST_CANCELLING] = 1, [TF_ST_COMPLETED] = 1,
+	                   [TF_ST_FAILED] = 1},
+	[TF_ST_STOPPING] = {[TF_ST_CANCELLING] = 1, [TF_ST_STOPPED] = 1, [TF_ST_FAILED] = 1},
+	[TF_ST_CANCELLING] = {[TF_ST_CANCELLED] = 1, [TF_ST_FAILED] = 1},
+};
+
+const char *tf_status_name(tf_status s)
+{
+	return s < TF_ST__COUNT ? status_names[s] : "unknown";
+}
+
+int tf_status_parse(const char *name, tf_status *out)
+{
+	for (int i = 0; name && i < TF_ST__COUNT; i++)
+		if (!strcmp(name, status_names[i])) {
+			*out = (tf_status)i;
+			return TF_OK;
+		}
+	return TF_EINVAL;
+}
+
+int tf_status_terminal(tf_status s)
+{
+	return s >= TF_ST_COMPLETED && s < TF_ST__COUNT;
+}
+
+int tf_status_active(tf_status s)
+{
+	return s <= TF_ST_CANCELLING;
+}
+
+int tf_status_can(tf_status from, tf_status to)
+{
+	return from < TF_ST__COUNT && to < TF_ST__COUNT && legal[from][to];
+}
+
+const char *tf_stage_name(tf_stage s)
+{
+	return s < TF_SG__COUNT ? stage_names[s] : "unknown";
+}
+
+const char *tf_cancel_mode_name(tf_cancel_mode m)
+{
+	return m == TF_CANCEL_JOB ? "cancel_job" : m == TF_CANCEL_STOP_NOW ? "stop_now" : "none";
+}
+
+int tf_cancel_mode_parse(const char *name, tf_cancel_mode *out)
+{
+	if (name && !strcmp(name, "stop_now"))
+		*out = TF_CANCEL_STOP_NOW;
+	else if (name && !strcmp(name, "cancel_job"))
+		*out = TF_CANCEL_JOB;
+	else
+		return TF_EINVAL;
+	return TF_OK;
+}
+
+/* ---- the in-memory task ------------------------------------------------- */
+
+struct tf_task {
+	json_object *obj;
+	char id[TF_UUID_LEN + 1];
+	char feed_id[TF_MAX_FEED_ID + 1];
+	tf_status status;
+};
+
+static void set_str(json_object *o, const char *k, const char *v)
+{
+	json_object_object_add(o, k, v ? json_object_new_string(v) : NULL);
+}
+
+static void set_now(json_object *o, const char *k)
+{
+	char ts[TF_TIME_LEN + 1];
+	tf_time_format(tf_now_us(), ts, sizeof ts);
+	set_str(o, k, ts);
+}
+
+static void set_i64(json_object *o, const char *k, int64_t v)
+{
+	json_object_object_add(o, k, json_object_new_int64(v));
+}
+
+/* A nullable integer: -1 stands for JSON null. */
+static void set_opt(json_object *o, const char *k, int64_t v)
+{
+	json_object_object_add(o, k, v < 0 ? NULL : json_object_new_int64(v));
+}
+
+static json_object *new_task_obj(const char *id, const char *feed_id)
+{
+	json_object *o = json_object_new_object();
+	tf_progress p = {.percent = -1, .pages_total = -1};
+
+	if (!o)
+		return NULL;
+	set_str(o, "task_id", id);
+	set_str(o, "feed_id", feed_id);
+	set_str(o, "status", "queued");
+	set_str(o, "stage", "queued");
+	set_str(o, "message", "waiting to start");
+	json_object_object_add(o, "progress", json_object_new_object());
+	json_object_object_add(o, "cancel", NULL);
+	set_i64(o, "rolled_back", 0);
+	json_object_object_add(o, "error", NULL);
+	json_object_object_add(o, "warnings", json_object_new_array());
+	set_now(o, "created_at");
+	json_object_object_add(o, "started_at", NULL);
+	set_now(o, "updated_at");
+	json_object_object_add(o, "finished_at", NULL);
+	{
+		tf_task tmp = {.obj = o};
+		tf_task_set_progress(&tmp, &p);
+	}
+	return o;
+}
+
+static int wrap(json_object *obj, tf_task **out)
+{
+	tf_task *t;
+	const char *id = tf_json_str(obj, "task_id"), *feed = tf_json_str(obj, "feed_id");
+	const char *status = tf_json_str(obj, "status");
+
+	if (!id || !feed || !status || strlen(id) != TF_UUID_LEN || strlen(feed) > TF_MAX_FEED_ID)
+		return TF_ESTORE;
+	if (!(t = calloc(1, sizeof *t)))
+		return TF_ENOMEM;
+	t->obj = obj;
+	memcpy(t->id, id, TF_UUID_LEN + 1);
+	snprintf(t->feed_id, sizeof t->feed_id, "%s", feed);
+	if (tf_status_parse(status, &t->status)) {
+		free(t);
+		return TF_ESTORE;
+	}
+	*out = t;
+	return TF_OK;
+}
+
+int tf_task_load(tf_txn *txn, const char *task_id, tf_task **out)
+{
+	const void *v;
+	size_t vl;
+	json_object *obj;
+	int rc = tf_txn_get(txn, TF_TBL_TASKS, task_id, strlen(task_id), &v, &vl);
+
+	if (rc)
+		return rc;
+	if (tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, &obj, NULL, 0))
+		return TF_ESTORE;
+	if ((rc = wrap(obj, out)))
+		json_object_put(obj);
+	return rc;
+}
+
+int tf_task_save(tf_txn *txn, tf_task *t)
+{
+	size_t len;
+	const char *text;
+
+	set_now(t->obj, "updated_at");
+	text = tf_json_text(t->obj, &len);
+	return tf_txn_put(txn, TF_TBL_TASKS, t->id, TF_UUID_LEN, text, len);
+}
+
+void tf_task_free(tf_task *t)
+{
+	if (!t)
+		return;
+	json_object_put(t->obj);
+	free(t);
+}
+
+const char *tf_task_id(const tf_task *t) { return t->id; }
+const char *tf_task_feed_id(const tf_task *t) { return t->feed_id; }
+tf_status tf_task_status(const tf_task *t) { return t->status; }
+
+tf_cancel_mode tf_task_cancel_mode(const tf_task *t)
+{
+	json_object *c;
+	tf_cancel_mode m = TF_CANCEL_NONE;
+	if (json_object_object_get_ex(t->obj, "cancel", &c) && c)
+		tf_cancel_mode_parse(tf_json_str(c, "mode"), &m);
+	return m;
+}
+
+int tf_task_set_status(tf_task *t, tf_status s)
+{
+	if (!tf_status_can(t->status, s))
+		return TF_ESTATE;
+	t->status = s;
+	set_str(t->obj, "status", tf_status_name(s));
+	if (s == TF_ST_RUNNING)
+		set_now(t->obj, "started_at");
+	if (tf_status_terminal(s)) {
+		set_now(t->obj, "finished_at");
+		set_str(t->obj, "stage", tf_stage_name(TF_SG_DONE));
+	}
+	return TF_OK;
+}
+
+void tf_task_set_stage(tf_task *t, tf_stage stage, const char *message)
+{
+	set_str(t->obj, "stage", tf_stage_name(stage));
+	if (message) {
+		char buf[TF_MAX_MESSAGE_LEN + 1];
+		snprintf(buf, sizeof buf, "%s", message);
+		set_str(t->obj, "message", buf);
+	}
+}
+
+static int64_t get_num(json_object *o, const char *k, int64_t dflt)
+{
+	int64_t v;
+	return tf_json_get_int(o, k, &v) == TF_OK ? v : dflt;
+}
+
+void tf_task_get_progress(const tf_task *t, tf_progress *p)
+{
+	json_object *o = NULL;
+	json_object_object_get_ex(t->obj, "progress", &o);
+	p->percent = (int)get_num(o, "percent", -1);
+	p->pages_done = get_num(o, "pages_done", 0);
+	p->pages_total = get_num(o, "pages_total", -1);
+	p->objects_processed = get_num(o, "objects_processed", 0);
+	p->indicators_created = get_num(o, "indicators_created", 0);
+	p->indicators_updated = get_num(o, "indicators_updated", 0);
+	p->indicators_skipped = get_num(o, "indicators_skipped", 0);
+	p->bytes_received = get_num(o, "bytes_received", 0);
+}
+
+void tf_task_set_progress(tf_task *t, const tf_progress *p)
+{
+	json_object *o = json_object_new_object();
+	if (!o)
+		return;
+	set_opt(o, "percent", p->percent > 100 ? 100 : p->percent);
+	set_i64(o, "pages_done", p->pages_done);
+	set_opt(o, "pages_total", p->pages_total);
+	set_i64(o, "objects_processed", p->objects_processed);
+	set_i64(o, "indicators_created", p->indicators_created);
+	set_i64(o, "indicators_updated", p->indicators_updated);
+	set_i64(o, "indicators_skipped", p->indicators_skipped);
+	set_i64(o, "bytes_received", p->bytes_received);
+	json_object_object_add(t->obj, "progress", o);
+}
+
+int tf_task_request_cancel(tf_task *t, tf_cancel_mode mode, const char *by)
+{
+	tf_cancel_mode cur = tf_task_cancel_mode(t);
+	json_object *c;
+	tf_status next;
+
+	if (tf_status_terminal(t->status))
+		return TF_ECONFLICT;
+	if (mode <= cur)
+		return TF_OK; /* repeating, or asking to lower: harmless, nothing changes */
+	next = mode == TF_CANCEL_JOB ? TF_ST_CANCELLING : TF_ST_STOPPING;
+	if (tf_task_set_status(t, next))
+		return TF_ECONFLICT;
+	if (!json_object_object_get_ex(t->obj, "cancel", &c) || !c) {
+		c = json_object_new_object();
+		set_str(c, "mode", NULL);
+		set_now(c, "requested_at");
+		set_str(c, "requested_by", by ? by : "anonymous");
+		json_object_object_add(c, "acknowledged_at", NULL);
+		json_object_object_add(c, "forced", json_object_new_boolean(0));
+		json_object_object_add(t->obj, "cancel", c);
+	}
+	set_str(c, "mode", tf_cancel_mode_name(mode));
+	tf_task_set_stage(t, mode == TF_CANCEL_JOB ? TF_SG_ROLLING_BACK : TF_SG_STOPPING,
+	                  mode == TF_CANCEL_JOB ? "cancel requested: rolling back"
+	                                        : "stop requested: keeping committed data");
+	return TF_OK;
+}
+
+static json_object *cancel_obj(tf_task *t)
+{
+	json_object *c = NULL;
+	json_object_object_get_ex(t->obj, "cancel", &c);
+	return c;
+}
+
+void tf_task_ack_cancel(tf_task *t)
+{
+	json_object *c = cancel_obj(t), *ack = NULL;
+	if (c && (!json_object_object_get_ex(c, "acknowledged_at", &ack) || !ack))
+		set_now(c, "acknowledged_at");
+}
+
+void tf_task_set_forced(tf_task *t)
+{
+	json_object *c = cancel_obj(t);
+	if (c)
+		json_object_object_add(c, "forced", json_object_new_boolean(1));
+}
+
+void tf_task_set_rolled_back(tf_task *t, uint64_t n)
+{
+	set_i64(t->obj, "rolled_back", (int64_t)n);
+}
+
+void tf_task_set_error(tf_task *t, const char *msg)
+{
+	char buf[TF_MAX_ERROR_LEN + 1];
+	if (!msg) {
+		json_object_object_add(t->obj, "error", NULL);
+		return;
+	}
+	snprintf(buf, sizeof buf, "%s", msg);
+	set_str(t->obj, "error", buf);
+}
+
+void tf_task_add_warning(tf_task *t, const char *msg)
+{
+	json_object *w;
+	char buf[TF_MAX_WARNING_LEN + 1];
+	size_t n;
+
+	if (!json_object_object_get_ex(t->obj, "warnings", &w) ||
+	    !json_object_is_type(w, json_type_array)) {
+		w = json_object_new_array();
+		json_object_object_add(t->obj, "warnings", w);
+	}
+	n = json_object_array_length(w);
+	if (n >= TF_MAX_WARNINGS)
+		return;
+	if (n == TF_MAX_WARNINGS - 1)
+		snprintf(buf, sizeof buf, "… more warnings omitted");
+	else
+		snprintf(buf, sizeof buf, "%s", msg);
+	json_object_array_add(w, json_object_new_string(buf));
+}
+
+const char *tf_task_json(tf_task *t, size_t *len)
+{
+	return tf_json_text(t->obj, len);
+}
+
+/* ---- store operations ---------------------------------------------------- */
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+struct create_ctx {
+	const char *feed_id;
+	char *task_id, *active_id;
+};
+
+static int create_txn(tf_txn *txn, void *vctx)
+{
+	struct create_ctx *c = vctx;
+	const void *v;
+	size_t vl, len;
+	unsigned char seqkey[8];
+	uint64_t seq;
+	json_object *obj;
+	const char *text;
+	int rc;
+
+	if ((rc = tf_txn_get(txn, TF_TBL_FEEDS, c->feed_id, strlen(c->feed_id), &v, &vl)))
+		return rc;
+	rc = tf_txn_get(txn, TF_TBL_ACTIVE, c->feed_id, strlen(c->feed_id), &v, &vl);
+	if (rc == TF_OK) {
+		snprintf(c->active_id, TF_UUID_LEN + 1, "%.*s", (int)vl, (const char *)v);
+		return TF_ECONFLICT;
+	}
+	if (rc != TF_ENOTFOUND)
+		return rc;
+	if ((rc = tf_uuid_v4(c->task_id, TF_UUID_LEN + 1)))
+		return rc;
+	if (!(obj = new_task_obj(c->task_id, c->feed_id)))
+		return TF_ENOMEM;
+	text = tf_json_text(obj, &len);
+	if (!(rc = tf_txn_put(txn, TF_TBL_TASKS, c->task_id, TF_UUID_LEN, text, len)) &&
+	    !(rc = tf_txn_seq_next(txn, "task", &seq))) {
+		put_be64(seqkey, seq);
+		if (!(rc = tf_txn_put(txn, TF_TBL_TORDER, seqkey, 8, c->task_id, TF_UUID_LEN)) &&
+		    !(rc = tf_txn_put(txn, TF_TBL_QUEUE, seqkey, 8, c->task_id, TF_UUID_LEN)))
+			rc = tf_txn_put(txn, TF_TBL_ACTIVE, c->feed_id, strlen(c->feed_id), c->task_id,
+			                TF_UUID_LEN);
+	}
+	json_object_put(obj);
+	return rc;
+}
+
+int tf_task_create(tf_store *st, const char *feed_id, char *task_id, char *active_id)
+{
+	struct create_ctx c = {feed_id, task_id, active_id};
+	return tf_store_update(st, create_txn, &c);
+}
+
+struct read_ctx {
+	const char *task_id;
+	char *json;
+	size_t len;
+};
+
+static int read_txn(tf_txn *txn, void *vctx)
+{
+	struct read_ctx *c = vctx;
+	const void *v;
+	size_t vl;
+	int rc = tf_txn_get(txn, TF_TBL_TASKS, c->task_id, strlen(c->task_id), &v, &vl);
+
+	if (rc)
+		return rc;
+	if (!(c->json = tf_strndup(v, vl)))
+		return TF_ENOMEM;
+	c->len = vl;
+	return TF_OK;
+}
+
+int tf_task_read(tf_store *st, const char *task_id, char **json, size_t *len)
+{
+	struct read_ctx c = {task_id, NULL, 0};
+	int rc = tf_store_view(st, read_txn, &c);
+	*json = c.json;
+	if (len)
+		*len = c.len;
+	return rc;
+}
+
+struct cancel_ctx {
+	const char *task_id, *feed_id, *by;
+	tf_cancel_mode mode;
+	char *out_id;
+	char *json;
+	size_t len;
+};
+
+static int cancel_task_in(tf_txn *txn, struct cancel_ctx *c, const char *task_id)
+{
+	tf_task *t;
+	const char *text;
+	int rc = tf_task_load(txn, task_id, &t);
+
+	if (rc)
+		return rc;
+	if (!(rc = tf_task_request_cancel(t, c->mode, c->by)) && !(rc = tf_task_save(txn, t))) {
+		text = tf_task_json(t, &c->len);
+		if (!(c->json = tf_strndup(text, c->len)))
+			rc = TF_ENOMEM;
+	}
+	tf_task_free(t);
+	return rc;
+}
+
+static int cancel_txn(tf_txn *txn, void *vctx)
+{
+	struct cancel_ctx *c = vctx;
+	free(c->json);
+	c->json = NULL;
+	return cancel_task_in(txn, c, c->task_id);
+}
+
+/* Signal value: task_id(36) mode(1) expires_us(8, native). */
+#define SIGNAL_LEN (TF_UUID_LEN + 1 + 8)
+
+static int cancel_feed_txn(tf_txn *txn, void *vctx)
+{
+	struct cancel_ctx *c = vctx;
+	const void *v;
+	size_t vl;
+	char id[TF_UUID_LEN + 1];
+	unsigned char sig[SIGNAL_LEN];
+	int64_t expires = tf_now_us() + (int64_t)TF_SIGNAL_TTL_S * 1000000;
+	int rc = tf_txn_get(txn, TF_TBL_ACTIVE, c->feed_id, strlen(c->feed_id), &v, &vl);
+
+	free(c->json);
+	c->json = NULL;
+	if (rc == TF_ENOTFOUND) {
+		/* Unknown feed and idle feed answer differently (404 vs 409). */
+		rc = tf_txn_get(txn, TF_TBL_FEEDS, c->feed_id, strlen(c->feed_id), &v, &vl);
+		return rc ? rc : TF_ECONFLICT;
+	}
+	if (rc)
+		return rc;
+	if (vl != TF_UUID_LEN)
+		return TF_ESTORE;
+	memcpy(id, v, TF_UUID_LEN);
+	id[TF_UUID_LEN] = '\0';
+	memcpy(c->out_id, id, TF_UUID_LEN + 1);
+	memcpy(sig, id, TF_UUID_LEN);
+	sig[TF_UUID_LEN] = (unsigned char)c->mode;
+	memcpy(sig + TF_UUID_LEN + 1, &expires, 8);
+	if ((rc = tf_txn_put(txn, TF_TBL_SIGNALS, c->feed_id, strlen(c->feed_id), sig, sizeof sig)))
+		return rc;
+	return cancel_task_in(txn, c, id);
+}
+
+int tf_task_cancel(tf_store *st, const char *task_id, tf_cancel_mode mode, const char *by,
+                   char **json, size_t *len)
+{
+	struct cancel_ctx c = {.task_id = task_id, .by = by, .mode = mode};
+	int rc = tf_store_update(st, cancel_txn, &c);
+	if (rc) {
+		free(c.json);
+		c.json = NULL;
+	}
+	*json = c.json;
+	if (len)
+		*len = c.len;
+	return rc;
+}
+
+int tf_task_cancel_feed(tf_store *st, const char *feed_id, tf_cancel_mode mode, const char *by,
+                        char *task_id, char **json, size_t *len)
+{
+	struct cancel_ctx c = {.feed_id = feed_id, .by = by, .mode = mode, .out_id = task_id};
+	int rc = tf_store_update(st, cancel_feed_txn, &c);
+	if (rc) {
+		free(c.json);
+		c.json = NULL;
+	}
+	*json = c.json;
+	if (len)
+		*len = c.len;
+	return rc;
+}
+
+int tf_task_cancel_requested(tf_txn *txn, const char *task_id, const char *feed_id,
+                             tf_cancel_mode *mode)
+{
+	tf_task *t;
+	const void *v;
+	size_t vl;
+	int rc = tf_task_load(txn, task_id, &t);
+
+	if (rc)
+		return rc;
+	*mode = tf_task_cancel_mode(t);
+	tf_task_free(t);
+	/* A signal counts only when it names this very run and has not expired. */
+	if (feed_id && !tf_txn_get(txn, TF_TBL_SIGNALS, feed_id, strlen(feed_id), &v, &vl) &&
+	    vl == SIGNAL_LEN && !memcmp(v, task_id, TF_UUID_LEN)) {
+		int64_t expires;
+		unsigned char m = ((const unsigned char *)v)[TF_UUID_LEN];
+		memcpy(&expires, (const unsigned char *)v + TF_UUID_LEN + 1, 8);
+		if (expires > tf_now_us() && m > *mode && m <= TF_CANCEL_JOB)
+			*mode = (tf_cancel_mode)m;
+	}
+	return TF_OK;
+}
+
+/* ---- listing -------------------------------------------------------------- */
+
+struct list_ctx {
+	const tf_task_filter *f;
+	json_object *arr;
+};
+
+static int list_one(tf_txn *txn, struct list_ctx *c, const void *id, size_t idl)
+{
+	const void *v;
+	size_t vl;
+	json_object *obj;
+	tf_status s;
+
+	if (tf_txn_get(txn, TF_TBL_TASKS, id, idl, &v, &vl))
+		return TF_OK; /* history entry whose task was cleared */
+	if (tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, &obj, NULL, 0))
+		return TF_ESTORE;
+	if ((c->f->feed_id && strcmp(c->f->feed_id, tf_json_str(obj, "feed_id") ? tf_json_str(obj, "feed_id") : "")) ||
+	    (c->f->active_only &&
+	     (tf_status_parse(tf_json_str(obj, "status"), &s) || !tf_status_active(s)))) {
+		json_object_put(obj);
+		return TF_OK;
+	}
+	json_object_array_add(c->arr, obj);
+	return TF_OK;
+}
+
+static int list_txn(tf_txn *txn, void *vctx)
+{
+	struct list_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_TORDER, &cur);
+
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK && (int)json_object_array_length(c->arr) < c->f->limit) {
+		if ((rc = list_one(txn, c, v, vl)))
+			break;
+		rc = tf_cursor_get(cur, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+int tf_task_list(tf_store *st, const tf_task_filter *f, char **json, size_t *len)
+{
+	json_object *root = json_object_new_object(), *arr = json_object_new_array();
+	struct list_ctx c = {f, arr};
+	const char *text;
+	size_t n;
+	int rc;
+
+	*json = NULL;
+	if (!root || !arr) {
+		json_object_put(root);
+		json_object_put(arr);
+		return TF_ENOMEM;
+	}
+	json_object_object_add(root, "tasks", arr);
+	if (!(rc = tf_store_view(st, list_txn, &c))) {
+		text = tf_json_text(root, &n);
+		if (!(*json = tf_strndup(text, n)))
+			rc = TF_ENOMEM;
+		if (len)
+			*len = n;
+	}
+	json_object_put(root);
+	return rc;
+}
+
+struct gc_ctx {
+	int64_t before_us;
+	uint64_t n;
+};
+
+/* A finished task older than the cut-off: its history entry and the task go. */
+static int delete_txn(tf_txn *txn, void *vctx)
+{
+	struct gc_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_TORDER, &cur);
+
+	c->n = 0;
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK) {
+		tf_task *t = NULL;
+		char id[TF_UUID_LEN + 1];
+		int64_t created = 0;
+
+		snprintf(id, sizeof id, "%.*s", (int)vl, (const char *)v);
+		rc = tf_task_load(txn, id, &t);
+		if (rc == TF_OK) {
+			const char *ca = tf_json_str(t->obj, "created_at");
+			if (ca)
+				tf_time_parse(ca, &created);
+			if (tf_status_terminal(t->status) && (!c->before_us || created < c->before_us)) {
+				if (!(rc = tf_txn_del(txn, TF_TBL_TASKS, id, TF_UUID_LEN)) &&
+				    !(rc = tf_cursor_del(cur)))
+					c->n++;
+			}
+			tf_task_free(t);
+		} else if (rc == TF_ENOTFOUND) {
+			rc = tf_cursor_del(cur);
+		}
+		if (rc)
+			break;
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+int tf_task_delete_finished(tf_store *st, int64_t before_us, uint64_t *deleted)
+{
+	struct gc_ctx c = {before_us, 0};
+	int rc = tf_store_update(st, delete_txn, &c);
+	*deleted = rc ? 0 : c.n;
+	return rc;
+}
+
+static int gc_signals_txn(tf_txn *txn, void *vctx)
+{
+	uint64_t *n = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int64_t now = tf_now_us(), expires;
+	int rc = tf_cursor_open(txn, TF_TBL_SIGNALS, &cur);
+
+	*n = 0;
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK) {
+		if (vl != SIGNAL_LEN ||
+		    (memcpy(&expires, (const unsigned char *)v + TF_UUID_LEN + 1, 8), expires <= now)) {
+			if ((rc = tf_cursor_del(cur)))
+				break;
+			(*n)++;
+		}
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+int tf_task_gc_signals(tf_store *st, uint64_t *dropped)
+{
+	return tf_store_update(st, gc_signals_txn, dropped);
+}

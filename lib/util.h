@@ -1,0 +1,43 @@
+/* Small shared helpers: time, ids, hashing, process identity. */
+#ifndef TF_UTIL_H
+#define TF_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define TF_UUID_LEN 36          /* textual UUID, without the NUL */
+#define TF_TIME_LEN 27          /* "2026-11-25T20:25:42.123456Z" */
+
+/* Wall clock in microseconds since the epoch. */
+int64_t tf_now_us(void);
+/* Monotonic clock in microseconds (for timeouts and latencies). */
+int64_t tf_mono_us(void);
+/* RFC 3339 UTC with microseconds into buf (>= TF_TIME_LEN + 1 bytes). */
+void tf_time_format(int64_t us, char *buf, size_t len);
+/* Parses RFC 3339 ("...Z" or "+00:00", optional fraction); also accepts the
+ * zone-less OTX form as UTC. TF_OK or TF_EINVAL. */
+int tf_time_parse(const char *s, int64_t *us);
+
+/* A random (getrandom) UUID v4 in lowercase text form into buf (>= 37). */
+int tf_uuid_v4(char *buf, size_t len);
+/* Strict checks of identifiers before any lookup. */
+int tf_valid_uuid(const char *s);
+int tf_valid_feed_id(const char *s);   /* [a-z0-9][a-z0-9_-]{0,63}, not reserved */
+
+/* FNV-1a 64-bit, for ETags. */
+uint64_t tf_hash64(const void *data, size_t len);
+
+/* Process identity that survives pid reuse: start time in clock ticks since
+ * boot from /proc/PID/stat, or 0 when the process does not exist. */
+uint64_t tf_proc_start(pid_t pid);
+/* True when PID exists and still has the given start time. */
+int tf_proc_alive(pid_t pid, uint64_t start);
+
+/* Bounded number parsing (never atoi): TF_OK or TF_EINVAL. */
+int tf_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+
+/* malloc-or-die helpers are not used: callers handle TF_ENOMEM. */
+char *tf_strndup(const char *s, size_t n);
+
+#endif

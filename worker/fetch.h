@@ -1,0 +1,51 @@
+/* HTTP for feed drivers: libcurl's multi interface, so a transfer waits in
+ * curl_multi_poll together with the run's wake-up fd and a cancel ends even a
+ * stalled transfer in milliseconds. Every transfer is bounded: http/https
+ * only, TLS verified, TF_MAX_REDIRECTS, connect and low-speed timeouts, a body
+ * size cap checked while receiving. */
+#ifndef TF_FETCH_H
+#define TF_FETCH_H
+
+#include <stddef.h>
+
+typedef struct tf_fetch tf_fetch;
+
+/* Returns nonzero when the run must stop (called when wake_fd is readable). */
+typedef int (*tf_fetch_cancel_fn)(void *ctx);
+
+typedef struct tf_fetch_req {
+	const char *url;
+	const char *accept;           /* Accept header, or NULL */
+	const char *username;         /* HTTP Basic when non-NULL */
+	const char *password;
+	const char *headers[4];       /* extra "Name: value" lines, NULL-terminated */
+	size_t max_bytes;             /* body cap; 0 = TF_MAX_PAGE_BYTES */
+	long timeout_s;               /* whole request; 0 = TF_REQUEST_TIMEOUT_S */
+} tf_fetch_req;
+
+typedef struct tf_fetch_resp {
+	long status;                  /* HTTP status */
+	char *body;                   /* NUL-terminated, len bytes */
+	size_t len;
+	char *content_type;           /* or NULL */
+	char *date_added_last;        /* X-TAXII-Date-Added-Last, or NULL */
+	char *retry_after;            /* Retry-After, or NULL */
+	char *location;               /* Location on 3xx, or NULL */
+} tf_fetch_resp;
+
+/* wake_fd: an fd that becomes readable when the run may have been told to
+ * stop; the fetch then calls cancel(ctx) and, if nonzero, aborts with
+ * TF_ECANCELLED. The fetch never reads from wake_fd: draining is the
+ * caller's (cancel's) job. Caller owns *out: tf_fetch_free(). */
+int tf_fetch_new(tf_fetch **out, int wake_fd, tf_fetch_cancel_fn cancel, void *ctx);
+void tf_fetch_free(tf_fetch *f);
+
+/* Performs one GET. TF_OK for any HTTP status (resp filled; caller frees with
+ * tf_fetch_resp_free), TF_ECANCELLED, TF_ENETWORK (connect/timeout/TLS/
+ * protocol, err says which), TF_ELIMIT (body over the cap). bytes_received,
+ * if not NULL, is increased by the bytes of the body as they arrive. */
+int tf_fetch_get(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp, long long *bytes_received,
+                 char *err, size_t errlen);
+void tf_fetch_resp_free(tf_fetch_resp *resp);
+
+#endif

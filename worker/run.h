@@ -1,0 +1,57 @@
+/* One run of a feed, as the feed drivers (taxii.c, bundle.c, otx.c, vt.c) see
+ * it: the feed's settings, a fetch bound to the run's wake-up, the current
+ * batch, progress, warnings, cancellable waits. run.c owns the store, the
+ * task's state and the cancel logic; drivers only call these. */
+#ifndef TF_RUN_H
+#define TF_RUN_H
+
+#include <json-c/json.h>
+#include <stdint.h>
+
+#include "fetch.h"
+#include "task.h"
+
+typedef struct tf_run tf_run;
+
+/* The feed's stored settings (secret included: never log it). Valid for the
+ * whole run. */
+json_object *tf_run_feed(tf_run *r);
+/* The feed's cursor as of the last committed batch ({} when none). */
+json_object *tf_run_cursor(tf_run *r);
+tf_fetch *tf_run_fetch(tf_run *r);
+/* The run's counters; drivers update pages_*, objects_processed,
+ * bytes_received and percent. indicators_* are counted by commits. */
+tf_progress *tf_run_progress(tf_run *r);
+
+/* TF_OK, or TF_ECANCELLED once a cancel was requested: the driver then
+ * abandons the page in flight and returns TF_ECANCELLED. Cheap: call it
+ * between objects. */
+int tf_run_check(tf_run *r);
+/* Sets stage and message (printf-style, may be NULL); writes progress to the
+ * store at most every TF_PROGRESS_INTERVAL_MS. Returns tf_run_check(). */
+int tf_run_stage(tf_run *r, tf_stage stage, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Adds a warning line to the task (skipped objects, retries, waits). */
+void tf_run_warn(tf_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sets the task's error text; the driver then returns its error code. */
+void tf_run_fail(tf_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sleeps up to ms, waking at once on a cancel: TF_OK or TF_ECANCELLED. */
+int tf_run_sleep(tf_run *r, int64_t ms);
+
+/* Adds a record to the batch in flight (see tf_batch_add). */
+int tf_run_add(tf_run *r, const char *key, const char *type, const char *value,
+               json_object *observables, int64_t modified_us, const char *object, size_t len);
+/* Commits the batch in flight with the progress and, if cursor is not NULL,
+ * the feed's new cursor (not taken over), in one transaction. A commit is
+ * refused with TF_ECANCELLED once a cancel was requested, so a stop never
+ * keeps half a page: call it once per page, after the page was parsed. */
+int tf_run_commit(tf_run *r, json_object *cursor);
+
+/* Feed drivers: each runs a whole feed and returns TF_OK when it is done,
+ * TF_ECANCELLED, or an error after tf_run_fail(). */
+int tf_taxii_run(tf_run *r);
+int tf_bundle_run(tf_run *r);
+int tf_otx_run(tf_run *r);
+int tf_vt_run(tf_run *r);
+
+#endif

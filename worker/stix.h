@@ -1,0 +1,93 @@
+/* STIX 2.x content (SPEC §4): one STIX object → one record (key, type,
+ * version time, observables), indicator patterns → observables, and the
+ * pieces the two STIX feed drivers (taxii.c, bundle.c) share: feeding an
+ * `objects` array into a run and one GET with the upstream retry policy.
+ *
+ * What is data and what is an error: unknown and custom (x-…) types are data
+ * (stored, no observables). An object that is not a JSON object, lacks a
+ * string `type` or a `type--uuid` id of that type, or carries a field of the
+ * wrong JSON type (modified, created, pattern, pattern_type) or an unreadable
+ * timestamp is *skipped* with a warning and counted; a page that cannot be
+ * parsed or has the wrong envelope *fails the run* (nothing of it is kept). */
+#ifndef TF_STIX_H
+#define TF_STIX_H
+
+#include <json-c/json.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fetch.h"
+#include "run.h"
+#include "task.h"
+
+/* Nesting of ( and [ in one pattern; deeper patterns are malformed. */
+#define TF_STIX_MAX_PATTERN_DEPTH 32
+/* Detailed warnings for skipped objects per run; beyond it only the total. */
+#define TF_STIX_MAX_SKIP_WARNINGS 20
+
+typedef struct tf_stix_rec {
+	const char *key;          /* the object's id; points into the object */
+	const char *type;         /* points into the object */
+	int64_t modified_us;      /* `modified`, else `created`, else 0 */
+	json_object *observables; /* owned: array of {"type","value"}, NULL when none */
+	const char *value;        /* the first observable's value, or NULL; points
+	                           * into observables */
+	int pattern_error;        /* an indicator whose STIX pattern could not be
+	                           * read: kept, without observables */
+} tf_stix_rec;
+
+/* Reads one STIX object. TF_OK with *rec filled (free with
+ * tf_stix_rec_free; key/type/value live as long as obj and rec), TF_EINVAL
+ * with a one-line reason in err for a malformed object (skip it), TF_ENOMEM.
+ * Observables: from an indicator's pattern (pattern_type "stix" or absent),
+ * or from an observable object's own `value` (ipv4-addr, ipv6-addr,
+ * domain-name, url, email-addr) or `hashes` (file). */
+int tf_stix_record(json_object *obj, tf_stix_rec *rec, char *err, size_t errlen);
+void tf_stix_rec_free(tf_stix_rec *rec);
+
+/* Appends to the array `out` one {"type","value"} per distinct `path = 'v'`
+ * comparison of a STIX pattern whose path is ipv4-addr:value,
+ * ipv6-addr:value, domain-name:value, url:value, email-addr:value or
+ * file:hashes.<MD5|SHA-1|SHA-256|SHA-512> (type "file:hashes.SHA-256"),
+ * wherever it sits (AND/OR, parentheses, several observation expressions,
+ * qualifiers). Other paths, other operators and NOT are ignored.
+ * TF_EINVAL (err says why, out unchanged) when the pattern is malformed. */
+int tf_stix_pattern(const char *pattern, json_object *out, char *err, size_t errlen);
+
+/* ---- shared by the STIX feed drivers ------------------------------------ */
+
+typedef struct tf_stix_stats {
+	int64_t skipped;          /* malformed objects skipped in this run */
+	int64_t too_large;        /* objects over TF_MAX_OBJECT_BYTES */
+	int64_t pattern_errors;   /* indicators kept without observables */
+	uint64_t digest;          /* of the last ingested slice's ids and versions */
+} tf_stix_stats;
+
+/* Adds objects[from, from + count) of a JSON array to the run's batch,
+ * checking for a cancel between objects and counting objects_processed.
+ * Malformed objects are skipped with a warning (`where` names the page, e.g.
+ * "page 3"). TF_OK, TF_ECANCELLED, or an error after tf_run_fail(). */
+int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, const char *where,
+                   tf_stix_stats *st);
+/* One warning summing up the skipped objects, if any (end of a run). */
+void tf_stix_summary(tf_run *r, const tf_stix_stats *st);
+
+/* One GET with the retry policy of the STIX upstreams: a cancel check first;
+ * 429 and 503 wait for Retry-After (seconds or an HTTP date, at most
+ * TF_MAX_BACKOFF_S; else 1, 2, 4 … s) in stage rate_limited, other 5xx back
+ * off likewise, at most TF_MAX_RETRIES times, a warning each; the run's
+ * stage is then set back to `stage`. Adds the body bytes to bytes_received.
+ * TF_OK with *resp the final answer (any other status, or the last 5xx/429
+ * when retries ran out: caller frees), TF_ECANCELLED, or an error after
+ * tf_run_fail(r, "<what>: …"). */
+int tf_stix_http_get(tf_run *r, const tf_fetch_req *req, tf_fetch_resp *resp, tf_stage stage,
+                     const char *what);
+/* A one-line description of a non-2xx answer for an error text: "HTTP 500",
+ * with the TAXII error's title and description when the body carries one
+ * (never the raw body: it may be an HTML page). */
+void tf_stix_http_error(const tf_fetch_resp *resp, char *buf, size_t len);
+/* Nonzero when a 2xx answer claims (or, without a Content-Type, looks like)
+ * JSON; else buf gets the media type for "expected JSON, got text/html". */
+int tf_stix_is_json(const tf_fetch_resp *resp, char *buf, size_t len);
+
+#endif

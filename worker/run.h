@@ -54,4 +54,10 @@ int tf_bundle_run(tf_run *r);
 int tf_otx_run(tf_run *r);
 int tf_vt_run(tf_run *r);
 
+
+
+/* `threatfeed work TASK`: the worker process of a claimed run. Returns the
+ * process exit code (0: the task was left in a terminal state). */
+struct tf_config;
+int tf_work_main(const struct tf_config *cfg, const char *task_id);
 #endif

@@ -1,0 +1,11 @@
+/* OTX feeds (SPEC §4) are not implemented yet: a run of such a feed fails at
+ * once with a clear error instead of pretending to work (see README, "Not
+ * done yet"). */
+#include "run.h"
+#include "err.h"
+
+int tf_otx_run(tf_run *r)
+{
+	tf_run_fail(r, "otx feeds are not implemented in this version of threatfeed");
+	return TF_EINVAL;
+}

@@ -1,0 +1,417 @@
+/* The run: everything between a claimed task and its terminal state inside
+ * the worker process. Cancellation reaches it three ways — SIGUSR1 from the
+ * handler/CLI/supervisor (writes the self-pipe the fetch polls on), a store
+ * check at most every CHECK_EVERY_US, and the check inside every commit
+ * transaction, which is what makes "never half a page" hold. */
+#include "run.h"
+#include "config.h"
+#include "err.h"
+#include "feed.h"
+#include "json.h"
+#include "limits.h"
+#include "log.h"
+#include "records.h"
+#include "runctl.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CHECK_EVERY_US 100000
+#define MAX_PENDING_WARNINGS 32
+
+struct tf_run {
+	tf_store *st;
+	char task_id[TF_UUID_LEN + 1];
+	char feed_id[TF_MAX_FEED_ID + 1];
+	json_object *feed, *cursor;
+	tf_fetch *fetch;
+	tf_batch *batch;
+	tf_progress prog;
+	tf_stage stage;
+	char message[TF_MAX_MESSAGE_LEN + 1];
+	char error[TF_MAX_ERROR_LEN + 1];
+	char *warnings[MAX_PENDING_WARNINGS];
+	int nwarnings;
+	tf_cancel_mode cancel;
+	int64_t last_write_us, last_check_us;
+	int dirty;
+};
+
+static int wake_pipe[2] = {-1, -1};
+static volatile sig_atomic_t woken;
+
+static void on_wake(int sig)
+{
+	int saved = errno;
+	(void)sig;
+	woken = 1;
+	if (wake_pipe[1] >= 0) {
+		ssize_t n = write(wake_pipe[1], "!", 1);
+		(void)n;
+	}
+	errno = saved;
+}
+
+static int setup_wake(void)
+{
+	struct sigaction sa = {0};
+
+	if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK))
+		return TF_ESYS;
+	sa.sa_handler = on_wake;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	return TF_OK;
+}
+
+static void drain_wake(void)
+{
+	char buf[64];
+	while (read(wake_pipe[0], buf, sizeof buf) > 0)
+		;
+	woken = 0;
+}
+
+/* ---- cancel ------------------------------------------------------------------ */
+
+struct cancel_peek {
+	tf_run *r;
+	tf_cancel_mode mode;
+};
+
+static int cancel_peek_txn(tf_txn *txn, void *vctx)
+{
+	struct cancel_peek *c = vctx;
+	return tf_task_cancel_requested(txn, c->r->task_id, c->r->feed_id, &c->mode);
+}
+
+static void look_at_store(tf_run *r)
+{
+	struct cancel_peek c = {r, TF_CANCEL_NONE};
+	r->last_check_us = tf_mono_us();
+	if (tf_store_view(r->st, cancel_peek_txn, &c) == TF_OK && c.mode > r->cancel)
+		r->cancel = c.mode;
+}
+
+int tf_run_check(tf_run *r)
+{
+	if (r->cancel == TF_CANCEL_JOB)
+		return TF_ECANCELLED;
+	if (woken) {
+		drain_wake();
+		look_at_store(r);
+	} else if (tf_mono_us() - r->last_check_us >= CHECK_EVERY_US) {
+		look_at_store(r);
+	}
+	return r->cancel != TF_CANCEL_NONE ? TF_ECANCELLED : TF_OK;
+}
+
+static int fetch_cancel(void *ctx)
+{
+	return tf_run_check(ctx) != TF_OK;
+}
+
+/* ---- progress ------------------------------------------------------------------ */
+
+struct write_ctx {
+	tf_run *r;
+	const tf_progress *prog;
+};
+
+/* Stage and message are the run's until a cancel is recorded: from then on
+ * the cancel's own stage ("stopping", "rolling_back") stays visible. */
+static void describe(tf_run *r, tf_task *t, const tf_progress *p)
+{
+	tf_task_set_progress(t, p);
+	if (tf_task_status(t) == TF_ST_RUNNING)
+		tf_task_set_stage(t, r->stage, r->message[0] ? r->message : NULL);
+	for (int i = 0; i < r->nwarnings; i++)
+		tf_task_add_warning(t, r->warnings[i]);
+}
+
+static int progress_txn(tf_txn *txn, void *vctx)
+{
+	struct write_ctx *c = vctx;
+	tf_task *t;
+	int rc = tf_task_load(txn, c->r->task_id, &t);
+
+	if (rc)
+		return rc;
+	if (!tf_status_terminal(tf_task_status(t))) {
+		describe(c->r, t, c->prog);
+		rc = tf_task_save(txn, t);
+	}
+	tf_task_free(t);
+	return rc;
+}
+
+static void forget_warnings(tf_run *r)
+{
+	for (int i = 0; i < r->nwarnings; i++)
+		free(r->warnings[i]);
+	r->nwarnings = 0;
+}
+
+static int write_progress(tf_run *r)
+{
+	struct write_ctx c = {r, &r->prog};
+	int rc = tf_store_update(r->st, progress_txn, &c);
+	if (!rc) {
+		forget_warnings(r);
+		r->dirty = 0;
+		r->last_write_us = tf_mono_us();
+	}
+	return rc;
+}
+
+static void maybe_write(tf_run *r)
+{
+	if (tf_mono_us() - r->last_write_us >= TF_PROGRESS_INTERVAL_MS * 1000)
+		write_progress(r);
+	else
+		r->dirty = 1;
+}
+
+int tf_run_stage(tf_run *r, tf_stage stage, const char *fmt, ...)
+{
+	r->stage = stage;
+	if (fmt) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(r->message, sizeof r->message, fmt, ap);
+		va_end(ap);
+	}
+	maybe_write(r);
+	return tf_run_check(r);
+}
+
+void tf_run_warn(tf_run *r, const char *fmt, ...)
+{
+	char line[TF_MAX_WARNING_LEN + 1];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	tf_info("run %s: %s", r->task_id, line);
+	if (r->nwarnings == MAX_PENDING_WARNINGS)
+		write_progress(r);
+	if (r->nwarnings < MAX_PENDING_WARNINGS && (r->warnings[r->nwarnings] = strdup(line)))
+		r->nwarnings++;
+	r->dirty = 1;
+}
+
+void tf_run_fail(tf_run *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->error, sizeof r->error, fmt, ap);
+	va_end(ap);
+}
+
+int tf_run_sleep(tf_run *r, int64_t ms)
+{
+	int64_t end = tf_mono_us() + ms * 1000;
+
+	if (r->dirty)
+		write_progress(r);
+	while (tf_run_check(r) == TF_OK) {
+		int64_t left = (end - tf_mono_us()) / 1000;
+		struct pollfd p = {.fd = wake_pipe[0], .events = POLLIN};
+		if (left <= 0)
+			return TF_OK;
+		/* Wake at least every CHECK_EVERY_US to look at the store too. */
+		poll(&p, 1, (int)(left < CHECK_EVERY_US / 1000 ? left : CHECK_EVERY_US / 1000));
+		if (p.revents & POLLIN)
+			woken = 1;
+	}
+	return TF_ECANCELLED;
+}
+
+json_object *tf_run_feed(tf_run *r) { return r->feed; }
+json_object *tf_run_cursor(tf_run *r) { return r->cursor; }
+tf_fetch *tf_run_fetch(tf_run *r) { return r->fetch; }
+tf_progress *tf_run_progress(tf_run *r) { return &r->prog; }
+
+int tf_run_add(tf_run *r, const char *key, const char *type, const char *value,
+               json_object *observables, int64_t modified_us, const char *object, size_t len)
+{
+	return tf_batch_add(r->batch, key, type, value, observables, modified_us, object, len);
+}
+
+/* ---- commit ------------------------------------------------------------------ */
+
+struct commit_ctx {
+	tf_run *r;
+	json_object *cursor;
+	tf_progress after;
+};
+
+static int commit_txn(tf_txn *txn, void *vctx)
+{
+	struct commit_ctx *c = vctx;
+	tf_run *r = c->r;
+	tf_cancel_mode mode;
+	tf_task *t;
+	int rc;
+
+	/* Inside the write transaction, a cancel recorded before it is seen:
+	 * the page is abandoned whole. */
+	if ((rc = tf_task_cancel_requested(txn, r->task_id, r->feed_id, &mode)))
+		return rc;
+	if (mode != TF_CANCEL_NONE) {
+		if (mode > r->cancel)
+			r->cancel = mode;
+		return TF_ECANCELLED;
+	}
+	c->after = r->prog;
+	if ((rc = tf_batch_apply(txn, r->feed_id, r->task_id, r->batch, &c->after)))
+		return rc;
+	if (c->cursor && (rc = tf_records_put_cursor(txn, r->feed_id, r->task_id, c->cursor)))
+		return rc;
+	if ((rc = tf_task_load(txn, r->task_id, &t)))
+		return rc;
+	describe(r, t, &c->after);
+	rc = tf_task_save(txn, t);
+	tf_task_free(t);
+	return rc;
+}
+
+int tf_run_commit(tf_run *r, json_object *cursor)
+{
+	struct commit_ctx c = {.r = r, .cursor = cursor};
+	int rc = tf_run_check(r);
+
+	if (rc)
+		return rc;
+	r->stage = TF_SG_STORING;
+	if ((rc = tf_store_update(r->st, commit_txn, &c)))
+		return rc;
+	r->prog = c.after;
+	tf_batch_clear(r->batch);
+	forget_warnings(r);
+	r->dirty = 0;
+	r->last_write_us = tf_mono_us();
+	if (cursor) {
+		json_object_put(r->cursor);
+		r->cursor = json_object_get(cursor);
+	}
+	return TF_OK;
+}
+
+/* ---- the work process ---------------------------------------------------------- */
+
+struct load_ctx {
+	tf_run *r;
+	tf_status status;
+};
+
+static int load_txn(tf_txn *txn, void *vctx)
+{
+	struct load_ctx *c = vctx;
+	tf_run *r = c->r;
+	tf_task *t;
+	int rc = tf_task_load(txn, r->task_id, &t);
+
+	if (rc)
+		return rc;
+	snprintf(r->feed_id, sizeof r->feed_id, "%s", tf_task_feed_id(t));
+	c->status = tf_task_status(t);
+	tf_task_get_progress(t, &r->prog);
+	tf_task_free(t);
+	if ((rc = tf_feed_load(txn, r->feed_id, &r->feed)))
+		return rc;
+	return tf_feed_cursor(txn, r->feed_id, &r->cursor);
+}
+
+static int drive(tf_run *r)
+{
+	const char *type = tf_json_str(r->feed, "type");
+
+	if (!type) {
+		tf_run_fail(r, "feed has no type");
+		return TF_EINVAL;
+	}
+	if (!strcmp(type, "taxii21"))
+		return tf_taxii_run(r);
+	if (!strcmp(type, "stix_bundle"))
+		return tf_bundle_run(r);
+	if (!strcmp(type, "otx"))
+		return tf_otx_run(r);
+	if (!strcmp(type, "virustotal"))
+		return tf_vt_run(r);
+	tf_run_fail(r, "unknown feed type '%s'", type);
+	return TF_EINVAL;
+}
+
+static void run_free(tf_run *r)
+{
+	tf_fetch_free(r->fetch);
+	tf_batch_free(r->batch);
+	json_object_put(r->feed);
+	json_object_put(r->cursor);
+	forget_warnings(r);
+	tf_store_close(r->st);
+}
+
+static int end_run(tf_run *r, int rc)
+{
+	tf_status final = TF_ST_COMPLETED;
+	const char *error = NULL;
+
+	tf_batch_clear(r->batch);
+	write_progress(r);
+	if (rc == TF_ECANCELLED) {
+		look_at_store(r);
+		final = r->cancel == TF_CANCEL_JOB ? TF_ST_CANCELLED : TF_ST_STOPPED;
+	} else if (rc != TF_OK) {
+		final = TF_ST_FAILED;
+		error = r->error[0] ? r->error : tf_strerror(rc);
+	}
+	return tf_runctl_finish(r->st, r->task_id, final, 0, error);
+}
+
+int tf_work_main(const tf_config *cfg, const char *task_id)
+{
+	tf_run run = {.stage = TF_SG_CONNECTING, .cancel = TF_CANCEL_NONE};
+	struct load_ctx lc = {&run, TF_ST_QUEUED};
+	char err[256];
+	int rc;
+
+	if (!tf_valid_uuid(task_id))
+		return 2;
+	snprintf(run.task_id, sizeof run.task_id, "%s", task_id);
+	if (setup_wake())
+		return 1;
+	if (tf_store_open(&run.st, cfg->db_path, 0, err, sizeof err)) {
+		tf_err("%s", err);
+		return 1;
+	}
+	if ((rc = tf_store_view(run.st, load_txn, &lc)) || !tf_status_active(lc.status)) {
+		tf_err("work %s: cannot load the run: %s", task_id, tf_strerror(rc));
+		run_free(&run);
+		return rc ? 1 : 0;
+	}
+	if ((rc = tf_batch_new(&run.batch)) ||
+	    (rc = tf_fetch_new(&run.fetch, wake_pipe[0], fetch_cancel, &run))) {
+		tf_run_fail(&run, "cannot start: %s", tf_strerror(rc));
+	} else {
+		run.last_write_us = 0;
+		look_at_store(&run);
+		rc = run.cancel != TF_CANCEL_NONE ? TF_ECANCELLED : drive(&run);
+	}
+	rc = end_run(&run, rc);
+	run_free(&run);
+	return rc ? 1 : 0;
+}

@@ -1,0 +1,208 @@
+#include "supervisor.h"
+#include "err.h"
+#include "feed.h"
+#include "json.h"
+#include "limits.h"
+#include "log.h"
+#include "runctl.h"
+#include "store.h"
+#include "task.h"
+#include "util.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define POLL_US 200000 /* store check when no signal arrives */
+
+struct sup {
+	const tf_config *cfg;
+	tf_store *st;
+	const char *task_id;
+	pid_t worker;
+	int64_t deadline_us;   /* 0: no cancel seen yet */
+	int forced;
+	int grace_s;
+};
+
+static pid_t start_worker(const tf_config *cfg, const char *task_id, const sigset_t *old)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		setpgid(0, 0);
+		sigprocmask(SIG_SETMASK, old, NULL);
+		execl(cfg->worker, "threatfeed", "work", task_id, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		setpgid(pid, pid); /* both sides, so a kill right away hits the group */
+	return pid;
+}
+
+struct peek {
+	const char *task_id;
+	tf_cancel_mode mode;
+	tf_status status;
+	int grace_s;
+};
+
+static int peek_txn(tf_txn *txn, void *vctx)
+{
+	struct peek *p = vctx;
+	tf_task *t;
+	json_object *feed = NULL, *opts;
+	int64_t g;
+	int rc = tf_task_load(txn, p->task_id, &t);
+
+	if (rc)
+		return rc;
+	p->status = tf_task_status(t);
+	rc = tf_task_cancel_requested(txn, p->task_id, tf_task_feed_id(t), &p->mode);
+	if (!rc && !tf_feed_load(txn, tf_task_feed_id(t), &feed) &&
+	    json_object_object_get_ex(feed, "options", &opts) &&
+	    !tf_json_get_int(opts, "grace_period_s", &g))
+		p->grace_s = (int)g;
+	json_object_put(feed);
+	tf_task_free(t);
+	return rc;
+}
+
+/* A cancel starts the grace clock once, and is passed on to the worker. */
+static void look(struct sup *s)
+{
+	struct peek p = {.task_id = s->task_id, .grace_s = s->grace_s};
+	if (tf_store_view(s->st, peek_txn, &p) || p.mode == TF_CANCEL_NONE)
+		return;
+	if (!s->deadline_us) {
+		s->deadline_us = tf_mono_us() + (int64_t)p.grace_s * 1000000;
+		tf_info("supervise %s: %s requested, grace %d s", s->task_id,
+		        tf_cancel_mode_name(p.mode), p.grace_s);
+	}
+	kill(s->worker, SIGUSR1);
+}
+
+/* SIGTERM to the supervisor (an admin, a shutdown) is a stop_now. */
+static void stop_requested(struct sup *s)
+{
+	char *json = NULL;
+	if (tf_task_cancel(s->st, s->task_id, TF_CANCEL_STOP_NOW, "supervisor:SIGTERM", &json, NULL) ==
+	    TF_OK)
+		look(s);
+	free(json);
+}
+
+static int wait_worker(struct sup *s, const sigset_t *set, int *status)
+{
+	for (;;) {
+		int64_t wait_us = POLL_US;
+		struct timespec ts;
+		siginfo_t si;
+		int sig;
+		pid_t w = waitpid(s->worker, status, WNOHANG);
+
+		if (w == s->worker)
+			return TF_OK;
+		if (w < 0 && errno != EINTR)
+			return TF_ESYS;
+		if (s->deadline_us) {
+			int64_t left = s->deadline_us - tf_mono_us();
+			if (left <= 0 && !s->forced) {
+				tf_warn("supervise %s: worker %d did not stop in time; killing it",
+				        s->task_id, (int)s->worker);
+				kill(-s->worker, SIGKILL);
+				s->forced = 1;
+			} else if (left > 0 && left < wait_us) {
+				wait_us = left;
+			}
+		}
+		ts.tv_sec = wait_us / 1000000;
+		ts.tv_nsec = (wait_us % 1000000) * 1000;
+		sig = sigtimedwait(set, &si, &ts);
+		if (sig == SIGTERM || sig == SIGINT)
+			stop_requested(s);
+		else if (sig == SIGUSR1 || (sig < 0 && errno == EAGAIN))
+			look(s);
+	}
+}
+
+static void describe_exit(int status, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status))
+		snprintf(buf, len, "worker killed by signal %s", sigabbrev_np(WTERMSIG(status))
+		                                                     ? sigabbrev_np(WTERMSIG(status))
+		                                                     : "?");
+	else
+		snprintf(buf, len, "worker exited with status %d", WEXITSTATUS(status));
+}
+
+/* The worker normally leaves the task terminal itself; anything else is
+ * settled here: a cancel as requested (rolled back for cancel_job), a crash as
+ * failed with how the worker died. */
+static int settle(struct sup *s, int status)
+{
+	struct peek p = {.task_id = s->task_id, .grace_s = s->grace_s};
+	char why[128];
+	int rc = tf_store_view(s->st, peek_txn, &p);
+
+	if (rc || tf_status_terminal(p.status))
+		return rc;
+	describe_exit(status, why, sizeof why);
+	if (p.mode == TF_CANCEL_JOB)
+		return tf_runctl_finish(s->st, s->task_id, TF_ST_CANCELLED, s->forced, NULL);
+	if (p.mode == TF_CANCEL_STOP_NOW)
+		return tf_runctl_finish(s->st, s->task_id, TF_ST_STOPPED, s->forced, NULL);
+	tf_warn("supervise %s: %s", s->task_id, why);
+	return tf_runctl_finish(s->st, s->task_id, TF_ST_FAILED, s->forced, why);
+}
+
+/* The ending run hands its slot to the oldest queued one: no daemon needed. */
+static void start_next(struct sup *s)
+{
+	char next[TF_UUID_LEN + 1];
+	if (tf_runctl_next_queued(s->st, next) == TF_OK && strcmp(next, s->task_id))
+		tf_runctl_spawn(s->cfg, next);
+}
+
+int tf_supervise_main(const tf_config *cfg, const char *task_id)
+{
+	struct sup s = {.cfg = cfg, .task_id = task_id, .grace_s = cfg->grace_period_s};
+	sigset_t set, old;
+	char err[256];
+	int claimed = 0, reaped, status = 0, rc;
+
+	if (!tf_valid_uuid(task_id))
+		return 2;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	if (tf_store_open(&s.st, cfg->db_path, 0, err, sizeof err)) {
+		tf_err("%s", err);
+		return 1;
+	}
+	if ((rc = tf_runctl_claim(s.st, task_id, cfg->max_concurrent_runs, &claimed)) || !claimed) {
+		/* Cancelled while queued: ends here, never fetched. No slot: stays
+		 * queued for the next ending run or `tick`. */
+		tf_runctl_reap(s.st, task_id, &reaped);
+		tf_store_close(s.st);
+		return rc ? 1 : 0;
+	}
+	if ((s.worker = start_worker(cfg, task_id, &old)) < 0) {
+		tf_runctl_finish(s.st, task_id, TF_ST_FAILED, 0, "could not start the worker process");
+		tf_store_close(s.st);
+		return 1;
+	}
+	tf_runctl_set_worker(s.st, task_id, s.worker);
+	look(&s); /* a cancel recorded between claim and now */
+	if ((rc = wait_worker(&s, &set, &status)) == TF_OK)
+		rc = settle(&s, status);
+	start_next(&s);
+	tf_store_close(s.st);
+	return rc ? 1 : 0;
+}

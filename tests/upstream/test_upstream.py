@@ -396,7 +396,7 @@ class UpstreamTest(unittest.TestCase):
         self.assertEqual(json.loads(body)["http_status"], "429")
         self.assertEqual(self.c.get(OBJECTS, TAXII)[0], 429)
         self.assertEqual(self.c.get(OBJECTS, TAXII)[0], 200)
-        self.c.ctl("reset")
+        self.c.ctl("reset", {})
         self.c.faults({"status": {"page": 1, "code": 401}})
         self.assertEqual(self.c.get(OBJECTS, TAXII)[0], 200)
         status, headers, body = self.c.get(OBJECTS, TAXII)
@@ -404,11 +404,11 @@ class UpstreamTest(unittest.TestCase):
         self.assertIn("www-authenticate", headers)
         self.assertTrue(headers["content-type"].startswith("text/html"))
         for code in (403, 404, 503):
-            self.c.ctl("reset")
+            self.c.ctl("reset", {})
             self.c.faults({"status": {"page": 0, "code": code}})
             status, headers, body = self.c.get(OBJECTS, TAXII)
             self.assertEqual((status, json.loads(body)["http_status"]), (code, str(code)))
-        self.c.ctl("reset")
+        self.c.ctl("reset", {})
         self.c.faults({"status": {"page": "all", "code": 500}})
         kinds = [self.c.get(OBJECTS, TAXII)[1]["content-type"] for _ in range(4)]
         self.assertEqual(kinds[0], ACCEPT)
@@ -484,6 +484,15 @@ class UpstreamTest(unittest.TestCase):
             self.assertNotIn("x-taxii-date-added-first", headers)
             _, headers, env = self.page("limit=10&next=" + env["next"])
 
+    def test_no_next_and_runtime_page_cap(self):
+        self.c.faults({"no_next": True, "max_page_size": 7})
+        status, headers, env = self.page("limit=50")
+        self.assertEqual((env["more"], len(env["objects"])), (True, 7))
+        self.assertNotIn("next", env)
+        _, _, env2 = self.page("limit=50&added_after=" + headers["x-taxii-date-added-last"])
+        self.c.faults({})
+        self.assertEqual(env2["objects"][0]["id"], self.page("limit=8")[2]["objects"][7]["id"])
+
     def test_bad_fault_config(self):
         status, _, body = self.c.request("POST", "/_ctl/faults", body=json.dumps({"stal": {}}))
         self.assertEqual(status, 400)
@@ -523,7 +532,7 @@ class UpstreamTest(unittest.TestCase):
                          [x["id"] for x in pulses[9:]])
         status, _, body = self.c.get("/api/v1/pulses/%s/indicators?limit=2&page=3" % p["id"], key)
         self.assertEqual(json.loads(body)["results"], p["indicators"][4:])
-        self.c.ctl("reset")
+        self.c.ctl("reset", {})
         self.c.faults({"status": {"page": 0, "code": 503, "retry_after": 1}})
         status, headers, _ = self.c.get(path, key)
         self.assertEqual((status, headers["retry-after"]), (503, "1"))
@@ -543,6 +552,12 @@ class UpstreamTest(unittest.TestCase):
         for k in ("harmless", "malicious", "suspicious", "undetected", "timeout"):
             self.assertIsInstance(data["attributes"]["last_analysis_stats"][k], int)
         self.assertEqual(self.c.get("/api/v3/files/" + other, key)[2], body)  # deterministic
+        analysis = "ZWY0Y2M1NWMzOTkwY2E2MmJmMDUyM2NlMTA1ZGU3NTA6MTcwMjIzNTY5MA=="
+        status, _, body = self.c.get("/api/v3/analyses/" + analysis, key)
+        self.assertEqual((status, json.loads(body)["data"]["id"]), (200, analysis))
+        status, _, body = self.c.get("/api/v3/files/fffdddd2c3dc06d147c5ddddddd5c7e6acda4d1f1369"
+                                     "fbc994cddd3c19a2de88", key)
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (404, "NotFoundError"))
         status, _, body = self.c.get("/api/v3/ip_addresses/192.0.2.7", key)
         self.assertEqual(json.loads(body)["data"]["type"], "ip_address")
         status, _, body = self.c.get("/api/v3/files/0000" + "a" * 60, key)

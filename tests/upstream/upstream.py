@@ -98,13 +98,17 @@ each gets a page number: 0, 1, 2, ... counted since the last reset (shared by al
 kinds). Page faults take ``"page"``: an int P (fires on the first data request
 numbered >= P, then ``times`` times in a row, default 1), a list of ints (exactly
 those pages) or ``"all"`` (the default; every page); ``"times"`` (-1 = unlimited)
-bounds how often a fault fires. ``true`` stands for ``{}``.
+bounds how often a fault fires. ``true`` stands for ``{}``. When several faults
+replace the response on one page, the first of status, redirect, html, huge, deep,
+bad_json, wrong_types wins; transport faults (stall, drip, truncate, chunked,
+page_delay_ms) apply to whatever is sent, error responses included.
 
   page_delay_ms: N          sleep N ms before answering each data request
   chunked: true             send data responses with Transfer-Encoding: chunked
   next_ttl_s: S             TAXII next tokens expire S s after the first page of their
                             chain (then 400), like the reference server's 30 s
   vt_rpm: N                 overrides --vt-rpm
+  max_page_size: N          overrides --max-page-size (TAXII limit cap, OTX limit cap)
   bump_versions: K          not stored: bumps the data once, like POST /_ctl/data
   stall {page, after_bytes: B, seconds: S}  send the headers and the first B body bytes,
                             then nothing for S s (the connection stays open; it ends
@@ -127,6 +131,8 @@ bounds how often a fault fires. ``true`` stands for ``{}``.
                             next is page 1
   endless_more {page}       always more:true, a new next token and zero objects
                             (OTX: an empty page with a next URL)
+  no_next {page}            TAXII: more:true without a next token (the client must go on
+                            with added_after = the last X-TAXII-Date-Added-Last)
   invalid_utf8 {page}       200 JSON containing bytes that are not UTF-8
   wrong_types {page, variant: "fields"|"envelope"}  JSON of the right shape with wrong
                             types: ids as numbers, type as a list, pattern as a number,
@@ -184,8 +190,9 @@ START = time.monotonic()
 MAX_LOG = 100_000                 # per-kind request log entries kept in stats
 
 PAGE_FAULTS = ("stall", "drip", "truncate", "bad_json", "status", "html", "huge", "deep",
-               "many", "loop_next", "endless_more", "invalid_utf8", "wrong_types", "redirect")
-GLOBAL_FAULTS = ("page_delay_ms", "chunked", "next_ttl_s", "vt_rpm")
+               "many", "loop_next", "endless_more", "no_next", "invalid_utf8", "wrong_types",
+               "redirect")
+GLOBAL_FAULTS = ("page_delay_ms", "chunked", "next_ttl_s", "vt_rpm", "max_page_size")
 ACTION_KEYS = ("bump_versions",)
 
 REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 303: "See Other",
@@ -326,8 +333,12 @@ def stix_object(seed, i, modified_us=None):
     return obj
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def dump(obj):
-    return json.dumps(obj, separators=(",", ":")).encode()
+    """Compact JSON bytes."""
+    return _ENCODE(obj).encode()
 
 
 class View:
@@ -352,15 +363,15 @@ class StixData:
         self._bundle = None
         for i in range(count):
             key = stix_added_us(i)
-            self._append(i, 1, key, key, dump(stix_object(seed, i)))
+            self._append(i, 1, key, key, stix_object(seed, i))
 
-    def _append(self, origin, version, key, modified_us, body):
+    def _append(self, origin, version, key, modified_us, obj):
         idx = len(self.keys)
         self.keys.append(key)
         self.added.append(fmt_us(key))
-        self.bodies.append(body)
-        self.types.append(stix_type(origin))
-        self.ids.append(stix_id(self.seed, origin))
+        self.bodies.append(dump(obj))
+        self.types.append(obj["type"])
+        self.ids.append(obj["id"])
         self.modified.append(modified_us)
         self.origin.append(origin)
         self.version.append(version)
@@ -381,8 +392,8 @@ class StixData:
         for origin in range(min(count, self.count)):
             key += STEP_US
             version = new.version[new.latest[origin]] + 1
-            body = dump(stix_object(self.seed, origin, modified_us=key))
-            new._append(origin, version, key, key, body)
+            new._append(origin, version, key, key,
+                        stix_object(self.seed, origin, modified_us=key))
         return new
 
     def view(self, versions, types, ids, spec_versions):
@@ -512,6 +523,11 @@ VT_TYPES = {"files": "file", "domains": "domain", "ip_addresses": "ip_address",
 NOT_FOUND_RE = re.compile(r'"([^"]+)" not found')
 
 
+def vt_norm(coll, ident):
+    """Hashes and domains compare case-insensitively; URL and analysis ids do not."""
+    return ident.lower() if coll in ("files", "domains") else ident
+
+
 def load_vt_recordings(directory):
     """{(collection, id): (status, bytes)} from recorded VT responses, plus the
     recorded wrong-key body under ("", "wrong_key")."""
@@ -531,11 +547,11 @@ def load_vt_recordings(directory):
         if isinstance(data, dict) and data.get("type") and data.get("id"):
             coll = {v: k for k, v in VT_TYPES.items()}.get(data["type"])
             if coll:
-                recorded[(coll, str(data["id"]).lower())] = (200, raw)
+                recorded[(coll, vt_norm(coll, str(data["id"])))] = (200, raw)
         elif isinstance(error, dict) and error.get("code") == "NotFoundError":
             m = NOT_FOUND_RE.search(error.get("message", ""))
             if m:
-                recorded[("files", m.group(1).lower())] = (404, raw)
+                recorded[("files", vt_norm("files", m.group(1)))] = (404, raw)
         elif isinstance(error, dict) and error.get("code") == "WrongCredentialsError":
             recorded[("", "wrong_key")] = (401, raw)
     return recorded
@@ -762,7 +778,7 @@ class State:
         return dict(self.stix.summary(), otx_pulses=self.otx.count,
                     vt_recorded=sorted("%s/%s" % k for k in self.vt_recorded if k[0]))
 
-    def start_data_request(self, kind):
+    def start_data_request(self):
         """Number the next data request and pick its faults."""
         with self.lock:
             page_no = self.next_page
@@ -1266,9 +1282,8 @@ class Handler(BaseHTTPRequestHandler):
         `build(faults)` answers normally; it may look at envelope faults."""
         state = self.state
         state.count(kind)
-        page_no, faults, plan = state.start_data_request(kind)
+        page_no, faults, plan = state.start_data_request()
         self.kind = kind
-        self.page_no = page_no
         entry = {"page": page_no, "t": elapsed(), "faults": sorted(faults)}
         entry.update(self.log_fields(kind))
         self.log_entry = entry
@@ -1299,7 +1314,9 @@ class Handler(BaseHTTPRequestHandler):
         return {"path": self.url_path}
 
     def fault_response(self, kind, faults):
-        """Answer with a status/redirect/body fault; False when none applies."""
+        """Answer with a status/redirect/body fault; False when none applies.
+        One replacement per response, first of: status, redirect, html, huge, deep,
+        bad_json, wrong_types."""
         if "status" in faults:
             self.status_fault(kind, faults["status"])
         elif "redirect" in faults:
@@ -1447,7 +1464,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise ValueError
         except ValueError:
             return self.taxii_fail(400, "Bad limit", "limit must be a positive integer")
-        limit = min(limit, args.max_page_size)
+        limit = min(limit, int(state.faults.get("max_page_size") or args.max_page_size))
         after = -1
         if q.get("added_after"):
             after = parse_ts(q["added_after"])
@@ -1471,8 +1488,9 @@ class Handler(BaseHTTPRequestHandler):
             token = make_token(after, fhash, chain_start, state.new_nonce())
             return self.taxii_json({"more": True, "next": token, "objects": []})
         start = bisect.bisect_right(view.keys, after)
-        count = int(faults["many"].get("objects", 10000)) if "many" in faults else limit
-        bodies, added = self.page_slice(data, view, start, count)
+        many = "many" in faults
+        count = int(faults["many"].get("objects", 10000)) if many else limit
+        bodies, added = self.page_slice(data, view, start, count, pad=many)
         end = min(start + count, len(view.keys))
         more = end < len(view.keys)
         next_after = view.keys[end - 1] if end > start else after
@@ -1482,7 +1500,9 @@ class Handler(BaseHTTPRequestHandler):
         if not bodies:
             return self.send_plain(200, b"{}", TAXII_MEDIA)
         head = b'{"more":false,"objects":['
-        if more:
+        if more and "no_next" in faults:
+            head = b'{"more":true,"objects":['
+        elif more:
             head = b'{"more":true,"next":"%s","objects":[' % \
                 make_token(next_after, fhash, chain_start).encode()
         body = head + b",".join(bodies) + b"]}"
@@ -1492,13 +1512,13 @@ class Handler(BaseHTTPRequestHandler):
                                                  ("X-TAXII-Date-Added-Last", added[-1])])
 
     @staticmethod
-    def page_slice(data, view, start, count):
-        """(bodies, dates added) of count objects from start; a `many` page asking for
-        more than the view holds gets extra synthetic objects with fresh ids."""
+    def page_slice(data, view, start, count, pad=False):
+        """(bodies, dates added) of up to count objects from start; with pad (a `many`
+        page) objects past the end of the view are made up, with fresh ids."""
         bodies = view.bodies[start:start + count]
         added = view.added[start:start + count]
         key = view.keys[start + len(bodies) - 1] if bodies else BASE_US
-        for k in range(count - len(bodies)):
+        for k in range(count - len(bodies) if pad else 0):
             key += STEP_US
             bodies.append(dump(stix_object(data.seed, data.count + 1_000_000 + k)))
             added.append(fmt_us(key))
@@ -1522,7 +1542,8 @@ class Handler(BaseHTTPRequestHandler):
     def otx_page_params(self):
         """(limit, page) or None after answering 400."""
         try:
-            limit = min(int(self.query.get("limit") or 50), self.state.args.max_page_size)
+            cap = int(self.state.faults.get("max_page_size") or self.state.args.max_page_size)
+            limit = min(int(self.query.get("limit") or 50), cap)
             page = int(self.query.get("page") or 1)
             if limit <= 0 or page <= 0:
                 raise ValueError
@@ -1604,7 +1625,7 @@ class Handler(BaseHTTPRequestHandler):
         if wait is not None:
             return self.send_plain(429, vt_error(429, "Quota exceeded: %s requests per minute"
                                                  % rpm), JSON_MEDIA, [("Retry-After", str(wait))])
-        norm = ident.lower() if coll in ("files", "domains") else ident
+        norm = vt_norm(coll, ident)
         recorded = state.vt_recorded.get((coll, norm))
         if recorded:
             return self.send_plain(recorded[0], self.maybe_utf8(recorded[1], faults), JSON_MEDIA)
@@ -1630,7 +1651,7 @@ class Handler(BaseHTTPRequestHandler):
             if "many" in faults:
                 count = int(faults["many"].get("objects", 10000))
                 view = state.stix.view(("last",), None, None, None)
-                bodies, _ = self.page_slice(state.stix, view, 0, count)
+                bodies, _ = self.page_slice(state.stix, view, 0, count, pad=True)
                 body = LIST_FRAME["bundle"][0] + b",".join(bodies) + LIST_FRAME["bundle"][1]
         else:
             body = self.bundle_file(name)
@@ -1759,4 +1780,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)   # skip freeing a large data set and joining stalled daemon threads

@@ -1,0 +1,385 @@
+"""Runs end to end with real processes (CLI → supervisor → worker → upstream
+→ store): counts, incremental runs, every cancel path, crashes and kills, and
+hostile upstream content (SPEC §3, §4). No web server involved: the API tests
+cover that side. Every wait is bounded generously; nothing asserts speed."""
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+import unittest
+
+from runenv import RunEnv, TERMINAL
+
+PAGE = 100
+
+
+def lines(text):
+    return [l for l in text.splitlines() if l.strip()]
+
+
+class RunTest(unittest.TestCase):
+    conf = {"grace_period_s": 2}
+
+    def setUp(self):
+        self.env = RunEnv(conf=self.conf)
+
+    def tearDown(self):
+        report = self.env.sanitizer_report()
+        self.env.close(ok=not report)
+        self.assertEqual(report, "", "sanitizer report in the runs' log")
+
+    def feed_up(self, feed_id="f", *args, **fields):
+        up = self.env.upstream("--objects", "1000", "--page-size", str(PAGE), *args)
+        self.env.add_feed(feed_id, up, **fields)
+        return up
+
+    def wait_pages(self, task_id, n, timeout=60):
+        return self.env.wait(task_id, {"running", "stopping", "cancelling"} | TERMINAL, timeout,
+                             pred=lambda t: t["progress"]["pages_done"] >= n or t["status"] in TERMINAL)
+
+
+class CompleteAndIncremental(RunTest):
+    def test_complete_run_exact_counts(self):
+        self.feed_up()
+        t = self.env.wait(self.env.consume("f"), {"completed"} | TERMINAL)
+        self.assertEqual(t["status"], "completed", t)
+        p = t["progress"]
+        self.assertEqual(p["objects_processed"], 1000)
+        self.assertEqual(p["indicators_created"], 1000)
+        self.assertEqual(p["indicators_updated"], 0)
+        self.assertEqual(p["pages_done"], 10)
+        self.assertGreater(p["bytes_received"], 0)
+        self.assertEqual(len(lines(self.env.export("f"))), 1000)
+        feed = self.env.feed("f")
+        self.assertEqual(feed["indicator_count"], 1000)
+        self.assertEqual(feed["last_status"], "completed")
+        self.assertIsNone(feed["active_task_id"])
+        self.assertIsNotNone(t["finished_at"])
+        self.assertEqual(t["stage"], "done")
+
+    def test_incremental_run_uses_added_after_and_counts_updates(self):
+        up = self.feed_up()
+        self.env.wait(self.env.consume("f"), {"completed"})
+        up.ctl("reset")
+        up.ctl("bump_versions", {"count": 5})
+        t = self.env.wait(self.env.consume("f"), TERMINAL)
+        self.assertEqual(t["status"], "completed", t)
+        self.assertEqual(t["progress"]["objects_processed"], 5)
+        self.assertEqual(t["progress"]["indicators_updated"], 5)
+        self.assertEqual(t["progress"]["indicators_created"], 0)
+        reqs = up.ctl("stats")["objects_requests"]
+        self.assertTrue(reqs and reqs[0]["added_after"], reqs)
+        self.assertEqual(len(lines(self.env.export("f"))), 1000)
+
+    def test_observables_extracted(self):
+        self.feed_up()
+        self.env.wait(self.env.consume("f"), {"completed"})
+        recs = [json.loads(l) for l in lines(self.env.export("f"))]
+        kinds = {o["type"] for r in recs for o in r["observables"]}
+        for k in ("ipv4-addr", "ipv6-addr", "domain-name", "url", "email-addr"):
+            self.assertIn(k, kinds)
+        self.assertTrue(any(r["value"] for r in recs if r["type"] == "indicator"))
+
+
+class Cancels(RunTest):
+    def test_stop_now_keeps_whole_pages_and_next_run_continues(self):
+        up = self.feed_up("f", "--page-delay-ms", "150")
+        task = self.env.consume("f")
+        self.wait_pages(task, 2)
+        self.env.cancel(task, "stop_now")
+        t = self.env.wait(task, TERMINAL)
+        self.assertEqual(t["status"], "stopped", t)
+        kept = t["progress"]["indicators_created"]
+        self.assertEqual(kept % PAGE, 0)
+        self.assertEqual(kept, t["progress"]["pages_done"] * PAGE)
+        self.assertEqual(len(lines(self.env.export("f"))), kept)
+        self.assertEqual(t["cancel"]["mode"], "stop_now")
+        self.assertIsNotNone(t["cancel"]["acknowledged_at"])
+        self.assertFalse(t["cancel"]["forced"])
+        up.ctl("faults", {})
+        t2 = self.env.wait(self.env.consume("f"), TERMINAL)
+        self.assertEqual(t2["status"], "completed", t2)
+        self.assertEqual(t2["progress"]["indicators_created"], 1000 - kept)
+        self.assertEqual(len(lines(self.env.export("f"))), 1000)
+
+    def test_cancel_job_restores_store_exactly(self):
+        up = self.feed_up()
+        self.env.wait(self.env.consume("f"), {"completed"})
+        before = self.env.export()
+        cursor_before = self.env.feed("f")["indicator_count"]
+        up.ctl("data", {"objects": 1500})
+        up.ctl("bump_versions", {"count": 50})
+        up.ctl("faults", {"page_delay_ms": 150})
+        task = self.env.consume("f")
+        self.wait_pages(task, 3)
+        self.env.cancel(task, "cancel_job")
+        t = self.env.wait(task, TERMINAL)
+        self.assertEqual(t["status"], "cancelled", t)
+        self.assertGreater(t["rolled_back"], 0)
+        self.assertEqual(self.env.export(), before)
+        self.assertEqual(self.env.feed("f")["indicator_count"], cursor_before)
+
+    def test_cancel_while_upstream_stalls_mid_body(self):
+        up = self.feed_up()
+        up.ctl("faults", {"stall": {"page": 1, "after_bytes": 200, "seconds": 120}})
+        task = self.env.consume("f")
+        deadline = time.monotonic() + 30
+        while up.ctl("stats")["in_flight"] < 1 or up.ctl("stats")["objects_pages"] < 2:
+            self.assertLess(time.monotonic(), deadline, "the stalled page was never requested")
+            time.sleep(0.02)
+        self.env.cancel(task, "stop_now")
+        # The stall lasts 120 s; ending well inside it proves the transfer was interrupted.
+        t = self.env.wait(task, TERMINAL, timeout=30)
+        self.assertEqual(t["status"], "stopped", t)
+        self.assertFalse(t["cancel"]["forced"])
+        self.assertEqual(t["progress"]["indicators_created"], PAGE)
+
+    def test_cancel_during_rate_limit_wait(self):
+        up = self.feed_up()
+        up.ctl("faults", {"status": {"page": 1, "code": 429, "retry_after": 120, "times": -1}})
+        task = self.env.consume("f")
+        self.env.wait(task, {"running"} | TERMINAL, pred=lambda t: t["stage"] == "rate_limited"
+                      or t["status"] in TERMINAL)
+        self.env.cancel(task, "stop_now")
+        t = self.env.wait(task, TERMINAL, timeout=30)
+        self.assertEqual(t["status"], "stopped", t)
+        self.assertTrue(any("429" in w or "rate" in w for w in t["warnings"]), t["warnings"])
+
+    def test_double_cancel_is_harmless(self):
+        self.feed_up("f", "--page-delay-ms", "200")
+        task = self.env.consume("f")
+        self.wait_pages(task, 1)
+        self.env.cancel(task, "stop_now")
+        second = self.env.cancel(task, "stop_now", check=False)
+        self.assertIn(second.returncode, (0, 4))
+        t = self.env.wait(task, TERMINAL)
+        self.assertEqual(t["status"], "stopped")
+        self.assertEqual(self.env.cancel(task, "stop_now", check=False).returncode, 4)
+
+    def test_escalation_stop_now_to_cancel_job_rolls_back(self):
+        self.feed_up("f", "--page-delay-ms", "100")
+        task = self.env.consume("f")
+        self.wait_pages(task, 2)
+        procs = self.env.run_processes(task)
+        os.kill(procs["work"], signal.SIGSTOP)   # the worker can't act on the first cancel
+        try:
+            self.env.cancel(task, "stop_now")
+            self.assertEqual(self.env.status(task)["status"], "stopping")
+            self.env.cancel(task, "cancel_job")
+            self.assertEqual(self.env.status(task)["status"], "cancelling")
+        finally:
+            os.kill(procs["work"], signal.SIGCONT)
+        t = self.env.wait(task, TERMINAL)
+        self.assertEqual(t["status"], "cancelled", t)
+        self.assertEqual(t["cancel"]["mode"], "cancel_job")
+        self.assertEqual(self.env.export("f"), "")
+
+    def test_hung_worker_is_killed_after_grace(self):
+        self.feed_up("f", "--page-delay-ms", "100")
+        task = self.env.consume("f")
+        self.wait_pages(task, 2)
+        procs = self.env.run_processes(task)
+        os.kill(procs["work"], signal.SIGSTOP)   # ignores SIGTERM, SIGUSR1 and the store
+        self.env.cancel(task, "stop_now")
+        t = self.env.wait(task, TERMINAL, timeout=60)
+        self.assertEqual(t["status"], "stopped", t)
+        self.assertTrue(t["cancel"]["forced"], t)
+        self.assertEqual(len(lines(self.env.export("f"))), t["progress"]["indicators_created"])
+
+    def test_hung_worker_with_cancel_job_is_killed_and_rolled_back(self):
+        self.feed_up("f", "--page-delay-ms", "100")
+        task = self.env.consume("f")
+        self.wait_pages(task, 2)
+        os.kill(self.env.run_processes(task)["work"], signal.SIGSTOP)
+        self.env.cancel(task, "cancel_job")
+        t = self.env.wait(task, TERMINAL, timeout=60)
+        self.assertEqual(t["status"], "cancelled", t)
+        self.assertTrue(t["cancel"]["forced"])
+        self.assertEqual(self.env.export("f"), "")
+
+
+class Queue(unittest.TestCase):
+    def test_cancel_while_queued_never_fetches(self):
+        env = RunEnv(conf={"max_concurrent_runs": 1, "grace_period_s": 2})
+        try:
+            busy = env.upstream("--objects", "1000", "--page-size", "100", "--page-delay-ms", "300")
+            idle = env.upstream("--objects", "1000", "--page-size", "100")
+            env.add_feed("busy", busy)
+            env.add_feed("idle", idle)
+            first = env.consume("busy")
+            env.wait(first, {"running"})
+            second = env.consume("idle")
+            time.sleep(0.5)
+            self.assertEqual(env.status(second)["status"], "queued")
+            env.cancel(second, "cancel_job")
+            t = env.wait(second, TERMINAL)
+            self.assertEqual(t["status"], "cancelled")
+            self.assertEqual(idle.ctl("stats")["total_requests"], 0)
+            env.cancel(first, "stop_now")
+            env.wait(first, TERMINAL)
+        finally:
+            env.close()
+
+    def test_queued_run_starts_when_slot_frees(self):
+        env = RunEnv(conf={"max_concurrent_runs": 1})
+        try:
+            a = env.upstream("--objects", "300", "--page-size", "100", "--page-delay-ms", "100")
+            b = env.upstream("--objects", "300", "--page-size", "100")
+            env.add_feed("a", a)
+            env.add_feed("b", b)
+            ta = env.consume("a")
+            tb = env.consume("b")
+            self.assertEqual(env.wait(ta, TERMINAL)["status"], "completed")
+            self.assertEqual(env.wait(tb, TERMINAL)["status"], "completed")
+        finally:
+            env.close()
+
+
+class Crashes(RunTest):
+    def test_sigkill_worker_at_random_instants_leaves_whole_batches(self):
+        rnd = random.Random(1234)
+        up = self.env.upstream("--objects", "500", "--page-size", str(PAGE), "--page-delay-ms", "15")
+        for trial in range(50):
+            fid = "k%d" % trial
+            self.env.add_feed(fid, up)
+            task = self.env.consume(fid)
+            deadline = time.monotonic() + 20
+            procs = {}
+            while "work" not in procs and time.monotonic() < deadline:
+                procs = self.env.run_processes(task)
+                if self.env.status(task)["status"] in TERMINAL:
+                    break
+                time.sleep(0.005)
+            time.sleep(rnd.uniform(0, 0.12))
+            if "work" in procs:
+                try:
+                    os.kill(procs["work"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            t = self.env.wait(task, TERMINAL, timeout=30)
+            stored = len(lines(self.env.export(fid)))
+            self.assertEqual(stored % PAGE, 0, (trial, t))
+            self.assertEqual(stored, t["progress"]["indicators_created"], (trial, t))
+            self.assertEqual(self.env.feed(fid)["indicator_count"], stored)
+            if t["status"] == "failed":
+                self.assertIn("signal", t["error"])
+
+    def test_sigkill_supervisor_and_worker_reports_worker_lost(self):
+        self.feed_up("f", "--page-delay-ms", "200")
+        task = self.env.consume("f")
+        self.wait_pages(task, 1)
+        procs = self.env.run_processes(task)
+        for pid in procs.values():
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        t = self.env.status(task)        # the next access notices
+        self.assertEqual(t["status"], "failed", t)
+        self.assertEqual(t["error"], "worker lost")
+        self.assertIsNone(self.env.feed("f")["active_task_id"])
+        t2 = self.env.consume("f")       # and the feed is free again
+        self.assertTrue(t2)
+
+    def test_one_active_run_per_feed_under_concurrent_consumes(self):
+        self.feed_up("f", "--page-delay-ms", "200")
+        results = []
+
+        def go():
+            results.append(self.env.cli("consume", "f", check=False))
+        threads = [threading.Thread(target=go) for _ in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        ok = [r for r in results if r.returncode == 0]
+        self.assertEqual(len(ok), 1, [r.stderr for r in results])
+        self.assertTrue(all(r.returncode == 4 for r in results if r.returncode != 0))
+        task = json.loads(ok[0].stdout)["task_id"]
+        self.env.cancel(task)
+        self.env.wait(task, TERMINAL)
+
+
+class HostileContent(RunTest):
+    """Each fault fails the run with a clear error and stores nothing of the bad
+    page: page 0 is good (100 records), page 1 is bad."""
+
+    def run_with(self, faults, expect_in_error, page=1, **feed_fields):
+        up = self.feed_up("f", **feed_fields)
+        if faults:
+            for v in faults.values():
+                if isinstance(v, dict) and "page" not in v:
+                    v["page"] = page
+            up.ctl("faults", faults)
+        t = self.env.wait(self.env.consume("f"), TERMINAL, timeout=90)
+        self.assertEqual(t["status"], "failed", t)
+        self.assertTrue(t["error"], t)
+        self.assertIn(expect_in_error.lower(), t["error"].lower(), t)
+        stored = len(lines(self.env.export("f")))
+        self.assertEqual(stored, PAGE * page, t)
+        self.assertEqual(t["progress"]["indicators_created"], stored)
+        return t
+
+    def test_truncated_body(self):
+        self.run_with({"truncate": {}}, "")
+
+    def test_bad_json(self):
+        self.run_with({"bad_json": {}}, "json")
+
+    def test_html_instead_of_json(self):
+        self.run_with({"html": {}}, "html")
+
+    def test_body_over_limit(self):
+        self.run_with({"huge": {"bytes": 40 * 1024 * 1024}}, "larger")
+
+    def test_deep_nesting(self):
+        self.run_with({"deep": {"depth": 10000}}, "")
+
+    def test_too_many_objects(self):
+        self.run_with({"many": {"objects": 20000}}, "objects")
+
+    def test_invalid_utf8(self):
+        self.run_with({"invalid_utf8": {}}, "")
+
+    def test_wrong_envelope_types(self):
+        self.run_with({"wrong_types": {"variant": "envelope"}}, "")
+
+    def test_redirect_to_other_scheme(self):
+        self.run_with({"redirect": {"location": "ftp://127.0.0.1/x"}}, "redirect")
+
+    def test_unauthorized(self):
+        self.run_with({"status": {"code": 401}}, "401")
+
+    def test_not_found(self):
+        self.run_with({"status": {"code": 404, "times": -1}}, "404")
+
+    def test_server_error_after_retries(self):
+        t = self.run_with({"status": {"code": 500, "times": -1, "retry_after": 0}}, "500")
+        self.assertTrue(t["warnings"], t)
+
+    def test_next_loop(self):
+        up = self.feed_up("f")
+        up.ctl("faults", {"loop_next": {"page": 0}})
+        t = self.env.wait(self.env.consume("f"), TERMINAL, timeout=90)
+        self.assertEqual(t["status"], "failed", t)
+        self.assertIn("loop", t["error"].lower())
+
+    def test_endless_more(self):
+        up = self.feed_up("f")
+        up.ctl("faults", {"endless_more": {"page": 1}})
+        t = self.env.wait(self.env.consume("f"), TERMINAL, timeout=90)
+        self.assertEqual(t["status"], "failed", t)
+        self.assertEqual(len(lines(self.env.export("f"))), PAGE)
+
+    def test_wrong_field_types_skip_objects_with_warnings(self):
+        up = self.feed_up("f")
+        up.ctl("faults", {"wrong_types": {"page": 1, "variant": "fields"}})
+        t = self.env.wait(self.env.consume("f"), TERMINAL, timeout=90)
+        # Malformed objects are skipped with a warning; the run goes on.
+        self.assertEqual(t["status"], "completed", t)
+        self.assertTrue(t["warnings"], t)
+
+
+if __name__ == "__main__":
+    unittest.main()

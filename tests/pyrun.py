@@ -1,0 +1,23 @@
+"""Runs the unittest files of one directory and prints "pyrun: N passed, N failed".
+
+Used by scripts/test.sh so every layer reports in the same words.
+"""
+import os
+import sys
+import unittest
+
+
+def main() -> int:
+    start = sys.argv[1]
+    sys.path.insert(0, os.path.abspath(start))
+    sys.path.insert(0, os.path.abspath("tests/integration"))
+    suite = unittest.defaultTestLoader.discover(start, pattern="test_*.py", top_level_dir=start)
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    passed = result.testsRun - failed - len(result.skipped)
+    print(f"pyrun: {passed} passed, {failed} failed, {len(result.skipped)} skipped")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

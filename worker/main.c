@@ -77,15 +77,12 @@ static int print_json(char *json, size_t len)
 	return 0;
 }
 
-/* getopt_long with only --help, for commands that take positional args. */
+/* `--help` anywhere among a command's words asks for its usage. */
 static int want_help(int argc, char **argv)
 {
-	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {0}};
-	int ch;
-	optind = 1;
-	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1)
-		if (ch == 'h' || ch == '?')
-			return ch == 'h' ? 1 : -1;
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return 1;
 	return 0;
 }
 
@@ -440,7 +437,7 @@ static int dispatch(const struct cmd *cmds, size_t n, struct ctx *c, int argc, c
 			if (h)
 				return printf("usage: threatfeed %s%s\n  %s\n", prefix, cmds[i].usage,
 				              cmds[i].help),
-				       h > 0 ? 0 : EXIT_USAGE;
+				       0;
 		}
 		return cmds[i].fn(c, argc, argv);
 	}

@@ -78,7 +78,8 @@ class RunEnv:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("upstream did not start")
             time.sleep(0.02)
-        up = Upstream(proc, int(open(port_file).read()))
+        with open(port_file) as f:
+            up = Upstream(proc, int(f.read()))
         self.upstreams.append(up)
         return up
 
@@ -135,7 +136,7 @@ class RunEnv:
     # feeds and tasks ----------------------------------------------------------
     def add_feed(self, feed_id, up, **fields):
         feed = {"id": feed_id, "name": feed_id, "type": "taxii21", "url": up.url,
-                "collection": COLLECTION}
+                "collection": COLLECTION, "options": {"page_size": 100}}
         feed.update(fields)
         return json.loads(self.cli("feed", "add", "--json", "-", input=json.dumps(feed)).stdout)
 

@@ -126,8 +126,9 @@ class Cancels(RunTest):
         up = self.feed_up()
         up.ctl("faults", {"stall": {"page": 1, "after_bytes": 200, "seconds": 120}})
         task = self.env.consume("f")
+        self.wait_pages(task, 1)
         deadline = time.monotonic() + 30
-        while up.ctl("stats")["in_flight"] < 1 or up.ctl("stats")["objects_pages"] < 2:
+        while up.ctl("stats")["in_flight"] < 1:
             self.assertLess(time.monotonic(), deadline, "the stalled page was never requested")
             time.sleep(0.02)
         self.env.cancel(task, "stop_now")
@@ -360,14 +361,14 @@ class HostileContent(RunTest):
 
     def test_next_loop(self):
         up = self.feed_up("f")
-        up.ctl("faults", {"loop_next": {"page": 0}})
+        up.ctl("faults", {"loop_next": {"page": "all", "times": -1}})
         t = self.env.wait(self.env.consume("f"), TERMINAL, timeout=90)
         self.assertEqual(t["status"], "failed", t)
         self.assertIn("loop", t["error"].lower())
 
     def test_endless_more(self):
         up = self.feed_up("f")
-        up.ctl("faults", {"endless_more": {"page": 1}})
+        up.ctl("faults", {"endless_more": {"page": 1, "times": -1}})
         t = self.env.wait(self.env.consume("f"), TERMINAL, timeout=90)
         self.assertEqual(t["status"], "failed", t)
         self.assertEqual(len(lines(self.env.export("f"))), PAGE)

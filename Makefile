@@ -72,9 +72,14 @@ run: deps-run
 	@$(MAKE) --no-print-directory all
 	@PORT=$(PORT) STATE_DIR=$(STATE_DIR) BUILD=$(BUILD) scripts/run.sh
 
+# Bench-only programs: the FastCGI floor and the rollback timer.
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(call obj,$(BUILD),$(LIB_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
 bench: deps-bench
-	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) bench/run.sh
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/floor $(BUILD)/bench/rollback
+	@BUILD=$(BUILD) python3 bench/bench.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/threatfeed \

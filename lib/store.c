@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #define DEFAULT_MAP_SIZE ((size_t)256 << 20)
-#define ROLLBACK_CHUNK 8192
+#define ROLLBACK_CHUNK 32768
 #define UNDO_KEY_LEN (TF_UUID_LEN + 8)
 
 static const char *const table_names[TF_TBL__COUNT] = {
@@ -50,14 +50,15 @@ static int map_err(int rc)
 
 static int open_dbis(tf_store *st)
 {
-	MDB_txn *txn;
+	MDB_txn *txn = NULL;
 	int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
 
+	if (rc)
+		return rc; /* txn was never set: nothing to abort */
 	for (int i = 0; !rc && i < TF_TBL__COUNT; i++)
 		rc = mdb_dbi_open(txn, table_names[i], MDB_CREATE, &st->dbi[i]);
 	if (rc) {
-		if (txn)
-			mdb_txn_abort(txn);
+		mdb_txn_abort(txn);
 		return rc;
 	}
 	return mdb_txn_commit(txn);
@@ -84,10 +85,12 @@ int tf_store_open(tf_store **out, const char *path, size_t map_size, char *err, 
 		errlen = sizeof dummy;
 	}
 	*out = NULL;
-	if (mkdir(path, 0770) != 0 && errno != EEXIST) {
+	if (mkdir(path, 0770) == 0) {
+		chmod(path, 0770); /* as documented, whatever the umask */
+	} else if (errno != EEXIST) {
 		rc = errno;
 		snprintf(err, errlen, "cannot create store directory %s: %s", path, strerror(rc));
-		return rc == EACCES || rc == EROFS ? TF_EPERM : TF_ESTORE;
+		return rc == EACCES || rc == EPERM || rc == EROFS ? TF_EPERM : TF_ESTORE;
 	}
 	if (!(st = calloc(1, sizeof *st)))
 		return TF_ENOMEM;

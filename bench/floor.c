@@ -1,7 +1,8 @@
 /* The bench's floor: the least a FastCGI responder serving a task status can
  * do — one store read of the task, its bytes written back. `make bench`
  * compares the real handler with this on the same lighttpd (SPEC §7). Built
- * only by the bench. Usage: floor TASK_ID (THREATFEED_DB names the store). */
+ * only by the bench. Usage: floor [TASK_ID] (THREATFEED_DB names the store,
+ * FLOOR_TASK the task when no argument is given). */
 #include "err.h"
 #include "store.h"
 #include "util.h"
@@ -38,16 +39,17 @@ int main(int argc, char **argv)
 	tf_store *st;
 	FCGX_Request req;
 	const char *db = getenv("THREATFEED_DB");
+	const char *task = argc == 2 ? argv[1] : getenv("FLOOR_TASK");
 	char err[256];
 
-	if (argc != 2 || !db || tf_store_open(&st, db, 0, err, sizeof err)) {
+	if (!task || !db || tf_store_open(&st, db, 0, err, sizeof err)) {
 		fprintf(stderr, "usage: THREATFEED_DB=DIR floor TASK_ID\n");
 		return 2;
 	}
 	FCGX_Init();
 	FCGX_InitRequest(&req, 0, 0);
 	while (FCGX_Accept_r(&req) >= 0) {
-		struct read_ctx c = {argv[1], req.out};
+		struct read_ctx c = {task, req.out};
 		if (tf_store_view(st, answer, &c))
 			FCGX_PutS("Status: 404 Not Found\r\n\r\n", req.out);
 		FCGX_Finish_r(&req);

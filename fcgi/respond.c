@@ -8,6 +8,7 @@
 
 #include "err.h"
 #include "json.h"
+#include "log.h"
 #include "util.h"
 
 /* Used when even the error body cannot be allocated: the client still gets
@@ -141,7 +142,10 @@ int tf_resp_fail(tf_resp *r, int err, const char *detail)
 	int status = tf_http_status_of(err, &code);
 
 	if (status >= 500) {
-		/* Never internals: the store's own words may name paths. */
+		/* Never internals to the client (the store's own words may name
+		 * paths); the log gets them. */
+		tf_warn("tf_resp_fail: %s%s%s", tf_strerror(err), detail && *detail ? ": " : "",
+		        detail ? detail : "");
 		if (err == TF_EPERM)
 			return tf_resp_error(r, status, code, "store not writable");
 		if (err == TF_ESTORE)

@@ -89,6 +89,12 @@ int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *val
 	e->observables = obs ? pack(&p, obs, ol) : (pack(&p, "", 0), NULL);
 	e->object = pack(&p, object, len);
 	e->object_len = len;
+	/* Export writes one record per line: a raw line break can only be
+	 * insignificant whitespace in JSON text, so it becomes a space. */
+	for (char *nl = e->object; (nl = memchr(nl, '\n', len - (size_t)(nl - e->object)));)
+		*nl = ' ';
+	for (char *cr = e->object; (cr = memchr(cr, '\r', len - (size_t)(cr - e->object)));)
+		*cr = ' ';
 	e->modified_us = modified_us;
 	return TF_OK;
 }
@@ -223,7 +229,7 @@ int tf_records_put_cursor(tf_txn *txn, const char *feed_id, const char *task_id,
 {
 	size_t n;
 	const char *text = tf_json_text(cursor, &n);
-	return tf_txn_put_j(txn, task_id, TF_TBL_CURSORS, feed_id, strlen(feed_id), text, n);
+	return tf_txn_put(txn, TF_TBL_CURSORS, feed_id, strlen(feed_id), text, n);
 }
 
 /* ---- reading ------------------------------------------------------------- */

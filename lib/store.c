@@ -131,6 +131,16 @@ void tf_store_close(tf_store *st)
 	free(st);
 }
 
+int tf_store_set_lazy(tf_store *st, int lazy)
+{
+	return map_err(mdb_env_set_flags(st->env, MDB_NOSYNC, lazy ? 1 : 0));
+}
+
+int tf_store_sync(tf_store *st)
+{
+	return map_err(mdb_env_sync(st->env, 1));
+}
+
 size_t tf_store_map_size(tf_store *st)
 {
 	return st->map_size;

@@ -88,6 +88,13 @@ int tf_store_undo_drop(tf_store *st, const char *task_id);
 /* Number of undo entries of task_id (tests and diagnostics). */
 int tf_store_undo_count(tf_store *st, const char *task_id, uint64_t *n);
 
+/* Lazy durability for bulk writers (a run's worker): commits stop waiting
+ * for the disk and tf_store_sync() flushes them. A killed process loses
+ * nothing committed (the kernel has the pages); a machine crash may lose the
+ * commits since the last sync. Every other writer keeps synchronous commits. */
+int tf_store_set_lazy(tf_store *st, int lazy);
+int tf_store_sync(tf_store *st);
+
 /* Current map size in bytes (tests). */
 size_t tf_store_map_size(tf_store *st);
 

@@ -95,6 +95,52 @@ static void set_str(json_object *o, const char *k, const char *v)
 	json_object_object_add(o, k, v ? json_object_new_string(v) : NULL);
 }
 
+/* Copies src into dst (cap bytes with the NUL) as valid UTF-8: cut only at a
+ * character boundary, invalid bytes replaced by '?'. The stored task is
+ * parsed with UTF-8 validation, so a text cut mid-character (or upstream
+ * bytes that are not UTF-8) would make it unreadable. */
+static void copy_text(char *dst, size_t cap, const char *src)
+{
+	const unsigned char *p = (const unsigned char *)src;
+	size_t n = 0;
+
+	while (*p) {
+		size_t len = 1;
+		int ok = 1;
+		if (*p >= 0x80) {
+			uint32_t cp;
+			if (*p >= 0xc2 && *p <= 0xdf)
+				len = 2, cp = *p & 0x1f;
+			else if (*p >= 0xe0 && *p <= 0xef)
+				len = 3, cp = *p & 0x0f;
+			else if (*p >= 0xf0 && *p <= 0xf4)
+				len = 4, cp = *p & 0x07;
+			else
+				ok = 0, cp = 0;
+			for (size_t i = 1; ok && i < len; i++) {
+				if ((p[i] & 0xc0) != 0x80)
+					ok = 0;
+				else
+					cp = (cp << 6) | (p[i] & 0x3f);
+			}
+			if (ok && ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+			           (len == 4 && (cp < 0x10000 || cp > 0x10ffff))))
+				ok = 0;
+			if (!ok)
+				len = 1;
+		}
+		if (n + len >= cap)
+			break;
+		if (ok)
+			memcpy(dst + n, p, len);
+		else
+			dst[n] = '?';
+		n += len;
+		p += len;
+	}
+	dst[n] = '\0';
+}
+
 static void set_now(json_object *o, const char *k)
 {
 	char ts[TF_TIME_LEN + 1];
@@ -229,7 +275,7 @@ void tf_task_set_stage(tf_task *t, tf_stage stage, const char *message)
 	set_str(t->obj, "stage", tf_stage_name(stage));
 	if (message) {
 		char buf[TF_MAX_MESSAGE_LEN + 1];
-		snprintf(buf, sizeof buf, "%s", message);
+		copy_text(buf, sizeof buf, message);
 		set_str(t->obj, "message", buf);
 	}
 }
@@ -284,10 +330,12 @@ int tf_task_request_cancel(tf_task *t, tf_cancel_mode mode, const char *by)
 	if (tf_task_set_status(t, next))
 		return TF_ECONFLICT;
 	if (!json_object_object_get_ex(t->obj, "cancel", &c) || !c) {
+		char who[TF_MAX_NAME + 1];
 		c = json_object_new_object();
 		set_str(c, "mode", NULL);
 		set_now(c, "requested_at");
-		set_str(c, "requested_by", by ? by : "anonymous");
+		copy_text(who, sizeof who, by ? by : "anonymous");
+		set_str(c, "requested_by", who);
 		json_object_object_add(c, "acknowledged_at", NULL);
 		json_object_object_add(c, "forced", json_object_new_boolean(0));
 		json_object_object_add(t->obj, "cancel", c);
@@ -332,7 +380,7 @@ void tf_task_set_error(tf_task *t, const char *msg)
 		json_object_object_add(t->obj, "error", NULL);
 		return;
 	}
-	snprintf(buf, sizeof buf, "%s", msg);
+	copy_text(buf, sizeof buf, msg);
 	set_str(t->obj, "error", buf);
 }
 
@@ -353,7 +401,7 @@ void tf_task_add_warning(tf_task *t, const char *msg)
 	if (n == TF_MAX_WARNINGS - 1)
 		snprintf(buf, sizeof buf, "… more warnings omitted");
 	else
-		snprintf(buf, sizeof buf, "%s", msg);
+		copy_text(buf, sizeof buf, msg ? msg : "");
 	json_object_array_add(w, json_object_new_string(buf));
 }
 

@@ -3,9 +3,10 @@
 #
 #   PORT=8080 STATE_DIR=./var BUILD=build scripts/run.sh   (make run runs the build first)
 #
-# Starts the test upstream (tests/upstream/upstream.py --demo) on a free
+# Starts the test upstream (tests/upstream/upstream.py --demo, pages capped at
+# 100 objects so that a full run of the demo feed lasts ~20 s) on a free
 # loopback port, registers the "Demo TAXII 2.1" feed (id `demo`) pointing at
-# it (or updates its URL when STATE_DIR already has it), then lighttpd with
+# it (see "the demo feed" below for an existing one), then lighttpd with
 # deploy/lighttpd/threatfeed.conf on 127.0.0.1:PORT.  STATE_DIR is kept
 # between runs.  Ctrl-C (or TERM) stops everything this script started:
 # active runs are stopped (stop_now), then lighttpd and its handler processes,
@@ -20,14 +21,15 @@ STATE_DIR=${STATE_DIR:-./var}
 BUILD=${BUILD:-build}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$here"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'make run: %s\n' "$*" >&2; exit 1; }
 
 case $PORT in ''|*[!0-9]*) die "PORT must be a number, got '$PORT'";; esac
 ((PORT >= 1 && PORT <= 65535)) || die "PORT out of range: $PORT"
-BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || die "no build directory '${BUILD}' (run: make)"
+# relative STATE_DIR / BUILD are relative to the caller's directory (make: the repo)
+[[ -d $BUILD ]] || die "no build directory '$BUILD' (run: make)"
+BUILD=$(cd "$BUILD" && pwd)
 FCGI=$BUILD/threatfeed.fcgi
 CLI=$BUILD/threatfeed
 [[ -x $FCGI && -x $CLI ]] || die "$FCGI or $CLI is missing (run: make)"
@@ -55,8 +57,9 @@ elif ((rc != 0)); then
   die "cannot listen on 127.0.0.1:$PORT (ports below 1024 need root) — try make run PORT=8080"
 fi
 
-mkdir -p "$STATE_DIR"
+mkdir -p "$STATE_DIR" || die "cannot create STATE_DIR '$STATE_DIR'"
 STATE_DIR=$(cd "$STATE_DIR" && pwd)
+cd "$here"
 DB=$STATE_DIR/db
 mkdir -p "$DB"
 export THREATFEED_STATE_DIR=$STATE_DIR THREATFEED_DB=$DB THREATFEED_WORKER=$CLI
@@ -113,7 +116,7 @@ stop_active_runs() {  # graceful: stop_now every active run, wait a little
   ids=$(api GET '/api/threat-feeds/tasks/?active=1' 2>/dev/null |
         python3 -c 'import json,sys; [print(t["task_id"]) for t in json.load(sys.stdin).get("tasks",[])]' 2>/dev/null) || return 0
   [[ -n $ids ]] || return 0
-  say "stopping active runs: $(echo $ids)"
+  say "stopping active runs: ${ids//$'\n'/ }"
   for id in $ids; do api POST "/api/threat-feeds/cancel-task/$id/" '{"mode":"stop_now"}' >/dev/null 2>&1 || true; done
   for ((i = 0; i < 50; i++)); do
     [[ -z $(api GET '/api/threat-feeds/tasks/?active=1' 2>/dev/null |
@@ -126,28 +129,29 @@ store_pids() {  # processes (workers) whose environment names this store
   local p
   for p in /proc/[0-9]*; do
     [[ ${p#/proc/} == "$$" || ${p#/proc/} == "$BASHPID" ]] && continue
-    tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qxF "THREATFEED_DB=$DB" && echo "${p#/proc/}"
+    tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qxF "THREATFEED_DB=$DB" && echo "${p#/proc/}"
   done
   return 0
 }
 
 CLEANED=
 cleanup() {
-  local rc=$? p i left
+  local rc=$? p i
   [[ -n $CLEANED ]] && return
   CLEANED=1
   trap '' INT TERM
   [[ -n ${LIGHTTPD_PID:-} ]] && alive "$LIGHTTPD_PID" && stop_active_runs
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_group "${PIDS[i]}"; done
-  left=$(store_pids)
-  if [[ -n $left ]]; then
-    kill -TERM $left 2>/dev/null || true
+  local -a left
+  mapfile -t left < <(store_pids)
+  if ((${#left[@]})); then
+    kill -TERM "${left[@]}" 2>/dev/null || true
     for ((i = 0; i < 30; i++)); do
-      left=$(for p in $left; do alive "$p" && echo "$p"; done)
-      [[ -z $left ]] && break
+      mapfile -t left < <(for p in "${left[@]}"; do alive "$p" && echo "$p"; done)
+      ((${#left[@]})) || break
       sleep 0.1
     done
-    [[ -n $left ]] && kill -KILL $left 2>/dev/null || true
+    if ((${#left[@]})); then kill -KILL "${left[@]}" 2>/dev/null || true; fi
   fi
   say "threatfeed stopped (state kept in $STATE_DIR)"
   exit "$rc"
@@ -160,7 +164,7 @@ trap 'exit 143' TERM
 UPORT_FILE=$STATE_DIR/upstream.port
 rm -f "$UPORT_FILE"
 spawn "$STATE_DIR/upstream.log" python3 tests/upstream/upstream.py --port 0 \
-  --port-file "$UPORT_FILE" --demo --quiet --lifetime-s 31536000
+  --port-file "$UPORT_FILE" --demo --max-page-size 100 --quiet --lifetime-s 31536000
 UPSTREAM_PID=$SPAWNED
 UPORT=
 for ((i = 0; i < 200; i++)); do
@@ -170,21 +174,12 @@ for ((i = 0; i < 200; i++)); do
 done
 [[ -n $UPORT ]] || { tail -20 "$STATE_DIR/upstream.log" >&2 || true; die "the demo upstream did not start (log: $STATE_DIR/upstream.log)"; }
 UPSTREAM_URL="http://127.0.0.1:$UPORT/taxii2/"
-FEED_JSON=$(printf '{"id":"demo","name":"Demo TAXII 2.1","type":"taxii21","url":"%s","collection":"91a7b528-80eb-42ed-a74d-c6fbd5a26116","interval_s":0,"enabled":true}' "$UPSTREAM_URL")
-
-# --- the demo feed -----------------------------------------------------------
-rc=0; "$CLI" feed show demo >/dev/null 2>&1 || rc=$?
-case $rc in
-  0) FEED=exists ;;
-  3) "$CLI" feed add --json - <<<"$FEED_JSON" >/dev/null || die "could not register the demo feed"
-     FEED=added ;;
-  *) "$CLI" feed show demo >&2 || true
-     die "cannot read the store in $DB (threatfeed feed show exited $rc)" ;;
-esac
+COLLECTION=91a7b528-80eb-42ed-a74d-c6fbd5a26116
+FEED_JSON=$(printf '{"id":"demo","name":"Demo TAXII 2.1","type":"taxii21","url":"%s","collection":"%s","interval_s":0,"enabled":true}' "$UPSTREAM_URL" "$COLLECTION")
 
 # --- lighttpd ------------------------------------------------------------------
 export TF_PORT=$PORT TF_BIND=127.0.0.1 TF_WWW=$here/www TF_FCGI=$FCGI TF_STATE=$STATE_DIR \
-       TF_DB=$DB TF_WORKER=$CLI TF_RUNDIR=$STATE_DIR TF_ERRORLOG=- \
+       TF_DB=$DB TF_WORKER=$CLI TF_RUNDIR=$STATE_DIR TF_ERRORLOG=- TF_LOG=stderr \
        TF_ACCESSLOG=$STATE_DIR/lighttpd-access.log TF_FCGI_PROCS=${TF_FCGI_PROCS:-4}
 export TF_CONF=$CONF
 unset TF_USER TF_GROUP
@@ -200,14 +195,38 @@ for ((i = 0; i < 200; i++)); do
 done
 [[ -n $ok ]] || die "lighttpd did not answer GET /api/health with 200 within 20 s (its errors are above)"
 
-if [[ $FEED == exists ]]; then
-  # keep the feed's history; only point it at this run's upstream
-  if ! api PATCH /api/threat-feeds/demo/ "{\"url\":\"$UPSTREAM_URL\",\"collection\":\"91a7b528-80eb-42ed-a74d-c6fbd5a26116\"}" >/dev/null 2>&1; then
-    say "make run: could not update the demo feed's URL; re-creating it" >&2
-    "$CLI" feed rm demo >/dev/null 2>&1 || true
-    "$CLI" feed add --json - <<<"$FEED_JSON" >/dev/null || die "could not register the demo feed"
-  fi
+# --- the demo feed ---------------------------------------------------------------
+# Through the API, like any client.  The upstream's data is the same on every
+# start, so a demo feed that already ingested all of it would have nothing
+# left to fetch: it is re-created (a fresh ~20 s run to watch).  A demo feed
+# whose last run was stopped or failed keeps its history and cursor (the next
+# run continues where it ended); it is only pointed at this run's upstream.
+api_status() {  # api_status METHOD PATH [JSON] -> HTTP status on stdout, body in $API_OUT
+  local args=(-s -o "$API_OUT" -w '%{http_code}' --max-time 10 -X "$1")
+  [[ -n $TOKEN ]] && args+=(-H "Authorization: Bearer $TOKEN")
+  [[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+  curl "${args[@]}" "http://127.0.0.1:$PORT$2" || true
+}
+API_OUT=$STATE_DIR/.run-api.out
+code=$(api_status GET /api/threat-feeds/demo/)
+last=
+if [[ $code == 200 ]]; then
+  last=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("last_status") or "")' "$API_OUT" 2>/dev/null || true)
 fi
+if [[ $code == 200 && $last == completed ]]; then
+  code=$(api_status DELETE /api/threat-feeds/demo/)
+  [[ $code == 204 ]] || say "make run: warning: could not re-create the demo feed: HTTP $code $(cat "$API_OUT" 2>/dev/null)" >&2
+  [[ $code == 204 ]] && code=404
+fi
+case $code in
+  200) code=$(api_status PATCH /api/threat-feeds/demo/ "{\"url\":\"$UPSTREAM_URL\",\"collection\":\"$COLLECTION\"}")
+       [[ $code == 200 ]] ||
+         say "make run: warning: could not point the demo feed at $UPSTREAM_URL: HTTP $code $(cat "$API_OUT" 2>/dev/null)" >&2 ;;
+  404) code=$(api_status POST /api/threat-feeds/ "$FEED_JSON")
+       [[ $code == 201 ]] || die "could not register the demo feed: HTTP $code $(cat "$API_OUT" 2>/dev/null)" ;;
+  *)   say "make run: warning: cannot read the demo feed: HTTP $code $(cat "$API_OUT" 2>/dev/null)" >&2 ;;
+esac
+rm -f "$API_OUT"
 
 say "threatfeed is up: http://127.0.0.1:$PORT/"
 say "  demo upstream: $UPSTREAM_URL (feed \"demo\")"

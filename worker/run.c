@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #define CHECK_EVERY_US 100000
+#define SYNC_EVERY_US 1000000 /* lazy commits reach the disk at least this often */
 #define MAX_PENDING_WARNINGS 32
 
 struct tf_run {
@@ -42,7 +43,7 @@ struct tf_run {
 	char *warnings[MAX_PENDING_WARNINGS];
 	int nwarnings;
 	tf_cancel_mode cancel;
-	int64_t last_write_us, last_check_us;
+	int64_t last_write_us, last_check_us, last_sync_us;
 	int dirty;
 };
 
@@ -300,6 +301,10 @@ int tf_run_commit(tf_run *r, json_object *cursor)
 		return rc;
 	r->prog = c.after;
 	tf_batch_clear(r->batch);
+	if (tf_mono_us() - r->last_sync_us >= SYNC_EVERY_US) {
+		tf_store_sync(r->st);
+		r->last_sync_us = tf_mono_us();
+	}
 	forget_warnings(r);
 	r->dirty = 0;
 	r->last_write_us = tf_mono_us();
@@ -379,7 +384,9 @@ static int end_run(tf_run *r, int rc)
 		final = TF_ST_FAILED;
 		error = r->error[0] ? r->error : tf_strerror(rc);
 	}
-	return tf_runctl_finish(r->st, r->task_id, final, 0, error);
+	rc = tf_runctl_finish(r->st, r->task_id, final, 0, error);
+	tf_store_sync(r->st);
+	return rc;
 }
 
 int tf_work_main(const tf_config *cfg, const char *task_id)
@@ -403,6 +410,9 @@ int tf_work_main(const tf_config *cfg, const char *task_id)
 		run_free(&run);
 		return rc ? 1 : 0;
 	}
+	/* Batches commit without waiting for the disk; see tf_store_set_lazy. */
+	tf_store_set_lazy(run.st, 1);
+	run.last_sync_us = tf_mono_us();
 	if ((rc = tf_batch_new(&run.batch)) ||
 	    (rc = tf_fetch_new(&run.fetch, wake_pipe[0], fetch_cancel, &run))) {
 		tf_run_fail(&run, "cannot start: %s", tf_strerror(rc));

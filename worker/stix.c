@@ -76,7 +76,6 @@ typedef struct plex {
 	int sub;                  /* T_OP: enum op; T_KW: enum kw; T_LIT: 't','h','b','n' */
 	char *str;                /* T_STR: decoded value (buffer of strlen(pattern)+1) */
 	json_object *out;         /* observables found so far */
-	size_t found;
 	int depth;
 	char *err;
 	size_t errlen;
@@ -473,17 +472,16 @@ static int p_obs_expr(plex *x)
 int tf_stix_pattern(const char *pattern, json_object *out, char *err, size_t errlen)
 {
 	plex x = {0};
-	json_object *found;
+	size_t before;
 	int rc;
 
 	if (!pattern || !out || !json_object_is_type(out, json_type_array))
 		return TF_EINVAL;
-	if (!(x.str = malloc(strlen(pattern) + 1)) || !(found = json_object_new_array())) {
-		free(x.str);
+	if (!(x.str = malloc(strlen(pattern) + 1)))
 		return TF_ENOMEM;
-	}
+	before = json_object_array_length(out);
 	x.start = x.p = x.s = pattern;
-	x.out = found;
+	x.out = out;
 	x.err = err;
 	x.errlen = errlen;
 	rc = lex_next(&x);
@@ -494,15 +492,8 @@ int tf_stix_pattern(const char *pattern, json_object *out, char *err, size_t err
 	if (!rc && x.t != T_END)
 		rc = perr(&x, "unexpected text after the pattern");
 	/* All or nothing: a malformed pattern contributes no observables. */
-	for (size_t i = 0; !rc && i < json_object_array_length(found); i++) {
-		json_object *o = json_object_array_get_idx(found, i);
-		json_object *t, *v;
-		json_object_object_get_ex(o, "type", &t);
-		json_object_object_get_ex(o, "value", &v);
-		rc = add_observable(out, json_object_get_string(t), json_object_get_string(v),
-		                    (size_t)json_object_get_string_len(v));
-	}
-	json_object_put(found);
+	if (rc && json_object_array_length(out) > before)
+		json_object_array_del_idx(out, before, json_object_array_length(out) - before);
 	free(x.str);
 	return rc;
 }
@@ -733,12 +724,163 @@ static void skip_warn(tf_run *r, tf_stix_stats *st, int64_t *counter, const char
 	if (st->skipped + st->too_large + st->pattern_errors > TF_STIX_MAX_SKIP_WARNINGS)
 		return;
 	printable(id, sizeof id, s ? s : "", 72);
-	tf_run_warn(r, "%s: object %zu%s%s%s skipped: %s", where, i, *id ? " (" : "", id,
+	tf_run_warn(r, "%s: objects[%zu]%s%s%s skipped: %s", where, i, *id ? " (" : "", id,
 	            *id ? ")" : "", why);
 }
 
-int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, const char *where,
-                   tf_stix_stats *st)
+/* ---- object text from the page's own bytes ---------------------------------- */
+
+/* The scanners below run on text tf_json_parse() accepted, so they only need
+ * to find boundaries; each still checks bounds and reports SIZE_MAX when
+ * something is not as expected (the caller then serializes instead). */
+static size_t skip_ws(const char *s, size_t i, size_t n)
+{
+	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+		i++;
+	return i;
+}
+
+static size_t skip_string(const char *s, size_t i, size_t n)
+{
+	for (i++; i < n; i++) {
+		if (s[i] == '\\')
+			i++;
+		else if (s[i] == '"')
+			return i + 1;
+	}
+	return SIZE_MAX;
+}
+
+static size_t skip_value(const char *s, size_t i, size_t n)
+{
+	size_t depth = 0;
+
+	if (i >= n)
+		return SIZE_MAX;
+	if (s[i] == '"')
+		return skip_string(s, i, n);
+	if (s[i] != '{' && s[i] != '[') {
+		while (i < n && !strchr(",}] \t\r\n", s[i]))
+			i++;
+		return i;
+	}
+	while (i < n) {
+		char c = s[i];
+		if (c == '"') {
+			if ((i = skip_string(s, i, n)) == SIZE_MAX)
+				return SIZE_MAX;
+			continue;
+		}
+		if (c == '{' || c == '[')
+			depth++;
+		else if ((c == '}' || c == ']') && --depth == 0)
+			return i + 1;
+		i++;
+	}
+	return SIZE_MAX;
+}
+
+int tf_stix_spans(const char *s, size_t n, tf_stix_span **spans, size_t *count)
+{
+	tf_stix_span *out = NULL;
+	size_t i = skip_ws(s, 0, n), cap = 0, k = 0;
+	int found = 0;
+
+	*spans = NULL;
+	*count = 0;
+	if (i >= n || s[i] != '{')
+		return TF_EINVAL;
+	for (i = skip_ws(s, i + 1, n); i < n && s[i] != '}';) {
+		size_t ks = i, ke, v;
+
+		if (s[i] != '"' || (ke = skip_string(s, i, n)) == SIZE_MAX)
+			goto bad;
+		i = skip_ws(s, ke, n);
+		if (i >= n || s[i] != ':')
+			goto bad;
+		v = i = skip_ws(s, i + 1, n);
+		/* the last "objects" wins, as in json-c */
+		if (ke - ks == 9 && !memcmp(s + ks, "\"objects\"", 9) && i < n && s[i] == '[') {
+			found = 1;
+			k = 0;
+			for (i = skip_ws(s, i + 1, n); i < n && s[i] != ']';) {
+				size_t e = skip_value(s, i, n);
+				if (e == SIZE_MAX)
+					goto bad;
+				if (k == cap) {
+					size_t nc = cap ? cap * 2 : 1024;
+					tf_stix_span *g = realloc(out, nc * sizeof *g);
+					if (!g) {
+						free(out);
+						return TF_ENOMEM;
+					}
+					out = g;
+					cap = nc;
+				}
+				out[k].off = i;
+				out[k].len = e - i;
+				k++;
+				i = skip_ws(s, e, n);
+				if (i < n && s[i] == ',')
+					i = skip_ws(s, i + 1, n);
+			}
+		}
+		if ((i = skip_value(s, v, n)) == SIZE_MAX)
+			goto bad;
+		i = skip_ws(s, i, n);
+		if (i < n && s[i] == ',')
+			i = skip_ws(s, i + 1, n);
+	}
+	if (!found) {
+		free(out);
+		return TF_ENOTFOUND;
+	}
+	*spans = out;
+	*count = k;
+	return TF_OK;
+bad:
+	free(out);
+	return TF_EINVAL;
+}
+
+size_t tf_stix_compact(const char *s, size_t n, char *out, size_t max)
+{
+	size_t o = 0;
+	int in_str = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (in_str) {
+			if (c == '\\' && i + 1 < n) {
+				if (o + 2 > max)
+					return SIZE_MAX;
+				out[o++] = c;
+				c = s[++i];
+			} else if (c == '"') {
+				in_str = 0;
+			} else if ((unsigned char)c < 0x20) {
+				/* json-c lets raw control characters through in strings;
+				 * RFC 8259 §7 does not: escape them. */
+				if (o + 6 > max)
+					return SIZE_MAX;
+				o += (size_t)snprintf(out + o, 7, "\\u%04x", (unsigned)c);
+				continue;
+			}
+		} else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+			continue;
+		} else if (c == '"') {
+			in_str = 1;
+		}
+		if (o + 1 > max)
+			return SIZE_MAX;
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	return o;
+}
+
+int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, const char *text,
+                   const tf_stix_span *spans, const char *where, tf_stix_stats *st)
 {
 	tf_progress *p = tf_run_progress(r);
 	uint64_t h = FNV_OFFSET;
@@ -748,7 +890,7 @@ int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, c
 	for (size_t i = from; i < from + count; i++) {
 		json_object *obj = json_object_array_get_idx(objects, i);
 		tf_stix_rec rec;
-		const char *text;
+		const char *otext;
 		size_t len = 0;
 
 		if ((rc = tf_run_check(r)))
@@ -759,10 +901,21 @@ int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, c
 			continue;
 		}
 		/* Size first: a megabyte object is not worth reading a pattern from. */
-		text = tf_json_text(obj, &len);
-		if (!text)
+		if (text && spans) {
+			/* One buffer for the run, as large as a record may be (its
+			 * pages that are never written are never resident). */
+			if (!st->buf) {
+				if (!(st->buf = malloc(TF_MAX_OBJECT_BYTES + 8)))
+					goto nomem;
+				st->cap = TF_MAX_OBJECT_BYTES + 8;
+			}
+			len = tf_stix_compact(text + spans[i].off, spans[i].len, st->buf,
+			                      TF_MAX_OBJECT_BYTES);
+			otext = st->buf;
+		} else if (!(otext = tf_json_text(obj, &len))) {
 			goto nomem;
-		if (len > TF_MAX_OBJECT_BYTES) {
+		}
+		if (len == SIZE_MAX || len > TF_MAX_OBJECT_BYTES) {
 			char why[80];
 			snprintf(why, sizeof why, "larger than %d bytes", TF_MAX_OBJECT_BYTES);
 			skip_warn(r, st, &st->too_large, where, i, obj, why);
@@ -780,7 +933,7 @@ int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, c
 			if (st->skipped + st->too_large + st->pattern_errors <= TF_STIX_MAX_SKIP_WARNINGS)
 				tf_run_warn(r, "%s: %s kept without observables: %s", where, rec.key, err);
 		}
-		rc = tf_run_add(r, rec.key, rec.type, rec.value, rec.observables, rec.modified_us, text,
+		rc = tf_run_add(r, rec.key, rec.type, rec.value, rec.observables, rec.modified_us, otext,
 		                len);
 		h = fnv(h, rec.key, strlen(rec.key) + 1);
 		h = fnv(h, &rec.modified_us, sizeof rec.modified_us);
@@ -792,7 +945,7 @@ int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, c
 		if (rc == TF_ECANCELLED)
 			return rc;
 		if (rc) {
-			tf_run_fail(r, "%s: storing object %zu failed: %s", where, i, tf_strerror(rc));
+			tf_run_fail(r, "%s: storing objects[%zu] failed: %s", where, i, tf_strerror(rc));
 			return rc;
 		}
 	}
@@ -801,6 +954,13 @@ int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, c
 nomem:
 	tf_run_fail(r, "%s: out of memory", where);
 	return TF_ENOMEM;
+}
+
+void tf_stix_stats_free(tf_stix_stats *st)
+{
+	free(st->buf);
+	st->buf = NULL;
+	st->cap = 0;
 }
 
 void tf_stix_summary(tf_run *r, const tf_stix_stats *st)

@@ -22,6 +22,9 @@
 
 /* Nesting of ( and [ in one pattern; deeper patterns are malformed. */
 #define TF_STIX_MAX_PATTERN_DEPTH 32
+/* Objects in one stix_bundle document (the body is also capped at
+ * TF_MAX_PAGE_BYTES). Proposed for lib/limits.h. */
+#define TF_STIX_MAX_BUNDLE_OBJECTS 200000
 /* Detailed warnings for skipped objects per run; beyond it only the total. */
 #define TF_STIX_MAX_SKIP_WARNINGS 20
 
@@ -61,16 +64,40 @@ typedef struct tf_stix_stats {
 	int64_t too_large;        /* objects over TF_MAX_OBJECT_BYTES */
 	int64_t pattern_errors;   /* indicators kept without observables */
 	uint64_t digest;          /* of the last ingested slice's ids and versions */
+	char *buf;                /* scratch for compacted object text */
+	size_t cap;
 } tf_stix_stats;
+
+/* Where each element of the top-level member "objects" sits in a JSON text
+ * that tf_json_parse() accepted: lets a driver store every object's own
+ * bytes (whitespace outside strings removed) instead of serializing the
+ * parsed tree again. TF_OK with *spans (caller frees) and *n, TF_ENOTFOUND
+ * when there is no such array, TF_EINVAL when the text is not as expected,
+ * TF_ENOMEM. */
+typedef struct tf_stix_span {
+	size_t off, len;
+} tf_stix_span;
+int tf_stix_spans(const char *text, size_t len, tf_stix_span **spans, size_t *n);
+/* The JSON text s[0..n) on one line: whitespace outside strings removed, raw
+ * control characters inside strings escaped (json-c accepts them; RFC 8259
+ * does not, and a record is one line of `threatfeed export`). Writes at most
+ * max bytes plus a NUL to out (which holds max + 8 bytes); returns the
+ * length, or SIZE_MAX when the result would be longer than max. */
+size_t tf_stix_compact(const char *s, size_t n, char *out, size_t max);
 
 /* Adds objects[from, from + count) of a JSON array to the run's batch,
  * checking for a cancel between objects and counting objects_processed.
- * Malformed objects are skipped with a warning (`where` names the page, e.g.
- * "page 3"). TF_OK, TF_ECANCELLED, or an error after tf_run_fail(). */
-int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, const char *where,
-                   tf_stix_stats *st);
+ * With text and spans (from tf_stix_spans on the text objects was parsed
+ * from, one span per element) each object's own bytes are stored; else the
+ * parsed object is serialized. Malformed objects are skipped with a warning
+ * (`where` names the page, e.g. "page 3"). TF_OK, TF_ECANCELLED, or an error
+ * after tf_run_fail(). */
+int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, const char *text,
+                   const tf_stix_span *spans, const char *where, tf_stix_stats *st);
 /* One warning summing up the skipped objects, if any (end of a run). */
 void tf_stix_summary(tf_run *r, const tf_stix_stats *st);
+/* Frees the scratch buffer of st (the counts stay). */
+void tf_stix_stats_free(tf_stix_stats *st);
 
 /* One GET with the retry policy of the STIX upstreams: a cancel check first;
  * 429 and 503 wait for Retry-After (seconds or an HTTP date, at most

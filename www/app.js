@@ -198,6 +198,9 @@
       try {
         // no-store: we do our own conditional requests; the HTTP cache must
         // neither answer for the server nor hide a 304 from us.
+        // Keep the default mode ("cors"): with mode "same-origin" and the
+        // server's Referrer-Policy: no-referrer, browsers send `Origin: null`
+        // on writes, which the API's CSRF check refuses.
         res = await fetch(url, {
           method, headers, body,
           cache: 'no-store',
@@ -513,9 +516,9 @@
   }
 
   function noteAuthorized() {
+    for (const node of Array.from(ui.alerts.querySelectorAll('[data-tag="auth"]'))) node.remove();
     if (!state.authRequired) return;
     state.authRequired = false;
-    for (const node of Array.from(ui.alerts.querySelectorAll('[data-tag="auth"]'))) node.remove();
     setHidden(ui.authPanel, true);
     renderHeader();
   }
@@ -761,7 +764,7 @@
       idCode,
       feed: el('td', { 'data-testid': 'feed' }),
       status: badge('queued'),
-      stage: el('td', { class: 'mono small', 'data-testid': 'stage' }),
+      stage: el('div', { class: 'mono small muted stage', 'data-testid': 'stage' }),
       message: el('td', { class: 'cell-message', 'data-testid': 'message' }),
       progress: el('progress', { max: '100', 'data-testid': 'progress', 'aria-label': 'Progress of task ' + id }),
       percent: el('span', { class: 'percent', 'data-testid': 'percent' }),
@@ -779,8 +782,7 @@
     const tr = el('tr', { 'data-testid': 'task-row-' + id, 'data-task-id': id }, [
       el('td', { class: 'cell-id' }, [el('div', { class: 'id-line' }, [idCode, btns.copy])]),
       c.feed,
-      el('td', null, [c.status]),
-      c.stage,
+      el('td', null, [c.status, c.stage]),
       c.message,
       el('td', { class: 'cell-progress' }, [el('div', { class: 'progress-line' }, [c.progress, c.percent])]),
       el('td', { class: 'cell-counts small' }, [c.counts, c.pages]),
@@ -845,7 +847,7 @@
   let activeEmpty = null;
   function ensureActiveEmpty() {
     if (!activeEmpty) {
-      activeEmpty = el('tr', { class: 'empty-row', hidden: true }, [el('td', { colspan: '9' })]);
+      activeEmpty = el('tr', { class: 'empty-row', hidden: true }, [el('td', { colspan: '8' })]);
       ui.activeBody.append(activeEmpty);
     }
     return activeEmpty;
@@ -1238,6 +1240,9 @@
     if (!t) { ui.authInput.focus(); return; }
     setToken(t);
     ui.authInput.value = '';
+    // Optimistic: a 401 with the new token opens the panel again.
+    state.authRequired = false;
+    setHidden(ui.authPanel, true);
     announce('API token set for this tab.');
     renderHeader();
     pollSoon();
@@ -1247,6 +1252,7 @@
     setToken('');
     ui.authInput.value = '';
     etagCache.clear();
+    if (!state.authRequired) setHidden(ui.authPanel, true);
     announce('API token forgotten.');
     renderHeader();
     pollSoon();
@@ -1388,7 +1394,11 @@
    */
   async function refreshMissing(seen) {
     const missing = new Set();
-    for (const f of state.feeds) if (f.active_task_id && !seen.has(f.active_task_id)) missing.add(f.active_task_id);
+    for (const f of state.feeds) {
+      const id = f.active_task_id;
+      const known = id && state.tasks.get(id);
+      if (id && !seen.has(id) && !(known && TERMINAL.has(known.status))) missing.add(id);
+    }
     for (const t of state.tasks.values()) if (ACTIVE.has(t.status) && !seen.has(t.task_id)) missing.add(t.task_id);
     for (const id of state.pendingCancel.keys()) if (!seen.has(id)) missing.add(id);
     if (!missing.size) return;

@@ -33,6 +33,16 @@ the process that called start() dies (PR_SET_PDEATHSIG; note: tied to the
 registered with atexit.  stop() also ends any process left whose environment
 names this stack's store (the detached workers).
 
+API (see each method): start()/stop() (or `with`), base_url, url(path),
+port, prefix, upstream_url, upstream_port, state_dir, db_dir, conf_path, env,
+fcgi, cli_path, request(method, path, body=None, headers=None, timeout=30) ->
+(status, HTTPMessage, json-or-text), cli(*args, input=None) ->
+CompletedProcess, upstream_ctl(path, body=None, method="POST"),
+demo_feed(id, **fields), task(id), wait_task(id, statuses=TERMINAL, timeout=60),
+log_tail(), scan_sanitizer_reports(), sanitizer_reports (after stop()).
+Extra lighttpd settings go through env, e.g. env={"TF_ACCESSLOG": "off"} for
+benchmarks (see the TF_* list in deploy/lighttpd/threatfeed.conf).
+
 Environment: TF_BIN_DIR (default build/) picks the binaries; a bin dir named
 "asan" turns on ASAN_OPTIONS/UBSAN_OPTIONS for everything started.
 TF_KEEP_TMP=1 keeps every state dir; otherwise it is kept only when start()
@@ -42,8 +52,7 @@ found in the logs.  TF_STACK_QUIET=1 silences the one-line progress notes.
 
 import atexit
 import ctypes
-import errno
-import glob
+import grp
 import http.client
 import json
 import os
@@ -57,7 +66,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(REPO, "deploy")
@@ -393,10 +401,29 @@ class Stack:
         return _child_setup(os.getpid(), user)
 
     def _make_state_dir(self):
+        self.www = os.path.join(REPO, "www")
         os.makedirs(TMP_ROOT, exist_ok=True)
-        self.state_dir = tempfile.mkdtemp(prefix="%s-" % self.server, dir=TMP_ROOT)
+        tmp_root = TMP_ROOT
+        # A checkout the service user cannot reach (e.g. under /root): run from
+        # a state dir in /tmp with copies of the binaries and www/.
+        relocate = self.user is not None and not all(
+            _reachable(p, self.user) for p in (TMP_ROOT, self.fcgi, self.cli_path, self.www))
+        if relocate:
+            tmp_root = os.path.join(tempfile.gettempdir(), "threatfeed-test-tmp")
+        os.makedirs(tmp_root, exist_ok=True)
+        self.state_dir = tempfile.mkdtemp(prefix="%s-" % self.server, dir=tmp_root)
         os.chmod(self.state_dir, 0o755)
         self._note("state dir %s" % self.state_dir)
+        if relocate:
+            self._note("%s cannot reach %s: using copies" % (self.user.pw_name, REPO))
+            bdir = os.path.join(self.state_dir, "bin")
+            os.makedirs(bdir)
+            for prog in ("threatfeed", "threatfeed.fcgi"):
+                shutil.copy2(os.path.join(self.bin_dir, prog), bdir)
+            self.fcgi = os.path.join(bdir, "threatfeed.fcgi")
+            self.cli_path = os.path.join(bdir, "threatfeed")
+            self.www = os.path.join(self.state_dir, "www")
+            shutil.copytree(os.path.join(REPO, "www"), self.www)
         self.db_dir = os.path.join(self.state_dir, "db")
         os.makedirs(self.db_dir)
         self.conf_path = os.path.join(self.state_dir, "threatfeed.conf")
@@ -416,6 +443,9 @@ class Stack:
             "THREATFEED_DB": self.db_dir,
             "THREATFEED_CONF": self.conf_path,
             "THREATFEED_WORKER": self.cli_path,
+            # the handler logs to syslog under FastCGI by default: keep its
+            # messages in the state dir's logs instead
+            "THREATFEED_LOG": "stderr",
         })
         env.update({k: str(v) for k, v in self.extra_env.items()})
         self.env = env
@@ -578,7 +608,7 @@ class Stack:
                 if p.poll() is not None:
                     return False, "%s exited with status %s" % (p.args[0], p.returncode)
             try:
-                status, _, data = self.request("GET", "/api/health", timeout=5)
+                status, _, data = self.request("GET", "/api/health", timeout=2)
                 if status == 200:
                     return True, None
                 why = "last answer %d %r" % (status, data if not isinstance(data, str) else data[:200])
@@ -595,12 +625,13 @@ class Stack:
         env.update({
             "TF_PORT": str(self.port),
             "TF_BIND": "127.0.0.1",
-            "TF_WWW": os.path.join(REPO, "www"),
+            "TF_WWW": self.www,
             "TF_FCGI": self.fcgi,
             "TF_STATE": self.state_dir,
             "TF_DB": self.db_dir,
             "TF_CONF": self.conf_path,
             "TF_WORKER": self.cli_path,
+            "TF_LOG": self.env.get("THREATFEED_LOG", ""),
             "TF_RUNDIR": self.state_dir,
             "TF_FCGI_PROCS": str(self.fcgi_procs),
             "TF_MAX_CONNECTIONS": "1024",
@@ -626,7 +657,7 @@ class Stack:
         with open(os.path.join(DEPLOY, "nginx", "threatfeed.conf")) as f:
             site = f.read()
         site = _subst(site, r"^(\s*)listen\s+[^;]+;", r"\1listen 127.0.0.1:%d;" % self.port)
-        site = _subst(site, r"^(\s*)root\s+[^;]+;", r"\1root %s;" % os.path.join(REPO, "www"))
+        site = _subst(site, r"^(\s*)root\s+[^;]+;", r"\1root %s;" % self.www)
         site = _subst(site, r"^(\s*)fastcgi_pass\s+[^;]+;", r"\1fastcgi_pass unix:%s;" % sock)
         with open(os.path.join(ndir, "site.conf"), "w") as f:
             f.write(site)
@@ -706,7 +737,7 @@ CustomLog %(s)s/apache-access.log tf
 Define TF_WWW %s
 Define TF_SOCKET %s
 Include %s
-""" % (self.port, os.path.join(REPO, "www"), sock, os.path.join(DEPLOY, "apache", "threatfeed.conf"))
+""" % (self.port, self.www, sock, os.path.join(DEPLOY, "apache", "threatfeed.conf"))
         conf = self._apache_main_conf(_APACHE_SERVER_MODULES["apache"], body)
         self._wait_socket(sock, proc)
         ap = self._spawn("apache", [_which("apache2"), "-DFOREGROUND", "-f", conf])
@@ -716,7 +747,7 @@ Include %s
         htdocs = os.path.join(self.state_dir, "htdocs")
         docroot = os.path.join(self.state_dir, "docroot")
         if not os.path.isdir(htdocs):
-            shutil.copytree(os.path.join(REPO, "www"), htdocs)
+            shutil.copytree(self.www, htdocs)
             os.makedirs(os.path.join(htdocs, "api"), exist_ok=True)
             os.makedirs(docroot, exist_ok=True)
             with open(os.path.join(DEPLOY, "apache", "fcgid", ".htaccess")) as f:
@@ -732,7 +763,8 @@ Include %s
                          ("TF_HANDLER", self.fcgi)):
                 wrapper = _subst(wrapper, r"^%s=.*$" % k, "%s=%s" % (k, _shquote(v)))
             extra = "".join("export %s=%s\n" % (k, _shquote(self.env[k]))
-                            for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS") if k in self.env)
+                            for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "THREATFEED_LOG")
+                            if k in self.env)
             wrapper = wrapper.replace("\nexec ", "\n" + extra + "exec ", 1)
             api = os.path.join(htdocs, "api", "threatfeed.fcgi")
             with open(api, "w") as f:
@@ -768,6 +800,28 @@ FcgidMaxRequestLen 131072
             if time.monotonic() > deadline:
                 self._fail("no handler socket %s after %ss" % (sock, self.start_timeout))
             time.sleep(0.02)
+
+
+def _reachable(path, user):
+    """Whether `user` can traverse to `path` (mode bits only, no ACLs)."""
+    groups = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
+    path = os.path.abspath(path)
+    parts = path.split(os.sep)
+    for i in range(1, len(parts)):
+        d = os.sep.join(parts[:i]) or os.sep
+        try:
+            st = os.stat(d)
+        except OSError:
+            return False
+        if st.st_uid == user.pw_uid:
+            ok = st.st_mode & 0o100
+        elif st.st_gid in groups:
+            ok = st.st_mode & 0o010
+        else:
+            ok = st.st_mode & 0o001
+        if not ok:
+            return False
+    return True
 
 
 def _alive(pid):

@@ -4,15 +4,26 @@ prefix), start the stack and check the dashboard, the API through the server,
 the server's own JSON errors, and a consume → cancel round trip against the
 test upstream.  Bounded waits only; nothing here asserts speed.
 
+Also scripts/run.sh (`make run`): up, demo feed, Ctrl-C, again; busy port.
+
 Run: python3 -m unittest tests/integration/test_deploy.py  (TF_BIN_DIR=build/asan for ASan)
 """
 
+import http.client
+import json
 import os
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stack import TERMINAL, Stack, missing_requirements  # noqa: E402
+from stack import (ASAN_ENV, REPO, TERMINAL, TMP_ROOT, Stack, free_port,  # noqa: E402
+                   missing_requirements)
 
 JSON_WRITE = {"Content-Type": "application/json"}
 
@@ -27,9 +38,10 @@ class DeployMixin:
         why = missing_requirements(cls.server)
         if why:
             raise unittest.SkipTest("%s: %s" % (cls.server, why))
-        # --demo: thousands of indicators over many slow pages, so a run is
-        # still going when the test cancels it
-        cls.stack = Stack(cls.server, upstream_args=["--demo"])
+        # --demo: thousands of objects over slow pages (capped at 100 objects
+        # whatever limit the worker asks for), so a run is still going when
+        # the test cancels it
+        cls.stack = Stack(cls.server, upstream_args=["--demo", "--max-page-size", "100"])
         cls.stack.start()
 
     @classmethod
@@ -150,6 +162,108 @@ class ApacheFcgidDeploy(DeployMixin, unittest.TestCase):
     def test_mounted_under_prefix(self):
         self.assertTrue(self.stack.prefix, "apache-fcgid runs under a mount prefix")
         self.assertTrue(self.stack.base_url.endswith(self.stack.prefix + "/"))
+
+
+class MakeRunScript(unittest.TestCase):
+    """scripts/run.sh (what `make run` runs after the build): up, demo feed
+    registered, Ctrl-C stops everything, and a second run right after works."""
+
+    def setUp(self):
+        why = missing_requirements("lighttpd")
+        if why:
+            self.skipTest(why)
+        self.bin_dir = os.path.abspath(os.path.join(REPO, os.environ.get("TF_BIN_DIR") or "build"))
+        os.makedirs(TMP_ROOT, exist_ok=True)
+        self.state = tempfile.mkdtemp(prefix="make-run-", dir=TMP_ROOT)
+        self.procs = []
+        self.addCleanup(self._cleanup)
+
+    def _cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        if not self._failed_here():
+            shutil.rmtree(self.state, ignore_errors=True)
+
+    def _failed_here(self):
+        outcome = getattr(self, "_outcome", None)
+        return bool(outcome is not None and not getattr(outcome, "success", True))
+
+    def _start(self, port):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "THREATFEED_"))}
+        env.update(PORT=str(port), STATE_DIR=self.state, BUILD=self.bin_dir)
+        if os.path.basename(self.bin_dir) == "asan":
+            env.update(ASAN_ENV)
+        p = subprocess.Popen([os.path.join(REPO, "scripts", "run.sh")], env=env, cwd=REPO,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.procs.append(p)
+        lines = []
+        deadline = time.monotonic() + 60
+        for line in p.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line or time.monotonic() > deadline:
+                break
+        out = "".join(lines)
+        self.assertIn("threatfeed is up: http://127.0.0.1:%d/" % port, out)
+        self.assertIn("no API token is configured", out)
+        return p, out
+
+    def _stop(self, p):
+        p.send_signal(signal.SIGINT)
+        rest = p.communicate(timeout=60)[0]
+        self.assertIn("threatfeed stopped", rest)
+        self.assertEqual(p.returncode, 130, rest)
+        # nothing that used the store is left
+        left = [pid for pid in os.listdir("/proc") if pid.isdigit() and self._uses_store(pid)]
+        self.assertEqual(left, [], "processes left on the store")
+        return rest
+
+    def _uses_store(self, pid):
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                return ("THREATFEED_DB=%s/db" % self.state).encode() in f.read().split(b"\0")
+        except OSError:
+            return False
+
+    def _get(self, port, path):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, json.loads(r.read() or b"null")
+        finally:
+            conn.close()
+
+    def test_up_demo_feed_ctrl_c_and_again(self):
+        port = free_port()
+        p, _ = self._start(port)
+        status, health = self._get(port, "/api/health")
+        self.assertEqual(status, 200, health)
+        status, feed = self._get(port, "/api/threat-feeds/demo/")
+        self.assertEqual(status, 200, feed)
+        self.assertEqual(feed.get("name"), "Demo TAXII 2.1")
+        self.assertTrue(feed.get("url", "").startswith("http://127.0.0.1:"), feed)
+        self._stop(p)
+
+        # the port is free again at once, the state dir is reused
+        p, _ = self._start(port)
+        status, feeds = self._get(port, "/api/threat-feeds/")
+        self.assertEqual(status, 200, feeds)
+        self.assertEqual([f["id"] for f in feeds["feeds"]].count("demo"), 1, feeds)
+        self._stop(p)
+
+    def test_busy_port_is_refused_clearly(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            port = s.getsockname()[1]
+            env = dict(os.environ, PORT=str(port), STATE_DIR=self.state, BUILD=self.bin_dir)
+            r = subprocess.run([os.path.join(REPO, "scripts", "run.sh")], env=env, cwd=REPO,
+                               capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("port %d is in use — try make run PORT=%d" % (port, port + 1), r.stderr)
 
 
 if __name__ == "__main__":

@@ -595,12 +595,12 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(proc.wait(5), 0)
         stop_server(proc)
 
-        # The server's parent is a shell that exits after 0.5 s: the server follows.
+        # The server's parent is a shell that exits after 1.5 s: the server follows.
         with tempfile.TemporaryDirectory() as tmp:
             port_file = os.path.join(tmp, "port")
             shell = subprocess.Popen(["sh", "-c", '"$0" "$1" --port 0 --quiet --port-file "$2" '
-                                      '>/dev/null & sleep 0.5', sys.executable, SERVER,
-                                      port_file])
+                                      '--lifetime-s 20 >/dev/null 2>&1 & sleep 1.5',
+                                      sys.executable, SERVER, port_file])
             port = None
             deadline = time.monotonic() + 5
             while port is None and time.monotonic() < deadline:
@@ -609,6 +609,8 @@ class LifecycleTest(unittest.TestCase):
                         port = int(f.read() or 0) or None
                 time.sleep(0.02)
             self.assertIsNotNone(port)
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            self.assertIsNone(shell.poll())       # the parent is still alive here
             shell.wait(5)
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:

@@ -1745,9 +1745,8 @@ def remove_port_file(path, port):
         pass
 
 
-def wait_for_stop(lifetime_s):
+def wait_for_stop(parent, lifetime_s):
     """Block until a signal, the lifetime, the parent's death or /_ctl/shutdown."""
-    parent = os.getppid()
     deadline = time.monotonic() + lifetime_s
     while not STOP.wait(0.5):
         if os.getppid() != parent or time.monotonic() >= deadline:
@@ -1756,6 +1755,7 @@ def wait_for_stop(lifetime_s):
 
 
 def main(argv=None):
+    parent = os.getppid()          # before the (possibly slow) data generation
     args = parse_args(argv)
     state = State(args)
     server = Server((args.host, args.port), Handler)
@@ -1770,7 +1770,7 @@ def main(argv=None):
         write_port_file(args.port_file, state.port)
     print("listening on http://127.0.0.1:%d" % state.port, flush=True)
     try:
-        wait_for_stop(args.lifetime_s)
+        wait_for_stop(parent, args.lifetime_s)
     finally:
         server.shutdown()
         server.server_close()

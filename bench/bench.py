@@ -1,0 +1,279 @@
+"""`make bench`: the figures of SPEC §7, one `name: value unit` line each.
+
+Everything runs on this machine over loopback: the test upstream, lighttpd
+with the deploy config (plus the floor responder on /floor/ and a static file
+of the task's size), the release build of the handler and workers. Speed is
+measured here and never asserted by tests.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import http.client
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+from runenv import RunEnv, TERMINAL, COLLECTION, _pdeathsig  # noqa: E402
+
+BUILD = os.path.join(REPO, os.environ.get("BUILD", "build"))
+TRIALS = int(os.environ.get("BENCH_TRIALS", "60"))
+INGEST_N = int(os.environ.get("BENCH_INGEST", "100000"))
+
+
+def out(name, value, unit):
+    print("%s: %s %s" % (name, value, unit), flush=True)
+
+
+def pct(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
+
+
+def parse_ts(text):
+    # 2026-11-25T20:48:33.929226Z → seconds since the epoch
+    import calendar
+    base, frac = text.rstrip("Z").split(".")
+    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + int(frac) / 1e6
+
+
+class Web:
+    """lighttpd with deploy/lighttpd/threatfeed.conf, plus /floor/."""
+
+    def __init__(self, env, floor_task=None):
+        self.env = env
+        self.port = self._free_port()
+        self.www = os.path.join(env.dir, "www")
+        shutil.copytree(os.path.join(REPO, "www"), self.www)
+        conf = os.path.join(env.dir, "bench-lighttpd.conf")
+        with open(conf, "w") as f:
+            f.write('include "%s"\n' % os.path.join(REPO, "deploy", "lighttpd", "threatfeed.conf"))
+            if floor_task:
+                f.write('fastcgi.server += ( "/floor/" => (( "bin-path" => "%s", "socket" => "%s",'
+                        ' "max-procs" => 4, "check-local" => "disable", "bin-environment" =>'
+                        ' ( "THREATFEED_DB" => "%s", "FLOOR_TASK" => "%s" ) )) )\n'
+                        % (os.path.join(BUILD, "bench", "floor"), os.path.join(env.dir, "floor.sock"),
+                           env.db, floor_task))
+        wenv = dict(env.env, TF_PORT=str(self.port), TF_WWW=self.www, TF_STATE=env.dir, TF_DB=env.db,
+                    TF_FCGI=os.path.join(BUILD, "threatfeed.fcgi"),
+                    TF_WORKER=os.path.join(BUILD, "threatfeed"), TF_ACCESSLOG="off",
+                    TF_FCGI_PROCS="4")
+        if "THREATFEED_CONF" in env.env:
+            wenv["TF_CONF"] = env.env["THREATFEED_CONF"]
+        self.proc = subprocess.Popen(["lighttpd", "-D", "-f", conf], env=wenv,
+                                     stdout=subprocess.DEVNULL, preexec_fn=_pdeathsig)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if self.get("/api/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit("bench: lighttpd did not come up")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _free_port():
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        return port
+
+    def request(self, method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp.status, json.loads(data) if data[:1] in (b"{", b"[") else data
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def task(self, task_id):
+        return self.get("/api/threat-feeds/task-status/%s/" % task_id)[1]
+
+    def wait(self, task_id, statuses, pred=None, timeout=120):
+        deadline = time.monotonic() + timeout
+        while True:
+            t = self.task(task_id)
+            if t["status"] in statuses and (pred is None or pred(t)):
+                return t
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: task stuck: %r" % t)
+            time.sleep(0.001)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def wait_in_flight(up, n=1, timeout=30):
+    deadline = time.monotonic() + timeout
+    while up.ctl("stats")["in_flight"] < n:
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: upstream transfer never started")
+        time.sleep(0.002)
+
+
+def cancel_trials(env, web, up, mode, trials):
+    """Cancel a run whose worker sits in a stalled transfer; latency from the
+    cancel request to finished_at in the store. Also restart latency."""
+    lat, restart = [], []
+    stall_page = 0 if mode == "stop_now" else 1
+    for _ in range(trials):
+        up.ctl("reset")
+        up.ctl("faults", {"stall": {"page": stall_page, "after_bytes": 100, "seconds": 600,
+                                    "times": -1}})
+        t0 = time.time()
+        status, body = web.request("POST", "/api/threat-feeds/bench/consume/", {})
+        if status != 202:
+            raise SystemExit("bench: consume answered %d %r" % (status, body))
+        task = body["task_id"]
+        t = web.wait(task, {"running"} | TERMINAL)
+        if restart is not None and t.get("started_at"):
+            restart.append((parse_ts(t["started_at"]) - t0) * 1000)
+        wait_in_flight(up)
+        if stall_page:
+            web.wait(task, {"running"}, pred=lambda t: t["progress"]["pages_done"] >= 1)
+        t0 = time.time()
+        web.request("POST", "/api/threat-feeds/cancel-task/%s/" % task, {"mode": mode})
+        t = web.wait(task, TERMINAL)
+        expect = "stopped" if mode == "stop_now" else "cancelled"
+        if t["status"] != expect or t["cancel"]["forced"]:
+            raise SystemExit("bench: trial ended %s (forced=%s)" % (t["status"], t["cancel"]["forced"]))
+        lat.append((parse_ts(t["finished_at"]) - t0) * 1000)
+    return lat, restart
+
+
+def bench_cancel():
+    env = RunEnv(bin_dir=BUILD)
+    try:
+        up = env.upstream("--objects", "5000", "--page-size", "100")
+        env.add_feed("bench", up)
+        web = Web(env)
+        try:
+            lat, restart = cancel_trials(env, web, up, "stop_now", TRIALS)
+            out("cancel_latency_p50_ms", "%.2f" % pct(lat, 50), "ms")
+            out("cancel_latency_p99_ms", "%.2f" % pct(lat, 99), "ms")
+            out("restart_after_cancel_ms", "%.2f" % statistics.median(restart), "ms")
+            lat, _ = cancel_trials(env, web, up, "cancel_job", max(50, TRIALS // 2))
+            out("cancel_job_latency_p99_ms", "%.2f" % pct(lat, 99), "ms")
+        finally:
+            web.stop()
+    finally:
+        env.close()
+
+
+def wrk(url, seconds=8):
+    res = subprocess.run(["wrk", "-t2", "-c32", "-d%ds" % seconds, "--latency", url],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", res.stdout).group(1))
+    m = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", res.stdout)
+    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", res.stdout)
+    if non2xx:
+        raise SystemExit("bench: %s answered errors: %s" % (url, res.stdout))
+    return rps, p99
+
+
+def bench_status():
+    env = RunEnv(bin_dir=BUILD)
+    try:
+        up = env.upstream("--objects", "300", "--page-size", "100")
+        env.add_feed("bench", up)
+        task = env.consume("bench")
+        env.wait(task, TERMINAL)
+        body = env.cli("status", task).stdout.strip().encode()
+        web = Web(env, floor_task=task)
+        try:
+            with open(os.path.join(web.www, "status.json"), "wb") as f:
+                f.write(body)
+            base = "http://127.0.0.1:%d" % web.port
+            rps, p99 = wrk(base + "/api/threat-feeds/task-status/%s/" % task)
+            floor, _ = wrk(base + "/floor/")
+            static, _ = wrk(base + "/status.json")
+            out("status_rps", "%.0f" % rps, "req/s")
+            out("status_p99_ms", "%.2f" % p99, "ms")
+            out("floor_rps", "%.0f" % floor, "req/s")
+            out("static_rps", "%.0f" % static, "req/s")
+            out("status_body_bytes", len(body), "bytes")
+        finally:
+            web.stop()
+    finally:
+        env.close()
+
+
+def peak_rss_run(env, feed, up_objects):
+    """Runs feed to completion; returns (objects/s, worker peak RSS MiB)."""
+    task = env.consume(feed)
+    peak = 0
+    pid = None
+    while True:
+        if pid is None:
+            pid = env.run_processes(task).get("work")
+        if pid:
+            try:
+                with open("/proc/%d/status" % pid) as f:
+                    m = re.search(r"VmHWM:\s+(\d+) kB", f.read())
+                    if m:
+                        peak = max(peak, int(m.group(1)))
+            except OSError:
+                pid = pid  # gone: keep the last reading
+        t = env.status(task) if int(time.time() * 20) % 5 == 0 else {"status": "running"}
+        if t["status"] in TERMINAL:
+            break
+        time.sleep(0.01)
+    if t["status"] != "completed":
+        raise SystemExit("bench: ingest ended %s: %s" % (t["status"], t.get("error")))
+    secs = parse_ts(t["finished_at"]) - parse_ts(t["started_at"])
+    return t["progress"]["objects_processed"] / secs, peak / 1024.0
+
+
+def bench_ingest():
+    env = RunEnv(bin_dir=BUILD)
+    try:
+        small = env.upstream("--objects", str(INGEST_N // 10), "--page-size", "1000")
+        big = env.upstream("--objects", str(INGEST_N), "--page-size", "1000")
+        env.add_feed("small", small, options={"page_size": 1000})
+        env.add_feed("big", big, options={"page_size": 1000})
+        _, rss1 = peak_rss_run(env, "small", INGEST_N // 10)
+        rate, rss10 = peak_rss_run(env, "big", INGEST_N)
+        out("ingest_objects_per_s", "%.0f" % rate, "objects/s")
+        out("worker_peak_rss_mb_1x", "%.1f" % rss1, "MiB")
+        out("worker_peak_rss_mb_10x", "%.1f" % rss10, "MiB")
+    finally:
+        env.close()
+
+
+def bench_rollback():
+    d = tempfile.mkdtemp(prefix="bench-rollback-", dir=os.path.join(REPO, "build"))
+    try:
+        res = subprocess.run([os.path.join(BUILD, "bench", "rollback"), d], capture_output=True,
+                             text=True, check=True)
+        n, ms = res.stdout.split()
+        out("rollback_100k_ms", ms, "ms")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    print("# threatfeed bench on %s, %d cores; %d cancel trials" % (
+        os.uname().nodename, os.cpu_count(), TRIALS), flush=True)
+    which = sys.argv[1:] or ["cancel", "status", "ingest", "rollback"]
+    for name in which:
+        globals()["bench_" + name]()
+
+
+if __name__ == "__main__":
+    main()

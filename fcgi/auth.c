@@ -1,0 +1,157 @@
+#include "auth.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+const char *tf_auth_mode(const tf_config *cfg)
+{
+	if (cfg->api_token[0])
+		return "token";
+	return cfg->trust_remote_user ? "remote_user" : "none";
+}
+
+int tf_auth_ct_equal(const char *secret, const char *given, size_t given_len)
+{
+	size_t slen = strlen(secret);
+	unsigned char diff = slen != given_len;
+
+	/* Walk the secret, never the input: the time says nothing about how
+	 * much of a guess was right. */
+	for (size_t i = 0; i < slen; i++)
+		diff |= (unsigned char)secret[i] ^ (unsigned char)(i < given_len ? given[i] : 0);
+	return diff == 0 && slen > 0;
+}
+
+/* "Bearer <token>" (RFC 6750 §2.1; the scheme is case-insensitive per
+ * RFC 9110 §11.1). Returns the token span or NULL. */
+static const char *bearer_token(const char *h, size_t *len)
+{
+	const char *end;
+
+	if (!h || strncasecmp(h, "Bearer", 6) || (h[6] != ' ' && h[6] != '\t'))
+		return NULL;
+	h += 6;
+	while (*h == ' ' || *h == '\t')
+		h++;
+	end = h + strlen(h);
+	while (end > h && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	*len = (size_t)(end - h);
+	return *len ? h : NULL;
+}
+
+static void set_who(tf_req *req, const char *auth, const char *remote_user)
+{
+	req->auth = auth;
+	if (remote_user && *remote_user)
+		snprintf(req->requested_by, sizeof req->requested_by, "%s", remote_user);
+	else
+		snprintf(req->requested_by, sizeof req->requested_by, "%s",
+		         !strcmp(auth, "token") ? "api-token" : "anonymous");
+}
+
+int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp)
+{
+	const char *user = tf_req_env(req, "REMOTE_USER");
+	const char *tok;
+	size_t len = 0;
+
+	if (cfg->api_token[0] &&
+	    (tok = bearer_token(tf_req_env(req, "HTTP_AUTHORIZATION"), &len)) &&
+	    tf_auth_ct_equal(cfg->api_token, tok, len)) {
+		set_who(req, "token", user);
+		return 0;
+	}
+	if (cfg->trust_remote_user && user && *user) {
+		set_who(req, "remote_user", user);
+		return 0;
+	}
+	if (!cfg->api_token[0] && !cfg->trust_remote_user) {
+		set_who(req, "none", user);
+		return 0;
+	}
+	resp->www_authenticate = 1;
+	return tf_resp_error(resp, 401, "unauthorized",
+	                     cfg->api_token[0] ? "a valid 'Authorization: Bearer' token is required"
+	                                       : "authentication required");
+}
+
+typedef struct hostport {
+	const char *host;
+	size_t hlen;
+	const char *port;   /* NULL when absent */
+	size_t plen;
+} hostport;
+
+/* Splits "host[:port]" / "[v6]:port" of length n. 0, or -1 when malformed. */
+static int split_hostport(const char *s, size_t n, hostport *hp)
+{
+	const char *end = s + n, *colon = NULL;
+
+	if (!n)
+		return -1;
+	if (*s == '[') {
+		const char *rb = memchr(s, ']', n);
+		if (!rb)
+			return -1;
+		if (rb + 1 < end && rb[1] != ':')
+			return -1;
+		colon = rb + 1 < end ? rb + 1 : NULL;
+	} else {
+		colon = memchr(s, ':', n);
+	}
+	hp->host = s;
+	hp->hlen = colon ? (size_t)(colon - s) : n;
+	hp->port = colon ? colon + 1 : NULL;
+	hp->plen = colon ? (size_t)(end - colon - 1) : 0;
+	if (!hp->hlen || (hp->port && !hp->plen))
+		return -1;
+	return 0;
+}
+
+static int is_default_port(const hostport *hp, const char *def)
+{
+	return !hp->port || (hp->plen == strlen(def) && !memcmp(hp->port, def, hp->plen));
+}
+
+int tf_auth_origin_matches(const char *origin, const char *host)
+{
+	const char *def, *rest;
+	hostport o, h;
+
+	if (!origin || !host)
+		return 0;
+	if (!strncasecmp(origin, "http://", 7)) {
+		def = "80";
+		rest = origin + 7;
+	} else if (!strncasecmp(origin, "https://", 8)) {
+		def = "443";
+		rest = origin + 8;
+	} else {
+		return 0;   /* "null", file:, extensions: never same-origin */
+	}
+	/* An origin has no path, user info or query. */
+	if (strpbrk(rest, "/?#@ ") || split_hostport(rest, strlen(rest), &o) ||
+	    split_hostport(host, strlen(host), &h))
+		return 0;
+	if (o.hlen != h.hlen || strncasecmp(o.host, h.host, o.hlen))
+		return 0;
+	if (is_default_port(&o, def) && is_default_port(&h, def))
+		return 1;
+	return o.port && h.port && o.plen == h.plen && !memcmp(o.port, h.port, o.plen);
+}
+
+int tf_auth_csrf(const tf_req *req, tf_resp *resp)
+{
+	const char *site = tf_req_env(req, "HTTP_SEC_FETCH_SITE");
+	const char *origin = tf_req_env(req, "HTTP_ORIGIN");
+
+	if (!(req->method & TF_M_WRITE))
+		return 0;
+	if (site && !strcasecmp(site, "cross-site"))
+		return tf_resp_error(resp, 403, "csrf", "cross-site write refused");
+	if (origin && !tf_auth_origin_matches(origin, tf_req_env(req, "HTTP_HOST")))
+		return tf_resp_error(resp, 403, "csrf", "Origin does not match Host: write refused");
+	return 0;
+}

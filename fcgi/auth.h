@@ -1,0 +1,40 @@
+/* Who may call the API and from where (SPEC §2 auth). Decisions only read the
+ * request's CGI parameters and the config, so they are unit-testable. The
+ * token is never logged, echoed or copied into a response. */
+#ifndef TF_AUTH_H
+#define TF_AUTH_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "request.h"
+#include "respond.h"
+
+/* The configured mode, as /api/health reports it: "token" when api_token is
+ * set, else "remote_user" when trust_remote_user is on, else "none". */
+const char *tf_auth_mode(const tf_config *cfg);
+
+/* Authentication. Required when api_token is set or trust_remote_user is on
+ * (an admin who turned on web-server auth wants it enforced):
+ *   Authorization: Bearer <api_token>   (constant-time compare), or
+ *   a non-empty REMOTE_USER when trust_remote_user = 1.
+ * Sets req->auth and req->requested_by (REMOTE_USER, else "api-token" for a
+ * token, else "anonymous"). 0, or -1 with a 401 + WWW-Authenticate in resp. */
+int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp);
+
+/* CSRF defence for writes: Sec-Fetch-Site: cross-site is refused, and an
+ * Origin, when present, must name the request's Host. 0, or -1 with a 403
+ * "csrf" in resp. Requests without Origin (curl, scripts, the CLI) pass:
+ * browsers always send Origin on cross-origin writes. */
+int tf_auth_csrf(const tf_req *req, tf_resp *resp);
+
+/* Does Origin ("scheme://host[:port]") name the same host[:port] as the Host
+ * header? Scheme-less (a TLS-terminating proxy changes it), case-insensitive
+ * host, default ports (80 for http, 443 for https) optional on either side. */
+int tf_auth_origin_matches(const char *origin, const char *host);
+
+/* Compares secret (the configured value) with given in time that depends on
+ * the secret's length only. */
+int tf_auth_ct_equal(const char *secret, const char *given, size_t given_len);
+
+#endif

@@ -1,0 +1,41 @@
+/* API handlers by resource (h_health.c, h_feeds.c, h_tasks.c). Each runs after
+ * the router validated its path and query parameters, fills resp (success or
+ * error through the error writer) and returns 0 or -1 (error answered). */
+#ifndef TF_HANDLERS_H
+#define TF_HANDLERS_H
+
+#include "app.h"
+#include "request.h"
+#include "respond.h"
+
+typedef int (*tf_handler)(tf_app *app, tf_req *req, tf_resp *resp);
+
+int tf_h_health(tf_app *app, tf_req *req, tf_resp *resp);
+
+int tf_h_feed_list(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_feed_create(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_feed_read(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_feed_patch(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_feed_delete(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_feed_consume(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_feed_cancel(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_feed_indicators(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_feed_test(tf_app *app, tf_req *req, tf_resp *resp);
+
+int tf_h_task_status(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_task_cancel(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_task_list(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_task_purge(tf_app *app, tf_req *req, tf_resp *resp);
+
+/* Shared by the cancel handlers: the body's "mode" (default stop_now). 0, or
+ * -1 with a 400 bad_mode in resp. */
+int tf_h_cancel_mode(const tf_req *req, tf_resp *resp, int *mode);
+/* After a cancel and its wake-up, the task as it is now (the wake-up may
+ * already have ended a run that never started): replaces *json when the
+ * read works, keeps it otherwise. */
+void tf_h_fresh_task(tf_app *app, const char *task_id, char **json, size_t *len);
+/* A handler's answer for a lib result: (json,len) taken over as a success
+ * with status, or the error mapped by tf_resp_fail(). */
+int tf_h_answer(tf_resp *resp, int rc, int status, char *json, size_t len);
+
+#endif

@@ -1,0 +1,207 @@
+#include "router.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "err.h"
+#include "limits.h"
+#include "util.h"
+
+/* Opaque paging cursors are ours (records.c); anything longer is not one. */
+#define TF_MAX_CURSOR 512
+
+/* Order matters only between literal and parameter segments at the same
+ * place; the reserved feed ids ("tasks", "task-status", "cancel-task") can
+ * never match {feed}, so the task routes cannot be shadowed either way. */
+static const tf_route routes[] = {
+	{TF_M_GET, "/api/health", tf_h_health, "health", {{0}}},
+	{TF_M_GET, "/api/threat-feeds", tf_h_feed_list, "feed_list", {{0}}},
+	{TF_M_POST, "/api/threat-feeds", tf_h_feed_create, "feed_create", {{0}}},
+	{TF_M_GET, "/api/threat-feeds/tasks", tf_h_task_list, "task_list",
+	 {{"active", TF_Q_BOOL}, {"feed_id", TF_Q_FEED}, {"limit", TF_Q_LIMIT}}},
+	{TF_M_DELETE, "/api/threat-feeds/tasks", tf_h_task_purge, "task_purge",
+	 {{"finished_before", TF_Q_TIME}}},
+	{TF_M_GET, "/api/threat-feeds/task-status/{task}", tf_h_task_status, "task_status", {{0}}},
+	{TF_M_POST, "/api/threat-feeds/cancel-task/{task}", tf_h_task_cancel, "task_cancel", {{0}}},
+	{TF_M_GET, "/api/threat-feeds/{feed}", tf_h_feed_read, "feed_read", {{0}}},
+	{TF_M_PATCH, "/api/threat-feeds/{feed}", tf_h_feed_patch, "feed_patch", {{0}}},
+	{TF_M_DELETE, "/api/threat-feeds/{feed}", tf_h_feed_delete, "feed_delete", {{0}}},
+	{TF_M_POST, "/api/threat-feeds/{feed}/consume", tf_h_feed_consume, "feed_consume", {{0}}},
+	{TF_M_POST, "/api/threat-feeds/{feed}/cancel_consumption", tf_h_feed_cancel, "feed_cancel",
+	 {{0}}},
+	{TF_M_GET, "/api/threat-feeds/{feed}/indicators", tf_h_feed_indicators, "feed_indicators",
+	 {{"limit", TF_Q_LIMIT}, {"cursor", TF_Q_CURSOR}}},
+	{TF_M_POST, "/api/threat-feeds/{feed}/test_connection", tf_h_feed_test, "feed_test", {{0}}},
+};
+
+const tf_route *tf_router_table(size_t *n)
+{
+	*n = sizeof routes / sizeof *routes;
+	return routes;
+}
+
+/* HEAD is GET without the body (RFC 9110 §9.3.2). */
+static unsigned with_head(unsigned methods)
+{
+	return methods & TF_M_GET ? methods | TF_M_HEAD : methods;
+}
+
+void tf_router_allow(unsigned methods, char *buf, size_t len)
+{
+	static const struct { unsigned bit; const char *name; } order[] = {
+		{TF_M_GET, "GET"},     {TF_M_HEAD, "HEAD"},     {TF_M_POST, "POST"},
+		{TF_M_PUT, "PUT"},     {TF_M_PATCH, "PATCH"},   {TF_M_DELETE, "DELETE"},
+		{TF_M_OPTIONS, "OPTIONS"},
+	};
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+		int n;
+		if (!(methods & order[i].bit))
+			continue;
+		n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", order[i].name);
+		if (n < 0 || (size_t)n >= len - used) {
+			buf[used] = '\0';   /* whole names only */
+			return;
+		}
+		used += (size_t)n;
+	}
+}
+
+/* Does the pattern match req's segments? Path parameters must pass their
+ * validator to match at all. */
+static int match(const char *pat, const tf_req *req, const char **feed, const char **task)
+{
+	size_t i = 0;
+
+	*feed = *task = NULL;
+	while (*pat == '/') {
+		const char *tok = ++pat, *s;
+		size_t tlen;
+
+		while (*pat && *pat != '/')
+			pat++;
+		tlen = (size_t)(pat - tok);
+		if (i >= req->nseg)
+			return 0;
+		s = req->seg[i++];
+		if (tlen == 6 && !memcmp(tok, "{feed}", 6)) {
+			if (!tf_valid_feed_id(s))
+				return 0;
+			*feed = s;
+		} else if (tlen == 6 && !memcmp(tok, "{task}", 6)) {
+			if (!tf_valid_uuid(s))
+				return 0;
+			*task = s;
+		} else if (strlen(s) != tlen || memcmp(s, tok, tlen)) {
+			return 0;
+		}
+	}
+	return i == req->nseg;
+}
+
+const tf_route *tf_router_match(tf_req *req, tf_resp *resp)
+{
+	unsigned allowed = 0;
+
+	if (req->nseg && !req->too_deep) {
+		for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
+			const char *feed, *task;
+			unsigned m = with_head(routes[i].methods);
+
+			if (!match(routes[i].pattern, req, &feed, &task))
+				continue;
+			allowed |= m;
+			if (m & req->method) {
+				req->feed_id = feed;
+				req->task_id = task;
+				return &routes[i];
+			}
+		}
+	}
+	if (allowed) {
+		tf_router_allow(allowed, resp->allow, sizeof resp->allow);
+		tf_resp_error(resp, 405, "method_not_allowed", "method %s not allowed here (allowed: %s)",
+		              req->method == TF_M_OTHER ? "used" : req->method_name, resp->allow);
+		return NULL;
+	}
+	tf_resp_error(resp, 404, "not_found", "no such resource");
+	return NULL;
+}
+
+static int printable_token(const char *s, size_t max)
+{
+	size_t n = 0;
+	for (; *s; s++, n++)
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || n >= max)
+			return 0;
+	return 1;
+}
+
+/* strtoll also takes "+5" and " 5": numbers in URLs are plain digits. */
+static int digits(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return 0;
+	return 1;
+}
+
+/* One validator per type; the message names the parameter, never echoes its
+ * value. */
+static int check_param(const tf_qspec *q, tf_qparam *p, tf_resp *resp)
+{
+	const char *v = p->value;
+
+	switch (q->type) {
+	case TF_Q_BOOL:
+		if (!strcmp(v, "1") || !strcmp(v, "true"))
+			p->num = 1;
+		else if (!strcmp(v, "0") || !strcmp(v, "false"))
+			p->num = 0;
+		else
+			return tf_resp_error(resp, 400, "invalid_parameter", "%s: must be 1 or 0",
+			                     q->name);
+		return 0;
+	case TF_Q_LIMIT:
+		if (!digits(v) || tf_parse_i64(v, 1, TF_MAX_LIST_LIMIT, &p->num))
+			return tf_resp_error(resp, 400, "invalid_parameter",
+			                     "%s: must be an integer from 1 to %d", q->name,
+			                     TF_MAX_LIST_LIMIT);
+		return 0;
+	case TF_Q_FEED:
+		if (!tf_valid_feed_id(v))
+			return tf_resp_error(resp, 400, "invalid_parameter", "%s: not a valid feed id",
+			                     q->name);
+		return 0;
+	case TF_Q_TIME:
+		if (tf_time_parse(v, &p->num))
+			return tf_resp_error(resp, 400, "invalid_parameter",
+			                     "%s: must be an RFC 3339 time such as 2026-01-31T00:00:00Z",
+			                     q->name);
+		return 0;
+	case TF_Q_CURSOR:
+		if (!printable_token(v, TF_MAX_CURSOR))
+			return tf_resp_error(resp, 400, "invalid_parameter", "%s: not a valid cursor",
+			                     q->name);
+		return 0;
+	}
+	return tf_resp_fail(resp, TF_EINVAL, NULL);
+}
+
+int tf_router_check_query(const tf_route *rt, tf_req *req, tf_resp *resp)
+{
+	for (size_t i = 0; i < TF_ROUTE_MAX_QUERY && rt->query[i].name; i++) {
+		for (size_t j = 0; j < req->nquery; j++) {
+			tf_qparam *p = &req->query[j];
+			/* Empty means absent, as in tf_req_query(): "?feed_id=" is "any". */
+			if (!strcmp(p->name, rt->query[i].name) && p->value[0] &&
+			    check_param(&rt->query[i], p, resp))
+				return -1;
+		}
+	}
+	return 0;
+}

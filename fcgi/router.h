@@ -1,0 +1,54 @@
+/* The route table (SPEC §2): one static array of {methods, pattern, query
+ * validators, handler}. Path parameters are validated by type while matching
+ * ({feed} by tf_valid_feed_id, {task} by tf_valid_uuid), so a handler never
+ * sees — and the store is never asked about — an invalid id: such paths are
+ * 404. A known path with the wrong method is 405 with Allow. */
+#ifndef TF_ROUTER_H
+#define TF_ROUTER_H
+
+#include <stddef.h>
+
+#include "handlers.h"
+#include "request.h"
+#include "respond.h"
+
+/* Types of query parameters; each has one validator in router.c. */
+typedef enum tf_qtype {
+	TF_Q_BOOL,    /* 1/0/true/false → num 1/0 */
+	TF_Q_LIMIT,   /* 1..TF_MAX_LIST_LIMIT → num */
+	TF_Q_FEED,    /* a valid feed id */
+	TF_Q_TIME,    /* RFC 3339 → num (µs since the epoch) */
+	TF_Q_CURSOR   /* opaque paging token: printable ASCII, no spaces */
+} tf_qtype;
+
+typedef struct tf_qspec {
+	const char *name;
+	tf_qtype type;
+} tf_qspec;
+
+#define TF_ROUTE_MAX_QUERY 4
+
+typedef struct tf_route {
+	unsigned methods;            /* TF_M_* bits; GET implies HEAD */
+	const char *pattern;         /* "/api/threat-feeds/{feed}/consume" */
+	tf_handler handler;
+	const char *name;            /* for logs and tests */
+	tf_qspec query[TF_ROUTE_MAX_QUERY];   /* known parameters; others are ignored */
+} tf_route;
+
+/* The table, for tests and docs. */
+const tf_route *tf_router_table(size_t *n);
+
+/* Matches req's segments and method. Returns the route with req->feed_id /
+ * req->task_id set, or NULL with resp set to 404 not_found or 405
+ * method_not_allowed (+ Allow). */
+const tf_route *tf_router_match(tf_req *req, tf_resp *resp);
+
+/* Runs the route's query validators, storing numbers in tf_qparam.num.
+ * 0, or -1 with a 400 invalid_parameter in resp. */
+int tf_router_check_query(const tf_route *rt, tf_req *req, tf_resp *resp);
+
+/* "GET, HEAD, POST" for a method mask, into buf. */
+void tf_router_allow(unsigned methods, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,708 @@
+/* lib/feed.c: validation of API bodies, the API form (never the secret),
+ * generated ids, conflicts with active runs, and deletion. */
+#include "testutil.h"
+
+#define SECRET "s3cr3t-XYZZY-d0-not-leak"
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static int create_body(tf_store *st, const char *body, char **out, char *err, size_t errlen)
+{
+	json_object *b = tu_json(body);
+	int rc;
+	*out = NULL;
+	rc = tf_feed_create(st, b, out, NULL, err, errlen);
+	json_object_put(b);
+	return rc;
+}
+
+static int patch_body(tf_store *st, const char *id, const char *body, char **out, char *err,
+                      size_t errlen)
+{
+	json_object *b = tu_json(body);
+	int rc;
+	*out = NULL;
+	rc = tf_feed_patch(st, id, b, out, NULL, err, errlen);
+	json_object_put(b);
+	return rc;
+}
+
+static size_t feed_count(tf_store *st)
+{
+	char *text = NULL;
+	json_object *o, *arr;
+	size_t n;
+	assert_int_equal(tf_feed_list(st, &text, NULL), TF_OK);
+	o = tu_json(text);
+	free(text);
+	assert_true(json_object_object_get_ex(o, "feeds", &arr));
+	n = json_object_array_length(arr);
+	json_object_put(o);
+	return n;
+}
+
+static int has_secret(const char *api_json)
+{
+	json_object *o = tu_json(api_json), *v;
+	int r = -1;
+	if (json_object_object_get_ex(o, "has_secret", &v) && json_object_is_type(v, json_type_boolean))
+		r = json_object_get_boolean(v);
+	json_object_put(o);
+	return r;
+}
+
+static void assert_no_secret(const char *text, const char *what)
+{
+	if (tu_contains(text, SECRET) || tu_contains(text, "XYZZY") || tu_contains(text, "\"secret\""))
+		fail_msg("%s leaks the secret: %s", what, text);
+}
+
+static const char *const taxii_body =
+	"{\"id\":\"t1\",\"name\":\"TAXII one\",\"type\":\"taxii21\","
+	"\"url\":\"https://taxii.example.test/api/\",\"collection\":\"c-1\","
+	"\"username\":\"bob\",\"secret\":\"" SECRET "\"}";
+
+/* ---- secrets ---------------------------------------------------------------------- */
+
+struct apply_ctx {
+	const char *feed, *task;
+	tf_batch *b;
+	tf_progress p;
+};
+
+static int apply_txn(tf_txn *txn, void *vctx)
+{
+	struct apply_ctx *c = vctx;
+	c->p = (tf_progress){0};
+	return tf_batch_apply(txn, c->feed, c->task, c->b, &c->p);
+}
+
+
+struct load_ctx {
+	const char *id;
+	json_object *f;
+};
+
+static int load_txn(tf_txn *txn, void *vctx)
+{
+	struct load_ctx *c = vctx;
+	return tf_feed_load(txn, c->id, &c->f);
+}
+
+static void test_secret_never_returned(void **state)
+{
+	tf_store *st = tu_new_store("secret", NULL, 0);
+	char *out = NULL, err[256] = "", task[TF_UUID_LEN + 1], act[TF_UUID_LEN + 1];
+	struct load_ctx lc = {"t1", NULL};
+	(void)state;
+
+	assert_int_equal(create_body(st, taxii_body, &out, err, sizeof err), TF_OK);
+	assert_no_secret(out, "tf_feed_create");
+	assert_int_equal(has_secret(out), 1);
+	free(out);
+	assert_int_equal(tf_feed_read(st, "t1", &out, NULL), TF_OK);
+	assert_no_secret(out, "tf_feed_read");
+	assert_int_equal(has_secret(out), 1);
+	free(out);
+	assert_int_equal(tf_feed_list(st, &out, NULL), TF_OK);
+	assert_no_secret(out, "tf_feed_list");
+	assert_true(tu_contains(out, "\"has_secret\":true"));
+	free(out);
+	/* patching something else, then the secret itself */
+	assert_int_equal(patch_body(st, "t1", "{\"name\":\"renamed\"}", &out, err, sizeof err), TF_OK);
+	assert_no_secret(out, "tf_feed_patch");
+	assert_int_equal(has_secret(out), 1);
+	free(out);
+	assert_int_equal(patch_body(st, "t1", "{\"secret\":\"other-" SECRET "\"}", &out, err,
+	                            sizeof err),
+	                 TF_OK);
+	assert_no_secret(out, "tf_feed_patch (new secret)");
+	free(out);
+	/* the worker still gets it from the stored form */
+	assert_int_equal(tf_store_view(st, load_txn, &lc), TF_OK);
+	assert_string_equal(tf_json_str(lc.f, "secret"), "other-" SECRET);
+	json_object_put(lc.f);
+	/* errors do not echo it either */
+	assert_int_equal(patch_body(st, "t1", "{\"secret\":\"" SECRET "\\u0001\"}", &out, err,
+	                            sizeof err),
+	                 TF_EINVAL);
+	assert_no_secret(err, "the error message");
+	assert_null(out);
+	/* records and task JSON never carry it */
+	{
+		struct apply_ctx c = {"t1", task, NULL, {0}};
+		char *exp;
+		assert_int_equal(tf_task_create(st, "t1", task, act), TF_OK);
+		assert_int_equal(tf_batch_new(&c.b), TF_OK);
+		assert_int_equal(tf_batch_add(c.b, "indicator--1", "indicator", "1.2.3.4", NULL, 5,
+		                              "{\"x\":1}", 7),
+		                 TF_OK);
+		assert_int_equal(tf_store_update(st, apply_txn, &c), TF_OK);
+		tf_batch_free(c.b);
+		exp = tu_export(st, NULL, NULL);
+		assert_no_secret(exp, "tf_records_export");
+		free(exp);
+		assert_int_equal(tf_task_read(st, task, &out, NULL), TF_OK);
+		assert_no_secret(out, "task JSON");
+		free(out);
+		assert_int_equal(tf_feed_read(st, "t1", &out, NULL), TF_OK);
+		assert_no_secret(out, "tf_feed_read during a run");
+		free(out);
+		assert_int_equal(tf_runctl_finish(st, task, TF_ST_FAILED, 0, "x"), TF_OK);
+	}
+	/* null clears it */
+	assert_int_equal(patch_body(st, "t1", "{\"secret\":null}", &out, err, sizeof err), TF_OK);
+	assert_int_equal(has_secret(out), 0);
+	free(out);
+	/* an empty secret is no secret */
+	assert_int_equal(patch_body(st, "t1", "{\"secret\":\"\"}", &out, err, sizeof err), TF_OK);
+	assert_int_equal(has_secret(out), 0);
+	free(out);
+	/* a feed created without one */
+	tu_simple_feed(st, "plain");
+	assert_int_equal(tf_feed_read(st, "plain", &out, NULL), TF_OK);
+	assert_int_equal(has_secret(out), 0);
+	free(out);
+	tf_store_close(st);
+}
+
+/* The export of a feed with a secret, after a run wrote records. */
+static void test_export_has_no_secret(void **state)
+{
+	tf_store *st = tu_new_store("secretexp", NULL, 0);
+	char *out = NULL, err[256], task[TF_UUID_LEN + 1], act[TF_UUID_LEN + 1];
+	struct apply_ctx c = {"t1", NULL, NULL, {0}};
+	(void)state;
+
+	assert_int_equal(create_body(st, taxii_body, &out, err, sizeof err), TF_OK);
+	free(out);
+	assert_int_equal(tf_task_create(st, "t1", task, act), TF_OK);
+	c.task = task;
+	assert_int_equal(tf_batch_new(&c.b), TF_OK);
+	for (int i = 0; i < 10; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "indicator--%d", i);
+		assert_int_equal(tf_batch_add(c.b, key, "indicator", "10.0.0.1", NULL, 100 + i,
+		                              "{\"type\":\"indicator\"}", 20),
+		                 TF_OK);
+	}
+	assert_int_equal(tf_store_update(st, apply_txn, &c), TF_OK);
+	tf_batch_free(c.b);
+	out = tu_export(st, "t1", NULL);
+	assert_int_equal(tu_count_lines(out, strlen(out)), 10);
+	assert_no_secret(out, "tf_records_export");
+	free(out);
+	out = tu_export(st, NULL, NULL);
+	assert_no_secret(out, "tf_records_export(all)");
+	free(out);
+	assert_int_equal(tf_records_page(st, "t1", NULL, 100, &out, NULL), TF_OK);
+	assert_no_secret(out, "tf_records_page");
+	free(out);
+	assert_int_equal(tf_feed_read(st, "t1", &out, NULL), TF_OK);
+	assert_no_secret(out, "tf_feed_read");
+	assert_true(tu_contains(out, "\"indicator_count\":10"));
+	free(out);
+	tf_store_close(st);
+}
+
+/* ---- validation -------------------------------------------------------------------- */
+
+/* A base valid body with one field replaced: "%s" is the field's JSON. */
+struct bad_case {
+	const char *body;
+	const char *field;   /* must appear in the error, followed by ':' */
+};
+
+#define BASE_PRE "{\"name\":\"n\",\"type\":\"stix_bundle\",\"url\":\"https://e.test/b.json\""
+#define WITH(x) BASE_PRE "," x "}"
+
+static void test_validation(void **state)
+{
+	static char long_name[TF_MAX_NAME + 256], long_url[TF_MAX_URL + 256], long_field[TF_MAX_FIELD + 256];
+	static char long_id[256];
+	tf_store *st = tu_new_store("valid", NULL, 0);
+	(void)state;
+
+	snprintf(long_name, sizeof long_name, "{\"name\":\"%0*d\",\"type\":\"otx\",\"url\":\"https://x.test\"}",
+	         TF_MAX_NAME + 1, 0);
+	snprintf(long_url, sizeof long_url, "{\"name\":\"n\",\"type\":\"otx\",\"url\":\"https://%0*d\"}",
+	         TF_MAX_URL, 0);
+	snprintf(long_field, sizeof long_field, WITH("\"username\":\"%0*d\""), TF_MAX_FIELD + 1, 0);
+	snprintf(long_id, sizeof long_id, WITH("\"id\":\"a%0*d\""), TF_MAX_FEED_ID, 0);
+	{
+		const struct bad_case cases[] = {
+			{"[]", "body"},
+			{"\"feed\"", "body"},
+			{"{}", "name"},
+			/* id */
+			{WITH("\"id\":5"), "id"},
+			{WITH("\"id\":\"\""), "id"},
+			{WITH("\"id\":\"Upper\""), "id"},
+			{WITH("\"id\":\"-lead\""), "id"},
+			{WITH("\"id\":\"_lead\""), "id"},
+			{WITH("\"id\":\"sp ace\""), "id"},
+			{WITH("\"id\":\"dot.ted\""), "id"},
+			{WITH("\"id\":\"sl/ash\""), "id"},
+			{WITH("\"id\":\"tasks\""), "id"},
+			{WITH("\"id\":\"task-status\""), "id"},
+			{WITH("\"id\":\"cancel-task\""), "id"},
+			{WITH("\"id\":null"), "id"},
+			{WITH("\"id\":true"), "id"},
+			{long_id, "id"},
+			/* name */
+			{"{\"type\":\"otx\",\"url\":\"https://x.test\"}", "name"},
+			{"{\"name\":5,\"type\":\"otx\",\"url\":\"https://x.test\"}", "name"},
+			{"{\"name\":\"\",\"type\":\"otx\",\"url\":\"https://x.test\"}", "name"},
+			{"{\"name\":null,\"type\":\"otx\",\"url\":\"https://x.test\"}", "name"},
+			{"{\"name\":\"a\\nb\",\"type\":\"otx\",\"url\":\"https://x.test\"}", "name"},
+			{"{\"name\":[\"n\"],\"type\":\"otx\",\"url\":\"https://x.test\"}", "name"},
+			{long_name, "name"},
+			/* type */
+			{"{\"name\":\"n\",\"url\":\"https://x.test\"}", "type"},
+			{"{\"name\":\"n\",\"type\":\"rss\",\"url\":\"https://x.test\"}", "type"},
+			{"{\"name\":\"n\",\"type\":\"TAXII21\",\"url\":\"https://x.test\"}", "type"},
+			{"{\"name\":\"n\",\"type\":1,\"url\":\"https://x.test\"}", "type"},
+			{"{\"name\":\"n\",\"type\":null,\"url\":\"https://x.test\"}", "type"},
+			/* url */
+			{"{\"name\":\"n\",\"type\":\"otx\"}", "url"},
+			{"{\"name\":\"n\",\"type\":\"otx\",\"url\":\"ftp://x.test/\"}", "url"},
+			{"{\"name\":\"n\",\"type\":\"otx\",\"url\":\"file:///etc/passwd\"}", "url"},
+			{"{\"name\":\"n\",\"type\":\"otx\",\"url\":\"x.test\"}", "url"},
+			{"{\"name\":\"n\",\"type\":\"otx\",\"url\":\"https://x.test/a b\"}", "url"},
+			{"{\"name\":\"n\",\"type\":\"otx\",\"url\":\"\"}", "url"},
+			{"{\"name\":\"n\",\"type\":\"otx\",\"url\":42}", "url"},
+			{"{\"name\":\"n\",\"type\":\"otx\",\"url\":null}", "url"},
+			{long_url, "url"},
+			/* collection */
+			{"{\"name\":\"n\",\"type\":\"taxii21\",\"url\":\"https://x.test\"}", "collection"},
+			{"{\"name\":\"n\",\"type\":\"taxii21\",\"url\":\"https://x.test\",\"collection\":null}",
+			 "collection"},
+			{WITH("\"collection\":7"), "collection"},
+			/* username, secret */
+			{WITH("\"username\":7"), "username"},
+			{WITH("\"username\":{}"), "username"},
+			{long_field, "username"},
+			{WITH("\"secret\":7"), "secret"},
+			{WITH("\"secret\":false"), "secret"},
+			{WITH("\"secret\":[\"a\"]"), "secret"},
+			/* enabled */
+			{WITH("\"enabled\":\"yes\""), "enabled"},
+			{WITH("\"enabled\":1"), "enabled"},
+			{WITH("\"enabled\":null"), "enabled"},
+			/* interval_s */
+			{WITH("\"interval_s\":-1"), "interval_s"},
+			{WITH("\"interval_s\":\"60\""), "interval_s"},
+			{WITH("\"interval_s\":1.5"), "interval_s"},
+			{WITH("\"interval_s\":true"), "interval_s"},
+			{WITH("\"interval_s\":31622401"), "interval_s"},
+			{WITH("\"interval_s\":null"), "interval_s"},
+			/* options */
+			{WITH("\"options\":[]"), "options"},
+			{WITH("\"options\":\"x\""), "options"},
+			{WITH("\"options\":null"), "options"},
+			{WITH("\"options\":{\"page_size\":0}"), "options.page_size"},
+			{WITH("\"options\":{\"page_size\":10001}"), "options.page_size"},
+			{WITH("\"options\":{\"page_size\":\"10\"}"), "options.page_size"},
+			{WITH("\"options\":{\"requests_per_minute\":0}"), "options.requests_per_minute"},
+			{WITH("\"options\":{\"requests_per_minute\":2.5}"), "options.requests_per_minute"},
+			{WITH("\"options\":{\"targets\":\"1.2.3.4\"}"), "options.targets"},
+			{WITH("\"options\":{\"targets\":[1]}"), "options.targets"},
+			{WITH("\"options\":{\"targets\":[\"\"]}"), "options.targets"},
+			{WITH("\"options\":{\"grace_period_s\":-1}"), "options.grace_period_s"},
+			{WITH("\"options\":{\"grace_period_s\":3601}"), "options.grace_period_s"},
+			{WITH("\"options\":{\"bogus\":1}"), "options.bogus"},
+			/* unknown fields */
+			{WITH("\"colour\":\"red\""), "colour"},
+			{WITH("\"Secret\":\"x\""), "Secret"},
+			{WITH("\"password\":\"x\""), "password"},
+		};
+		for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+			char *out = (char *)1, err[512] = "";
+			int rc = create_body(st, cases[i].body, &out, err, sizeof err);
+			size_t fl = strlen(cases[i].field);
+			if (rc != TF_EINVAL)
+				fail_msg("case %zu (%s): expected TF_EINVAL, got %s", i, cases[i].body,
+				         tf_strerror(rc));
+			/* "field: reason" or "field[…]: reason" */
+			if (strncmp(err, cases[i].field, fl) || (err[fl] != ':' && err[fl] != '['))
+				fail_msg("case %zu (%s): error '%s' does not name %s", i, cases[i].body, err,
+				         cases[i].field);
+			assert_null(out);
+		}
+	}
+	/* nothing was stored by any rejected body */
+	assert_int_equal(feed_count(st), 0);
+	/* boundaries that are fine */
+	{
+		const char *good[] = {
+			WITH("\"id\":\"a\""),
+			WITH("\"id\":\"0-9_z\""),
+			WITH("\"interval_s\":0"),
+			WITH("\"interval_s\":31622400"),
+			WITH("\"enabled\":false"),
+			WITH("\"options\":{\"page_size\":1,\"requests_per_minute\":1000,"
+			     "\"targets\":[\"1.2.3.4\",\"example.test\"],\"grace_period_s\":0}"),
+			WITH("\"options\":{\"page_size\":10000}"),
+			WITH("\"username\":\"\""),
+			WITH("\"url\":\"HTTP://upper.test/\""),
+			"{\"name\":\"n\",\"type\":\"taxii21\",\"url\":\"http://x.test\",\"collection\":\"c\"}",
+			"{\"name\":\"n\",\"type\":\"virustotal\",\"url\":\"https://x.test\"}",
+		};
+		size_t n = sizeof good / sizeof *good;
+		for (size_t i = 0; i < n; i++) {
+			char *out = NULL, err[512] = "";
+			int rc = create_body(st, good[i], &out, err, sizeof err);
+			if (rc != TF_OK)
+				fail_msg("good case %zu (%s) rejected: %s", i, good[i], err);
+			free(out);
+		}
+		/* a 64-character id */
+		{
+			char body[300], *out = NULL, err[256] = "";
+			snprintf(body, sizeof body, WITH("\"id\":\"%064d\""), 7);
+			assert_int_equal(create_body(st, body, &out, err, sizeof err), TF_OK);
+			free(out);
+		}
+		assert_int_equal(feed_count(st), n + 1);
+	}
+	/* the same checks apply to a patch, and leave the feed unchanged */
+	{
+		char *before = NULL, *after = NULL, *out = NULL, err[256] = "";
+		assert_int_equal(tf_feed_read(st, "a", &before, NULL), TF_OK);
+		assert_int_equal(patch_body(st, "a", "{\"url\":\"gopher://x\"}", &out, err, sizeof err),
+		                 TF_EINVAL);
+		assert_true(tu_contains(err, "url:"));
+		assert_int_equal(patch_body(st, "a", "{\"name\":\"ok\",\"interval_s\":-5}", &out, err,
+		                            sizeof err),
+		                 TF_EINVAL);
+		assert_true(tu_contains(err, "interval_s:"));
+		assert_int_equal(patch_body(st, "a", "{\"nope\":1}", &out, err, sizeof err), TF_EINVAL);
+		assert_true(tu_contains(err, "nope:"));
+		assert_int_equal(patch_body(st, "a", "{\"id\":\"b\"}", &out, err, sizeof err), TF_EINVAL);
+		assert_true(tu_contains(err, "id:"));
+		assert_int_equal(patch_body(st, "a", "{\"type\":\"taxii21\"}", &out, err, sizeof err),
+		                 TF_EINVAL);
+		assert_true(tu_contains(err, "collection:"));
+		assert_int_equal(patch_body(st, "a", "[1]", &out, err, sizeof err), TF_EINVAL);
+		assert_null(out);
+		assert_int_equal(tf_feed_read(st, "a", &after, NULL), TF_OK);
+		assert_string_equal(after, before);
+		free(before);
+		free(after);
+		/* the same id is fine */
+		assert_int_equal(patch_body(st, "a", "{\"id\":\"a\",\"interval_s\":60}", &out, err,
+		                            sizeof err),
+		                 TF_OK);
+		assert_true(tu_contains(out, "\"interval_s\":60"));
+		free(out);
+	}
+	/* no error buffer at all: still a clean TF_EINVAL */
+	{
+		json_object *b = tu_json("{\"name\":5}");
+		char *out = NULL;
+		assert_int_equal(tf_feed_create(st, b, &out, NULL, NULL, 0), TF_EINVAL);
+		assert_null(out);
+		json_object_put(b);
+	}
+	tf_store_close(st);
+}
+
+static void test_read_only_fields_ignored(void **state)
+{
+	tf_store *st = tu_new_store("readonly", NULL, 0);
+	char *out = NULL, err[256] = "";
+	json_object *o, *v;
+	(void)state;
+
+	assert_int_equal(
+		create_body(st,
+		            WITH("\"id\":\"ro\",\"has_secret\":true,\"last_task_id\":\"x\","
+		                 "\"last_status\":\"completed\",\"last_run_at\":\"yesterday\","
+		                 "\"active_task_id\":\"abc\",\"indicator_count\":999,"
+		                 "\"created_at\":\"bogus\",\"updated_at\":\"bogus\""),
+		            &out, err, sizeof err),
+		TF_OK);
+	o = tu_json(out);
+	free(out);
+	assert_string_equal(tf_json_str(o, "id"), "ro");
+	assert_true(json_object_object_get_ex(o, "has_secret", &v));
+	assert_false(json_object_get_boolean(v));
+	assert_true(json_object_object_get_ex(o, "indicator_count", &v));
+	assert_int_equal(json_object_get_int64(v), 0);
+	assert_true(json_object_object_get_ex(o, "active_task_id", &v));
+	assert_null(v);
+	assert_true(json_object_object_get_ex(o, "last_task_id", &v));
+	assert_null(v);
+	assert_true(json_object_object_get_ex(o, "last_status", &v));
+	assert_null(v);
+	assert_string_not_equal(tf_json_str(o, "created_at"), "bogus");
+	assert_string_not_equal(tf_json_str(o, "updated_at"), "bogus");
+	/* the API fields are all there */
+	{
+		static const char *const fields[] = {
+			"id", "name", "type", "url", "enabled", "interval_s", "has_secret",
+			"last_task_id", "last_status", "last_run_at", "active_task_id", "indicator_count"};
+		for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
+			if (!json_object_object_get_ex(o, fields[i], NULL))
+				fail_msg("feed JSON lacks %s", fields[i]);
+	}
+	json_object_put(o);
+	/* a script may send back what it read */
+	assert_int_equal(tf_feed_read(st, "ro", &out, NULL), TF_OK);
+	{
+		char *again = NULL;
+		json_object *b = tu_json(out);
+		free(out);
+		assert_int_equal(tf_feed_patch(st, "ro", b, &again, NULL, err, sizeof err), TF_OK);
+		json_object_put(b);
+		free(again);
+	}
+	tf_store_close(st);
+}
+
+static void test_id_generation(void **state)
+{
+	tf_store *st = tu_new_store("ids", NULL, 0);
+	struct {
+		const char *name, *want;
+	} cases[] = {
+		{"Demo TAXII 2.1", "demo-taxii-2-1"},
+		{"Demo TAXII 2.1", "demo-taxii-2-1-2"},
+		{"Demo TAXII 2.1", "demo-taxii-2-1-3"},
+		{"  --Spaced__Out!!  ", "spaced-out"},
+		{"Tasks", NULL},         /* reserved: something else, valid */
+		{"Task Status", NULL},
+		{"Cancel Task", NULL},
+		{"!!!", NULL},
+		{"Ünïcödé ñame", NULL},
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		char body[256], *out = NULL, err[256] = "";
+		const char *id;
+		json_object *o;
+		snprintf(body, sizeof body,
+		         "{\"name\":\"%s\",\"type\":\"otx\",\"url\":\"https://otx.test\"}", cases[i].name);
+		assert_int_equal(create_body(st, body, &out, err, sizeof err), TF_OK);
+		o = tu_json(out);
+		free(out);
+		id = tf_json_str(o, "id");
+		if (!tf_valid_feed_id(id))
+			fail_msg("generated id '%s' for '%s' is not valid", id, cases[i].name);
+		if (cases[i].want)
+			assert_string_equal(id, cases[i].want);
+		assert_string_not_equal(id, "tasks");
+		assert_string_not_equal(id, "task-status");
+		assert_string_not_equal(id, "cancel-task");
+		json_object_put(o);
+	}
+	/* a long name still gives a valid id, and unique ones */
+	for (int i = 0; i < 3; i++) {
+		char body[600], name[400], *out = NULL, err[256] = "";
+		json_object *o;
+		memset(name, 'x', 199);
+		name[199] = '\0';
+		snprintf(body, sizeof body, "{\"name\":\"%s\",\"type\":\"otx\",\"url\":\"https://o.test\"}",
+		         name);
+		assert_int_equal(create_body(st, body, &out, err, sizeof err), TF_OK);
+		o = tu_json(out);
+		free(out);
+		assert_true(tf_valid_feed_id(tf_json_str(o, "id")));
+		json_object_put(o);
+	}
+	assert_int_equal(feed_count(st), sizeof cases / sizeof *cases + 3);
+	tf_store_close(st);
+}
+
+static void test_duplicates(void **state)
+{
+	tf_store *st = tu_new_store("dup", NULL, 0);
+	char *out = NULL, err[256] = "";
+	(void)state;
+
+	assert_int_equal(create_body(st, WITH("\"id\":\"same\""), &out, err, sizeof err), TF_OK);
+	free(out);
+	err[0] = '\0';
+	assert_int_equal(create_body(st, WITH("\"id\":\"same\""), &out, err, sizeof err), TF_EEXIST);
+	assert_null(out);
+	assert_true(tu_contains(err, "same"));
+	/* a generated id never collides with a given one */
+	assert_int_equal(create_body(st, "{\"name\":\"Same\",\"type\":\"otx\",\"url\":\"https://o.test\"}",
+	                             &out, err, sizeof err),
+	                 TF_OK);
+	assert_true(tu_contains(out, "\"id\":\"same-2\""));
+	free(out);
+	assert_int_equal(feed_count(st), 2);
+	tf_store_close(st);
+}
+
+static void test_conflicts_while_running(void **state)
+{
+	tf_store *st = tu_new_store("busy", NULL, 0);
+	char *out = NULL, *before = NULL, *after = NULL, err[256] = "";
+	char task[TF_UUID_LEN + 1], act[TF_UUID_LEN + 1];
+	(void)state;
+
+	tu_simple_feed(st, "busy");
+	assert_int_equal(tf_task_create(st, "busy", task, act), TF_OK);
+	assert_int_equal(tf_feed_read(st, "busy", &before, NULL), TF_OK);
+	assert_true(tu_contains(before, task));   /* active_task_id */
+	assert_int_equal(patch_body(st, "busy", "{\"name\":\"new\"}", &out, err, sizeof err),
+	                 TF_ECONFLICT);
+	assert_null(out);
+	assert_int_equal(tf_feed_delete(st, "busy"), TF_ECONFLICT);
+	/* also while it is stopping */
+	{
+		char *j = NULL;
+		assert_int_equal(tf_task_cancel(st, task, TF_CANCEL_STOP_NOW, "u", &j, NULL), TF_OK);
+		free(j);
+	}
+	assert_int_equal(patch_body(st, "busy", "{\"name\":\"new\"}", &out, err, sizeof err),
+	                 TF_ECONFLICT);
+	assert_int_equal(tf_feed_delete(st, "busy"), TF_ECONFLICT);
+	assert_int_equal(tf_feed_read(st, "busy", &after, NULL), TF_OK);
+	assert_true(tu_contains(after, "\"name\":\"Feed busy\""));
+	free(before);
+	free(after);
+	/* unknown feeds */
+	assert_int_equal(patch_body(st, "nope", "{\"name\":\"x\"}", &out, err, sizeof err),
+	                 TF_ENOTFOUND);
+	assert_int_equal(tf_feed_delete(st, "nope"), TF_ENOTFOUND);
+	assert_int_equal(tf_feed_read(st, "nope", &out, NULL), TF_ENOTFOUND);
+	assert_null(out);
+	/* once the run ended both work */
+	assert_int_equal(tf_runctl_finish(st, task, TF_ST_STOPPED, 0, NULL), TF_OK);
+	assert_int_equal(patch_body(st, "busy", "{\"name\":\"new\"}", &out, err, sizeof err), TF_OK);
+	assert_true(tu_contains(out, "\"name\":\"new\""));
+	assert_true(tu_contains(out, "\"last_status\":\"stopped\""));
+	free(out);
+	assert_int_equal(tf_feed_delete(st, "busy"), TF_OK);
+	assert_int_equal(tf_feed_read(st, "busy", &out, NULL), TF_ENOTFOUND);
+	/* its finished history stays */
+	assert_int_equal(tf_task_read(st, task, &out, NULL), TF_OK);
+	free(out);
+	tf_store_close(st);
+}
+
+struct cursor_ctx {
+	const char *feed, *task;
+	json_object *cur;
+};
+
+static int put_cursor_txn(tf_txn *txn, void *vctx)
+{
+	struct cursor_ctx *c = vctx;
+	return tf_records_put_cursor(txn, c->feed, c->task, c->cur);
+}
+
+static int get_cursor_txn(tf_txn *txn, void *vctx)
+{
+	struct cursor_ctx *c = vctx;
+	return tf_feed_cursor(txn, c->feed, &c->cur);
+}
+
+static void test_delete_removes_data(void **state)
+{
+	tf_store *st = tu_new_store("delete", NULL, 0);
+	char task[TF_UUID_LEN + 1], act[TF_UUID_LEN + 1], *exp;
+	struct apply_ctx c = {"gone", NULL, NULL, {0}};
+	struct cursor_ctx cc = {"gone", NULL, NULL};
+	(void)state;
+
+	tu_simple_feed(st, "gone");
+	tu_simple_feed(st, "gone-not");   /* a neighbour whose keys sort right after */
+	tu_simple_feed(st, "stays");
+	assert_int_equal(tf_batch_new(&c.b), TF_OK);
+	for (int i = 0; i < 30; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "k%d", i);
+		assert_int_equal(tf_batch_add(c.b, key, "indicator", NULL, NULL, 1, "{}", 2), TF_OK);
+	}
+	const char *feeds[] = {"gone", "gone-not", "stays"};
+	for (int f = 0; f < 3; f++) {
+		assert_int_equal(tf_task_create(st, feeds[f], task, act), TF_OK);
+		c.feed = cc.feed = feeds[f];
+		c.task = cc.task = task;
+		assert_int_equal(tf_store_update(st, apply_txn, &c), TF_OK);
+		cc.cur = tu_json("{\"added_after\":\"2026-01-01T00:00:00Z\"}");
+		assert_int_equal(tf_store_update(st, put_cursor_txn, &cc), TF_OK);
+		json_object_put(cc.cur);
+		assert_int_equal(tf_runctl_finish(st, task, TF_ST_COMPLETED, 0, NULL), TF_OK);
+	}
+	tf_batch_free(c.b);
+	assert_int_equal(tu_records_count(st, "gone"), 30);
+	assert_int_equal(tf_feed_delete(st, "gone"), TF_OK);
+	assert_int_equal(tu_records_count(st, "gone"), 0);
+	exp = tu_export(st, "gone", NULL);
+	assert_string_equal(exp, "");
+	free(exp);
+	cc.feed = "gone";
+	assert_int_equal(tf_store_view(st, get_cursor_txn, &cc), TF_OK);
+	assert_string_equal(json_object_to_json_string(cc.cur), "{ }");
+	json_object_put(cc.cur);
+	/* the neighbours keep everything */
+	assert_int_equal(tu_records_count(st, "gone-not"), 30);
+	assert_int_equal(tu_records_count(st, "stays"), 30);
+	exp = tu_export(st, NULL, NULL);
+	assert_int_equal(tu_count_lines(exp, strlen(exp)), 60);
+	free(exp);
+	cc.feed = "gone-not";
+	assert_int_equal(tf_store_view(st, get_cursor_txn, &cc), TF_OK);
+	assert_string_equal(tf_json_str(cc.cur, "added_after"), "2026-01-01T00:00:00Z");
+	json_object_put(cc.cur);
+	/* the id can be reused, starting empty */
+	tu_simple_feed(st, "gone");
+	assert_int_equal(tu_records_count(st, "gone"), 0);
+	tf_store_close(st);
+}
+
+static void test_list_sorted_and_ids(void **state)
+{
+	tf_store *st = tu_new_store("list", NULL, 0);
+	const char *ids[] = {"m", "b", "z9", "a-1", "a"};
+	char *text = NULL, **all = NULL;
+	size_t n = 0;
+	json_object *o, *arr;
+	(void)state;
+
+	for (size_t i = 0; i < 5; i++)
+		tu_simple_feed(st, ids[i]);
+	assert_int_equal(tf_feed_list(st, &text, NULL), TF_OK);
+	o = tu_json(text);
+	free(text);
+	assert_true(json_object_object_get_ex(o, "feeds", &arr));
+	assert_int_equal(json_object_array_length(arr), 5);
+	{
+		const char *want[] = {"a", "a-1", "b", "m", "z9"};
+		for (size_t i = 0; i < 5; i++)
+			assert_string_equal(tf_json_str(json_object_array_get_idx(arr, i), "id"), want[i]);
+	}
+	json_object_put(o);
+	assert_int_equal(tf_feed_ids(st, &all, &n), TF_OK);
+	assert_int_equal(n, 5);
+	assert_string_equal(all[0], "a");
+	assert_string_equal(all[4], "z9");
+	for (size_t i = 0; i < n; i++)
+		free(all[i]);
+	free(all);
+	tf_store_close(st);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_secret_never_returned),
+		cmocka_unit_test(test_export_has_no_secret),
+		cmocka_unit_test(test_validation),
+		cmocka_unit_test(test_read_only_fields_ignored),
+		cmocka_unit_test(test_id_generation),
+		cmocka_unit_test(test_duplicates),
+		cmocka_unit_test(test_conflicts_while_running),
+		cmocka_unit_test(test_delete_removes_data),
+		cmocka_unit_test(test_list_sorted_and_ids),
+	};
+	tu_init("feed");
+	tu_seed();
+	return tu_finish(cmocka_run_group_tests(tests, NULL, NULL));
+}

@@ -1,0 +1,890 @@
+/* lib/store.c: tables, cursors, counters, opening (errors, permissions,
+ * corruption), journaled writes and their rollback, map growth across
+ * processes. */
+#include "testutil.h"
+
+#include <grp.h>
+
+/* ---- small transaction callbacks ----------------------------------------- */
+
+struct kv {
+	tf_table tbl;
+	const char *k, *v;
+	int fail_with;   /* return this after writing (tests abort) */
+	int calls;
+};
+
+static int put_kv(tf_txn *t, void *vctx)
+{
+	struct kv *c = vctx;
+	int rc = tf_txn_put(t, c->tbl, c->k, strlen(c->k), c->v, strlen(c->v));
+	c->calls++;
+	return rc ? rc : c->fail_with;
+}
+
+static char *get_str(tf_store *st, tf_table tbl, const char *k)
+{
+	size_t n;
+	char *v = tu_raw_get(st, tbl, k, strlen(k), &n), *s;
+	if (!v)
+		return NULL;
+	s = tf_strndup(v, n);
+	free(v);
+	return s;
+}
+
+static void assert_val(tf_store *st, tf_table tbl, const char *k, const char *want)
+{
+	char *got = get_str(st, tbl, k);
+	if (!want) {
+		if (got)
+			fail_msg("key %s: expected absent, got '%s'", k, got);
+		return;
+	}
+	if (!got)
+		fail_msg("key %s: expected '%s', got absent", k, want);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+/* ---- CRUD ------------------------------------------------------------------ */
+
+static int put_in_view(tf_txn *t, void *vctx)
+{
+	(void)vctx;
+	return tf_txn_put(t, TF_TBL_META, "x", 1, "y", 1);
+}
+
+static void test_crud(void **state)
+{
+	tf_store *st = tu_new_store("crud", NULL, 0);
+	struct kv c = {TF_TBL_FEEDS, "alpha", "one", TF_OK, 0};
+	unsigned char bin[5] = {0, 1, 0, 255, 0};
+	size_t n;
+	void *v;
+	(void)state;
+
+	assert_null(get_str(st, TF_TBL_FEEDS, "alpha"));
+	assert_int_equal(tf_store_update(st, put_kv, &c), TF_OK);
+	assert_val(st, TF_TBL_FEEDS, "alpha", "one");
+	/* tables are separate namespaces */
+	assert_val(st, TF_TBL_TASKS, "alpha", NULL);
+	/* overwrite */
+	c.v = "two";
+	assert_int_equal(tf_store_update(st, put_kv, &c), TF_OK);
+	assert_val(st, TF_TBL_FEEDS, "alpha", "two");
+	/* binary keys and values, embedded NULs, empty value */
+	assert_int_equal(tu_raw_put(st, TF_TBL_RUNS, bin, sizeof bin, bin, sizeof bin), TF_OK);
+	v = tu_raw_get(st, TF_TBL_RUNS, bin, sizeof bin, &n);
+	assert_non_null(v);
+	assert_int_equal(n, sizeof bin);
+	assert_memory_equal(v, bin, sizeof bin);
+	free(v);
+	assert_int_equal(tu_raw_put(st, TF_TBL_RUNS, "empty", 5, "", 0), TF_OK);
+	v = tu_raw_get(st, TF_TBL_RUNS, "empty", 5, &n);
+	assert_non_null(v);
+	assert_int_equal(n, 0);
+	free(v);
+	/* delete; deleting again → TF_ENOTFOUND */
+	assert_int_equal(tu_raw_del(st, TF_TBL_FEEDS, "alpha", 5), TF_OK);
+	assert_val(st, TF_TBL_FEEDS, "alpha", NULL);
+	assert_int_equal(tu_raw_del(st, TF_TBL_FEEDS, "alpha", 5), TF_ENOTFOUND);
+	/* a callback's error aborts the transaction: nothing it wrote stays */
+	c.k = "beta";
+	c.v = "never";
+	c.fail_with = TF_ECONFLICT;
+	assert_int_equal(tf_store_update(st, put_kv, &c), TF_ECONFLICT);
+	assert_val(st, TF_TBL_FEEDS, "beta", NULL);
+	/* a read-only snapshot refuses writes */
+	assert_int_not_equal(tf_store_view(st, put_in_view, NULL), TF_OK);
+	assert_val(st, TF_TBL_META, "x", NULL);
+	tf_store_close(st);
+}
+
+static void test_data_survives_reopen(void **state)
+{
+	char path[TU_PATH];
+	tf_store *st = tu_new_store("reopen", path, sizeof path);
+	struct kv c = {TF_TBL_TASKS, "k", "persisted", TF_OK, 0};
+	(void)state;
+
+	assert_int_equal(tf_store_update(st, put_kv, &c), TF_OK);
+	tf_store_close(st);
+	st = tu_open(path, 0);
+	assert_val(st, TF_TBL_TASKS, "k", "persisted");
+	tf_store_close(st);
+}
+
+/* The header promises 0770 for the directory and 0660 for the files, so the
+ * web server's user and the workers can share them whatever the umask. */
+static void test_open_modes(void **state)
+{
+	char path[TU_PATH], f[TU_PATH + 16];
+	tf_store *st;
+	struct stat sb;
+	mode_t old = umask(022);
+	(void)state;
+
+	tu_path(path, sizeof path, "modes");
+	st = tu_open(path, 0);
+	umask(old);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0770);
+	snprintf(f, sizeof f, "%s/data.mdb", path);
+	assert_int_equal(stat(f, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0660);
+	snprintf(f, sizeof f, "%s/lock.mdb", path);
+	assert_int_equal(stat(f, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0660);
+	tf_store_close(st);
+}
+
+/* ---- cursors ------------------------------------------------------------------ */
+
+struct cur_ctx {
+	int nkeys;
+	int seen[100];
+	char log[2048];
+};
+
+static int cursor_walk(tf_txn *t, void *vctx)
+{
+	struct cur_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc, prev = -1;
+
+	c->log[0] = '\0';
+	assert_int_equal(tf_cursor_open(t, TF_TBL_QUEUE, &cur), TF_OK);
+	/* forward: sorted, each once */
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		int key;
+		assert_int_equal(kl, 3);
+		key = (((const char *)k)[1] - '0') * 10 + (((const char *)k)[2] - '0');
+		assert_true(key > prev);
+		prev = key;
+		c->seen[key]++;
+		assert_int_equal(vl, 3);
+		assert_memory_equal(v, k, 3);
+	}
+	assert_int_equal(rc, TF_ENOTFOUND);
+	/* backward from the last */
+	prev = 100;
+	for (rc = tf_cursor_get(cur, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+	     rc = tf_cursor_get(cur, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl)) {
+		int key = (((const char *)k)[1] - '0') * 10 + (((const char *)k)[2] - '0');
+		assert_true(key < prev);
+		prev = key;
+	}
+	assert_int_equal(rc, TF_ENOTFOUND);
+	/* GE: exact, between, past the end */
+	assert_int_equal(tf_cursor_get(cur, TF_SEEK_GE, "k10", 3, &k, &kl, &v, &vl), TF_OK);
+	assert_memory_equal(k, "k10", 3);
+	assert_int_equal(tf_cursor_get(cur, TF_SEEK_GE, "k101", 4, &k, &kl, &v, &vl), TF_OK);
+	assert_memory_equal(k, "k12", 3);
+	assert_int_equal(tf_cursor_get(cur, TF_SEEK_GE, "k99", 3, &k, &kl, &v, &vl), TF_ENOTFOUND);
+	assert_int_equal(tf_cursor_get(cur, TF_SEEK_GE, "a", 1, &k, &kl, &v, &vl), TF_OK);
+	assert_memory_equal(k, "k00", 3);
+	tf_cursor_close(cur);
+	return TF_OK;
+}
+
+/* Deletes every key divisible by 4 while walking forward. */
+static int cursor_delete_some(tf_txn *t, void *vctx)
+{
+	struct cur_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc, visited = 0;
+
+	assert_int_equal(tf_cursor_open(t, TF_TBL_QUEUE, &cur), TF_OK);
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		int key = (((const char *)k)[1] - '0') * 10 + (((const char *)k)[2] - '0');
+		visited++;
+		if (key % 4 == 0)
+			assert_int_equal(tf_cursor_del(cur), TF_OK);
+	}
+	tf_cursor_close(cur);
+	assert_int_equal(visited, c->nkeys);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+static int cursor_empty(tf_txn *t, void *vctx)
+{
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	(void)vctx;
+	assert_int_equal(tf_cursor_open(t, TF_TBL_SIGNALS, &cur), TF_OK);
+	assert_int_equal(tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl), TF_ENOTFOUND);
+	assert_int_equal(tf_cursor_get(cur, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl), TF_ENOTFOUND);
+	assert_int_equal(tf_cursor_get(cur, TF_SEEK_GE, "a", 1, &k, &kl, &v, &vl), TF_ENOTFOUND);
+	tf_cursor_close(cur);
+	return TF_OK;
+}
+
+static void test_cursors(void **state)
+{
+	tf_store *st = tu_new_store("cursor", NULL, 0);
+	struct cur_ctx c = {0};
+	tu_rng r = {tu_seed_value};
+	int order[50];
+	(void)state;
+
+	/* even keys 0..98 (k00, k02, …), inserted in random order */
+	for (int i = 0; i < 50; i++)
+		order[i] = 2 * i;
+	for (int i = 49; i > 0; i--) {
+		int j = (int)tu_below(&r, (uint64_t)i + 1), tmp = order[i];
+		order[i] = order[j];
+		order[j] = tmp;
+	}
+	for (int i = 0; i < 50; i++) {
+		char key[16];
+		snprintf(key, sizeof key, "k%02d", order[i]);
+		assert_int_equal(tu_raw_put(st, TF_TBL_QUEUE, key, 3, key, 3), TF_OK);
+	}
+	c.nkeys = 50;
+	assert_int_equal(tf_store_view(st, cursor_walk, &c), TF_OK);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(c.seen[i], i % 2 == 0 ? 1 : 0);
+	assert_int_equal(tf_store_update(st, cursor_delete_some, &c), TF_OK);
+	for (int i = 0; i < 100; i += 2) {
+		char key[16];
+		size_t n;
+		void *v;
+		snprintf(key, sizeof key, "k%02d", i);
+		v = tu_raw_get(st, TF_TBL_QUEUE, key, 3, &n);
+		if (i % 4 == 0)
+			assert_null(v);
+		else
+			assert_non_null(v);
+		free(v);
+	}
+	assert_int_equal(tf_store_view(st, cursor_empty, NULL), TF_OK);
+	tf_store_close(st);
+}
+
+/* ---- counters ---------------------------------------------------------------- */
+
+struct seq_ctx {
+	const char *name;
+	int n;
+	uint64_t got[8];
+	int fail;
+};
+
+static int seq_txn(tf_txn *t, void *vctx)
+{
+	struct seq_ctx *c = vctx;
+	for (int i = 0; i < c->n; i++) {
+		int rc = tf_txn_seq_next(t, c->name, &c->got[i]);
+		if (rc)
+			return rc;
+	}
+	return c->fail;
+}
+
+static void test_seq_counters(void **state)
+{
+	char path[TU_PATH];
+	tf_store *st = tu_new_store("seq", path, sizeof path);
+	struct seq_ctx a = {"alpha", 3, {0}, TF_OK}, b = {"beta", 1, {0}, TF_OK};
+	(void)state;
+
+	assert_int_equal(tf_store_update(st, seq_txn, &a), TF_OK);
+	assert_int_equal(a.got[0], 1);
+	assert_int_equal(a.got[1], 2);
+	assert_int_equal(a.got[2], 3);
+	/* independent names */
+	assert_int_equal(tf_store_update(st, seq_txn, &b), TF_OK);
+	assert_int_equal(b.got[0], 1);
+	/* an aborted transaction does not consume values */
+	a.n = 2;
+	a.fail = TF_EINVAL;
+	assert_int_equal(tf_store_update(st, seq_txn, &a), TF_EINVAL);
+	a.fail = TF_OK;
+	a.n = 1;
+	assert_int_equal(tf_store_update(st, seq_txn, &a), TF_OK);
+	assert_int_equal(a.got[0], 4);
+	/* persistent */
+	tf_store_close(st);
+	st = tu_open(path, 0);
+	assert_int_equal(tf_store_update(st, seq_txn, &a), TF_OK);
+	assert_int_equal(a.got[0], 5);
+	tf_store_close(st);
+}
+
+/* ---- opening: errors ------------------------------------------------------------ */
+
+static void test_open_missing_parent(void **state)
+{
+	char path[TU_PATH + 32], err[512] = "";
+	tf_store *st = (tf_store *)&st;  /* must be set to NULL */
+	int rc;
+	(void)state;
+
+	tu_path(path, sizeof path, "absent");
+	strcat(path, "/parent/store");
+	rc = tf_store_open(&st, path, 0, err, sizeof err);
+	assert_true(rc == TF_ESTORE || rc == TF_EPERM);
+	assert_null(st);
+	assert_true(tu_contains(err, path));
+	/* no error buffer: still fails cleanly */
+	st = (tf_store *)&st;
+	assert_int_not_equal(tf_store_open(&st, path, 0, NULL, 0), TF_OK);
+	assert_null(st);
+}
+
+/* Child: try to open path; exit 0 when the open failed as it should. */
+static int child_open_denied(const char *path)
+{
+	char err[512] = "";
+	tf_store *st = (tf_store *)&st;
+	int rc = tf_store_open(&st, path, 0, err, sizeof err);
+
+	if (rc == TF_OK) {
+		tf_store_close(st);
+		return 10;
+	}
+	if (rc != TF_EPERM && rc != TF_ESTORE)
+		return 11;
+	if (st)
+		return 12;
+	if (!strstr(err, path))
+		return 13;
+	if (rc != TF_EPERM)
+		return 14;   /* permission problems must say so */
+	return 0;
+}
+
+static void test_open_no_permission(void **state)
+{
+	char dir[TU_PATH], sub[TU_PATH + 16];
+	pid_t pid;
+	int rc;
+	(void)state;
+
+	tu_path(dir, sizeof dir, "noperm");
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(chmod(dir, 0700), 0);
+	snprintf(sub, sizeof sub, "%s/store", dir);
+	if (geteuid() != 0) {
+		/* Not root: permissions apply to us directly. */
+		assert_int_equal(chmod(dir, 0), 0);
+		rc = child_open_denied(dir);
+		if (!rc)
+			rc = child_open_denied(sub);
+		chmod(dir, 0700);
+		if (rc)
+			fail_msg("open of an unreadable store dir: check %d failed", rc);
+		return;
+	}
+	/* Root bypasses permissions: check as nobody. */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+		    setresuid(65534, 65534, 65534) != 0)
+			_exit(77);
+		if (access(tu_base, X_OK) != 0)
+			_exit(78);
+		rc = child_open_denied(dir);       /* existing 0700 dir of root */
+		if (!rc)
+			rc = child_open_denied(sub);   /* cannot create inside it */
+		_exit(rc);
+	}
+	rc = tu_wait(pid);
+	if (rc == 77)
+		skip();   /* setresuid impossible here (no CAP_SETUID): cannot test */
+	if (rc == 78)
+		fail_msg("test dir %s not traversable by nobody", tu_base);
+	switch (rc) {
+	case 0: break;
+	case 10: fail_msg("nobody opened a root-only 0700 store dir");
+	case 11: fail_msg("wrong error code (not TF_EPERM/TF_ESTORE)");
+	case 12: fail_msg("*out not NULL on failure");
+	case 13: fail_msg("error message does not name the path");
+	case 14: fail_msg("permission denied reported as TF_ESTORE, not TF_EPERM");
+	default: fail_msg("child failed: %d", rc);
+	}
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0660);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, n), (ssize_t)n);
+	close(fd);
+}
+
+static void expect_open_fails(const char *dir)
+{
+	char err[512] = "";
+	tf_store *st = (tf_store *)&st;
+	int rc = tf_store_open(&st, dir, 0, err, sizeof err);
+	if (rc == TF_OK) {
+		tf_store_close(st);
+		fail_msg("a corrupt store at %s opened", dir);
+	}
+	assert_int_equal(rc, TF_ESTORE);
+	assert_null(st);
+	assert_true(tu_contains(err, dir));
+}
+
+static void test_open_corrupt(void **state)
+{
+	tu_rng r = {tu_seed_value ^ 0xC0FFEE};
+	size_t sizes[] = {100, 4096, 8192, 65536, 1 << 20};
+	unsigned char *junk = malloc(1 << 20);
+	(void)state;
+
+	assert_non_null(junk);
+	for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+		char dir[TU_PATH], f[TU_PATH + 16];
+		for (size_t i = 0; i < sizes[s]; i++)
+			junk[i] = (unsigned char)tu_next(&r);
+		tu_path(dir, sizeof dir, "corrupt");
+		assert_int_equal(mkdir(dir, 0770), 0);
+		snprintf(f, sizeof f, "%s/data.mdb", dir);
+		write_file(f, junk, sizes[s]);
+		expect_open_fails(dir);
+		/* all zeros is garbage too */
+		memset(junk, 0, sizes[s]);
+		write_file(f, junk, sizes[s]);
+		expect_open_fails(dir);
+	}
+	/* a store path that is a file, not a directory */
+	{
+		char f[TU_PATH];
+		tu_path(f, sizeof f, "plainfile");
+		write_file(f, "x", 1);
+		expect_open_fails(f);
+	}
+	free(junk);
+}
+
+/* ---- journaled writes ---------------------------------------------------------- */
+
+#define T1 "11111111-1111-4111-8111-111111111111"
+#define T2 "22222222-2222-4222-8222-222222222222"
+
+struct jop {
+	const char *task;
+	int del;          /* 1: tf_txn_del_j */
+	tf_table tbl;
+	const char *k, *v;
+	int vlen;         /* -1: strlen(v) */
+};
+
+struct jops {
+	const struct jop *ops;
+	int n;
+};
+
+static int jops_txn(tf_txn *t, void *vctx)
+{
+	struct jops *j = vctx;
+	for (int i = 0; i < j->n; i++) {
+		const struct jop *o = &j->ops[i];
+		int rc = o->del ? tf_txn_del_j(t, o->task, o->tbl, o->k, strlen(o->k))
+		                : tf_txn_put_j(t, o->task, o->tbl, o->k, strlen(o->k), o->v,
+		                               o->vlen < 0 ? strlen(o->v) : (size_t)o->vlen);
+		if (rc)
+			return rc;
+	}
+	return TF_OK;
+}
+
+static void run_jops(tf_store *st, const struct jop *ops, int n)
+{
+	struct jops j = {ops, n};
+	assert_int_equal(tf_store_update(st, jops_txn, &j), TF_OK);
+}
+
+static void test_journal_rollback(void **state)
+{
+	tf_store *st = tu_new_store("journal", NULL, 0);
+	uint64_t recs = 999;
+	size_t n;
+	void *v;
+	static const struct jop base[] = {
+		{T2, 0, TF_TBL_RECORDS, "r1", "v1", -1},
+		{T2, 0, TF_TBL_RECORDS, "r2", "v2", -1},
+		{T2, 0, TF_TBL_RECORDS, "r5", "", 0},
+		{T2, 0, TF_TBL_CURSORS, "f", "c0", -1},
+	};
+	static const struct jop run1[] = {
+		{T1, 0, TF_TBL_RECORDS, "r1", "v1-a", -1},
+		{T1, 0, TF_TBL_RECORDS, "r1", "v1-b", -1},
+		{T1, 1, TF_TBL_RECORDS, "r2", NULL, 0},
+		{T1, 0, TF_TBL_RECORDS, "r3", "v3", -1},
+		{T1, 1, TF_TBL_RECORDS, "r4", NULL, 0},     /* absent: no-op, no entry */
+		{T1, 0, TF_TBL_RECORDS, "r5", "now set", -1},
+		{T1, 0, TF_TBL_CURSORS, "f", "c1", -1},
+	};
+	static const struct jop run2[] = {
+		{T1, 0, TF_TBL_RECORDS, "r3", "v3-b", -1},
+		{T1, 1, TF_TBL_RECORDS, "r3", NULL, 0},
+		{T1, 0, TF_TBL_RECORDS, "r3", "v3-c", -1},
+		{T1, 0, TF_TBL_RECORDS, "r2", "back", -1},
+	};
+	(void)state;
+
+	run_jops(st, base, 4);
+	assert_int_equal(tf_store_undo_drop(st, T2), TF_OK);
+	assert_int_equal(tu_undo_count(st, T2), 0);
+	run_jops(st, run1, 7);
+	assert_int_equal(tu_undo_count(st, T1), 6);
+	run_jops(st, run2, 4);
+	assert_int_equal(tu_undo_count(st, T1), 10);
+	assert_val(st, TF_TBL_RECORDS, "r1", "v1-b");
+	assert_val(st, TF_TBL_RECORDS, "r2", "back");
+	assert_val(st, TF_TBL_RECORDS, "r3", "v3-c");
+	assert_val(st, TF_TBL_RECORDS, "r5", "now set");
+	/* another run's entries in between must be untouched by T1's rollback */
+	{
+		static const struct jop other[] = {{T2, 0, TF_TBL_RECORDS, "zz", "t2", -1}};
+		run_jops(st, other, 1);
+	}
+	assert_int_equal(tf_store_rollback(st, T1, &recs), TF_OK);
+	assert_int_equal(recs, 9);   /* 10 entries, one of them the cursor */
+	assert_int_equal(tu_undo_count(st, T1), 0);
+	assert_val(st, TF_TBL_RECORDS, "r1", "v1");
+	assert_val(st, TF_TBL_RECORDS, "r2", "v2");
+	assert_val(st, TF_TBL_RECORDS, "r3", NULL);
+	assert_val(st, TF_TBL_RECORDS, "r4", NULL);
+	assert_val(st, TF_TBL_CURSORS, "f", "c0");
+	/* an empty prior value is restored as present-and-empty, not absent */
+	v = tu_raw_get(st, TF_TBL_RECORDS, "r5", 2, &n);
+	assert_non_null(v);
+	assert_int_equal(n, 0);
+	free(v);
+	assert_val(st, TF_TBL_RECORDS, "zz", "t2");
+	assert_int_equal(tu_undo_count(st, T2), 1);
+	/* rolling back again is harmless */
+	assert_int_equal(tf_store_rollback(st, T1, &recs), TF_OK);
+	assert_int_equal(recs, 0);
+	/* drop keeps the data */
+	assert_int_equal(tf_store_undo_drop(st, T2), TF_OK);
+	assert_int_equal(tu_undo_count(st, T2), 0);
+	assert_val(st, TF_TBL_RECORDS, "zz", "t2");
+	/* task ids must be UUID-sized */
+	assert_int_equal(tf_store_rollback(st, "short", &recs), TF_EINVAL);
+	assert_int_equal(tf_store_undo_drop(st, "short"), TF_EINVAL);
+	assert_int_equal(tf_store_undo_count(st, "short", &recs), TF_EINVAL);
+	{
+		static const struct jop bad[] = {{"short", 0, TF_TBL_RECORDS, "q", "q", -1}};
+		struct jops j = {bad, 1};
+		assert_int_equal(tf_store_update(st, jops_txn, &j), TF_EINVAL);
+		assert_val(st, TF_TBL_RECORDS, "q", NULL);
+	}
+	tf_store_close(st);
+}
+
+/* Many entries: the rollback goes in chunks and must still be exact. */
+struct many_ctx {
+	const char *task;
+	int from, n, gen;
+};
+
+static int many_txn(tf_txn *t, void *vctx)
+{
+	struct many_ctx *c = vctx;
+	for (int i = c->from; i < c->from + c->n; i++) {
+		char k[16], v[32];
+		int rc;
+		snprintf(k, sizeof k, "m%06d", i % 15000);
+		snprintf(v, sizeof v, "gen%d-%d", c->gen, i);
+		if ((rc = tf_txn_put_j(t, c->task, TF_TBL_RECORDS, k, strlen(k), v, strlen(v))))
+			return rc;
+	}
+	return TF_OK;
+}
+
+static int check_many(tf_txn *t, void *vctx)
+{
+	int *bad = vctx;
+	for (int i = 0; i < 15000; i++) {
+		char k[16], want[32];
+		const void *v;
+		size_t vl;
+		int rc;
+		snprintf(k, sizeof k, "m%06d", i);
+		rc = tf_txn_get(t, TF_TBL_RECORDS, k, strlen(k), &v, &vl);
+		if (i < 5000) {
+			snprintf(want, sizeof want, "gen0-%d", i);
+			if (rc || vl != strlen(want) || memcmp(v, want, vl))
+				(*bad)++;
+		} else if (rc != TF_ENOTFOUND) {
+			(*bad)++;
+		}
+	}
+	return TF_OK;
+}
+
+static void test_rollback_chunks(void **state)
+{
+	tf_store *st = tu_new_store("chunks", NULL, 0);
+	struct many_ctx base = {T2, 0, 5000, 0}, run = {T1, 0, 10000, 1};
+	uint64_t recs = 0;
+	int bad = 0;
+	(void)state;
+
+	assert_int_equal(tf_store_update(st, many_txn, &base), TF_OK);
+	assert_int_equal(tf_store_undo_drop(st, T2), TF_OK);
+	/* 25000 entries over three transactions, many keys written twice */
+	for (int i = 0; i < 25000; i += 10000) {
+		run.from = i;
+		run.n = i + 10000 > 25000 ? 25000 - i : 10000;
+		run.gen = 1 + i;
+		assert_int_equal(tf_store_update(st, many_txn, &run), TF_OK);
+	}
+	assert_int_equal(tu_undo_count(st, T1), 25000);
+	assert_int_equal(tf_store_rollback(st, T1, &recs), TF_OK);
+	assert_int_equal(recs, 25000);
+	assert_int_equal(tu_undo_count(st, T1), 0);
+	assert_int_equal(tf_store_view(st, check_many, &bad), TF_OK);
+	assert_int_equal(bad, 0);
+	tf_store_close(st);
+}
+
+/* A rollback killed part-way leaves a consistent store; a second rollback
+ * finishes the job exactly. */
+static void test_rollback_resume_after_kill(void **state)
+{
+	char path[TU_PATH];
+	tf_store *st = tu_new_store("resume", path, sizeof path);
+	struct many_ctx base = {T2, 0, 5000, 0}, run = {T1, 0, 10000, 1};
+	tu_rng r = {tu_seed_value ^ 0x5eed};
+	(void)state;
+
+	assert_int_equal(tf_store_update(st, many_txn, &base), TF_OK);
+	assert_int_equal(tf_store_undo_drop(st, T2), TF_OK);
+	tf_store_close(st);
+	for (int round = 0; round < 4; round++) {
+		uint64_t recs = 0, left;
+		int bad = 0, pipefd[2];
+		pid_t pid;
+		char c;
+
+		st = tu_open(path, 0);
+		for (int i = 0; i < 30000; i += 10000) {
+			run.from = i;
+			run.n = 10000;
+			run.gen = 100 + round;
+			assert_int_equal(tf_store_update(st, many_txn, &run), TF_OK);
+		}
+		tf_store_close(st);
+		assert_int_equal(pipe(pipefd), 0);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			tf_store *cs;
+			close(pipefd[0]);
+			if (tf_store_open(&cs, path, 0, NULL, 0))
+				_exit(1);
+			if (write(pipefd[1], "r", 1) != 1)
+				_exit(2);
+			tf_store_rollback(cs, T1, NULL);
+			_exit(0);
+		}
+		close(pipefd[1]);
+		assert_int_equal(read(pipefd[0], &c, 1), 1);
+		close(pipefd[0]);
+		usleep((useconds_t)(round * 12000 + tu_below(&r, 12000)));
+		kill(pid, SIGKILL);
+		tu_wait(pid);
+		st = tu_open(path, 0);
+		left = tu_undo_count(st, T1);
+		assert_true(left <= 30000);
+		/* whole chunks only: what is left is a multiple of the chunk size
+		 * or everything */
+		assert_int_equal(tf_store_rollback(st, T1, &recs), TF_OK);
+		assert_int_equal(recs, left);
+		assert_int_equal(tu_undo_count(st, T1), 0);
+		assert_int_equal(tf_store_view(st, check_many, &bad), TF_OK);
+		assert_int_equal(bad, 0);
+		tf_store_close(st);
+	}
+}
+
+/* ---- map growth -------------------------------------------------------------- */
+
+struct big_ctx {
+	int from, n;
+	size_t vsize;
+	int calls;
+};
+
+static void fill_value(unsigned char *buf, size_t n, int key)
+{
+	tu_rng r = {(uint64_t)key * 7919u + 1};
+	for (size_t i = 0; i < n; i += 8) {
+		uint64_t x = tu_next(&r);
+		memcpy(buf + i, &x, n - i < 8 ? n - i : 8);
+	}
+}
+
+static int big_txn(tf_txn *t, void *vctx)
+{
+	struct big_ctx *c = vctx;
+	unsigned char *buf = malloc(c->vsize);
+	int rc = TF_OK;
+
+	c->calls++;
+	if (!buf)
+		return TF_ENOMEM;
+	for (int i = c->from; !rc && i < c->from + c->n; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "big%06d", i);
+		fill_value(buf, c->vsize, i);
+		rc = tf_txn_put(t, TF_TBL_RECORDS, k, strlen(k), buf, c->vsize);
+	}
+	free(buf);
+	return rc;
+}
+
+struct verify_big {
+	int n;
+	size_t vsize;
+	int bad;
+};
+
+static int verify_big_txn(tf_txn *t, void *vctx)
+{
+	struct verify_big *c = vctx;
+	unsigned char *buf = malloc(c->vsize);
+	c->bad = 0;
+	if (!buf)
+		return TF_ENOMEM;
+	for (int i = 0; i < c->n; i++) {
+		char k[16];
+		const void *v;
+		size_t vl;
+		snprintf(k, sizeof k, "big%06d", i);
+		fill_value(buf, c->vsize, i);
+		if (tf_txn_get(t, TF_TBL_RECORDS, k, strlen(k), &v, &vl) || vl != c->vsize ||
+		    memcmp(v, buf, vl))
+			c->bad++;
+	}
+	free(buf);
+	return TF_OK;
+}
+
+#define BIG_VSIZE 8192
+#define BIG_KEYS 3000   /* 3000 × 8 KiB ≈ 24 MiB */
+
+static void test_map_growth(void **state)
+{
+	char path[TU_PATH];
+	tf_store *st;
+	int ready[2], go[2], rc;
+	size_t before;
+	pid_t pid;
+	char c;
+	(void)state;
+
+	tu_path(path, sizeof path, "growth");
+	st = tu_open(path, 1 << 20);
+	assert_int_equal(tu_raw_put(st, TF_TBL_META, "hello", 5, "world", 5), TF_OK);
+	before = tf_store_map_size(st);
+	assert_true(before <= (2u << 20));
+	tf_store_close(st);
+
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* A process that opened the store before it grew. */
+		tf_store *cs;
+		struct verify_big vb = {BIG_KEYS, BIG_VSIZE, 0};
+		struct kv w = {TF_TBL_META, "child", "wrote after growth", TF_OK, 0};
+		char *s;
+		close(ready[0]);
+		close(go[1]);
+		if (tf_store_open(&cs, path, 1 << 20, NULL, 0))
+			_exit(1);
+		s = get_str(cs, TF_TBL_META, "hello");
+		if (!s || strcmp(s, "world"))
+			_exit(2);
+		free(s);
+		if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(3);
+		if (tf_store_view(cs, verify_big_txn, &vb) != TF_OK)
+			_exit(4);
+		if (vb.bad)
+			_exit(5);
+		if (tf_store_map_size(cs) < (20u << 20))
+			_exit(6);
+		if (tf_store_update(cs, put_kv, &w) != TF_OK)
+			_exit(7);
+		tf_store_close(cs);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(go[0]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+
+	st = tu_open(path, 1 << 20);
+	{
+		/* one transaction bigger than the map: replayed after growth */
+		struct big_ctx one = {0, 500, BIG_VSIZE, 0};
+		assert_int_equal(tf_store_update(st, big_txn, &one), TF_OK);
+		assert_true(one.calls > 1);
+		/* then many smaller ones */
+		for (int i = 500; i < BIG_KEYS; i += 100) {
+			struct big_ctx b = {i, 100, BIG_VSIZE, 0};
+			assert_int_equal(tf_store_update(st, big_txn, &b), TF_OK);
+		}
+	}
+	assert_true(tf_store_map_size(st) > before);
+	assert_true(tf_store_map_size(st) >= (20u << 20));
+	{
+		struct verify_big vb = {BIG_KEYS, BIG_VSIZE, 0};
+		assert_int_equal(tf_store_view(st, verify_big_txn, &vb), TF_OK);
+		assert_int_equal(vb.bad, 0);
+	}
+	assert_int_equal(write(go[1], "g", 1), 1);
+	rc = tu_wait(pid);
+	close(ready[0]);
+	close(go[1]);
+	if (rc)
+		fail_msg("the process opened before the growth failed check %d", rc);
+	assert_val(st, TF_TBL_META, "child", "wrote after growth");
+	tf_store_close(st);
+	/* reopening with a small map size keeps all the data readable */
+	st = tu_open(path, 1 << 20);
+	{
+		struct verify_big vb = {BIG_KEYS, BIG_VSIZE, 0};
+		assert_int_equal(tf_store_view(st, verify_big_txn, &vb), TF_OK);
+		assert_int_equal(vb.bad, 0);
+	}
+	tf_store_close(st);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_crud),
+		cmocka_unit_test(test_data_survives_reopen),
+		cmocka_unit_test(test_open_modes),
+		cmocka_unit_test(test_cursors),
+		cmocka_unit_test(test_seq_counters),
+		cmocka_unit_test(test_open_missing_parent),
+		cmocka_unit_test(test_open_no_permission),
+		cmocka_unit_test(test_open_corrupt),
+		cmocka_unit_test(test_journal_rollback),
+		cmocka_unit_test(test_rollback_chunks),
+		cmocka_unit_test(test_rollback_resume_after_kill),
+		cmocka_unit_test(test_map_growth),
+	};
+	tu_init("store");
+	tu_seed();
+	return tu_finish(cmocka_run_group_tests(tests, NULL, NULL));
+}

@@ -1,0 +1,350 @@
+/* Shared helpers for the cmocka unit tests of lib/.
+ *
+ * Every test binary keeps its stores under build/test-tmp/unit-<name>-<pid>/
+ * (found from the binary's own path, so the working directory does not
+ * matter) and removes that directory when every test passed; a failing run
+ * leaves it for inspection.
+ *
+ * Randomness is a seeded PRNG: TF_TEST_SEED=<n> repeats a run, and the seed
+ * in use is printed at start. TF_TEST_FILTER=<glob> runs only matching tests. */
+#ifndef TF_TESTUTIL_H
+#define TF_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "feed.h"
+#include "json.h"
+#include "limits.h"
+#include "records.h"
+#include "runctl.h"
+#include "store.h"
+#include "task.h"
+#include "util.h"
+
+/* lib/limits.h shadows <limits.h> under -Ilib: no PATH_MAX here. */
+#define TU_PATH 4096
+
+/* ---- temporary directories ------------------------------------------------ */
+
+static char tu_base[1024];
+static unsigned tu_dir_counter;
+
+/* build/ is two levels above build/asan/tests/test_x. */
+static inline void tu_init(const char *name)
+{
+	char exe[1024], dir[1024];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	char *slash;
+	int up = 3;
+
+	if (n > 0) {
+		exe[n] = '\0';
+		while (up-- > 0 && (slash = strrchr(exe, '/')))
+			*slash = '\0';
+		snprintf(dir, sizeof dir, "%.1000s/test-tmp", exe);
+	} else {
+		snprintf(dir, sizeof dir, "build/test-tmp");
+	}
+	/* TF_TEST_FILTER=test_x (glob) runs only matching tests */
+	if (getenv("TF_TEST_FILTER") && *getenv("TF_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TF_TEST_FILTER"));
+	mkdir(dir, 0755);
+	snprintf(tu_base, sizeof tu_base, "%.900s/unit-%.60s-%ld", dir, name, (long)getpid());
+	if (mkdir(tu_base, 0755) != 0 && errno != EEXIST) {
+		fprintf(stderr, "testutil: cannot create %s: %s\n", tu_base, strerror(errno));
+		exit(2);
+	}
+}
+
+/* A fresh directory path (not created) under this binary's base dir. */
+static inline void tu_path(char *buf, size_t len, const char *what)
+{
+	snprintf(buf, len, "%s/%s-%u", tu_base, what, ++tu_dir_counter);
+}
+
+static inline int tu_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb, (void)flag, (void)ftw;
+	return remove(p) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+static inline void tu_rm_rf(const char *path)
+{
+	nftw(path, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Call at the end of main with cmocka's result. */
+static inline int tu_finish(int failures)
+{
+	if (failures == 0)
+		tu_rm_rf(tu_base);
+	else
+		fprintf(stderr, "testutil: %d failure(s); stores kept in %s\n", failures, tu_base);
+	return failures;
+}
+
+/* ---- seeded PRNG (splitmix64) ---------------------------------------------- */
+
+static uint64_t tu_seed_value;
+
+static inline uint64_t tu_seed(void)
+{
+	const char *s = getenv("TF_TEST_SEED");
+	tu_seed_value = s && *s ? strtoull(s, NULL, 0) : 20261125ULL;
+	fprintf(stderr, "testutil: TF_TEST_SEED=%llu\n", (unsigned long long)tu_seed_value);
+	return tu_seed_value;
+}
+
+typedef struct tu_rng {
+	uint64_t s;
+} tu_rng;
+
+static inline uint64_t tu_next(tu_rng *r)
+{
+	uint64_t z = (r->s += 0x9E3779B97F4A7C15ULL);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n). */
+static inline uint64_t tu_below(tu_rng *r, uint64_t n)
+{
+	return n ? tu_next(r) % n : 0;
+}
+
+/* ---- store helpers ------------------------------------------------------- */
+
+static inline tf_store *tu_open(const char *path, size_t map_size)
+{
+	tf_store *st = NULL;
+	char err[512] = "";
+	int rc = tf_store_open(&st, path, map_size, err, sizeof err);
+	if (rc != TF_OK)
+		fail_msg("tf_store_open(%s): %s (%s)", path, tf_strerror(rc), err);
+	return st;
+}
+
+/* A new store in a fresh directory; the path is copied to path if not NULL. */
+static inline tf_store *tu_new_store(const char *what, char *path, size_t len)
+{
+	char p[TU_PATH];
+	tu_path(p, sizeof p, what);
+	if (path)
+		snprintf(path, len, "%s", p);
+	return tu_open(p, 0);
+}
+
+static inline json_object *tu_json(const char *text)
+{
+	json_object *o = NULL;
+	char err[256];
+	if (tf_json_parse(text, strlen(text), 64, &o, err, sizeof err) != TF_OK)
+		fail_msg("bad JSON in test: %s: %s", err, text);
+	return o;
+}
+
+/* Creates a feed from a JSON body; fails the test on error. */
+static inline void tu_feed(tf_store *st, const char *body)
+{
+	json_object *b = tu_json(body);
+	char *out = NULL, err[256] = "";
+	int rc = tf_feed_create(st, b, &out, NULL, err, sizeof err);
+	json_object_put(b);
+	if (rc != TF_OK)
+		fail_msg("tf_feed_create(%s): %s: %s", body, tf_strerror(rc), err);
+	free(out);
+}
+
+/* A minimal stix_bundle feed named id. */
+static inline void tu_simple_feed(tf_store *st, const char *id)
+{
+	char body[256];
+	snprintf(body, sizeof body,
+	         "{\"id\":\"%s\",\"name\":\"Feed %s\",\"type\":\"stix_bundle\","
+	         "\"url\":\"https://example.test/%s.json\"}",
+	         id, id, id);
+	tu_feed(st, body);
+}
+
+/* Every record (feed_id NULL: all feeds) as malloc'd JSON lines. */
+static inline char *tu_export(tf_store *st, const char *feed_id, size_t *len)
+{
+	char *buf = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&buf, &n);
+	int rc;
+
+	assert_non_null(f);
+	rc = tf_records_export(st, feed_id, f);
+	fclose(f);
+	if (rc != TF_OK)
+		fail_msg("tf_records_export: %s", tf_strerror(rc));
+	if (len)
+		*len = n;
+	return buf;
+}
+
+static inline size_t tu_count_lines(const char *s, size_t n)
+{
+	size_t lines = 0;
+	for (size_t i = 0; i < n; i++)
+		lines += s[i] == '\n';
+	return lines;
+}
+
+struct tu_count_ctx {
+	const char *feed_id;
+	uint64_t n;
+};
+
+static inline int tu_count_txn(tf_txn *t, void *vctx)
+{
+	struct tu_count_ctx *c = vctx;
+	return tf_records_count(t, c->feed_id, &c->n);
+}
+
+static inline uint64_t tu_records_count(tf_store *st, const char *feed_id)
+{
+	struct tu_count_ctx c = {feed_id, 0};
+	assert_int_equal(tf_store_view(st, tu_count_txn, &c), TF_OK);
+	return c.n;
+}
+
+static inline uint64_t tu_undo_count(tf_store *st, const char *task_id)
+{
+	uint64_t n = 99999;
+	assert_int_equal(tf_store_undo_count(st, task_id, &n), TF_OK);
+	return n;
+}
+
+/* The task's JSON parsed (caller puts). */
+static inline json_object *tu_task(tf_store *st, const char *task_id)
+{
+	char *text = NULL;
+	json_object *o;
+	int rc = tf_task_read(st, task_id, &text, NULL);
+	if (rc != TF_OK)
+		fail_msg("tf_task_read(%s): %s", task_id, tf_strerror(rc));
+	o = tu_json(text);
+	free(text);
+	return o;
+}
+
+/* The task's status name as stored (static string from the task table). */
+static inline tf_status tu_task_status(tf_store *st, const char *task_id)
+{
+	json_object *o = tu_task(st, task_id);
+	tf_status s = TF_ST__COUNT;
+	tf_status_parse(tf_json_str(o, "status"), &s);
+	json_object_put(o);
+	return s;
+}
+
+/* ---- raw table access ---------------------------------------------------- */
+
+struct tu_raw {
+	tf_table tbl;
+	const void *key;
+	size_t klen;
+	const void *val;
+	size_t vlen;
+	void *out;   /* get: malloc'd copy */
+	size_t outlen;
+};
+
+static inline int tu_raw_put_txn(tf_txn *t, void *vctx)
+{
+	struct tu_raw *r = vctx;
+	return tf_txn_put(t, r->tbl, r->key, r->klen, r->val, r->vlen);
+}
+
+static inline int tu_raw_del_txn(tf_txn *t, void *vctx)
+{
+	struct tu_raw *r = vctx;
+	return tf_txn_del(t, r->tbl, r->key, r->klen);
+}
+
+static inline int tu_raw_get_txn(tf_txn *t, void *vctx)
+{
+	struct tu_raw *r = vctx;
+	const void *v;
+	size_t vl;
+	int rc = tf_txn_get(t, r->tbl, r->key, r->klen, &v, &vl);
+	if (rc)
+		return rc;
+	r->out = malloc(vl ? vl : 1);
+	if (!r->out)
+		return TF_ENOMEM;
+	memcpy(r->out, v, vl);
+	r->outlen = vl;
+	return TF_OK;
+}
+
+static inline int tu_raw_put(tf_store *st, tf_table tbl, const void *k, size_t kl, const void *v,
+                             size_t vl)
+{
+	struct tu_raw r = {tbl, k, kl, v, vl, NULL, 0};
+	return tf_store_update(st, tu_raw_put_txn, &r);
+}
+
+static inline int tu_raw_del(tf_store *st, tf_table tbl, const void *k, size_t kl)
+{
+	struct tu_raw r = {tbl, k, kl, NULL, 0, NULL, 0};
+	return tf_store_update(st, tu_raw_del_txn, &r);
+}
+
+/* malloc'd copy of the value or NULL (absent). */
+static inline void *tu_raw_get(tf_store *st, tf_table tbl, const void *k, size_t kl, size_t *vl)
+{
+	struct tu_raw r = {tbl, k, kl, NULL, 0, NULL, 0};
+	int rc = tf_store_view(st, tu_raw_get_txn, &r);
+	if (rc != TF_OK && rc != TF_ENOTFOUND)
+		fail_msg("raw get: %s", tf_strerror(rc));
+	if (vl)
+		*vl = r.outlen;
+	return r.out;
+}
+
+/* ---- processes ------------------------------------------------------------ */
+
+/* Waits for pid; returns its exit status, or 128+signal. */
+static inline int tu_wait(pid_t pid)
+{
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return -1;
+}
+
+/* True when s contains needle (NULL-safe). */
+static inline int tu_contains(const char *s, const char *needle)
+{
+	return s && needle && strstr(s, needle) != NULL;
+}
+
+#endif

@@ -1,0 +1,522 @@
+/* HTTP GET for the feed drivers (see fetch.h). One easy handle, reused for
+ * every request of a run (options reset each time, connections kept in the
+ * multi handle's cache), driven by curl_multi_poll() together with the run's
+ * wake-up fd: a cancel ends even a transfer whose server sends nothing, within
+ * one poll wake-up (SPEC §3, §7).
+ *
+ * Every transfer is bounded the curl way (docs/examples/crawler.c): a
+ * protocol allow-list for the URL and for redirects, TF_MAX_REDIRECTS, TLS
+ * verification, a connect timeout, a low-speed limit, a total timeout and a
+ * body cap enforced while receiving (and up front from Content-Length). */
+#include "fetch.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "limits.h"
+#include "util.h"
+
+#define FETCH_USER_AGENT "threatfeed/1.0 (+libcurl)"
+#define FETCH_POLL_MS 1000             /* longest wait in one curl_multi_poll */
+#define FETCH_INITIAL_BUF (16 * 1024)
+#define FETCH_MAX_HEADER_VALUE 2048    /* longer captured header values are dropped */
+
+struct tf_fetch {
+	CURLM *multi;
+	CURL *easy;
+	int wake_fd;
+	tf_fetch_cancel_fn cancel;
+	void *ctx;
+	char *noproxy;                 /* loopback plus the environment's no_proxy */
+
+	/* the request in flight */
+	char *buf;
+	size_t len, cap, max;
+	int over_limit;
+	long long *bytes_received;
+	tf_fetch_resp *resp;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+static int global_ready;
+
+static int global_init(void)
+{
+	/* The worker is single-threaded; main() may already have done this, and
+	 * curl_global_init counts its calls. */
+	if (!global_ready) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT))
+			return TF_ENOMEM;
+		global_ready = 1;
+	}
+	return TF_OK;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static char *make_noproxy(void)
+{
+	static const char loop[] = "localhost,127.0.0.1,::1";
+	const char *env = getenv("no_proxy");
+	char *s;
+
+	if (!env || !*env)
+		env = getenv("NO_PROXY");
+	if (!env || !*env)
+		return strdup(loop);
+	if (!strcmp(env, "*"))
+		return strdup(env);
+	if (!(s = malloc(strlen(env) + sizeof loop + 1)))
+		return NULL;
+	sprintf(s, "%s,%s", loop, env);
+	return s;
+}
+
+int tf_fetch_new(tf_fetch **out, int wake_fd, tf_fetch_cancel_fn cancel, void *ctx)
+{
+	tf_fetch *f;
+	int rc;
+
+	*out = NULL;
+	if ((rc = global_init()))
+		return rc;
+	if (!(f = calloc(1, sizeof *f)))
+		return TF_ENOMEM;
+	f->wake_fd = wake_fd;
+	f->cancel = cancel;
+	f->ctx = ctx;
+	if (!(f->multi = curl_multi_init()) || !(f->easy = curl_easy_init()) ||
+	    !(f->noproxy = make_noproxy())) {
+		tf_fetch_free(f);
+		return TF_ENOMEM;
+	}
+	/* One transfer at a time: keep at most a couple of idle connections. */
+	curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, 4L);
+	*out = f;
+	return TF_OK;
+}
+
+void tf_fetch_free(tf_fetch *f)
+{
+	if (!f)
+		return;
+	if (f->easy)
+		curl_easy_cleanup(f->easy);
+	if (f->multi)
+		curl_multi_cleanup(f->multi);
+	free(f->noproxy);
+	free(f->buf);
+	free(f);
+}
+
+void tf_fetch_resp_free(tf_fetch_resp *resp)
+{
+	if (!resp)
+		return;
+	free(resp->body);
+	free(resp->content_type);
+	free(resp->date_added_last);
+	free(resp->retry_after);
+	free(resp->location);
+	memset(resp, 0, sizeof *resp);
+}
+
+/* ---- callbacks -------------------------------------------------------------- */
+
+static int reserve(tf_fetch *f, size_t want)
+{
+	size_t cap;
+	char *p;
+
+	if (want <= f->cap)
+		return 0;
+	cap = f->cap ? f->cap : FETCH_INITIAL_BUF;
+	while (cap < want)
+		cap = cap > SIZE_MAX / 2 ? want : cap * 2;
+	if (cap > f->max + 1)
+		cap = f->max + 1;
+	if (cap < want || !(p = realloc(f->buf, cap)))
+		return -1;
+	f->buf = p;
+	f->cap = cap;
+	return 0;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+	tf_fetch *f = userp;
+	size_t n = size * nmemb;
+
+	if (n > f->max - f->len) {
+		f->over_limit = 1;
+		return 0;       /* CURLE_WRITE_ERROR: abort the transfer */
+	}
+	if (!f->cap) {
+		/* First bytes: size the buffer from Content-Length when it is
+		 * plausible, so a large page is not copied log2(n) times. */
+		curl_off_t cl = -1;
+		if (curl_easy_getinfo(f->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
+		    cl > 0 && (curl_off_t)f->max >= cl && reserve(f, (size_t)cl + 1))
+			return 0;
+	}
+	if (reserve(f, f->len + n + 1))
+		return 0;
+	memcpy(f->buf + f->len, data, n);
+	f->len += n;
+	if (f->bytes_received)
+		*f->bytes_received += (long long)n;
+	return n;
+}
+
+static void keep_header(char **slot, const char *v, size_t n)
+{
+	free(*slot);
+	*slot = n <= FETCH_MAX_HEADER_VALUE ? tf_strndup(v, n) : NULL;
+}
+
+/* Captures the headers drivers need from the last response (every redirect
+ * hop starts a new set). Names compare without case (RFC 9110 §5.1). */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+	tf_fetch *f = userp;
+	tf_fetch_resp *resp = f->resp;
+	size_t n = size * nmemb, k, vs, ve;
+	static const struct {
+		const char *name;
+		size_t off;
+	} keep[] = {
+		{"content-type", offsetof(tf_fetch_resp, content_type)},
+		{"x-taxii-date-added-last", offsetof(tf_fetch_resp, date_added_last)},
+		{"retry-after", offsetof(tf_fetch_resp, retry_after)},
+		{"location", offsetof(tf_fetch_resp, location)},
+	};
+
+	if (n >= 5 && !strncasecmp(data, "HTTP/", 5)) {
+		for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+			char **slot = (char **)((char *)resp + keep[i].off);
+			free(*slot);
+			*slot = NULL;
+		}
+		return n;
+	}
+	for (k = 0; k < n && data[k] != ':'; k++)
+		;
+	if (k == n)
+		return n;
+	for (vs = k + 1; vs < n && (data[vs] == ' ' || data[vs] == '\t'); vs++)
+		;
+	for (ve = n; ve > vs && isspace((unsigned char)data[ve - 1]); ve--)
+		;
+	for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+		if (strlen(keep[i].name) == k && !strncasecmp(data, keep[i].name, k)) {
+			keep_header((char **)((char *)resp + keep[i].off), data + vs, ve - vs);
+			break;
+		}
+	return n;
+}
+
+/* ---- one request ------------------------------------------------------------ */
+
+/* "127.0.0.1:8080" from a URL, for messages (never the userinfo). */
+static void host_port(const char *url, char *buf, size_t len)
+{
+	CURLU *u = curl_url();
+	char *host = NULL, *port = NULL;
+
+	snprintf(buf, len, "the server");
+	if (!u)
+		return;
+	if (!curl_url_set(u, CURLUPART_URL, url, 0) &&
+	    !curl_url_get(u, CURLUPART_HOST, &host, 0) &&
+	    !curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT))
+		snprintf(buf, len, "%s:%s", host, port);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+}
+
+static int http_url(const char *url)
+{
+	return url && (!strncasecmp(url, "http://", 7) || !strncasecmp(url, "https://", 8));
+}
+
+#define SETOPT(h, opt, val)                                                                    \
+	do {                                                                                   \
+		if (curl_easy_setopt((h), (opt), (val)) != CURLE_OK)                           \
+			goto setopt_failed;                                                    \
+	} while (0)
+
+static int configure(tf_fetch *f, const tf_fetch_req *req, struct curl_slist **hdrs)
+{
+	CURL *h = f->easy;
+	long timeout = req->timeout_s > 0 ? req->timeout_s : TF_REQUEST_TIMEOUT_S;
+	char line[512];
+
+	curl_easy_reset(h);
+	SETOPT(h, CURLOPT_URL, req->url);
+	SETOPT(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	SETOPT(h, CURLOPT_FOLLOWLOCATION, 1L);
+	SETOPT(h, CURLOPT_MAXREDIRS, (long)TF_MAX_REDIRECTS);
+	SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	SETOPT(h, CURLOPT_CONNECTTIMEOUT, (long)TF_CONNECT_TIMEOUT_S);
+	SETOPT(h, CURLOPT_LOW_SPEED_LIMIT, (long)TF_LOW_SPEED_BYTES);
+	SETOPT(h, CURLOPT_LOW_SPEED_TIME, (long)TF_LOW_SPEED_TIME_S);
+	SETOPT(h, CURLOPT_TIMEOUT, timeout);
+	SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max);
+	SETOPT(h, CURLOPT_NOSIGNAL, 1L);
+	SETOPT(h, CURLOPT_NOPROXY, f->noproxy);
+	SETOPT(h, CURLOPT_USERAGENT, FETCH_USER_AGENT);
+	SETOPT(h, CURLOPT_ACCEPT_ENCODING, "gzip");
+	SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
+	SETOPT(h, CURLOPT_WRITEDATA, f);
+	SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
+	SETOPT(h, CURLOPT_HEADERDATA, f);
+	SETOPT(h, CURLOPT_ERRORBUFFER, f->errbuf);
+	if (req->username) {
+		/* Basic only, and never to another host after a redirect (curl's
+		 * default without CURLOPT_UNRESTRICTED_AUTH). */
+		SETOPT(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		SETOPT(h, CURLOPT_USERNAME, req->username);
+		SETOPT(h, CURLOPT_PASSWORD, req->password ? req->password : "");
+	}
+	if (req->accept) {
+		struct curl_slist *n;
+		snprintf(line, sizeof line, "Accept: %s", req->accept);
+		if (!(n = curl_slist_append(*hdrs, line)))
+			return TF_ENOMEM;
+		*hdrs = n;
+	}
+	for (size_t i = 0; i < sizeof req->headers / sizeof req->headers[0] && req->headers[i];
+	     i++) {
+		struct curl_slist *n = curl_slist_append(*hdrs, req->headers[i]);
+		if (!n)
+			return TF_ENOMEM;
+		*hdrs = n;
+	}
+	if (*hdrs)
+		SETOPT(h, CURLOPT_HTTPHEADER, *hdrs);
+	return TF_OK;
+setopt_failed:
+	return TF_EINVAL;
+}
+
+/* Words for a failed transfer. */
+static int transfer_error(tf_fetch *f, const tf_fetch_req *req, CURLcode cc, char *err,
+                          size_t errlen)
+{
+	char where[300];
+	long oserr = 0;
+	double total = 0;
+	long timeout = req->timeout_s > 0 ? req->timeout_s : TF_REQUEST_TIMEOUT_S;
+	curl_off_t connect_us = 0;
+
+	host_port(req->url, where, sizeof where);
+	curl_easy_getinfo(f->easy, CURLINFO_OS_ERRNO, &oserr);
+	curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME, &total);
+	curl_easy_getinfo(f->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+	switch (cc) {
+	case CURLE_WRITE_ERROR:
+	case CURLE_FILESIZE_EXCEEDED:
+		if (f->over_limit || cc == CURLE_FILESIZE_EXCEEDED) {
+			set_err(err, errlen, "response larger than %zu bytes", f->max);
+			return TF_ELIMIT;
+		}
+		set_err(err, errlen, "out of memory receiving the response");
+		return TF_ENOMEM;
+	case CURLE_COULDNT_CONNECT:
+		if (oserr == ECONNREFUSED)
+			set_err(err, errlen, "connection refused to %s", where);
+		else if (oserr)
+			set_err(err, errlen, "could not connect to %s: %s", where, strerror((int)oserr));
+		else
+			set_err(err, errlen, "could not connect to %s", where);
+		return TF_ENETWORK;
+	case CURLE_COULDNT_RESOLVE_HOST:
+		set_err(err, errlen, "could not resolve the host of %s", where);
+		return TF_ENETWORK;
+	case CURLE_OPERATION_TIMEDOUT:
+		if (!connect_us)
+			set_err(err, errlen, "connecting to %s timed out after %d s", where,
+			        TF_CONNECT_TIMEOUT_S);
+		else if (total + 1 >= (double)timeout)
+			set_err(err, errlen, "timed out after %ld s", timeout);
+		else
+			set_err(err, errlen, "transfer stalled: less than %d byte/s for %d s",
+			        TF_LOW_SPEED_BYTES, TF_LOW_SPEED_TIME_S);
+		return TF_ENETWORK;
+	case CURLE_PEER_FAILED_VERIFICATION:
+		set_err(err, errlen, "TLS certificate verification failed for %s%s%s", where,
+		        f->errbuf[0] ? ": " : "", f->errbuf);
+		return TF_ENETWORK;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_ISSUER_ERROR:
+		set_err(err, errlen, "TLS handshake with %s failed%s%s", where,
+		        f->errbuf[0] ? ": " : "", f->errbuf);
+		return TF_ENETWORK;
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		set_err(err, errlen, "redirect to a non-http(s) URL refused");
+		return TF_ENETWORK;
+	case CURLE_TOO_MANY_REDIRECTS:
+		set_err(err, errlen, "more than %d redirects", TF_MAX_REDIRECTS);
+		return TF_ENETWORK;
+	case CURLE_GOT_NOTHING:
+		set_err(err, errlen, "%s closed the connection without answering", where);
+		return TF_ENETWORK;
+	case CURLE_PARTIAL_FILE:
+		set_err(err, errlen, "response truncated after %zu bytes (connection closed early)",
+		        f->len);
+		return TF_ENETWORK;
+	case CURLE_BAD_CONTENT_ENCODING:
+		set_err(err, errlen, "response body could not be decoded (bad Content-Encoding)");
+		return TF_ENETWORK;
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+		set_err(err, errlen, "connection to %s lost: %s", where,
+		        f->errbuf[0] ? f->errbuf : curl_easy_strerror(cc));
+		return TF_ENETWORK;
+	case CURLE_OUT_OF_MEMORY:
+		set_err(err, errlen, "out of memory");
+		return TF_ENOMEM;
+	default:
+		set_err(err, errlen, "transfer from %s failed: %s", where,
+		        f->errbuf[0] ? f->errbuf : curl_easy_strerror(cc));
+		return TF_ENETWORK;
+	}
+}
+
+static int cancelled(tf_fetch *f)
+{
+	return f->cancel && f->cancel(f->ctx);
+}
+
+int tf_fetch_get(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp, long long *bytes_received,
+                 char *err, size_t errlen)
+{
+	struct curl_slist *hdrs = NULL;
+	CURLcode result = CURLE_OK;
+	int rc, running = 1, spurious = 0, added = 0, done = 0;
+
+	memset(resp, 0, sizeof *resp);
+	if (err && errlen)
+		err[0] = '\0';
+	if (!f || !req || !http_url(req->url)) {
+		set_err(err, errlen, "not an http or https URL");
+		return TF_EINVAL;
+	}
+	if (cancelled(f))
+		return TF_ECANCELLED;
+	f->max = req->max_bytes ? req->max_bytes : (size_t)TF_MAX_PAGE_BYTES;
+	f->buf = NULL;
+	f->len = f->cap = 0;
+	f->over_limit = 0;
+	f->bytes_received = bytes_received;
+	f->resp = resp;
+	f->errbuf[0] = '\0';
+	if ((rc = configure(f, req, &hdrs))) {
+		set_err(err, errlen, rc == TF_ENOMEM ? "out of memory" : "could not set up the request");
+		goto out;
+	}
+	if (curl_multi_add_handle(f->multi, f->easy) != CURLM_OK) {
+		rc = TF_ENOMEM;
+		set_err(err, errlen, "could not start the request");
+		goto out;
+	}
+	added = 1;
+	while (!done) {
+		struct curl_waitfd wake = {.fd = f->wake_fd, .events = CURL_WAIT_POLLIN};
+		CURLMsg *msg;
+		int left;
+		CURLMcode mc = curl_multi_perform(f->multi, &running);
+
+		if (mc != CURLM_OK) {
+			rc = TF_ENETWORK;
+			set_err(err, errlen, "transfer failed: %s", curl_multi_strerror(mc));
+			goto out;
+		}
+		while ((msg = curl_multi_info_read(f->multi, &left)))
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == f->easy) {
+				result = msg->data.result;
+				done = 1;
+			}
+		if (done || !running) {
+			done = 1;
+			break;
+		}
+		/* After repeated wake-ups that cancel() did not drain, leave the fd
+		 * out for a short poll rather than spin; cancel() is still asked
+		 * after every poll. */
+		if (spurious >= 3)
+			mc = curl_multi_poll(f->multi, NULL, 0, 10, NULL);
+		else
+			mc = curl_multi_poll(f->multi, &wake, f->wake_fd >= 0 ? 1 : 0, FETCH_POLL_MS,
+			                     NULL);
+		if (mc != CURLM_OK) {
+			rc = TF_ENETWORK;
+			set_err(err, errlen, "transfer failed: %s", curl_multi_strerror(mc));
+			goto out;
+		}
+		if (wake.revents || spurious >= 3) {
+			if (cancelled(f)) {
+				rc = TF_ECANCELLED;
+				goto out;
+			}
+			spurious = wake.revents ? spurious + 1 : 0;
+		} else {
+			spurious = 0;
+		}
+	}
+	if (result != CURLE_OK) {
+		rc = transfer_error(f, req, result, err, errlen);
+		goto out;
+	}
+	if (reserve(f, f->len + 1)) {
+		rc = TF_ENOMEM;
+		set_err(err, errlen, "out of memory");
+		goto out;
+	}
+	f->buf[f->len] = '\0';
+	curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+	resp->body = f->buf;
+	resp->len = f->len;
+	f->buf = NULL;
+	rc = TF_OK;
+out:
+	if (added)
+		curl_multi_remove_handle(f->multi, f->easy);
+	curl_slist_free_all(hdrs);
+	free(f->buf);
+	f->buf = NULL;
+	f->len = f->cap = 0;
+	f->resp = NULL;
+	f->bytes_received = NULL;
+	if (rc != TF_OK)
+		tf_fetch_resp_free(resp);
+	else if (!(resp->status >= 300 && resp->status < 400)) {
+		free(resp->location);
+		resp->location = NULL;
+	}
+	return rc;
+}

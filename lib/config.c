@@ -64,6 +64,8 @@ static int apply(tf_config *cfg, const char *k, const char *v)
 		return set_int(&cfg->max_concurrent_runs, v, 1, 1000);
 	else if (!strcmp(k, "grace_period_s"))
 		return set_int(&cfg->grace_period_s, v, 0, 3600);
+	else if (!strcmp(k, "history_keep"))
+		return set_int(&cfg->history_keep, v, 1, 100000);
 	else if (!strcmp(k, "worker"))
 		copy(cfg->worker, sizeof cfg->worker, v);
 	else if (!strcmp(k, "db"))
@@ -112,6 +114,7 @@ int tf_config_load(tf_config *cfg, const char *argv0, char *err, size_t errlen)
 	memset(cfg, 0, sizeof *cfg);
 	cfg->max_concurrent_runs = TF_DEFAULT_MAX_RUNS;
 	cfg->grace_period_s = TF_DEFAULT_GRACE_S;
+	cfg->history_keep = TF_DEFAULT_HISTORY_KEEP;
 	copy(cfg->state_dir, sizeof cfg->state_dir,
 	     (env = getenv("THREATFEED_STATE_DIR")) && *env ? env : "/var/lib/threatfeed");
 	default_worker(cfg, argv0);

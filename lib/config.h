@@ -14,6 +14,7 @@ typedef struct tf_config {
 	int trust_remote_user;
 	int max_concurrent_runs;
 	int grace_period_s;
+	int history_keep;          /* finished tasks kept per feed by gc */
 	int log_debug;
 } tf_config;
 

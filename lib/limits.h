@@ -44,5 +44,6 @@
 #define TF_DEFAULT_GRACE_S     5     /* supervisor's grace period (SPEC §3) */
 #define TF_PROGRESS_INTERVAL_MS 100  /* at most one progress write per interval */
 #define TF_DEFAULT_MAX_RUNS    4     /* max_concurrent_runs (SPEC §3) */
+#define TF_DEFAULT_HISTORY_KEEP 50   /* finished tasks kept per feed by gc */
 
 #endif

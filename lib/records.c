@@ -229,7 +229,7 @@ int tf_records_put_cursor(tf_txn *txn, const char *feed_id, const char *task_id,
 {
 	size_t n;
 	const char *text = tf_json_text(cursor, &n);
-	return tf_txn_put(txn, TF_TBL_CURSORS, feed_id, strlen(feed_id), text, n);
+	return tf_txn_put_j(txn, task_id, TF_TBL_CURSORS, feed_id, strlen(feed_id), text, n);
 }
 
 /* ---- reading ------------------------------------------------------------- */

@@ -209,6 +209,15 @@ static int finish_txn(tf_txn *txn, void *vctx)
 	}
 	if (final == TF_ST_CANCELLED)
 		tf_task_set_rolled_back(t, c->rolled_back);
+	/* A run that honoured a cancel its task does not show (a feed signal
+	 * seen before the task was marked) ends through stopping/cancelling:
+	 * queued/running → stopped/cancelled is not a legal step, and failing
+	 * here after the rollback would leave a rolled-back run "running". */
+	if ((final == TF_ST_STOPPED || final == TF_ST_CANCELLED) && !tf_status_can(c->now, final) &&
+	    (rc = tf_task_request_cancel(t, final == TF_ST_CANCELLED ? TF_CANCEL_JOB
+	                                                              : TF_CANCEL_STOP_NOW,
+	                                 "feed signal")))
+		goto out;
 	if (tf_task_cancel_mode(t) != TF_CANCEL_NONE) {
 		tf_task_ack_cancel(t);
 		if (c->forced)
@@ -508,6 +517,92 @@ static int next_txn(tf_txn *txn, void *vctx)
 int tf_runctl_next_queued(tf_store *st, char *task_id)
 {
 	return tf_store_view(st, next_txn, task_id);
+}
+
+struct queued_ctx {
+	char (*ids)[TF_UUID_LEN + 1];
+	size_t max, n;
+};
+
+static int queued_txn(tf_txn *txn, void *vctx)
+{
+	struct queued_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_QUEUE, &cur);
+
+	c->n = 0;
+	if (rc)
+		return rc;
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	     rc == TF_OK && c->n < c->max; rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		tf_runinfo ri;
+		if (vl != TF_UUID_LEN)
+			continue;
+		memcpy(c->ids[c->n], v, TF_UUID_LEN);
+		c->ids[c->n][TF_UUID_LEN] = '\0';
+		if (info_get(txn, c->ids[c->n], &ri) == TF_ENOTFOUND)
+			c->n++;
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+}
+
+int tf_runctl_queued(tf_store *st, char (*ids)[TF_UUID_LEN + 1], size_t max, size_t *n)
+{
+	struct queued_ctx c = {ids, max, 0};
+	int rc = tf_store_view(st, queued_txn, &c);
+	*n = c.n;
+	return rc;
+}
+
+struct undo_ids_ctx {
+	char ids[64][TF_UUID_LEN + 1];
+	size_t n;
+};
+
+/* Distinct task ids in the undo table whose task is terminal (or gone). */
+static int stale_undo_txn(tf_txn *txn, void *vctx)
+{
+	struct undo_ids_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	unsigned char next[TF_UUID_LEN + 1];
+	int rc = tf_cursor_open(txn, TF_TBL_UNDO, &cur);
+
+	c->n = 0;
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK && c->n < 64 && kl >= TF_UUID_LEN) {
+		tf_task *t = NULL;
+		char id[TF_UUID_LEN + 1];
+		memcpy(id, k, TF_UUID_LEN);
+		id[TF_UUID_LEN] = '\0';
+		if (tf_task_load(txn, id, &t) != TF_OK || tf_status_terminal(tf_task_status(t)))
+			memcpy(c->ids[c->n++], id, TF_UUID_LEN + 1);
+		tf_task_free(t);
+		/* skip the rest of this task's entries */
+		memcpy(next, id, TF_UUID_LEN);
+		next[TF_UUID_LEN] = 0xff;
+		rc = tf_cursor_get(cur, TF_SEEK_GE, next, sizeof next, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+}
+
+int tf_runctl_gc_undo(tf_store *st, uint64_t *runs)
+{
+	struct undo_ids_ctx c;
+	int rc = tf_store_view(st, stale_undo_txn, &c);
+
+	*runs = 0;
+	for (size_t i = 0; !rc && i < c.n; i++)
+		if (!(rc = tf_store_undo_drop(st, c.ids[i])))
+			(*runs)++;
+	return rc;
 }
 
 struct counts_ctx {

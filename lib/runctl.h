@@ -47,6 +47,11 @@ int tf_runctl_claim(tf_store *st, const char *task_id, int max_runs, int *claime
 int tf_runctl_set_worker(tf_store *st, const char *task_id, pid_t pid);
 /* The oldest queued task, if any: TF_ENOTFOUND when the queue is empty. */
 int tf_runctl_next_queued(tf_store *st, char *task_id);
+/* Up to max queued tasks that no supervisor has claimed, oldest first. */
+int tf_runctl_queued(tf_store *st, char (*ids)[TF_UUID_LEN + 1], size_t max, size_t *n);
+/* Drops undo entries left behind by runs that are already finished (a crash
+ * between a run's end and the drop). */
+int tf_runctl_gc_undo(tf_store *st, uint64_t *runs);
 /* Counts of live runs and queued tasks (for /api/health). */
 int tf_runctl_counts(tf_store *st, int *active_workers, int *queued);
 

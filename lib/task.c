@@ -421,7 +421,33 @@ static void put_be64(unsigned char *p, uint64_t v)
 struct create_ctx {
 	const char *feed_id;
 	char *task_id, *active_id;
+	int64_t due_at_us; /* 0: always; else only when the feed is due then */
 };
+
+/* Is the feed's schedule due at c->due_at_us? Runs inside the create txn. */
+static int due(tf_txn *txn, struct create_ctx *c, const void *feed, size_t feedlen)
+{
+	json_object *f = NULL, *run = NULL;
+	const void *v;
+	size_t vl;
+	int64_t interval = 0, last = 0;
+	int enabled = 1, rc = TF_ECONFLICT;
+
+	if (tf_json_parse(feed, feedlen, TF_MAX_FEED_JSON_DEPTH, &f, NULL, 0))
+		return TF_ESTORE;
+	tf_json_get_bool(f, "enabled", &enabled);
+	tf_json_get_int(f, "interval_s", &interval);
+	if (enabled && interval > 0) {
+		if (!tf_txn_get(txn, TF_TBL_FEEDRUN, c->feed_id, strlen(c->feed_id), &v, &vl))
+			tf_json_parse(v, vl, 4, &run, NULL, 0);
+		if (!tf_json_str(run, "last_run_at") || tf_time_parse(tf_json_str(run, "last_run_at"), &last) ||
+		    last + interval * 1000000 <= c->due_at_us)
+			rc = TF_OK;
+	}
+	json_object_put(run);
+	json_object_put(f);
+	return rc;
+}
 
 static int create_txn(tf_txn *txn, void *vctx)
 {
@@ -435,6 +461,8 @@ static int create_txn(tf_txn *txn, void *vctx)
 	int rc;
 
 	if ((rc = tf_txn_get(txn, TF_TBL_FEEDS, c->feed_id, strlen(c->feed_id), &v, &vl)))
+		return rc;
+	if (c->due_at_us && (rc = due(txn, c, v, vl)))
 		return rc;
 	rc = tf_txn_get(txn, TF_TBL_ACTIVE, c->feed_id, strlen(c->feed_id), &v, &vl);
 	if (rc == TF_OK) {
@@ -462,7 +490,14 @@ static int create_txn(tf_txn *txn, void *vctx)
 
 int tf_task_create(tf_store *st, const char *feed_id, char *task_id, char *active_id)
 {
-	struct create_ctx c = {feed_id, task_id, active_id};
+	struct create_ctx c = {feed_id, task_id, active_id, 0};
+	return tf_store_update(st, create_txn, &c);
+}
+
+int tf_task_create_if_due(tf_store *st, const char *feed_id, int64_t now_us, char *task_id)
+{
+	char active[TF_UUID_LEN + 1];
+	struct create_ctx c = {feed_id, task_id, active, now_us > 0 ? now_us : 1};
 	return tf_store_update(st, create_txn, &c);
 }
 
@@ -743,6 +778,65 @@ int tf_task_delete_finished(tf_store *st, int64_t before_us, uint64_t *deleted)
 {
 	struct gc_ctx c = {before_us, 0};
 	int rc = tf_store_update(st, delete_txn, &c);
+	*deleted = rc ? 0 : c.n;
+	return rc;
+}
+
+struct history_ctx {
+	int keep;
+	uint64_t n;
+	json_object *seen; /* feed_id → finished tasks seen so far, newest first */
+};
+
+static int history_txn(tf_txn *txn, void *vctx)
+{
+	struct history_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_TORDER, &cur);
+
+	c->n = 0;
+	json_object_put(c->seen);
+	if (!(c->seen = json_object_new_object()))
+		rc = TF_ENOMEM;
+	if (rc) {
+		tf_cursor_close(cur);
+		return rc;
+	}
+	rc = tf_cursor_get(cur, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK) {
+		char id[TF_UUID_LEN + 1];
+		tf_task *t;
+		snprintf(id, sizeof id, "%.*s", (int)vl, (const char *)v);
+		if (tf_task_load(txn, id, &t) == TF_OK) {
+			if (tf_status_terminal(t->status)) {
+				json_object *n = NULL;
+				int64_t seen = 0;
+				if (json_object_object_get_ex(c->seen, t->feed_id, &n))
+					seen = json_object_get_int64(n);
+				json_object_object_add(c->seen, t->feed_id, json_object_new_int64(seen + 1));
+				if (seen >= c->keep) {
+					if (!(rc = tf_txn_del(txn, TF_TBL_TASKS, id, TF_UUID_LEN)))
+						rc = tf_cursor_del(cur);
+					c->n++;
+				}
+			}
+			tf_task_free(t);
+			if (rc)
+				break;
+		}
+		rc = tf_cursor_get(cur, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+int tf_task_gc_history(tf_store *st, int keep_per_feed, uint64_t *deleted)
+{
+	struct history_ctx c = {keep_per_feed, 0, NULL};
+	int rc = tf_store_update(st, history_txn, &c);
+	json_object_put(c.seen);
 	*deleted = rc ? 0 : c.n;
 	return rc;
 }

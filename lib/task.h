@@ -83,6 +83,12 @@ const char *tf_task_json(tf_task *t, size_t *len);
  * copied to active_id. task_id and active_id: >= TF_UUID_LEN + 1 bytes. */
 int tf_task_create(tf_store *st, const char *feed_id, char *task_id, char *active_id);
 
+/* `tick` (SPEC §1): like tf_task_create, but only when the feed is enabled,
+ * has an interval, has no active run, and its last run began at least
+ * interval_s ago — decided in the same transaction, so two ticks racing start
+ * one run. TF_ENOTFOUND no feed; TF_ECONFLICT not due (or a run is active). */
+int tf_task_create_if_due(tf_store *st, const char *feed_id, int64_t now_us, char *task_id);
+
 /* A malloc'd copy of the task's JSON text (caller frees). TF_ENOTFOUND. */
 int tf_task_read(tf_store *st, const char *task_id, char **json, size_t *len);
 
@@ -110,6 +116,9 @@ typedef struct tf_task_filter {
 int tf_task_list(tf_store *st, const tf_task_filter *f, char **json, size_t *len);
 /* Removes finished tasks created before before_us (0: every finished one). */
 int tf_task_delete_finished(tf_store *st, int64_t before_us, uint64_t *deleted);
+/* Keeps the newest keep_per_feed finished tasks of each feed, deletes the
+ * older finished ones (never an active one). */
+int tf_task_gc_history(tf_store *st, int keep_per_feed, uint64_t *deleted);
 /* Drops expired per-feed cancel signals. */
 int tf_task_gc_signals(tf_store *st, uint64_t *dropped);
 

@@ -7,6 +7,7 @@
 #include "json.h"
 #include "limits.h"
 #include "log.h"
+#include "probe.h"
 #include "records.h"
 #include "run.h"
 #include "runctl.h"
@@ -256,6 +257,17 @@ static int cmd_feed(struct ctx *c, int argc, char **argv)
 	                "feed ");
 }
 
+struct feed_ctx {
+	const char *id;
+	json_object *feed;
+};
+
+static int load_feed(tf_txn *txn, void *vctx)
+{
+	struct feed_ctx *fc = vctx;
+	return tf_feed_load(txn, fc->id, &fc->feed);
+}
+
 /* ---- runs -------------------------------------------------------------------- */
 
 static int cmd_consume(struct ctx *c, int argc, char **argv)
@@ -372,13 +384,85 @@ static int cmd_export(struct ctx *c, int argc, char **argv)
 
 static int cmd_gc(struct ctx *c, int argc, char **argv)
 {
-	uint64_t signals = 0;
+	uint64_t signals = 0, history = 0, undo = 0;
 	int rc, reaped = 0;
 	(void)argc, (void)argv;
 	if ((rc = open_store(c)) || (rc = tf_runctl_reap_all(c->st, &reaped)) ||
-	    (rc = tf_task_gc_signals(c->st, &signals)))
+	    (rc = tf_task_gc_signals(c->st, &signals)) ||
+	    (rc = tf_task_gc_history(c->st, c->cfg.history_keep, &history)) ||
+	    (rc = tf_runctl_gc_undo(c->st, &undo)))
 		return fail(rc, "gc");
-	printf("{\"reaped\":%d,\"signals_dropped\":%llu}\n", reaped, (unsigned long long)signals);
+	printf("{\"reaped\":%d,\"signals_dropped\":%llu,\"tasks_deleted\":%llu,"
+	       "\"stale_undo_runs\":%llu}\n",
+	       reaped, (unsigned long long)signals, (unsigned long long)history,
+	       (unsigned long long)undo);
+	return 0;
+}
+
+/* Starts the queued runs no supervisor holds (their supervisors claim a
+ * slot or leave them queued), so a killed supervisor cannot strand the queue. */
+static int drain_queue(struct ctx *c, int *started)
+{
+	char ids[64][TF_UUID_LEN + 1];
+	size_t n = 0;
+	int rc = tf_runctl_queued(c->st, ids, (size_t)c->cfg.max_concurrent_runs < 64
+	                                          ? (size_t)c->cfg.max_concurrent_runs : 64, &n);
+	for (size_t i = 0; !rc && i < n; i++)
+		if (!tf_runctl_spawn(&c->cfg, ids[i]))
+			(*started)++;
+	return rc;
+}
+
+/* For cron (every minute) or a systemd timer: start every enabled feed whose
+ * interval has passed since its last run began, then drain the queue. */
+static int cmd_tick(struct ctx *c, int argc, char **argv)
+{
+	char **ids = NULL, task[TF_UUID_LEN + 1];
+	size_t n = 0;
+	int rc, reaped, created = 0, started = 0;
+	(void)argc, (void)argv;
+
+	if ((rc = open_store(c)) || (rc = tf_runctl_reap_all(c->st, &reaped)) ||
+	    (rc = tf_feed_ids(c->st, &ids, &n)))
+		return fail(rc, "tick");
+	for (size_t i = 0; i < n; i++) {
+		if (tf_task_create_if_due(c->st, ids[i], tf_now_us(), task) == TF_OK)
+			created++;
+		free(ids[i]);
+	}
+	free(ids);
+	if ((rc = drain_queue(c, &started)))
+		return fail(rc, "tick");
+	printf("{\"runs_created\":%d,\"supervisors_started\":%d}\n", created, started);
+	return 0;
+}
+
+/* Prints {"ok":bool,"detail":"…"} and exits 0 whatever the upstream said;
+ * the handler relays that line (SPEC §2 test_connection). */
+static int cmd_test_connection(struct ctx *c, int argc, char **argv)
+{
+	struct feed_ctx fc = {.id = argc == 2 ? argv[1] : NULL};
+	json_object *o;
+	char detail[512];
+	int rc, ok;
+
+	if (argc != 2 || !tf_valid_feed_id(argv[1]))
+		return fprintf(stderr, "usage: threatfeed test-connection FEED\n"), EXIT_USAGE;
+	if ((rc = open_store(c)) || (rc = tf_store_view(c->st, load_feed, &fc)))
+		return fail(rc, argv[1]);
+	ok = tf_probe_feed(fc.feed, detail, sizeof detail);
+	json_object_put(fc.feed);
+	if (!(o = json_object_new_object()))
+		return fail(TF_ENOMEM, "test-connection");
+	json_object_object_add(o, "ok", json_object_new_boolean(ok));
+	json_object_object_add(o, "detail", json_object_new_string(detail));
+	{
+		size_t n;
+		const char *text = tf_json_text(o, &n);
+		fwrite(text, 1, n, stdout);
+		fputc('\n', stdout);
+	}
+	json_object_put(o);
 	return 0;
 }
 
@@ -405,7 +489,12 @@ static const struct cmd commands[] = {
 	{"cancel", cmd_cancel, "cancel TASK [--mode stop_now|cancel_job]", "stop a run"},
 	{"tasks", cmd_tasks, "tasks [--active] [--feed F] [--limit N]", "tasks, newest first"},
 	{"export", cmd_export, "export [FEED]", "records as JSON lines, in key order"},
-	{"gc", cmd_gc, "gc", "end runs whose processes are gone, drop expired cancel signals"},
+	{"gc", cmd_gc, "gc",
+	 "end runs whose processes are gone; drop expired cancel signals, finished tasks beyond "
+	 "history_keep per feed, and leftover undo entries"},
+	{"tick", cmd_tick, "tick", "start due scheduled runs (interval_s) and the queue; for cron"},
+	{"test-connection", cmd_test_connection, "test-connection FEED",
+	 "reach the feed's upstream with its credentials; prints {\"ok\",\"detail\"}"},
 	{"supervise", cmd_supervise, "supervise TASK", "(internal) a run's supervising process"},
 	{"work", cmd_work, "work TASK", "(internal) a run's worker process"},
 };
@@ -414,7 +503,7 @@ static void usage(FILE *out, const struct cmd *cmds, size_t n, const char *prefi
 {
 	fprintf(out, "usage:\n");
 	for (size_t i = 0; i < n; i++)
-		fprintf(out, "  threatfeed %s%-*s  %s\n", prefix, 0, cmds[i].usage, cmds[i].help);
+		fprintf(out, "  threatfeed %s%-34s %s\n", prefix, cmds[i].usage, cmds[i].help);
 	if (!*prefix)
 		fprintf(out, "\nEnvironment: THREATFEED_DB (store directory), THREATFEED_CONF (config "
 		             "file), THREATFEED_STATE_DIR.\nExit codes: 0 ok, 1 error, 2 usage, 3 not "

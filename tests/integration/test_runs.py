@@ -382,5 +382,76 @@ class HostileContent(RunTest):
         self.assertTrue(t["warnings"], t)
 
 
+class ScheduleAndHistory(unittest.TestCase):
+    def setUp(self):
+        self.env = RunEnv(conf={"history_keep": 3})
+
+    def tearDown(self):
+        self.env.close()
+
+    def tick(self):
+        return json.loads(self.env.cli("tick").stdout)
+
+    def test_tick_fires_once_per_interval(self):
+        up = self.env.upstream("--objects", "200", "--page-size", "100")
+        self.env.add_feed("sched", up, interval_s=3600)
+        self.env.add_feed("manual", up)            # interval 0: never scheduled
+        self.assertEqual(self.tick()["runs_created"], 1)
+        self.assertEqual(self.tick()["runs_created"], 0)
+        tasks = json.loads(self.env.cli("tasks", "--feed", "sched").stdout)["tasks"]
+        self.assertEqual(len(tasks), 1)
+        self.env.wait(tasks[0]["task_id"], TERMINAL)
+        self.assertEqual(self.tick()["runs_created"], 0)   # began < 1 h ago
+        self.assertEqual(json.loads(self.env.cli("tasks", "--feed", "manual").stdout)["tasks"], [])
+
+    def test_short_interval_fires_again_and_disabled_never(self):
+        up = self.env.upstream("--objects", "100", "--page-size", "100")
+        self.env.add_feed("fast", up, interval_s=1)
+        self.env.add_feed("off", up, interval_s=1, enabled=False)
+        self.assertEqual(self.tick()["runs_created"], 1)
+        first = json.loads(self.env.cli("tasks", "--feed", "fast").stdout)["tasks"][0]
+        self.env.wait(first["task_id"], TERMINAL)
+        time.sleep(1.1)
+        self.assertEqual(self.tick()["runs_created"], 1)
+        self.assertEqual(json.loads(self.env.cli("tasks", "--feed", "off").stdout)["tasks"], [])
+
+    def test_two_ticks_racing_start_one_run(self):
+        up = self.env.upstream("--objects", "200", "--page-size", "100", "--page-delay-ms", "50")
+        for i in range(5):
+            self.env.add_feed("r%d" % i, up, interval_s=3600)
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(self.tick())) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        self.assertEqual(sum(r["runs_created"] for r in results), 5)
+        tasks = json.loads(self.env.cli("tasks").stdout)["tasks"]
+        self.assertEqual(sorted(t["feed_id"] for t in tasks), ["r%d" % i for i in range(5)])
+        for t in tasks:
+            self.env.wait(t["task_id"], TERMINAL)
+
+    def test_gc_keeps_history_per_feed(self):
+        up = self.env.upstream("--objects", "100", "--page-size", "100")
+        self.env.add_feed("h", up)
+        for _ in range(5):
+            self.env.wait(self.env.consume("h"), TERMINAL)
+        out = json.loads(self.env.cli("gc").stdout)
+        self.assertEqual(out["tasks_deleted"], 2)
+        tasks = json.loads(self.env.cli("tasks", "--feed", "h").stdout)["tasks"]
+        self.assertEqual(len(tasks), 3)
+
+    def test_test_connection(self):
+        up = self.env.upstream("--objects", "10", "--username", "u", "--password", "p")
+        self.env.add_feed("good", up, username="u", secret="p")
+        self.env.add_feed("bad", up, username="u", secret="wrong")
+        good = json.loads(self.env.cli("test-connection", "good").stdout)
+        bad = json.loads(self.env.cli("test-connection", "bad").stdout)
+        self.assertTrue(good["ok"], good)
+        self.assertFalse(bad["ok"], bad)
+        self.assertIn("401", bad["detail"])
+        self.assertNotIn("wrong", bad["detail"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -504,6 +504,28 @@ static void test_truncated(void **state)
 	waker_close(&w);
 }
 
+static void test_total_timeout(void **state)
+{
+	waker w;
+	tf_fetch *f;
+	tf_fetch_resp resp;
+	tf_fetch_req req = {0};
+	char err[256];
+	(void)state;
+
+	/* a stalled server and no cancel: the request's own timeout ends it */
+	faults("{\"stall\":{\"after_bytes\":100,\"seconds\":30}}");
+	waker_init(&w);
+	f = new_fetch(&w);
+	req.url = url("/bundles/poisonivy.json");
+	req.timeout_s = 1;
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ENETWORK);
+	assert_string_equal(err, "timed out after 1 s");
+	assert_null(resp.body);
+	tf_fetch_free(f);
+	waker_close(&w);
+}
+
 static void test_no_wake_fd(void **state)
 {
 	tf_fetch *f = NULL;
@@ -537,6 +559,7 @@ int main(void)
 		cmocka_unit_test(test_connection_refused),
 		cmocka_unit_test(test_retry_after_captured),
 		cmocka_unit_test(test_truncated),
+		cmocka_unit_test(test_total_timeout),
 		cmocka_unit_test(test_no_wake_fd),
 	};
 	return cmocka_run_group_tests_name("fetch", tests, start_upstream, stop_upstream);

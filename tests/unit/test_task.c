@@ -1153,6 +1153,43 @@ static void test_finish(void **state)
 	}
 	free(e1);
 	assert_int_equal(tu_undo_count(st, id), 0);
+
+	/* A run that ends on a cancel its task never showed (it saw only the
+	 * feed's signal): still ends properly, through stopping/cancelling. */
+	e1 = tu_export(st, NULL, NULL);
+	create(st, "r", id);
+	claim(st, id);
+	do_some_work(st, id);
+	assert_int_equal(tf_runctl_finish(st, id, TF_ST_CANCELLED, 0, NULL), TF_OK);
+	o = tu_task(st, id);
+	assert_string_equal(tf_json_str(o, "status"), "cancelled");
+	assert_string_equal(jstr(o, "cancel", "mode"), "cancel_job");
+	json_object_put(o);
+	{
+		char *e2 = tu_export(st, NULL, NULL);
+		assert_string_equal(e2, e1);
+		free(e2);
+	}
+	free(e1);
+	assert_int_equal(tu_undo_count(st, id), 0);
+	assert_slot_free(st, "r");
+	create(st, "r", id);
+	claim(st, id);
+	do_some_work(st, id);
+	e1 = tu_export(st, NULL, NULL);
+	assert_int_equal(tf_runctl_finish(st, id, TF_ST_STOPPED, 0, NULL), TF_OK);
+	o = tu_task(st, id);
+	assert_string_equal(tf_json_str(o, "status"), "stopped");
+	assert_string_equal(jstr(o, "cancel", "mode"), "stop_now");
+	json_object_put(o);
+	{
+		char *e2 = tu_export(st, NULL, NULL);
+		assert_string_equal(e2, e1);
+		free(e2);
+	}
+	free(e1);
+	assert_int_equal(tu_undo_count(st, id), 0);
+	assert_slot_free(st, "r");
 	free(e0);
 	tf_store_close(st);
 }

@@ -40,7 +40,8 @@
 #include "task.h"
 #include "util.h"
 
-/* lib/limits.h shadows <limits.h> under -Ilib: no PATH_MAX here. */
+/* Path buffers (PATH_MAX would need <limits.h>, which lib/limits.h
+ * shadowed under -Ilib). */
 #define TU_PATH 4096
 
 /* ---- temporary directories ------------------------------------------------ */

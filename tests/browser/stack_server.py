@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Start a throwaway threatfeed stack for the browser tests and keep it up.
+
+    python3 tests/browser/stack_server.py [--server lighttpd] [--fcgi-procs N]
+        [--conf KEY=VALUE ...] [-- UPSTREAM_ARGS...]
+
+Starts tests/integration/stack.py's Stack (test upstream + web server with its
+deploy/ config + FastCGI handler; the handler spawns the workers), then prints
+exactly one JSON line on stdout:
+
+    {"base_url": ..., "upstream_url": ..., "upstream_port": ..., "state_dir": ...,
+     "db_dir": ..., "cli": ..., "pid": ..., "env": {...}}
+
+and stays up until its stdin reaches EOF (the test process closed it or died),
+or SIGTERM/SIGINT/SIGHUP, then stops everything it started (Stack.stop(), which
+also ends the detached workers on this store) and exits.  If the stack cannot
+start it prints {"error": "..."} instead and exits 1.
+
+Binaries: $TF_BIN_DIR, else build/asan when it holds the binaries, else build/.
+Everything after "--" goes to tests/upstream/upstream.py (e.g. --objects 3000
+--page-size 100 --page-delay-ms 300).  The stack's progress notes go to stderr.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+
+from stack import Stack  # noqa: E402
+
+
+def default_bin_dir():
+    if os.environ.get("TF_BIN_DIR"):
+        return os.environ["TF_BIN_DIR"]
+    asan = os.path.join(REPO, "build", "asan")
+    if all(os.access(os.path.join(asan, p), os.X_OK) for p in ("threatfeed", "threatfeed.fcgi")):
+        return asan
+    return os.path.join(REPO, "build")
+
+
+def main():
+    argv = sys.argv[1:]
+    upstream_args = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, upstream_args = argv[:i], argv[i + 1:]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--server", default="lighttpd")
+    ap.add_argument("--fcgi-procs", type=int, default=2)
+    ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a THREATFEED_CONF setting (repeatable)")
+    args = ap.parse_args(argv)
+    conf = {}
+    for kv in args.conf:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            ap.error("--conf wants KEY=VALUE, got %r" % kv)
+        conf[k.strip()] = v.strip()
+
+    done = threading.Event()
+
+    def on_signal(signum, frame):
+        done.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    stack = Stack(args.server, bin_dir=default_bin_dir(), conf=conf,
+                  upstream_args=upstream_args, fcgi_procs=args.fcgi_procs)
+    try:
+        stack.start()
+    except Exception as e:  # StackError carries the log tails
+        sys.stdout.write(json.dumps({"error": str(e)}) + "\n")
+        sys.stdout.flush()
+        return 1
+
+    try:
+        info = {
+            "base_url": stack.base_url,
+            "upstream_url": stack.upstream_url,
+            "upstream_port": stack.upstream_port,
+            "state_dir": stack.state_dir,
+            "db_dir": stack.db_dir,
+            "cli": stack.cli_path,
+            "bin_dir": stack.bin_dir,
+            "pid": os.getpid(),
+            "env": {k: v for k, v in stack.env.items()
+                    if k.startswith(("THREATFEED_", "ASAN_", "UBSAN_"))},
+        }
+        sys.stdout.write(json.dumps(info) + "\n")
+        sys.stdout.flush()
+
+        # Wait for EOF on stdin in a daemon thread so a signal can end the
+        # wait too (the main thread sleeps on the event, which signals wake).
+        def watch_stdin():
+            try:
+                while sys.stdin.buffer.read1(65536):
+                    pass
+            except (OSError, ValueError):
+                pass
+            done.set()
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+        while not done.wait(0.5):
+            pass
+    finally:
+        # Stack.stop() is idempotent; a second signal during it is ignored.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        stack.stop()
+    reports = stack.sanitizer_reports
+    return 2 if reports else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

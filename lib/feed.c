@@ -305,6 +305,8 @@ static int create_txn(tf_txn *txn, void *vctx)
 	size_t vl;
 	int rc;
 
+	free(c->json); /* a replay after map growth starts over */
+	c->json = NULL;
 	if (!f)
 		return TF_ENOMEM;
 	json_object_object_add(f, "enabled", json_object_new_boolean(1));

@@ -1,8 +1,80 @@
 #include "json.h"
 #include "err.h"
 
+/* Depth of the finite-number walk; json-c already capped nesting. */
+#define TF_JSON_WALK_MAX 1024
+
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+/* json-c's strict mode still takes 'single-quoted' strings, NaN and
+ * Infinity, and would write NaN back out as invalid JSON. One pass over the
+ * tokens outside strings refuses everything RFC 8259 does not allow. */
+static int lexically_strict(const char *t, size_t len, size_t *bad)
+{
+	static const char *const words[] = {"true", "false", "null"};
+	int in_str = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = t[i];
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+			continue;
+		}
+		if (c == '"') {
+			in_str = 1;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+			size_t w = 0, n = 0;
+			if (c == 'e' || c == 'E') /* exponent: the number grammar is json-c's */
+				continue;
+			for (; w < 3; w++) {
+				n = strlen(words[w]);
+				if (len - i >= n && !memcmp(t + i, words[w], n))
+					break;
+			}
+			if (w == 3) {
+				*bad = i;
+				return 0;
+			}
+			i += n - 1;
+		} else if (c == '\'') {
+			*bad = i;
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* 1e999 is valid JSON text but no finite number: refuse what we could not
+ * write back faithfully. */
+static int finite_numbers(json_object *o, int depth)
+{
+	if (depth > TF_JSON_WALK_MAX)
+		return 1;
+	switch (json_object_get_type(o)) {
+	case json_type_double:
+		return isfinite(json_object_get_double(o));
+	case json_type_array:
+		for (size_t i = 0, n = json_object_array_length(o); i < n; i++)
+			if (!finite_numbers(json_object_array_get_idx(o, i), depth + 1))
+				return 0;
+		return 1;
+	case json_type_object: {
+		json_object_object_foreach(o, k, v) {
+			(void)k;
+			if (!finite_numbers(v, depth + 1))
+				return 0;
+		}
+		return 1;
+	}
+	default:
+		return 1;
+	}
+}
 
 int tf_json_parse(const char *text, size_t len, int max_depth, json_object **out, char *err,
                   size_t errlen)
@@ -22,12 +94,22 @@ int tf_json_parse(const char *text, size_t len, int max_depth, json_object **out
 		snprintf(err, errlen, "JSON text too large");
 		return TF_EINVAL;
 	}
+	if (!lexically_strict(text, len, &used)) {
+		snprintf(err, errlen, "invalid JSON at byte %zu: unexpected character", used);
+		return TF_EINVAL;
+	}
 	if (!(tok = json_tokener_new_ex(max_depth)))
 		return TF_ENOMEM;
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	obj = json_tokener_parse_ex(tok, text, (int)len);
 	jerr = json_tokener_get_error(tok);
 	used = json_tokener_get_parse_end(tok);
+	if (jerr == json_tokener_continue && !obj) {
+		/* A top-level number only ends at the end of input: say so. */
+		obj = json_tokener_parse_ex(tok, "", 1);
+		jerr = json_tokener_get_error(tok);
+		used = len;
+	}
 	if (jerr == json_tokener_continue) {
 		snprintf(err, errlen, "invalid JSON: unexpected end of input");
 		goto fail;
@@ -43,6 +125,11 @@ int tf_json_parse(const char *text, size_t len, int max_depth, json_object **out
 			goto fail;
 		}
 	json_tokener_free(tok);
+	if (!finite_numbers(obj, 0)) {
+		snprintf(err, errlen, "invalid JSON: number out of range");
+		json_object_put(obj);
+		return TF_EINVAL;
+	}
 	*out = obj;
 	return TF_OK;
 fail:

@@ -132,8 +132,10 @@ int tf_bundle_run(tf_run *r)
 		char what[64];
 
 		snprintf(what, sizeof what, "bundle batch %zu", from / BUNDLE_BATCH + 1);
-		if ((rc = tf_run_stage(r, TF_SG_PROCESSING, "objects %zu-%zu of %zu", from + 1,
-		                       from + count, n)))
+		rc = n ? tf_run_stage(r, TF_SG_PROCESSING, "objects %zu-%zu of %zu", from + 1,
+		                      from + count, n)
+		       : tf_run_stage(r, TF_SG_PROCESSING, "the bundle has no objects");
+		if (rc)
 			goto out;
 		rc = count ? tf_stix_ingest(r, objs, from, count, resp.body, spans, what, &st) : TF_OK;
 		if (!rc) {

@@ -104,9 +104,11 @@ void tf_stix_stats_free(tf_stix_stats *st);
  * TF_MAX_BACKOFF_S; else 1, 2, 4 … s) in stage rate_limited, other 5xx back
  * off likewise, at most TF_MAX_RETRIES times, a warning each; the run's
  * stage is then set back to `stage`. Adds the body bytes to bytes_received.
- * TF_OK with *resp the final answer (any other status, or the last 5xx/429
- * when retries ran out: caller frees), TF_ECANCELLED, or an error after
- * tf_run_fail(r, "<what>: …"). */
+ * TF_OK with *resp the answer, of any status but those retried (caller
+ * frees: tf_fetch_resp_free); TF_ECANCELLED; or, after tf_run_fail(r,
+ * "<what>: …"), TF_EUPSTREAM when the retries ran out and the fetch's error
+ * (TF_ENETWORK, TF_ELIMIT, …) when the transfer failed — network errors are
+ * not retried. */
 int tf_stix_http_get(tf_run *r, const tf_fetch_req *req, tf_fetch_resp *resp, tf_stage stage,
                      const char *what);
 /* A one-line description of a non-2xx answer for an error text: "HTTP 500",

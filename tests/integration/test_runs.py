@@ -36,6 +36,21 @@ class RunTest(unittest.TestCase):
         self.env.add_feed(feed_id, up, **fields)
         return up
 
+    def freeze_worker_in_transfer(self, up, task_id):
+        """SIGSTOPs the run's worker while it waits on a stalled page (page 2),
+        i.e. outside any store transaction — a worker that ignores SIGTERM,
+        SIGUSR1 and the store. (Stopped inside a write transaction it would
+        also hold the store's writer lock; see README, known limitations.)"""
+        self.wait_pages(task_id, 2)
+        deadline = time.monotonic() + 30
+        while up.ctl("stats")["in_flight"] < 1:
+            self.assertLess(time.monotonic(), deadline, "the stalled page was never requested")
+            time.sleep(0.01)
+        time.sleep(0.3)
+        pid = self.env.run_processes(task_id)["work"]
+        os.kill(pid, signal.SIGSTOP)
+        return pid
+
     def wait_pages(self, task_id, n, timeout=60):
         return self.env.wait(task_id, {"running", "stopping", "cancelling"} | TERMINAL, timeout,
                              pred=lambda t: t["progress"]["pages_done"] >= n or t["status"] in TERMINAL)
@@ -160,41 +175,43 @@ class Cancels(RunTest):
         self.assertEqual(t["status"], "stopped")
         self.assertEqual(self.env.cancel(task, "stop_now", check=False).returncode, 4)
 
+    def stalled_feed(self):
+        up = self.feed_up("f")
+        up.ctl("faults", {"stall": {"page": 2, "after_bytes": 100, "seconds": 300}})
+        return up
+
     def test_escalation_stop_now_to_cancel_job_rolls_back(self):
-        self.feed_up("f", "--page-delay-ms", "100")
+        up = self.stalled_feed()
         task = self.env.consume("f")
-        self.wait_pages(task, 2)
-        procs = self.env.run_processes(task)
-        os.kill(procs["work"], signal.SIGSTOP)   # the worker can't act on the first cancel
+        pid = self.freeze_worker_in_transfer(up, task)   # can't act on the first cancel
         try:
             self.env.cancel(task, "stop_now")
             self.assertEqual(self.env.status(task)["status"], "stopping")
             self.env.cancel(task, "cancel_job")
             self.assertEqual(self.env.status(task)["status"], "cancelling")
         finally:
-            os.kill(procs["work"], signal.SIGCONT)
+            os.kill(pid, signal.SIGCONT)
         t = self.env.wait(task, TERMINAL)
         self.assertEqual(t["status"], "cancelled", t)
         self.assertEqual(t["cancel"]["mode"], "cancel_job")
+        self.assertEqual(t["rolled_back"], 2 * PAGE)
         self.assertEqual(self.env.export("f"), "")
 
     def test_hung_worker_is_killed_after_grace(self):
-        self.feed_up("f", "--page-delay-ms", "100")
+        up = self.stalled_feed()
         task = self.env.consume("f")
-        self.wait_pages(task, 2)
-        procs = self.env.run_processes(task)
-        os.kill(procs["work"], signal.SIGSTOP)   # ignores SIGTERM, SIGUSR1 and the store
+        self.freeze_worker_in_transfer(up, task)
         self.env.cancel(task, "stop_now")
         t = self.env.wait(task, TERMINAL, timeout=60)
         self.assertEqual(t["status"], "stopped", t)
         self.assertTrue(t["cancel"]["forced"], t)
-        self.assertEqual(len(lines(self.env.export("f"))), t["progress"]["indicators_created"])
+        self.assertEqual(t["progress"]["indicators_created"], 2 * PAGE)
+        self.assertEqual(len(lines(self.env.export("f"))), 2 * PAGE)
 
     def test_hung_worker_with_cancel_job_is_killed_and_rolled_back(self):
-        self.feed_up("f", "--page-delay-ms", "100")
+        up = self.stalled_feed()
         task = self.env.consume("f")
-        self.wait_pages(task, 2)
-        os.kill(self.env.run_processes(task)["work"], signal.SIGSTOP)
+        self.freeze_worker_in_transfer(up, task)
         self.env.cancel(task, "cancel_job")
         t = self.env.wait(task, TERMINAL, timeout=60)
         self.assertEqual(t["status"], "cancelled", t)

@@ -713,6 +713,99 @@ static void test_rollback_resume_after_kill(void **state)
 	}
 }
 
+/* ---- dead readers ------------------------------------------------------------ */
+
+static int die_in_view(tf_txn *t, void *vctx)
+{
+	(void)t, (void)vctx;
+	raise(SIGKILL);
+	return TF_OK;
+}
+
+struct rewrite_ctx {
+	int round;
+};
+
+static int rewrite_txn(tf_txn *t, void *vctx)
+{
+	struct rewrite_ctx *c = vctx;
+	char k[16], v[1024];
+	for (int i = 0; i < 50; i++) {
+		int rc;
+		snprintf(k, sizeof k, "rw%03d", i);
+		memset(v, 'a' + (c->round + i) % 26, sizeof v);
+		if ((rc = tf_txn_put(t, TF_TBL_RECORDS, k, strlen(k), v, sizeof v)))
+			return rc;
+	}
+	return TF_OK;
+}
+
+static off_t data_size(const char *path)
+{
+	char f[TU_PATH + 16];
+	struct stat sb;
+	snprintf(f, sizeof f, "%s/data.mdb", path);
+	assert_int_equal(stat(f, &sb), 0);
+	return sb.st_size;
+}
+
+/* A process killed inside a read snapshot leaves its reader slot behind
+ * while other processes keep the store open; unless the next open clears it
+ * (mdb_reader_check), that snapshot pins every page freed after it and the
+ * file grows without bound. */
+static void test_dead_reader_released(void **state)
+{
+	char path[TU_PATH];
+	tf_store *st = tu_new_store("deadreader", path, sizeof path), *keep;
+	struct rewrite_ctx c = {0};
+	off_t before, after;
+	int go[2];
+	pid_t pid;
+	(void)state;
+
+	for (c.round = 0; c.round < 20; c.round++)
+		assert_int_equal(tf_store_update(st, rewrite_txn, &c), TF_OK);
+	tf_store_close(st);
+	assert_int_equal(pipe(go), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		tf_store *cs;
+		char ch;
+		close(go[1]);
+		if (read(go[0], &ch, 1) != 1 || tf_store_open(&cs, path, 0, NULL, 0))
+			_exit(1);
+		tf_store_view(cs, die_in_view, NULL);
+		_exit(2);
+	}
+	close(go[0]);
+	/* this process keeps the store open throughout (as the web server does) */
+	keep = tu_open(path, 0);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	close(go[1]);
+	assert_int_equal(tu_wait(pid), 128 + SIGKILL);
+	before = data_size(path);
+	/* a later process opens the store and writes a lot */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		tf_store *cs;
+		if (tf_store_open(&cs, path, 0, NULL, 0))
+			_exit(1);
+		for (; c.round < 320; c.round++)
+			if (tf_store_update(cs, rewrite_txn, &c))
+				_exit(2);
+		tf_store_close(cs);
+		_exit(0);
+	}
+	assert_int_equal(tu_wait(pid), 0);
+	after = data_size(path);
+	if (after - before > (off_t)(1 << 20))
+		fail_msg("data.mdb grew from %lld to %lld bytes: a dead reader pins old pages",
+		         (long long)before, (long long)after);
+	tf_store_close(keep);
+}
+
 /* ---- map growth -------------------------------------------------------------- */
 
 struct big_ctx {
@@ -882,6 +975,7 @@ int main(void)
 		cmocka_unit_test(test_journal_rollback),
 		cmocka_unit_test(test_rollback_chunks),
 		cmocka_unit_test(test_rollback_resume_after_kill),
+		cmocka_unit_test(test_dead_reader_released),
 		cmocka_unit_test(test_map_growth),
 	};
 	tu_init("store");

@@ -1414,6 +1414,190 @@ static void test_claim_and_queue(void **state)
 	tf_store_close(st);
 }
 
+/* ---- spawning and waking ------------------------------------------------------------ */
+
+static void write_script(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(chmod(path, 0755), 0);
+}
+
+static char *slurp(const char *path)
+{
+	char *buf = NULL;
+	size_t cap = 0;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	if (getdelim(&buf, &cap, '\0', f) < 0) {
+		free(buf);
+		buf = NULL;
+	}
+	fclose(f);
+	return buf;
+}
+
+static long session_of(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	long sid = -1;
+	FILE *f;
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	if (!(f = fopen(path, "r")))
+		return -1;
+	if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')))
+		sscanf(p + 2, "%*c %*d %*d %ld", &sid);
+	fclose(f);
+	return sid;
+}
+
+/* The run is started fully detached: its arguments, a new session, no fd of
+ * the caller's, and no zombie left to the caller. */
+static void test_spawn_detached(void **state)
+{
+	char dir[TU_PATH], script[480], out[480], text[2048];
+	char *got = NULL;
+	tf_config cfg;
+	int marker, status;
+	const char *id = "0badc0de-0000-4000-8000-000000000001";
+	(void)state;
+
+	tu_path(dir, sizeof dir, "spawn");
+	assert_int_equal(mkdir(dir, 0755), 0);
+	assert_true(strlen(dir) < 400);
+	snprintf(script, sizeof script, "%.400s/fake-worker", dir);
+	snprintf(out, sizeof out, "%.400s/report", dir);
+	snprintf(text, sizeof text,
+	         "#!/bin/sh\n"
+	         "{ echo \"args: $*\"; echo \"sid: $(cut -d' ' -f6 /proc/$$/stat)\";\n"
+	         "  echo \"fds: $(ls /proc/$$/fd | sort -n | tr '\\n' ' ')\"; } > %s.tmp\n"
+	         "mv %s.tmp %s\n"
+	         "sleep 1\n",   /* a run outlives the request that started it */
+	         out, out, out);
+	write_script(script, text);
+	memset(&cfg, 0, sizeof cfg);
+	snprintf(cfg.worker, sizeof cfg.worker, "%.480s", script);
+	/* an fd without close-on-exec that must not leak into the run */
+	marker = dup2(open("/dev/null", O_RDONLY), 57);
+	assert_int_equal(marker, 57);
+	{
+		int64_t t0 = tf_mono_us();
+		assert_int_equal(tf_runctl_spawn(&cfg, id), TF_OK);
+		/* returns at once, not when the run ends */
+		assert_true(tf_mono_us() - t0 < 700000);
+	}
+	/* no child of ours is left behind (not even a zombie) */
+	assert_int_equal(waitpid(-1, &status, WNOHANG), -1);
+	assert_int_equal(errno, ECHILD);
+	for (int i = 0; i < 500 && !(got = slurp(out)); i++)
+		usleep(10000);
+	close(57);
+	assert_non_null(got);
+	if (getenv("TF_TEST_VERBOSE"))
+		fprintf(stderr, "spawned run reported:\n%s", got);
+	{
+		char want[128];
+		long sid = -1;
+		char *p;
+		snprintf(want, sizeof want, "args: supervise %s\n", id);
+		if (!tu_contains(got, want))
+			fail_msg("spawned run got: %s", got);
+		p = strstr(got, "sid: ");
+		assert_non_null(p);
+		sid = strtol(p + 5, NULL, 10);
+		assert_true(sid > 0);
+		assert_true(sid != session_of(getpid()));
+		p = strstr(got, "fds: ");
+		assert_non_null(p);
+		if (tu_contains(p, " 57 "))
+			fail_msg("fd 57 leaked into the run: %s", p);
+	}
+	free(got);
+	/* a worker that is not executable is an error */
+	snprintf(cfg.worker, sizeof cfg.worker, "%.400s/missing", dir);
+	assert_int_equal(tf_runctl_spawn(&cfg, id), TF_ESYS);
+	assert_int_equal(waitpid(-1, &status, WNOHANG), -1);
+}
+
+static volatile sig_atomic_t usr1_seen;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	usr1_seen = 1;
+}
+
+static void test_wake(void **state)
+{
+	tf_store *st = tu_new_store("wake", NULL, 0);
+	char id[TF_UUID_LEN + 1];
+	int ready[2], done[2], reaped;
+	tf_runinfo ri = {0};
+	pid_t pid, p1;
+	uint64_t s1;
+	char c;
+	(void)state;
+
+	tu_simple_feed(st, "w");
+	create(st, "w", id);
+	/* not started yet: nothing to signal, nothing changes */
+	assert_int_equal(tf_runctl_wake(st, id), TF_OK);
+	assert_int_equal(tu_task_status(st, id), TF_ST_QUEUED);
+	claim(st, id);
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(done), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sigaction sa = {0};
+		sa.sa_handler = on_usr1;
+		sigaction(SIGUSR1, &sa, NULL);
+		close(ready[0]);
+		close(done[0]);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(1);
+		for (int i = 0; i < 1000 && !usr1_seen; i++)
+			usleep(5000);
+		if (!usr1_seen)
+			_exit(2);
+		if (write(done[1], "w", 1) != 1)
+			_exit(3);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(done[1]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	/* the child is the run's worker; this process its supervisor */
+	assert_int_equal(tf_runctl_set_worker(st, id, pid), TF_OK);
+	usr1_seen = 0;
+	{
+		struct sigaction sa = {0}, old;
+		sa.sa_handler = on_usr1;
+		sigaction(SIGUSR1, &sa, &old);
+		assert_int_equal(tf_runctl_wake(st, id), TF_OK);
+		assert_int_equal(read(done[0], &c, 1), 1);
+		for (int i = 0; i < 200 && !usr1_seen; i++)
+			usleep(1000);
+		sigaction(SIGUSR1, &old, NULL);
+	}
+	assert_true(usr1_seen);
+	assert_int_equal(tu_wait(pid), 0);
+	close(ready[0]);
+	close(done[0]);
+	/* both gone: waking is harmless and ends the lost run */
+	dead_process(&p1, &s1);
+	ri = (tf_runinfo){.sup_pid = p1, .sup_start = s1, .worker_pid = pid, .worker_start = 1};
+	set_runinfo(st, id, &ri);
+	assert_int_equal(tf_runctl_wake(st, id), TF_OK);
+	assert_int_equal(tu_task_status(st, id), TF_ST_FAILED);
+	assert_int_equal(tf_runctl_reap(st, id, &reaped), TF_OK);
+	assert_int_equal(reaped, 0);
+	tf_store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1431,6 +1615,8 @@ int main(void)
 		cmocka_unit_test(test_finish),
 		cmocka_unit_test(test_reap),
 		cmocka_unit_test(test_claim_and_queue),
+		cmocka_unit_test(test_spawn_detached),
+		cmocka_unit_test(test_wake),
 	};
 	tu_init("task");
 	tu_seed();

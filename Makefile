@@ -11,6 +11,8 @@ STATE_DIR ?= ./var
 PKGS      := fcgi libcurl json-c lmdb
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# The CLI and the supervisor do not load libcurl (it costs ~30 ms per exec).
+CLI_LIBS   = $(shell pkg-config --libs json-c lmdb 2>/dev/null)
 
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
            -Wmissing-prototypes -Wvla -Wundef -Wpointer-arith -Wno-format-nonliteral
@@ -19,7 +21,10 @@ OPT     ?= -O2 -g
 SAN     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 LIB_SRC    := $(wildcard lib/*.c)
-WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
+CLI_SRC    := worker/main.c worker/supervisor.c
+# everything a run's worker needs beyond lib/: fetch, drivers, STIX, probe
+WORKER_SRC := $(filter-out worker/main.c worker/work_main.c,$(wildcard worker/*.c))
+RUN_SRC    := $(filter-out worker/supervisor.c,$(WORKER_SRC))
 FCGI_SRC   := $(filter-out fcgi/main.c,$(wildcard fcgi/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 HDRS       := $(wildcard lib/*.h worker/*.h fcgi/*.h)
@@ -28,9 +33,9 @@ HDRS       := $(wildcard lib/*.h worker/*.h fcgi/*.h)
 obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
 .PHONY: all asan test check unit integration browser fuzz-regress run bench install clean deps-build deps-test deps-run deps-bench
-all: $(BUILD)/threatfeed $(BUILD)/threatfeed.fcgi
+all: $(BUILD)/threatfeed $(BUILD)/threatfeed-worker $(BUILD)/threatfeed.fcgi
 
-asan: $(BUILD)/asan/threatfeed $(BUILD)/asan/threatfeed.fcgi
+asan: $(BUILD)/asan/threatfeed $(BUILD)/asan/threatfeed-worker $(BUILD)/asan/threatfeed.fcgi
 
 $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -40,13 +45,19 @@ $(BUILD)/asan/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(WARN) $(SAN) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/threatfeed: $(call obj,$(BUILD),worker/main.c $(WORKER_SRC) $(LIB_SRC))
+$(BUILD)/threatfeed: $(call obj,$(BUILD),$(CLI_SRC) $(LIB_SRC))
+	$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(CLI_LIBS)
+
+$(BUILD)/threatfeed-worker: $(call obj,$(BUILD),worker/work_main.c $(RUN_SRC) $(LIB_SRC))
 	$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/threatfeed.fcgi: $(call obj,$(BUILD),fcgi/main.c $(FCGI_SRC) $(LIB_SRC))
 	$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/asan/threatfeed: $(call obj,$(BUILD)/asan,worker/main.c $(WORKER_SRC) $(LIB_SRC))
+$(BUILD)/asan/threatfeed: $(call obj,$(BUILD)/asan,$(CLI_SRC) $(LIB_SRC))
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(CLI_LIBS)
+
+$(BUILD)/asan/threatfeed-worker: $(call obj,$(BUILD)/asan,worker/work_main.c $(RUN_SRC) $(LIB_SRC))
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/asan/threatfeed.fcgi: $(call obj,$(BUILD)/asan,fcgi/main.c $(FCGI_SRC) $(LIB_SRC))
@@ -85,6 +96,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/threatfeed \
 	           $(DESTDIR)$(PREFIX)/share/threatfeed/www $(DESTDIR)$(PREFIX)/share/doc/threatfeed
 	install -m 0755 $(BUILD)/threatfeed $(DESTDIR)$(PREFIX)/bin/threatfeed
+	install -m 0755 $(BUILD)/threatfeed-worker $(DESTDIR)$(PREFIX)/bin/threatfeed-worker
 	install -m 0755 $(BUILD)/threatfeed.fcgi $(DESTDIR)$(PREFIX)/lib/threatfeed/threatfeed.fcgi
 	cp -R www/. $(DESTDIR)$(PREFIX)/share/threatfeed/www/
 	cp -R deploy $(DESTDIR)$(PREFIX)/share/doc/threatfeed/

@@ -126,5 +126,11 @@ int tf_config_load(tf_config *cfg, const char *argv0, char *err, size_t errlen)
 		snprintf(cfg->db_path, sizeof cfg->db_path, "%.500s/db", cfg->state_dir);
 	if ((env = getenv("THREATFEED_WORKER")) && *env)
 		copy(cfg->worker, sizeof cfg->worker, env);
+	{
+		const char *slash = strrchr(cfg->worker, '/');
+		int dir = slash ? (int)(slash - cfg->worker) : 0;
+		snprintf(cfg->runner, sizeof cfg->runner, "%.*s%sthreatfeed-worker", dir,
+		         cfg->worker, slash ? "/" : "");
+	}
 	return TF_OK;
 }

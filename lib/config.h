@@ -10,6 +10,7 @@ typedef struct tf_config {
 	char state_dir[512];
 	char db_path[512];
 	char worker[512];          /* the `threatfeed` binary runs are spawned with */
+	char runner[512];          /* `threatfeed-worker`, beside it: the curl side */
 	char api_token[256];       /* empty: no token required */
 	int trust_remote_user;
 	int max_concurrent_runs;

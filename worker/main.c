@@ -7,16 +7,14 @@
 #include "json.h"
 #include "limits.h"
 #include "log.h"
-#include "probe.h"
 #include "records.h"
-#include "run.h"
 #include "runctl.h"
 #include "store.h"
 #include "supervisor.h"
 #include "task.h"
 #include "util.h"
 
-#include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -257,17 +255,6 @@ static int cmd_feed(struct ctx *c, int argc, char **argv)
 	                "feed ");
 }
 
-struct feed_ctx {
-	const char *id;
-	json_object *feed;
-};
-
-static int load_feed(tf_txn *txn, void *vctx)
-{
-	struct feed_ctx *fc = vctx;
-	return tf_feed_load(txn, fc->id, &fc->feed);
-}
-
 /* ---- runs -------------------------------------------------------------------- */
 
 static int cmd_consume(struct ctx *c, int argc, char **argv)
@@ -437,33 +424,16 @@ static int cmd_tick(struct ctx *c, int argc, char **argv)
 	return 0;
 }
 
-/* Prints {"ok":bool,"detail":"…"} and exits 0 whatever the upstream said;
- * the handler relays that line (SPEC §2 test_connection). */
-static int cmd_test_connection(struct ctx *c, int argc, char **argv)
+/* The commands that need libcurl live in `threatfeed-worker`, so the CLI and
+ * every run's supervisor start without loading it (tens of ms per exec). */
+static int exec_runner(struct ctx *c, int argc, char **argv)
 {
-	struct feed_ctx fc = {.id = argc == 2 ? argv[1] : NULL};
-	json_object *o;
-	char detail[512];
-	int rc, ok;
-
-	if (argc != 2 || !tf_valid_feed_id(argv[1]))
-		return fprintf(stderr, "usage: threatfeed test-connection FEED\n"), EXIT_USAGE;
-	if ((rc = open_store(c)) || (rc = tf_store_view(c->st, load_feed, &fc)))
-		return fail(rc, argv[1]);
-	ok = tf_probe_feed(fc.feed, detail, sizeof detail);
-	json_object_put(fc.feed);
-	if (!(o = json_object_new_object()))
-		return fail(TF_ENOMEM, "test-connection");
-	json_object_object_add(o, "ok", json_object_new_boolean(ok));
-	json_object_object_add(o, "detail", json_object_new_string(detail));
-	{
-		size_t n;
-		const char *text = tf_json_text(o, &n);
-		fwrite(text, 1, n, stdout);
-		fputc('\n', stdout);
-	}
-	json_object_put(o);
-	return 0;
+	char *args[4] = {c->cfg.runner, argv[0], argc > 1 ? argv[1] : NULL, NULL};
+	if (argc != 2)
+		return fprintf(stderr, "usage: threatfeed %s ARG\n", argv[0]), EXIT_USAGE;
+	execv(c->cfg.runner, args);
+	fprintf(stderr, "threatfeed: cannot run %s: %s\n", c->cfg.runner, strerror(errno));
+	return 1;
 }
 
 static int cmd_supervise(struct ctx *c, int argc, char **argv)
@@ -472,14 +442,6 @@ static int cmd_supervise(struct ctx *c, int argc, char **argv)
 		return EXIT_USAGE;
 	tf_log_init("threatfeed-supervise", getenv("THREATFEED_RUN_LOG") != NULL);
 	return tf_supervise_main(&c->cfg, argv[1]);
-}
-
-static int cmd_work(struct ctx *c, int argc, char **argv)
-{
-	if (argc != 2)
-		return EXIT_USAGE;
-	tf_log_init("threatfeed-work", getenv("THREATFEED_RUN_LOG") != NULL);
-	return tf_work_main(&c->cfg, argv[1]);
 }
 
 static const struct cmd commands[] = {
@@ -493,10 +455,10 @@ static const struct cmd commands[] = {
 	 "end runs whose processes are gone; drop expired cancel signals, finished tasks beyond "
 	 "history_keep per feed, and leftover undo entries"},
 	{"tick", cmd_tick, "tick", "start due scheduled runs (interval_s) and the queue; for cron"},
-	{"test-connection", cmd_test_connection, "test-connection FEED",
+	{"test-connection", exec_runner, "test-connection FEED",
 	 "reach the feed's upstream with its credentials; prints {\"ok\",\"detail\"}"},
 	{"supervise", cmd_supervise, "supervise TASK", "(internal) a run's supervising process"},
-	{"work", cmd_work, "work TASK", "(internal) a run's worker process"},
+	{"work", exec_runner, "work TASK", "(internal) a run's worker process"},
 };
 
 static void usage(FILE *out, const struct cmd *cmds, size_t n, const char *prefix)
@@ -550,9 +512,7 @@ int main(int argc, char **argv)
 	}
 	if (c.cfg.log_debug)
 		tf_log_set_level(TF_LOG_DEBUG);
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 	rc = dispatch(commands, sizeof commands / sizeof *commands, &c, argc - 1, argv + 1, "");
 	tf_store_close(c.st);
-	curl_global_cleanup();
 	return rc;
 }

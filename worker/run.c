@@ -186,6 +186,8 @@ static void maybe_write(tf_run *r)
 
 int tf_run_stage(tf_run *r, tf_stage stage, const char *fmt, ...)
 {
+	int blocking = stage == TF_SG_FETCHING || stage == TF_SG_RATE_LIMITED ||
+	               stage == TF_SG_CONNECTING || stage == TF_SG_DISCOVERING;
 	r->stage = stage;
 	if (fmt) {
 		va_list ap;
@@ -193,7 +195,12 @@ int tf_run_stage(tf_run *r, tf_stage stage, const char *fmt, ...)
 		vsnprintf(r->message, sizeof r->message, fmt, ap);
 		va_end(ap);
 	}
-	maybe_write(r);
+	/* A stage that precedes a wait is written now: nothing else would write
+	 * it until the wait ends, and the status would show the previous step. */
+	if (blocking)
+		write_progress(r);
+	else
+		maybe_write(r);
 	return tf_run_check(r);
 }
 

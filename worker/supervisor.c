@@ -35,7 +35,7 @@ static pid_t start_worker(const tf_config *cfg, const char *task_id, const sigse
 	if (pid == 0) {
 		setpgid(0, 0);
 		sigprocmask(SIG_SETMASK, old, NULL);
-		execl(cfg->worker, "threatfeed", "work", task_id, (char *)NULL);
+		execl(cfg->runner, "threatfeed-worker", "work", task_id, (char *)NULL);
 		_exit(127);
 	}
 	if (pid > 0)

@@ -287,6 +287,7 @@
     health: null,
     healthState: 'unknown',     // ok | degraded | unreachable | auth | unknown
     healthAt: 0,
+    healthActiveKey: '',        // the active tasks (id:status) when health was last fetched
     reachable: true,
     authRequired: false,
     // Cancels clicked but not yet visible as stopping/cancelling/terminal.
@@ -706,9 +707,12 @@
     }
     setAttr(cells.statusDetail, 'title', activeId || f.last_task_id || null);
 
-    const lastRun = parseTime(f.last_run_at);
+    // The server sets last_run_at (a run's start) when the run ends; while
+    // one is going, its own start is the last run, not "never".
+    const runAt = (active && (active.started_at || active.created_at)) || f.last_run_at;
+    const lastRun = parseTime(runAt);
     setText(cells.lastRun, lastRun == null ? 'never' : fmtRelative(lastRun, now));
-    setAttr(cells.lastRun, 'datetime', f.last_run_at || null);
+    setAttr(cells.lastRun, 'datetime', lastRun == null ? null : runAt);
     setAttr(cells.lastRun, 'title', lastRun == null ? null : fmtAbsolute(lastRun));
     setText(cells.count, Number.isFinite(f.indicator_count) ? f.indicator_count : '—');
 
@@ -762,7 +766,7 @@
     const idCode = el('code', { class: 'mono task-id', 'data-testid': 'task-id', id: 'task-id-' + id, text: id });
     const c = {
       idCode,
-      feed: el('td', { 'data-testid': 'feed' }),
+      feed: el('td', { class: 'cell-feed', 'data-testid': 'feed' }),
       status: badge('queued'),
       stage: el('div', { class: 'mono small muted stage', 'data-testid': 'stage' }),
       message: el('td', { class: 'cell-message', 'data-testid': 'message' }),
@@ -1338,7 +1342,12 @@
 
   async function pollRound() {
     const now = Date.now();
-    const wantHealth = now - state.healthAt >= HEALTH_EVERY_MS || state.healthState !== 'ok';
+    // Health carries the worker counts: refresh it as soon as a run starts,
+    // changes state or ends, so the header never says "0 active" next to a
+    // running task for the rest of the health interval.
+    const activeKey = activeTasks().map((t) => t.task_id + ':' + t.status).join(' ');
+    const wantHealth = now - state.healthAt >= HEALTH_EVERY_MS || state.healthState !== 'ok' ||
+      activeKey !== state.healthActiveKey;
     // Feeds and the task list carry everything normally needed: one request each.
     const [feedsR, tasksR, healthR] = await Promise.allSettled([
       api.feeds(),
@@ -1350,6 +1359,7 @@
       const h = healthR.value.data || {};
       state.health = h;
       state.healthAt = Date.now();
+      state.healthActiveKey = activeKey;
       state.healthState = h.status === 'ok' && (h.store === undefined || h.store === 'ok') ? 'ok' : 'degraded';
     } else if (healthR.status === 'rejected') {
       const e = healthR.reason;

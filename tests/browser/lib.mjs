@@ -150,11 +150,14 @@ export class Stack {
   /** Replace the upstream's fault configuration (see tests/upstream/upstream.py). */
   faults(cfg) { return this.upstreamCtl('faults', cfg); }
 
-  /** Stop everything (closing stdin makes stack_server.py stop the stack). */
-  async stop() {
+  /**
+   * Stop everything (closing stdin makes stack_server.py stop the stack).
+   * keep: keep the state dir (logs, store) for a post-mortem.
+   */
+  async stop({ keep = false } = {}) {
     if (!liveStacks.has(this)) return this.exited;
     liveStacks.delete(this);
-    try { this.child.stdin.end(); } catch (_) { /* already closed */ }
+    try { this.child.stdin.end(keep ? 'keep\n' : undefined); } catch (_) { /* already closed */ }
     const outcome = await within(this.exited, 45_000);
     if (outcome === 'timeout') {
       this.child.kill('SIGTERM');
@@ -169,6 +172,28 @@ export class Stack {
 
   logTail(lines = 40) {
     return this.log.join('').split('\n').slice(-lines).join('\n');
+  }
+
+  /** The last lines of the stack's own logs (web server, handler, upstream, runs). */
+  serverLogs(lines = 15) {
+    const out = [];
+    const dir = this.info.state_dir;
+    const walk = (d, depth) => {
+      let entries = [];
+      try { entries = fs.readdirSync(d, { withFileTypes: true }); } catch (_) { return; }
+      for (const e of entries) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory() && depth < 2 && e.name !== 'db') walk(p, depth + 1);
+        else if (e.isFile() && /\.(log|out|err)$/.test(e.name)) {
+          let text = '';
+          try { text = fs.readFileSync(p, 'utf8'); } catch (_) { continue; }
+          const tail = text.trimEnd().split('\n').slice(-lines).join('\n');
+          if (tail) out.push(`==> ${path.relative(dir, p)} <==\n${tail}`);
+        }
+      }
+    };
+    if (dir) walk(dir, 0);
+    return out.join('\n');
   }
 }
 
@@ -411,9 +436,7 @@ export function dashTest(name, { shot, stack: stackOpts = {}, timeout = 150_000,
       try {
         return await body();
       } catch (e) {
-        if (e && typeof e.message === 'string' && !e.message.startsWith('[step ')) {
-          e.message = `[step "${label}"] ${e.message}`;
-        }
+        labelError(e, label);
         throw e;
       }
     };
@@ -436,9 +459,7 @@ export function dashTest(name, { shot, stack: stackOpts = {}, timeout = 150_000,
     } catch (e) {
       failure = e;
       t.diagnostic(`FAILED at step: ${current}`);
-      if (e && typeof e.message === 'string' && !e.message.startsWith('[step ')) {
-        e.message = `[step "${current}"] ${e.message}`;
-      }
+      labelError(e, current);
       throw e;
     } finally {
       if (browser) {
@@ -462,11 +483,13 @@ export function dashTest(name, { shot, stack: stackOpts = {}, timeout = 150_000,
       }
       if (stack) {
         if (failure) {
+          t.diagnostic(`stack logs (state dir ${stack.info.state_dir}, kept):\n${stack.serverLogs(15)}`);
+          const launcher = stack.logTail(20).trim();
+          if (launcher) t.diagnostic(`stack_server.py:\n${launcher}`);
           await stack.cancelAllActive();
-          t.diagnostic(`stack log tail:\n${stack.logTail(20)}`);
         }
         try {
-          await stack.stop();
+          await stack.stop({ keep: !!failure });
         } catch (e) {
           if (!failure) throw e; // sanitizer reports or a stuck launcher fail the test
           t.diagnostic(`stopping the stack: ${e.message}`);
@@ -474,6 +497,18 @@ export function dashTest(name, { shot, stack: stackOpts = {}, timeout = 150_000,
       }
     }
   });
+}
+
+/** Prefix the error's message (and the first line of its stack) with the step. */
+function labelError(e, label) {
+  if (!e || typeof e.message !== 'string' || e.message.startsWith('[step ')) return;
+  const old = e.message;
+  e.message = `[step "${label}"] ${old}`;
+  if (typeof e.stack === 'string' && old && e.stack.includes(old)) {
+    e.stack = e.stack.replace(old, e.message);
+  } else if (typeof e.stack === 'string') {
+    e.stack = `[step "${label}"] ${e.stack}`;
+  }
 }
 
 function slug(s) {

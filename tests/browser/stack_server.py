@@ -13,10 +13,16 @@ exactly one JSON line on stdout:
 
 and stays up until its stdin reaches EOF (the test process closed it or died),
 or SIGTERM/SIGINT/SIGHUP, then stops everything it started (Stack.stop(), which
-also ends the detached workers on this store) and exits.  If the stack cannot
+also ends the detached workers on this store) and exits.  A line "keep" on
+stdin before that keeps the state dir (logs, store) for a post-mortem; its
+path is printed to stderr.  Exit status: 0, 1 (could not start), 2 (sanitizer
+reports were found in the stack's logs; the state dir is kept).  If the stack cannot
 start it prints {"error": "..."} instead and exits 1.
 
 Binaries: $TF_BIN_DIR, else build/asan when it holds the binaries, else build/.
+They are copied to a private directory first (same basename, so an "asan"
+dir still turns on the sanitizer options), so a rebuild while the tests run
+cannot swap or truncate them under a running stack; --no-copy uses them in place.
 Everything after "--" goes to tests/upstream/upstream.py (e.g. --objects 3000
 --page-size 100 --page-delay-ms 300).  The stack's progress notes go to stderr.
 """
@@ -24,8 +30,10 @@ Everything after "--" goes to tests/upstream/upstream.py (e.g. --objects 3000
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,6 +63,8 @@ def main():
     ap.add_argument("--fcgi-procs", type=int, default=2)
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                     help="a THREATFEED_CONF setting (repeatable)")
+    ap.add_argument("--no-copy", action="store_true",
+                    help="run the binaries in place instead of from a private copy")
     args = ap.parse_args(argv)
     conf = {}
     for kv in args.conf:
@@ -64,6 +74,7 @@ def main():
         conf[k.strip()] = v.strip()
 
     done = threading.Event()
+    keep = [None]  # None: the Stack's own rule (kept on failure/sanitizer reports)
 
     def on_signal(signum, frame):
         done.set()
@@ -71,15 +82,38 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
-    stack = Stack(args.server, bin_dir=default_bin_dir(), conf=conf,
-                  upstream_args=upstream_args, fcgi_procs=args.fcgi_procs)
-    try:
-        stack.start()
-    except Exception as e:  # StackError carries the log tails
-        sys.stdout.write(json.dumps({"error": str(e)}) + "\n")
-        sys.stdout.flush()
-        return 1
+    bin_dir = os.path.abspath(os.path.join(REPO, default_bin_dir()))
+    copy_root = None
+    if not args.no_copy:
+        tmp_root = os.path.join(REPO, "build", "test-tmp")
+        os.makedirs(tmp_root, exist_ok=True)
+        copy_root = tempfile.mkdtemp(prefix="browser-bin-", dir=tmp_root)
+        os.chmod(copy_root, 0o755)
+        private = os.path.join(copy_root, os.path.basename(os.path.normpath(bin_dir)))
+        os.makedirs(private)
+        for prog in ("threatfeed", "threatfeed.fcgi"):
+            src = os.path.join(bin_dir, prog)
+            if os.path.exists(src):
+                shutil.copy2(src, private)
+        bin_dir = private
 
+    try:
+        stack = Stack(args.server, bin_dir=bin_dir, conf=conf,
+                      upstream_args=upstream_args, fcgi_procs=args.fcgi_procs)
+        try:
+            stack.start()
+        except Exception as e:  # StackError carries the log tails
+            sys.stdout.write(json.dumps({"error": str(e)}) + "\n")
+            sys.stdout.flush()
+            return 1
+        return serve(stack, done, keep)
+    finally:
+        if copy_root:
+            shutil.rmtree(copy_root, ignore_errors=True)
+
+
+def serve(stack, done, keep):
+    """Print the stack's JSON line, wait for EOF/a signal, stop the stack."""
     try:
         info = {
             "base_url": stack.base_url,
@@ -100,8 +134,9 @@ def main():
         # wait too (the main thread sleeps on the event, which signals wake).
         def watch_stdin():
             try:
-                while sys.stdin.buffer.read1(65536):
-                    pass
+                for line in sys.stdin:
+                    if line.strip() == "keep":
+                        keep[0] = True
             except (OSError, ValueError):
                 pass
             done.set()
@@ -113,7 +148,7 @@ def main():
         # Stack.stop() is idempotent; a second signal during it is ignored.
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        stack.stop()
+        stack.stop(keep=keep[0])
     reports = stack.sanitizer_reports
     return 2 if reports else 0
 

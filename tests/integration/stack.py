@@ -241,7 +241,7 @@ class Stack:
         self._started = True
         atexit.register(self.stop)
         try:
-            for prog in ("threatfeed.fcgi", "threatfeed"):
+            for prog in ("threatfeed.fcgi", "threatfeed", "threatfeed-worker"):
                 path = os.path.join(self.bin_dir, prog)
                 if not os.access(path, os.X_OK):
                     raise StackError("%s is missing (build it: make%s)"
@@ -418,7 +418,7 @@ class Stack:
             self._note("%s cannot reach %s: using copies" % (self.user.pw_name, REPO))
             bdir = os.path.join(self.state_dir, "bin")
             os.makedirs(bdir)
-            for prog in ("threatfeed", "threatfeed.fcgi"):
+            for prog in ("threatfeed", "threatfeed-worker", "threatfeed.fcgi"):
                 shutil.copy2(os.path.join(self.bin_dir, prog), bdir)
             self.fcgi = os.path.join(bdir, "threatfeed.fcgi")
             self.cli_path = os.path.join(bdir, "threatfeed")

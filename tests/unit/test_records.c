@@ -207,6 +207,57 @@ static void test_latest_modified_wins(void **state)
 	tf_store_close(st);
 }
 
+/* A batch bigger than the map: the transaction is replayed after growth and
+ * must count, journal and roll back exactly once. */
+static void test_apply_replayed_after_growth(void **state)
+{
+	char path[TU_PATH], task[TF_UUID_LEN + 1], *e0, *e1, obj[1100];
+	tf_store *st;
+	tf_batch *b;
+	struct apply_ctx c = {"big", NULL, NULL, NULL, {0}, 0};
+	uint64_t recs;
+	size_t before;
+	(void)state;
+
+	tu_path(path, sizeof path, "replay");
+	st = tu_open(path, 1 << 20);
+	assert_int_equal(tf_store_set_lazy(st, 1), TF_OK);
+	assert_int_equal(tf_batch_new(&b), TF_OK);
+	add(b, "seed", 1, "{\"seed\":1}");
+	apply(st, "big", SEED_TASK, b, NULL);
+	assert_int_equal(tf_store_undo_drop(st, SEED_TASK), TF_OK);
+	e0 = tu_export(st, NULL, NULL);
+	before = tf_store_map_size(st);
+	tf_batch_clear(b);
+	memset(obj, 'x', sizeof obj);
+	memcpy(obj, "{\"p\":\"", 6);
+	memcpy(obj + sizeof obj - 3, "\"}", 3);
+	for (int i = 0; i < 3000; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "k%05d", i);
+		add(b, key, 5, obj);
+	}
+	add(b, "seed", 2, "{\"seed\":2}");
+	new_id(task);
+	c.task = task;
+	c.b = b;
+	assert_int_equal(tf_store_update(st, apply_txn, &c), TF_OK);
+	assert_true(c.calls > 1);                       /* it was replayed */
+	assert_true(tf_store_map_size(st) > before);
+	assert_int_equal(c.p.indicators_created, 3000);  /* counted once */
+	assert_int_equal(c.p.indicators_updated, 1);
+	assert_int_equal(tu_records_count(st, "big"), 3001);
+	assert_int_equal(tu_undo_count(st, task), 3002);  /* records + the count, once */
+	assert_int_equal(tf_store_rollback(st, task, &recs), TF_OK);
+	assert_int_equal(recs, 3001);
+	e1 = tu_export(st, NULL, NULL);
+	assert_string_equal(e1, e0);
+	free(e0);
+	free(e1);
+	tf_batch_free(b);
+	tf_store_close(st);
+}
+
 /* ---- rollback exactness: the property test ---------------------------------------- */
 
 #define POOL 240
@@ -953,6 +1004,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_batch_limits),
 		cmocka_unit_test(test_latest_modified_wins),
+		cmocka_unit_test(test_apply_replayed_after_growth),
 		cmocka_unit_test(test_rollback_property),
 		cmocka_unit_test(test_crash_mid_batch),
 		cmocka_unit_test(test_kill_at_random_instant),

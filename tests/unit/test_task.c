@@ -1414,6 +1414,69 @@ static void test_claim_and_queue(void **state)
 	tf_store_close(st);
 }
 
+/* Undo entries left by runs that already ended (a crash between the end and
+ * the drop) are collected; those of active runs are not. */
+static void test_gc_undo(void **state)
+{
+	char *e0;
+	tf_store *st = runctl_store("gcundo", &e0);
+	char done[TF_UUID_LEN + 1], live[TF_UUID_LEN + 1], ids[8][TF_UUID_LEN + 1];
+	const char *gone = "00000000-dead-4000-8000-000000000000";
+	uint64_t runs = 99;
+	size_t n = 99;
+	(void)state;
+
+	create(st, "r", done);
+	claim(st, done);
+	assert_int_equal(tf_runctl_finish(st, done, TF_ST_COMPLETED, 0, NULL), TF_OK);
+	write_records(st, "r", done, "late", 5, 9000);      /* journaled after the end */
+	write_records(st, "q", gone, "orphan", 3, 9000);    /* its task is gone */
+	create(st, "p", live);
+	claim(st, live);
+	write_records(st, "p", live, "live", 4, 9000);
+	assert_int_equal(tu_undo_count(st, done), 6);   /* 5 records + the count */
+	assert_int_equal(tf_runctl_gc_undo(st, &runs), TF_OK);
+	assert_int_equal(runs, 2);
+	assert_int_equal(tu_undo_count(st, done), 0);
+	assert_int_equal(tu_undo_count(st, gone), 0);
+	assert_int_equal(tu_undo_count(st, live), 5);   /* 4 records + the count */
+	/* data stays */
+	assert_int_equal(tu_records_count(st, "r"), 55);
+	assert_int_equal(tu_records_count(st, "q"), 3);
+	/* nothing more to collect */
+	assert_int_equal(tf_runctl_gc_undo(st, &runs), TF_OK);
+	assert_int_equal(runs, 0);
+	/* the live run can still be rolled back exactly */
+	{
+		char *json = NULL, *e1;
+		assert_int_equal(tf_task_cancel(st, live, TF_CANCEL_JOB, "u", &json, NULL), TF_OK);
+		free(json);
+		e1 = tu_export(st, "p", NULL);
+		assert_int_equal(tf_runctl_finish(st, live, TF_ST_CANCELLED, 0, NULL), TF_OK);
+		free(e1);
+		e1 = tu_export(st, "p", NULL);
+		assert_string_equal(e1, "");
+		free(e1);
+	}
+	/* tf_runctl_queued: unclaimed queued tasks, oldest first */
+	{
+		char a[TF_UUID_LEN + 1], b[TF_UUID_LEN + 1], c[TF_UUID_LEN + 1];
+		create(st, "r", a);
+		create(st, "q", b);
+		create(st, "p", c);
+		claim(st, b);
+		assert_int_equal(tf_runctl_queued(st, ids, 8, &n), TF_OK);
+		assert_int_equal(n, 2);
+		assert_string_equal(ids[0], a);
+		assert_string_equal(ids[1], c);
+		assert_int_equal(tf_runctl_queued(st, ids, 1, &n), TF_OK);
+		assert_int_equal(n, 1);
+		assert_string_equal(ids[0], a);
+	}
+	free(e0);
+	tf_store_close(st);
+}
+
 /* ---- spawning and waking ------------------------------------------------------------ */
 
 static void write_script(const char *path, const char *text)
@@ -1615,6 +1678,7 @@ int main(void)
 		cmocka_unit_test(test_finish),
 		cmocka_unit_test(test_reap),
 		cmocka_unit_test(test_claim_and_queue),
+		cmocka_unit_test(test_gc_undo),
 		cmocka_unit_test(test_spawn_detached),
 		cmocka_unit_test(test_wake),
 	};

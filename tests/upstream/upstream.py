@@ -1288,8 +1288,11 @@ class Handler(BaseHTTPRequestHandler):
         entry.update(self.log_fields(kind))
         self.log_entry = entry
         with state.lock:
-            state.stats.log(kind, entry)
-            state.stats.in_flight += 1
+            # A reset may swap in new stats while this response still runs:
+            # count down on the object that was counted up.
+            stats = state.stats
+            stats.log(kind, entry)
+            stats.in_flight += 1
         try:
             self.transport = {"chunked": plan.get("chunked"), "stall": faults.get("stall"),
                               "drip": faults.get("drip"), "truncate": faults.get("truncate")}
@@ -1300,7 +1303,7 @@ class Handler(BaseHTTPRequestHandler):
                 build(faults)
         finally:
             with state.lock:
-                state.stats.in_flight -= 1
+                stats.in_flight -= 1
 
     def log_fields(self, kind):
         q = self.query

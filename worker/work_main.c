@@ -1,0 +1,87 @@
+/* `threatfeed-worker`: the part of threatfeed that needs libcurl — a run's
+ * worker process (`work TASK`, started by the supervisor) and the connection
+ * probe (`test-connection FEED`). Kept apart from the `threatfeed` CLI so the
+ * CLI and every supervisor start without loading libcurl and its libraries. */
+#include "config.h"
+#include "err.h"
+#include "feed.h"
+#include "json.h"
+#include "log.h"
+#include "probe.h"
+#include "run.h"
+#include "store.h"
+#include "util.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct feed_ctx {
+	const char *id;
+	json_object *feed;
+};
+
+static int load_feed(tf_txn *txn, void *vctx)
+{
+	struct feed_ctx *fc = vctx;
+	return tf_feed_load(txn, fc->id, &fc->feed);
+}
+
+/* Prints {"ok":bool,"detail":"…"} and exits 0 whatever the upstream said;
+ * the handler relays that line (SPEC §2 test_connection). */
+static int test_connection(const tf_config *cfg, const char *feed_id)
+{
+	struct feed_ctx fc = {.id = feed_id};
+	json_object *o;
+	tf_store *st;
+	char detail[512], err[256];
+	const char *text;
+	size_t n;
+	int rc, ok;
+
+	if (!tf_valid_feed_id(feed_id))
+		return fprintf(stderr, "usage: threatfeed test-connection FEED\n"), 2;
+	if ((rc = tf_store_open(&st, cfg->db_path, 0, err, sizeof err)))
+		return fprintf(stderr, "threatfeed: %s\n", err), 1;
+	rc = tf_store_view(st, load_feed, &fc);
+	tf_store_close(st);
+	if (rc)
+		return fprintf(stderr, "threatfeed: %s: %s\n", feed_id, tf_strerror(rc)), rc == TF_ENOTFOUND ? 3 : 1;
+	ok = tf_probe_feed(fc.feed, detail, sizeof detail);
+	json_object_put(fc.feed);
+	if (!(o = json_object_new_object()))
+		return 1;
+	json_object_object_add(o, "ok", json_object_new_boolean(ok));
+	json_object_object_add(o, "detail", json_object_new_string(detail));
+	text = tf_json_text(o, &n);
+	fwrite(text, 1, n, stdout);
+	fputc('\n', stdout);
+	json_object_put(o);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	tf_config cfg;
+	char err[256];
+	int rc;
+
+	if (argc != 3 || (strcmp(argv[1], "work") && strcmp(argv[1], "test-connection"))) {
+		fprintf(stderr, "usage: threatfeed-worker work TASK | test-connection FEED\n"
+		                "(started by `threatfeed`; see threatfeed --help)\n");
+		return 2;
+	}
+	tf_log_init(strcmp(argv[1], "work") ? "threatfeed" : "threatfeed-work",
+	            strcmp(argv[1], "work") || getenv("THREATFEED_RUN_LOG") != NULL);
+	if (tf_config_load(&cfg, argv[0], err, sizeof err)) {
+		fprintf(stderr, "threatfeed: %s\n", err);
+		return 1;
+	}
+	if (cfg.log_debug)
+		tf_log_set_level(TF_LOG_DEBUG);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	rc = strcmp(argv[1], "work") ? test_connection(&cfg, argv[2]) : tf_work_main(&cfg, argv[2]);
+	curl_global_cleanup();
+	return rc;
+}

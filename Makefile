@@ -104,3 +104,53 @@ install: all
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- fuzzing ---------------------------------------------------------------
+# libFuzzer harnesses, one per parser (tests/fuzz/fuzz_*.c), built with clang
+# under ASan+UBSan. Every module but the main()s is linked in, instrumented
+# for coverage (-fsanitize=fuzzer-no-link).
+#   make fuzz [FUZZ_SECONDS=60]  runs each harness for that long; inputs it
+#                                finds go to $(BUILD)/fuzz/corpus/NAME/, crashes
+#                                to $(BUILD)/fuzz/artifacts/ (stops at the first)
+#   make fuzz-regress            builds them and runs each once over its seed
+#                                corpus tests/fuzz/corpus/NAME/ (for `make test`)
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_SAN     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZ_NAMES   := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS    := $(addprefix $(FUZZ_DIR)/,$(FUZZ_NAMES))
+FUZZ_OBJS    := $(call obj,$(FUZZ_DIR),$(WORKER_SRC) $(FCGI_SRC) $(LIB_SRC))
+
+$(FUZZ_DIR)/obj/%.o: %.c $(HDRS) $(wildcard tests/fuzz/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) -iquote tests/fuzz $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
+	    $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+.PHONY: fuzz fuzz-build fuzz-regress
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@set -e; for n in $(FUZZ_NAMES); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/artifacts; \
+	  dict=; [ -f tests/fuzz/$$n.dict ] && dict=-dict=tests/fuzz/$$n.dict; \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_DIR)/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$n- $$dict \
+	    $(FUZZ_DIR)/corpus/$$n tests/fuzz/corpus/$$n 2>&1 | \
+	    grep -E '^(stat::number_of_executed_units|stat::new_units_added|==|SUMMARY|INFO: (seed|A corpus))|invariant|ERROR|Test unit written' || true; \
+	  if ls $(FUZZ_DIR)/artifacts/$$n-* >/dev/null 2>&1; then \
+	    echo "fuzz: $$n found a problem: $$(ls $(FUZZ_DIR)/artifacts/$$n-*)"; exit 1; fi; \
+	done
+
+fuzz-regress: fuzz-build
+	@set -e; for n in $(FUZZ_NAMES); do \
+	  files=$$(find tests/fuzz/corpus/$$n -type f | sort); \
+	  $(FUZZ_DIR)/$$n $$files >$(FUZZ_DIR)/$$n.regress.log 2>&1 || \
+	    { tail -n 40 $(FUZZ_DIR)/$$n.regress.log; echo "fuzz-regress: $$n FAILED"; exit 1; }; \
+	  echo "fuzz-regress: $$n: $$(echo $$files | wc -w) inputs ok"; \
+	done

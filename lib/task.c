@@ -749,15 +749,16 @@ static int delete_txn(tf_txn *txn, void *vctx)
 	while (rc == TF_OK) {
 		tf_task *t = NULL;
 		char id[TF_UUID_LEN + 1];
-		int64_t created = 0;
+		int64_t finished = 0;
 
 		snprintf(id, sizeof id, "%.*s", (int)vl, (const char *)v);
 		rc = tf_task_load(txn, id, &t);
 		if (rc == TF_OK) {
-			const char *ca = tf_json_str(t->obj, "created_at");
-			if (ca)
-				tf_time_parse(ca, &created);
-			if (tf_status_terminal(t->status) && (!c->before_us || created < c->before_us)) {
+			/* SPEC §2 finished_before: the time the run ended */
+			const char *fa = tf_json_str(t->obj, "finished_at");
+			if (fa)
+				tf_time_parse(fa, &finished);
+			if (tf_status_terminal(t->status) && (!c->before_us || finished < c->before_us)) {
 				if (!(rc = tf_txn_del(txn, TF_TBL_TASKS, id, TF_UUID_LEN)) &&
 				    !(rc = tf_cursor_del(cur)))
 					c->n++;

@@ -114,7 +114,7 @@ typedef struct tf_task_filter {
 } tf_task_filter;
 /* {"tasks":[…]} newest first, as malloc'd text (caller frees). */
 int tf_task_list(tf_store *st, const tf_task_filter *f, char **json, size_t *len);
-/* Removes finished tasks created before before_us (0: every finished one). */
+/* Removes finished tasks that finished before before_us (0: every finished one). */
 int tf_task_delete_finished(tf_store *st, int64_t before_us, uint64_t *deleted);
 /* Keeps the newest keep_per_feed finished tasks of each feed, deletes the
  * older finished ones (never an active one). */

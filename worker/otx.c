@@ -98,19 +98,20 @@ void tf_otx_format_time(int64_t us, char *buf, size_t len)
 	int64_t secs = us / 1000000, frac = us % 1000000;
 	struct tm tm;
 	time_t t;
-	char base[32];
 
 	if (frac < 0) {
 		frac += 1000000;
 		secs--;
 	}
 	t = (time_t)secs;
+	/* Years 0..9999 only: four digits, as tf_time_parse reads them back
+	 * (strftime's %Y would write "23" for the year 23). */
 	if (!gmtime_r(&t, &tm) || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900) {
 		snprintf(buf, len, "1970-01-01T00:00:00.000000");
 		return;
 	}
-	strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf, len, "%s.%06lld", base, (long long)frac);
+	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06lld", tm.tm_year + 1900, tm.tm_mon + 1,
+	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long long)frac);
 }
 
 /* ---- the page envelope -------------------------------------------------------- */

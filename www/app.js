@@ -386,6 +386,7 @@
     else if (t && t.cancel && ACTIVE.has(t.status)) mode = t.cancel.mode || 'stop_now';
     const terminal = !!(t && TERMINAL.has(t.status));
     return {
+      mode,
       locked: !!mode || terminal || !taskId,
       stopLabel: mode === 'stop_now' ? 'Stopping…' : 'Stop Now',
       cancelLabel: mode === 'cancel_job' ? 'Cancelling…' : 'Cancel Job',
@@ -467,16 +468,30 @@
     }
   }
 
-  /** Report a failed request to the user (never only in the console). */
-  function reportError(context, err) {
+  /**
+   * Report a failed request to the user (never only in the console). `tag`
+   * names what failed (e.g. "consume:FEED") so that the alert can be taken
+   * down once the same thing succeeds (clearAlerts): a stale "could not
+   * start" next to a run that did start misleads.
+   */
+  function reportError(context, err, tag) {
     if (err instanceof ApiError) {
       const extra = err.body && err.body.task_id ? ' (task ' + err.body.task_id + ')' : '';
-      showAlert(context, err.message + extra, err.code);
+      showAlert(context, err.message + extra, err.code, 'error', tag);
     } else if (err instanceof NetworkError) {
-      showAlert(context, 'API unreachable: ' + err.message, 'network');
+      showAlert(context, 'API unreachable: ' + err.message, 'network', 'error', tag);
     } else {
       console.error(err);
-      showAlert(context, String((err && err.message) || err), 'client_error');
+      showAlert(context, String((err && err.message) || err), 'client_error', 'error', tag);
+    }
+  }
+
+  /** Remove the alerts reported under `tag` (see reportError). */
+  function clearAlerts(tag) {
+    for (const node of Array.from(ui.alerts.children)) {
+      if (node.dataset.tag !== tag) continue;
+      if (node.contains(document.activeElement)) dismissAlert(node);
+      else node.remove();
     }
   }
 
@@ -631,15 +646,17 @@
     return el('button', Object.assign({ type: 'button', class: 'btn btn-small', 'data-action': action, text }, extra || {}));
   }
 
+  // No-break spaces inside each item: a narrow cell wraps between items
+  // ("0 updated ·" / "0 skipped"), never between a number and its word.
   function progressCounts(t) {
     const p = t.progress || {};
-    return count(p.indicators_created) + ' new · ' + count(p.indicators_updated) + ' updated · ' +
-      count(p.indicators_skipped) + ' skipped';
+    return count(p.indicators_created) + '\u00a0new · ' + count(p.indicators_updated) + '\u00a0updated · ' +
+      count(p.indicators_skipped) + '\u00a0skipped';
   }
   function progressPages(t) {
     const p = t.progress || {};
     const total = Number.isFinite(p.pages_total) ? p.pages_total : '?';
-    return 'pages ' + count(p.pages_done) + '/' + total + ' · ' + count(p.objects_processed) + ' objects';
+    return 'pages\u00a0' + count(p.pages_done) + '/' + total + ' · ' + count(p.objects_processed) + '\u00a0objects';
   }
 
   /* ----- Feeds ----- */
@@ -736,6 +753,8 @@
     setDisabled(btns.cancel, !activeId || cv.locked);
     setText(btns.stop, cv.stopLabel);
     setText(btns.cancel, cv.cancelLabel);
+    setAttr(btns.stop, 'data-pending', cv.mode === 'stop_now');
+    setAttr(btns.cancel, 'data-pending', cv.mode === 'cancel_job');
     setAttr(btns.stop, 'data-task-id', activeId);
     setAttr(btns.cancel, 'data-task-id', activeId);
 
@@ -766,7 +785,7 @@
     const idCode = el('code', { class: 'mono task-id', 'data-testid': 'task-id', id: 'task-id-' + id, text: id });
     const c = {
       idCode,
-      feed: el('td', { class: 'cell-feed', 'data-testid': 'feed' }),
+      feed: el('td', { 'data-testid': 'feed' }),
       status: badge('queued'),
       stage: el('div', { class: 'mono small muted stage', 'data-testid': 'stage' }),
       message: el('td', { class: 'cell-message', 'data-testid': 'message' }),
@@ -829,6 +848,8 @@
     setDisabled(btns.cancel, cv.locked);
     setText(btns.stop, cv.stopLabel);
     setText(btns.cancel, cv.cancelLabel);
+    setAttr(btns.stop, 'data-pending', cv.mode === 'stop_now');
+    setAttr(btns.cancel, 'data-pending', cv.mode === 'cancel_job');
   }
 
   function renderActive() {
@@ -970,11 +991,12 @@
         if (f) f.active_task_id = data.task_id;
         announce('Task ' + shortId(data.task_id) + ' queued for ' + feedName(feedId) + '.');
       }
+      clearAlerts('consume:' + feedId);
     } catch (e) {
       if (e instanceof ApiError && e.code === 'run_active' && e.body && e.body.task_id && f) {
         f.active_task_id = e.body.task_id; // show the run that is already going
       }
-      reportError('Consume ' + feedName(feedId), e);
+      reportError('Consume ' + feedName(feedId), e, 'consume:' + feedId);
     } finally {
       state.pendingConsume.delete(feedId);
       render();
@@ -1002,9 +1024,10 @@
         if (data.task_id !== taskId) state.pendingCancel.set(data.task_id, mode);
         mergeTask(data);
       }
+      clearAlerts('cancel:' + taskId);
     } catch (e) {
       state.pendingCancel.delete(taskId);
-      reportError(verb + ' task ' + shortId(taskId), e);
+      reportError(verb + ' task ' + shortId(taskId), e, 'cancel:' + taskId);
     }
     announceTransitions();
     render();
@@ -1023,8 +1046,9 @@
       if (detail != null && typeof detail !== 'string') detail = JSON.stringify(detail);
       state.testResults.set(feedId, { ok, detail: detail || '' });
       announce('Connection test for ' + feedName(feedId) + ': ' + (ok ? 'OK' : 'failed') + (detail ? ', ' + detail : '') + '.');
+      clearAlerts('test:' + feedId);
     } catch (e) {
-      reportError('Test connection ' + feedName(feedId), e);
+      reportError('Test connection ' + feedName(feedId), e, 'test:' + feedId);
     } finally {
       state.testing.delete(feedId);
       render();
@@ -1043,8 +1067,9 @@
       state.feeds = state.feeds.filter((f) => f.id !== feedId);
       state.testResults.delete(feedId);
       announce('Feed ' + name + ' removed.');
+      clearAlerts('remove:' + feedId);
     } catch (e) {
-      reportError('Remove ' + name, e);
+      reportError('Remove ' + name, e, 'remove:' + feedId);
     } finally {
       state.pendingRemove.delete(feedId);
       render();
@@ -1215,6 +1240,7 @@
         if (!feedById(data.id)) state.feeds.push(data);
         announce('Feed ' + (data.name || data.id) + ' added (id ' + data.id + ').');
       }
+      clearAlerts('add-feed');
       render();
       pollSoon();
     } catch (e) {
@@ -1228,7 +1254,7 @@
       const field = e instanceof ApiError ? errorField(e) : null;
       if (field && showFieldError(field, msg)) ui.form.elements[field].focus();
       else ui.formError.focus();
-      reportError('Add feed', e);
+      reportError('Add feed', e, 'add-feed');
     } finally {
       submitting = false;
       submit.disabled = false;
@@ -1329,6 +1355,9 @@
     else schedule(nextDelay());
   }
 
+  // A failed poll is reported under the tag "poll:CONTEXT" and taken down by
+  // pollOk(CONTEXT) when the same request works again (polls repeat every
+  // few seconds: an error that went away must not stay on screen).
   function pollError(context, e) {
     // Unreachable is shown by the banner; everything else as an alert.
     if (e instanceof NetworkError) return;
@@ -1337,7 +1366,10 @@
       showAlert('API token required', e.message, e.code, 'error', 'auth');
       return;
     }
-    reportError(context, e);
+    reportError(context, e, 'poll:' + context);
+  }
+  function pollOk(context) {
+    clearAlerts('poll:' + context);
   }
 
   async function pollRound() {
@@ -1345,9 +1377,15 @@
     // Health carries the worker counts: refresh it as soon as a run starts,
     // changes state or ends, so the header never says "0 active" next to a
     // running task for the rest of the health interval.
-    const activeKey = activeTasks().map((t) => t.task_id + ':' + t.status).join(' ');
+    // Also when the last answer disagrees with what we see (a run that
+    // started and ended between two rounds can leave "1 queued" behind).
+    const active = activeTasks();
+    const activeKey = active.map((t) => t.task_id + ':' + t.status).join(' ');
+    const h0 = state.health;
+    const disagrees = !!h0 && Number.isFinite(h0.active_workers) &&
+      (h0.active_workers + count(h0.queued) > 0) !== (active.length > 0);
     const wantHealth = now - state.healthAt >= HEALTH_EVERY_MS || state.healthState !== 'ok' ||
-      activeKey !== state.healthActiveKey;
+      activeKey !== state.healthActiveKey || disagrees;
     // Feeds and the task list carry everything normally needed: one request each.
     const [feedsR, tasksR, healthR] = await Promise.allSettled([
       api.feeds(),
@@ -1361,6 +1399,7 @@
       state.healthAt = Date.now();
       state.healthActiveKey = activeKey;
       state.healthState = h.status === 'ok' && (h.store === undefined || h.store === 'ok') ? 'ok' : 'degraded';
+      pollOk('Health check');
     } else if (healthR.status === 'rejected') {
       const e = healthR.reason;
       state.healthAt = Date.now();
@@ -1377,6 +1416,7 @@
       state.feeds = (d && Array.isArray(d.feeds) ? d.feeds : []).filter((f) => f && typeof f.id === 'string');
       state.feedsLoaded = true;
       setText(ui.feedsUpdated, 'updated ' + new Date().toLocaleTimeString());
+      pollOk('Loading feeds');
     } else {
       pollError('Loading feeds', feedsR.reason);
     }
@@ -1386,6 +1426,7 @@
       const list = (d && Array.isArray(d.tasks) ? d.tasks : []).filter((t) => t && typeof t.task_id === 'string');
       list.forEach(mergeTask);
       state.recentIds = list.map((t) => t.task_id);
+      pollOk('Loading tasks');
       await refreshMissing(new Set(state.recentIds));
     } else {
       pollError('Loading tasks', tasksR.reason);
@@ -1419,6 +1460,7 @@
         mergeTask(t);
         missing.delete(t.task_id);
       }
+      pollOk('Loading active tasks');
     } catch (e) {
       pollError('Loading active tasks', e);
       return;
@@ -1430,6 +1472,7 @@
       try {
         const { data } = await api.taskStatus(id);
         mergeTask(data);
+        pollOk('Task ' + shortId(id));
       } catch (e) {
         if (e instanceof ApiError && e.status === 404) forgetTask(id); // history cleared
         else { pollError('Task ' + shortId(id), e); if (e instanceof NetworkError) return; }

@@ -64,7 +64,7 @@ dashTest('Stop Now: the task row shows its ID and advancing progress, every stop
       const later = await waitPages(page, taskId, first + 1);
       assert.ok(later > first, `pages went from ${first} to ${later}`);
       const counts = await textOf(d.taskCell(taskId, 'counts'));
-      const created = Number((counts.match(/(\d+) new/) || [])[1]);
+      const created = Number((counts.match(/(\d+)\s+new/) || [])[1]);
       assert.ok(created > 0, `the counts cell shows records created: "${counts}"`);
       const label = await d.taskCell(taskId, 'progress').evaluate((p) => p.tagName);
       assert.equal(label, 'PROGRESS', 'the progress cell is a <progress>');

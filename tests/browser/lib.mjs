@@ -408,7 +408,7 @@ export async function consumeViaUi(page, feedId) {
 /** pages_done as shown in the task row's "pages N/M · K objects" cell. */
 export async function pagesShown(page, taskId) {
   const t = await textOf(dash(page).taskCell(taskId, 'pages'));
-  const m = t && t.match(/pages (\d+)\//);
+  const m = t && t.match(/pages\s+(\d+)\//);
   return m ? Number(m[1]) : null;
 }
 
@@ -503,11 +503,10 @@ export function dashTest(name, { shot, stack: stackOpts = {}, timeout = 150_000,
 function labelError(e, label) {
   if (!e || typeof e.message !== 'string' || e.message.startsWith('[step ')) return;
   const old = e.message;
+  const stack = e.stack; // read first: V8 formats it lazily, from the current message
   e.message = `[step "${label}"] ${old}`;
-  if (typeof e.stack === 'string' && old && e.stack.includes(old)) {
-    e.stack = e.stack.replace(old, e.message);
-  } else if (typeof e.stack === 'string') {
-    e.stack = `[step "${label}"] ${e.stack}`;
+  if (typeof stack === 'string') {
+    e.stack = old && stack.includes(old) ? stack.replace(old, e.message) : `[step "${label}"] ${stack}`;
   }
 }
 

@@ -91,9 +91,11 @@ def main():
         os.chmod(copy_root, 0o755)
         private = os.path.join(copy_root, os.path.basename(os.path.normpath(bin_dir)))
         os.makedirs(private)
-        for prog in ("threatfeed", "threatfeed.fcgi"):
-            src = os.path.join(bin_dir, prog)
-            if os.path.exists(src):
+        # Every executable file of the build dir (the stack checks for the
+        # ones it needs and says which is missing).
+        for name in sorted(os.listdir(bin_dir)) if os.path.isdir(bin_dir) else ():
+            src = os.path.join(bin_dir, name)
+            if os.path.isfile(src) and os.access(src, os.X_OK):
                 shutil.copy2(src, private)
         bin_dir = private
 

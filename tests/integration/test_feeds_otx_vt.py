@@ -9,7 +9,9 @@ import json
 import os
 import threading
 import time
+import types
 import unittest
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from runenv import REPO, RunEnv, TERMINAL
@@ -485,6 +487,166 @@ class VirusTotalHostile(FeedTest):
         t = self.run_with({"status": {"code": 503, "times": -1, "retry_after": 0}},
                           "HTTP 503 TransientError, still after 5 retries")
         self.assertTrue(any("retry 5 of 5" in w for w in t["warnings"]), t["warnings"])
+
+
+# ---- a scripted OTX server: what the test upstream cannot serve --------------------------
+
+class StubOtx:
+    """Serves scripted pages: routes[(path, page)] = (status, body or callable(stub)),
+    `page` being the query's page parameter ("1" when absent). Logs every request."""
+
+    def __init__(self):
+        stub = self
+        self.routes, self.log = {}, []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                path, _, query = self.path.partition("?")
+                q = urllib.parse.parse_qs(query)
+                stub.log.append({"path": path, "query": {k: v[0] for k, v in q.items()},
+                                 "key": self.headers.get("X-OTX-API-KEY")})
+                status, body = stub.routes.get((path, q.get("page", ["1"])[0]),
+                                               (404, {"detail": "Not found."}))
+                data = json.dumps(body(stub) if callable(body) else body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.base = "http://127.0.0.1:%d" % self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def pulse(pid, modified, indicators, more=False):
+    return {"id": pid, "name": "pulse " + pid, "tlp": "green", "tags": ["t"], "created": modified,
+            "modified": modified, "indicators": indicators, "more_indicators": more}
+
+
+def indicator(iid, value, kind="IPv4", **extra):
+    d = {"id": iid, "indicator": value, "type": kind, "created": "2023-01-01T00:00:00",
+         "expiration": None, "is_active": 1, "role": None}
+    d.update(extra)
+    return d
+
+
+SUBSCRIBED = "/api/v1/pulses/subscribed"
+
+
+class OtxScripted(FeedTest):
+    def setUp(self):
+        super().setUp()
+        self.stub = StubOtx()
+
+    def tearDown(self):
+        self.stub.close()
+        super().tearDown()
+
+    def feed(self):
+        self.env.add_feed("s", types.SimpleNamespace(url=self.stub.base), type="otx", url=self.stub.base, collection=None,
+                          secret="stub-key", options={"page_size": 2})
+
+    def page(self, results, next_page=None, count=None):
+        nxt = "%s%s?limit=2&page=%d" % (self.stub.base, SUBSCRIBED, next_page) if next_page else None
+        return {"count": count, "next": nxt, "previous": None, "results": results}
+
+    def test_more_indicators_are_fetched_and_paged(self):
+        p = pulse("aaaa01", "2023-08-22T09:00:00", [indicator(1, "192.0.2.1")], more=True)
+        ind = "/api/v1/pulses/aaaa01/indicators"
+        self.stub.routes[(SUBSCRIBED, "1")] = (200, self.page([p], count=1))
+        self.stub.routes[(ind, "1")] = (200, {
+            "count": 5, "previous": None, "results": [
+                indicator(1, "192.0.2.1"), indicator(2, "bad.example", "domain")],
+            "next": self.stub.base + ind + "?limit=1000&page=2"})
+        self.stub.routes[(ind, "2")] = (200, {
+            "count": 5, "next": None, "previous": None, "results": [
+                indicator(3, "http://bad.example/x", "URL"),
+                indicator(4, "old.example", "domain", is_active=0),
+                indicator(5, "gone.example", "domain", expiration="2020-01-01T00:00:00")]})
+        self.feed()
+        t = self.run_feed("s")
+        self.assertEqual(t["status"], "completed", t)
+        self.assertEqual(t["progress"]["objects_processed"], 1)
+        self.assertEqual(t["progress"]["indicators_created"], 3)
+        self.assertEqual(t["progress"]["indicators_skipped"], 2)   # inactive + expired
+        self.assertIn("page 1: 2 indicators skipped (1 inactive, 1 expired)", t["warnings"])
+        self.assertEqual(sorted(r["id"] for r in lines(self.env.export("s"))),
+                         ["otx:aaaa01:1", "otx:aaaa01:2", "otx:aaaa01:3"])
+        self.assertEqual([(q["path"], q["query"].get("page")) for q in self.stub.log],
+                         [(SUBSCRIBED, None), (ind, None), (ind, "2")])
+        self.assertTrue(all(q["key"] == "stub-key" for q in self.stub.log))
+
+    def test_next_to_another_host_fails_before_the_page_is_kept(self):
+        p = pulse("aaaa01", "2023-08-22T09:00:00", [indicator(1, "192.0.2.1")])
+        page = self.page([p], count=2)
+        page["next"] = "http://localhost:%d%s?page=2" % (self.stub.server.server_port, SUBSCRIBED)
+        self.stub.routes[(SUBSCRIBED, "1")] = (200, page)
+        self.feed()
+        t = self.run_feed("s")
+        self.assertEqual(t["status"], "failed", t)
+        self.assertIn("page 1: next leaves the feed's host", t["error"])
+        self.assertEqual(self.env.export("s"), "")
+        self.assertEqual(len(self.stub.log), 1)
+
+    def test_relative_next_fails(self):
+        page = self.page([], count=0)
+        page["next"] = SUBSCRIBED + "?page=2"
+        self.stub.routes[(SUBSCRIBED, "1")] = (200, page)
+        self.feed()
+        t = self.run_feed("s")
+        self.assertEqual(t["status"], "failed", t)
+        self.assertIn("next is not an absolute http(s) URL", t["error"])
+
+    def test_newest_first_order_holds_the_cursor_until_the_last_page(self):
+        # Pulses newest first: after page 1 the newest is committed but older
+        # ones are not, so a cursor there would skip them after a stop. The
+        # cursor must stay where it was until the whole run is committed.
+        p1 = [pulse("bbbb04", "2023-08-25T00:00:00", [indicator(41, "192.0.2.41")]),
+              pulse("bbbb03", "2023-08-24T00:00:00", [indicator(31, "192.0.2.31")])]
+        p2 = [pulse("bbbb02", "2023-08-23T00:00:00", [indicator(21, "192.0.2.21")]),
+              pulse("bbbb01", "2023-08-22T00:00:00", [indicator(11, "192.0.2.11")])]
+        self.stub.routes[(SUBSCRIBED, "1")] = (200, self.page(p1, next_page=2, count=4))
+        self.stub.routes[(SUBSCRIBED, "2")] = (403, {"detail": "Authentication required"})
+        self.feed()
+        t = self.run_feed("s")
+        self.assertEqual(t["status"], "failed", t)
+        self.assertIn("API key rejected (HTTP 403)", t["error"])
+        self.assertEqual(t["progress"]["indicators_created"], 2)      # page 1 kept
+        self.stub.log.clear()
+        self.stub.routes[(SUBSCRIBED, "2")] = (200, self.page(p2, count=4))
+        t = self.run_feed("s")
+        self.assertEqual(t["status"], "completed", t)
+        # no modified_since: page 1's cursor was never written
+        self.assertNotIn("modified_since", self.stub.log[0]["query"])
+        self.assertEqual(t["progress"]["indicators_created"], 2)
+        self.assertEqual(t["progress"]["indicators_skipped"], 2)
+        self.assertEqual(len(lines(self.env.export("s"))), 4)
+        # the completed run wrote the newest pulse's time
+        self.stub.log.clear()
+        self.stub.routes[(SUBSCRIBED, "1")] = (200, self.page([], count=0))
+        self.assertEqual(self.run_feed("s")["status"], "completed")
+        self.assertEqual(self.stub.log[0]["query"]["modified_since"], "2023-08-25T00:00:00.000000")
+
+    def test_percent_from_count(self):
+        ps = [pulse("cccc%02d" % i, "2023-08-%02dT00:00:00" % (i + 1),
+                    [indicator(i, "192.0.2.%d" % i)]) for i in range(5)]
+        self.stub.routes[(SUBSCRIBED, "1")] = (200, self.page(ps[:2], next_page=2, count=5))
+        self.stub.routes[(SUBSCRIBED, "2")] = (200, self.page(ps[2:4], next_page=3, count=5))
+        self.stub.routes[(SUBSCRIBED, "3")] = (200, self.page(ps[4:], count=5))
+        self.feed()
+        t = self.run_feed("s")
+        self.assertEqual(t["status"], "completed", t)
+        self.assertEqual(t["progress"]["percent"], 100)
+        self.assertEqual(t["progress"]["pages_done"], 3)
+        self.assertEqual(t["progress"]["objects_processed"], 5)
 
 
 # ---- the API key and redirects --------------------------------------------------------

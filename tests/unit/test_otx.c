@@ -300,7 +300,7 @@ static void test_envelopes(void **state)
 		{"{\"results\":[],\"next\":null,\"count\":0}", TF_OK, NULL},
 		{"{\"results\":[],\"next\":\"\"}", TF_OK, NULL},
 		{"  {\"results\":[{}]}\n", TF_OK, NULL},
-		{"", TF_EPARSE, "end of input"},
+		{"", TF_EPARSE, "invalid JSON"},
 		{"<!DOCTYPE html><html></html>", TF_EPARSE, "invalid JSON"},
 		{"{\"results\":[]} x", TF_EPARSE, "invalid JSON"},
 		{"[]", TF_EPARSE, "object"},
@@ -607,6 +607,10 @@ static void test_format_time(void **state)
 	/* round trip */
 	assert_int_equal(tf_time_parse(buf, &us), TF_OK);
 	assert_int_equal(us, -1);
+	/* four-digit years, so the text reads back (found by fuzz_otx) */
+	assert_int_equal(tf_time_parse("0023-08-22T09:43:18.855000", &us), TF_OK);
+	tf_otx_format_time(us, buf, sizeof buf);
+	assert_string_equal(buf, "0023-08-22T09:43:18.855000");
 	/* absurd values do not overflow the buffer */
 	tf_otx_format_time(INT64_MAX, buf, sizeof buf);
 	assert_int_equal(strlen(buf), TF_OTX_TIME_LEN);

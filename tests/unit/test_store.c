@@ -696,7 +696,7 @@ static void test_rollback_resume_after_kill(void **state)
 	tf_store_close(st);
 	for (int round = 0; round < 3; round++) {
 		uint64_t recs = 0, left, seen = RESUME_ENTRIES;
-		int bad = 0, pipefd[2], drops = 0;
+		int bad = 0, pipefd[2], gofd[2], drops = 0, gone = 0;
 		pid_t pid;
 		char c;
 
@@ -710,35 +710,61 @@ static void test_rollback_resume_after_kill(void **state)
 		}
 		tf_store_close(st);
 		assert_int_equal(pipe(pipefd), 0);
+		assert_int_equal(pipe(gofd), 0);
 		pid = fork();
 		assert_true(pid >= 0);
 		if (pid == 0) {
 			tf_store *cs;
 			close(pipefd[0]);
+			close(gofd[1]);
 			if (tf_store_open(&cs, path, 0, NULL, 0))
 				_exit(1);
-			if (write(pipefd[1], "r", 1) != 1)
+			if (write(pipefd[1], "r", 1) != 1 || read(gofd[0], &c, 1) != 1)
 				_exit(2);
 			tf_store_rollback(cs, T1, NULL);
 			_exit(0);
 		}
 		close(pipefd[1]);
+		close(gofd[0]);
 		assert_int_equal(read(pipefd[0], &c, 1), 1);
 		close(pipefd[0]);
+		/* open here before the rollback starts: an open takes the write
+		 * lock briefly and would otherwise wait behind whole chunks */
+		st = tu_open(path, 0);
+		assert_int_equal(write(gofd[1], "g", 1), 1);
+		close(gofd[1]);
 		if (round == 0)
 			kill(pid, SIGKILL);   /* most likely before its first chunk */
-		st = tu_open(path, 0);
-		/* watch the committed chunks go by */
+		/* Watch the committed chunks go by: freeze the rolling-back process
+		 * now and then (SIGSTOP, and wait until it is stopped), look, and
+		 * let it go on until it has committed `round` chunks. Frozen while
+		 * we count, it cannot race past the state we want to kill it in. */
 		for (int i = 0; i < 20000 && drops < round; i++) {
-			uint64_t now = tu_undo_count(st, T1);
+			uint64_t now;
+			int ws;
+			usleep(1000);
+			if (kill(pid, SIGSTOP) != 0 || waitpid(pid, &ws, WUNTRACED) != pid) {
+				gone = 1;
+				break;
+			}
+			if (!WIFSTOPPED(ws)) {
+				gone = 1;   /* it ended (and is reaped): nothing left to catch */
+				break;
+			}
+			now = tu_undo_count(st, T1);
+			if (getenv("TF_TEST_VERBOSE"))
+				fprintf(stderr, "  sample %d: %llu\n", i, (unsigned long long)now);
 			if (now < seen)
 				drops++, seen = now;
-			if (now == 0)
+			if (now == 0 || drops >= round)
 				break;
-			usleep(500);
+			kill(pid, SIGCONT);
 		}
-		kill(pid, SIGKILL);
-		tu_wait(pid);
+		if (!gone) {
+			kill(pid, SIGKILL);
+			kill(pid, SIGCONT);
+			tu_wait(pid);
+		}
 		tf_store_close(st);
 		st = tu_open(path, 0);
 		left = tu_undo_count(st, T1);

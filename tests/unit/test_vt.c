@@ -285,7 +285,7 @@ static void test_answers(void **state)
 		 "\"reputation\":null,\"last_analysis_date\":null}}}",
 		 TF_OK, "unknown"},
 		/* the envelope: the run fails */
-		{"", TF_EPARSE, "end of input"},
+		{"", TF_EPARSE, "invalid JSON"},
 		{"<!DOCTYPE html><html><body>Sign in</body></html>", TF_EPARSE, "invalid JSON"},
 		{"[]", TF_EPARSE, "data"},
 		{"{}", TF_EPARSE, "data"},

@@ -265,6 +265,13 @@ static int http_url(const char *url)
 			goto setopt_failed;                                                    \
 	} while (0)
 
+/* Headers we add may carry a credential (X-OTX-API-KEY, x-apikey); libcurl
+ * would send them on to whatever host a redirect names. */
+static int has_extra_headers(const tf_fetch_req *req)
+{
+	return req->headers[0] != NULL;
+}
+
 static int configure(tf_fetch *f, const tf_fetch_req *req, struct curl_slist **hdrs)
 {
 	CURL *h = f->easy;
@@ -275,7 +282,9 @@ static int configure(tf_fetch *f, const tf_fetch_req *req, struct curl_slist **h
 	SETOPT(h, CURLOPT_URL, req->url);
 	SETOPT(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	SETOPT(h, CURLOPT_FOLLOWLOCATION, 1L);
+	/* With credential headers, redirects are followed by tf_fetch_get itself,
+	 * and only to the same origin. */
+	SETOPT(h, CURLOPT_FOLLOWLOCATION, has_extra_headers(req) ? 0L : 1L);
 	SETOPT(h, CURLOPT_MAXREDIRS, (long)TF_MAX_REDIRECTS);
 	SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -412,8 +421,8 @@ static int cancelled(tf_fetch *f)
 	return f->cancel && f->cancel(f->ctx);
 }
 
-int tf_fetch_get(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp, long long *bytes_received,
-                 char *err, size_t errlen)
+static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
+                    long long *bytes_received, char *err, size_t errlen)
 {
 	struct curl_slist *hdrs = NULL;
 	CURLcode result = CURLE_OK;
@@ -518,5 +527,80 @@ out:
 		free(resp->location);
 		resp->location = NULL;
 	}
+	return rc;
+}
+
+/* "scheme://host:port" of url into buf; 0 when it cannot be parsed. */
+static int origin(const char *url, char *buf, size_t len)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL, *port = NULL;
+	int ok = 0;
+
+	if (u && !curl_url_set(u, CURLUPART_URL, url, 0) &&
+	    !curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) &&
+	    !curl_url_get(u, CURLUPART_HOST, &host, 0) &&
+	    !curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT)) {
+		snprintf(buf, len, "%s://%s:%s", scheme, host, port);
+		ok = 1;
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return ok;
+}
+
+/* Location resolved against base, into a malloc'd string (or NULL). */
+static char *resolve(const char *base, const char *location)
+{
+	CURLU *u = curl_url();
+	char *out = NULL, *copy = NULL;
+
+	if (u && !curl_url_set(u, CURLUPART_URL, base, 0) &&
+	    !curl_url_set(u, CURLUPART_URL, location, 0) && !curl_url_get(u, CURLUPART_URL, &out, 0))
+		copy = strdup(out);
+	curl_free(out);
+	curl_url_cleanup(u);
+	return copy;
+}
+
+int tf_fetch_get(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp, long long *bytes_received,
+                 char *err, size_t errlen)
+{
+	tf_fetch_req hop;
+	char *url = NULL, from[512], to[512];
+	int rc;
+
+	if (!req || !has_extra_headers(req))
+		return get_once(f, req, resp, bytes_received, err, errlen);
+	hop = *req;
+	for (int hops = 0;; hops++) {
+		char *next;
+		rc = get_once(f, &hop, resp, bytes_received, err, errlen);
+		if (rc || resp->status < 300 || resp->status > 399 || !resp->location)
+			break;
+		next = resolve(hop.url, resp->location);
+		tf_fetch_resp_free(resp);
+		if (hops == TF_MAX_REDIRECTS || !next || !http_url(next)) {
+			set_err(err, errlen, !next || http_url(next) ? "more than %d redirects"
+			                                             : "redirect to a non-http(s) URL refused",
+			        TF_MAX_REDIRECTS);
+			free(next);
+			rc = TF_ENETWORK;
+			break;
+		}
+		if (!origin(req->url, from, sizeof from) || !origin(next, to, sizeof to) ||
+		    strcmp(from, to)) {
+			set_err(err, errlen, "redirect to another host refused: it would receive the "
+			                     "feed's API key");
+			free(next);
+			rc = TF_ENETWORK;
+			break;
+		}
+		free(url);
+		hop.url = url = next;
+	}
+	free(url);
 	return rc;
 }

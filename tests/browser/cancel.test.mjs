@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  REPO, armStall, cancelButtons, consumeViaUi, dashTest, deferred, isCancelRequest,
+  REPO, SCREENSHOT_DIR, armStall, cancelButtons, consumeViaUi, dashTest, deferred, isCancelRequest,
   openDashboard, pagesShown, textOf, waitOutcome, waitPages, waitText, waitUntil,
 } from './lib.mjs';
 
@@ -88,12 +88,20 @@ dashTest('Stop Now: the task row shows its ID and advancing progress, every stop
       assert.equal(task.cancel, null, 'the server has not seen the cancel yet (the UI did not wait for it)');
     });
 
-    await step('README screenshot docs/dashboard-cancelling.png (1280×800)', async () => {
-      const file = path.join(REPO, 'docs', 'dashboard-cancelling.png');
-      fs.mkdirSync(path.dirname(file), { recursive: true });
+    await step('screenshot for the README (1280×800, buttons showing "Stopping…")', async () => {
+      // Always under build/screenshots/; docs/dashboard-cancelling.png (tracked)
+      // only when it is missing or TF_DOCS_SCREENSHOT=1, so a test run does
+      // not leave a modified file in the checkout.
       await page.evaluate(() => window.scrollTo(0, 0));
+      const file = path.join(SCREENSHOT_DIR, 'dashboard-cancelling.png');
+      fs.mkdirSync(SCREENSHOT_DIR, { recursive: true });
       await page.screenshot({ path: file, fullPage: false });
-      t.diagnostic(`saved ${path.relative(REPO, file)}`);
+      const docs = path.join(REPO, 'docs', 'dashboard-cancelling.png');
+      if (process.env.TF_DOCS_SCREENSHOT === '1' || !fs.existsSync(docs)) {
+        fs.mkdirSync(path.dirname(docs), { recursive: true });
+        fs.copyFileSync(file, docs);
+        t.diagnostic(`saved ${path.relative(REPO, docs)}`);
+      }
     });
 
     await step('a poll round while the request is held does not unlock the buttons', async () => {
@@ -247,8 +255,7 @@ dashTest('a double click on Stop Now sends exactly one cancel request (feed row 
         await btn.dblclick();
       });
       await step(`${where}: the run ends stopped`, () => waitOutcome(page, taskId, /stopped: \d+ kept/));
-      await step(`${where}: after one more poll round, exactly one cancel request was sent`, async () => {
-        await page.waitForResponse((r) => /\/api\/threat-feeds\/tasks\/\?limit=/.test(r.url()), { timeout: 30_000 });
+      await step(`${where}: exactly one cancel request was sent`, async () => {
         assert.equal(sent.length - n0, 1, `cancel requests: ${JSON.stringify(sent.slice(n0))}`);
         assert.equal((await stack.task(taskId)).status, 'stopped');
       });

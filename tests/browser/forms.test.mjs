@@ -65,6 +65,8 @@ dashTest('adding a feed through the form: the new row appears; a server validati
       assert.match(await page.getAttribute('#f-url', 'aria-describedby'), /f-url-err/, 'and points at its error');
       assert.equal(await page.evaluate(() => document.activeElement && document.activeElement.id), 'f-url',
         'focus moved to the URL input');
+      const alert = page.locator('[data-testid="alert"]').filter({ hasText: /Add feed/ });
+      assert.match(await textOf(alert.first()), /http or https/, 'also in the alert region');
       assert.equal(await page.inputValue('#f-name'), 'Bad URL feed', 'what the user typed is kept');
     });
     await step('no feed was created', async () => {
@@ -80,12 +82,14 @@ dashTest('adding a feed through the form: the new row appears; a server validati
       assert.equal(await d.formError.isHidden(), true, 'form error gone');
       assert.equal(await page.locator('#f-url-err').isHidden(), true, 'field error gone');
       assert.equal(await page.getAttribute('#f-url', 'aria-invalid'), null, 'URL input no longer invalid');
+      assert.equal(await page.locator('[data-testid="alert"]').filter({ hasText: /Add feed/ }).count(), 0,
+        'the "Add feed" alert of the failed attempt is gone');
     });
   });
 
 dashTest('keyboard: Tab reaches Consume and Enter starts the run; the progress bar has an accessible name',
   { shot: 'keyboard', stack: { upstream: ['--objects', '1000', '--page-size', '100', '--page-delay-ms', '300'] } },
-  async ({ stack, page, d, step }) => {
+  async ({ t, stack, page, d, step }) => {
     const feedId = 'demo';
     await step('create the feed; its run will stall at the 3rd page', async () => {
       await stack.createFeed(feedId);
@@ -101,14 +105,23 @@ dashTest('keyboard: Tab reaches Consume and Enter starts the run; the progress b
         text: a.textContent.trim().slice(0, 40), row: row ? row.dataset.testid : null };
     });
     const seen = [];
-    await step('Tab from the top of the page reaches the feed\'s Consume button', async () => {
-      await page.locator('body').click({ position: { x: 5, y: 300 } }); // a neutral spot: focus starts at the document
-      await page.evaluate(() => document.activeElement && document.activeElement.blur());
+    await step('the first Tab stop is the "Skip to content" link', async () => {
+      assert.equal(await page.evaluate(() => document.activeElement === document.body), true,
+        'nothing has focus after loading');
+      await page.keyboard.press('Tab');
+      const f = await focused();
+      assert.ok(f && f.tag === 'A' && /Skip to content/.test(f.text), `first Tab stop: ${JSON.stringify(f)}`);
+      seen.push('A:skip-link');
+    });
+    await step('further Tabs reach the feed\'s Consume button', async () => {
       for (let i = 0; i < 60; i++) {
         await page.keyboard.press('Tab');
         const f = await focused();
         seen.push(f ? `${f.tag}:${f.action || f.text}` : 'body');
-        if (f && f.action === 'consume' && f.feed === feedId) return;
+        if (f && f.action === 'consume' && f.feed === feedId) {
+          t.diagnostic(`Tab path: ${seen.join(' → ')}`);
+          return;
+        }
       }
       assert.fail(`Consume not reached in 60 Tabs; focus went: ${seen.join(' → ')}`);
     });

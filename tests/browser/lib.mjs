@@ -56,6 +56,19 @@ process.on('exit', () => {
   }
 });
 
+// `node --test` runs this file in a child process. If the runner dies (e.g.
+// `timeout` sent it SIGTERM) the child is orphaned and would go on with its
+// stacks and browsers: notice the new parent and exit. Exiting closes every
+// pipe, which is what stops stack_server.py (stdin EOF) and Chromium (its
+// DevTools pipe); the 'exit' handler above also sends SIGTERM.
+const PARENT = process.ppid;
+setInterval(() => {
+  if (process.ppid !== PARENT) {
+    process.stderr.write('browser tests: the test runner is gone; stopping\n');
+    process.exit(1);
+  }
+}, 500).unref();
+
 export class Stack {
   constructor(child, info, log) {
     this.child = child;

@@ -18,9 +18,9 @@ dashTest('the task monitor appears while a run is active and is hidden when none
       assert.equal(await d.activeSection.getAttribute('hidden'), '', 'it carries the hidden attribute');
     });
 
-    await step('the next run pauses 4 s on its 2nd page, then completes', async () => {
+    await step('the next run pauses 5 s on its 2nd page, then completes', async () => {
       await stack.upstreamCtl('reset');
-      await stack.faults({ page_delay_ms: 200, stall: { page: 1, after_bytes: -1, seconds: 4 } });
+      await stack.faults({ page_delay_ms: 200, stall: { page: 1, after_bytes: -1, seconds: 5 } });
     });
     const taskId = await step('click Consume: the monitor is shown with the heading and one task row', async () => {
       const id = await consumeViaUi(page, 'demo');
@@ -29,15 +29,13 @@ dashTest('the task monitor appears while a run is active and is hidden when none
       assert.equal(await d.taskRows.count(), 1, 'one task row');
       return id;
     });
-    await step('the monitor stays while the run is active', async () => {
-      await waitText(d.taskCell(taskId, 'status'), /running/, { what: 'status "running"' });
-      assert.equal(await d.activeSection.isVisible(), true);
-    });
     await step('the run completes: the monitor is hidden again, the run is in the recent tasks', async () => {
       await waitOutcome(page, taskId, /completed: 500 new, 0 updated/);
       await d.activeSection.waitFor({ state: 'hidden' });
       assert.equal(await d.taskRows.count(), 0, 'no task rows left');
       assert.equal((await stack.task(taskId)).status, 'completed');
+      await waitText(page.locator('[data-testid="workers"]'), /Workers: 0 active, 0 queued/,
+        { what: 'the workers pill to drop back to 0' });
     });
 
     const otherId = await step('a run started through the API (not in this page) appears in the monitor by itself', async () => {
@@ -49,6 +47,11 @@ dashTest('the task monitor appears while a run is active and is hidden when none
       assert.equal(await textOf(d.taskCell(id, 'task-id')), id, 'the row shows the full task ID');
       await waitPages(page, id, 1);
       return id;
+    });
+    await step('while it runs: the header counts a worker, the feed\'s "last run" is not "never"', async () => {
+      await waitText(page.locator('[data-testid="workers"]'), /Workers: 1 active/, { what: 'the workers pill to count the run' });
+      assert.notEqual(await textOf(d.feedCell('other', 'last-run')), 'never', 'last run of the running feed');
+      assert.equal(await d.taskRows.count(), 1, 'one task row');
     });
     await step('it is stopped through the API: the monitor notices and hides', async () => {
       await stack.apiOk('POST', `/api/threat-feeds/cancel-task/${otherId}/`, { mode: 'stop_now' }, 202);
@@ -91,8 +94,28 @@ dashTest('API unreachable: a visible offline banner and error, then recovery whe
       await waitText(d.health, /API: ok/, { what: 'the health pill to say "API: ok"' });
       assert.equal(await d.feedRow('demo').isVisible(), true, 'the existing feed is still listed');
     });
-    await step('and the dashboard works again: a run completes', async () => {
+    await step('and the dashboard works again: a run completes, the stale Consume error is gone', async () => {
       const id = await consumeViaUi(page, 'demo');
+      assert.equal(await page.locator('[data-testid="alert"]').filter({ hasText: /Consume/ }).count(), 0,
+        'the "Consume …: API unreachable" alert was taken down by the successful Consume');
       await waitOutcome(page, id, /completed: 200 new/);
+    });
+
+    const serverError = (route) => route.fulfill({
+      status: 500, contentType: 'application/json',
+      body: JSON.stringify({ error: 'store unavailable (simulated)', code: 'internal' }),
+    });
+    await step('the API answers the feed list with a JSON 500: the error is shown as an alert, not as offline', async () => {
+      await page.route('**/api/threat-feeds/', serverError);
+      const alert = page.locator('[data-testid="alert"]').filter({ hasText: /store unavailable \(simulated\)/ });
+      await alert.first().waitFor({ state: 'visible' });
+      assert.match(await textOf(alert.first()), /Loading feeds/);
+      assert.equal(await d.offline.isHidden(), true, 'an API error is not "unreachable"');
+      assert.equal(await d.feedRow('demo').isVisible(), true, 'the last known feeds stay on screen');
+    });
+    await step('the feed list works again: the alert goes away by itself', async () => {
+      await page.unroute('**/api/threat-feeds/', serverError);
+      await page.locator('[data-testid="alert"]').filter({ hasText: /store unavailable/ }).first()
+        .waitFor({ state: 'detached' });
     });
   });

@@ -1021,6 +1021,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_plain(405, b"", JSON_MEDIA, [("Allow", "GET")])
 
     def _begin(self):
+        # Stats of this request's epoch: a /_ctl/reset during a slow response
+        # must not let that response count into the fresh stats.
+        self.req_stats = self.state.stats
         self.transport = {}
         self.kind = None
         self.log_entry = None
@@ -1044,11 +1047,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.route_get()
         except ClientGone:
             with self.state.lock:
-                self.state.stats.aborted += 1
+                self.req_stats.aborted += 1
             self.close_connection = True
         except (BrokenPipeError, ConnectionResetError):
             with self.state.lock:
-                self.state.stats.aborted += 1
+                self.req_stats.aborted += 1
             self.close_connection = True
         finally:
             self._finish_log()
@@ -1059,8 +1062,8 @@ class Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 entry["status"] = self.sent_status
                 if self.kind == "objects" and self.sent_status == 200:
-                    self.state.stats.objects_pages += 1
-                    self.state.stats.objects_served += entry.get("count") or 0
+                    self.req_stats.objects_pages += 1
+                    self.req_stats.objects_served += entry.get("count") or 0
 
     # --- low-level sending ---------------------------------------------
 

@@ -249,18 +249,13 @@ static int api_form(tf_txn *txn, json_object *stored, json_object **out)
 static int api_text(tf_txn *txn, json_object *stored, char **json, size_t *len)
 {
 	json_object *o;
-	const char *text;
-	size_t n;
 	int rc = api_form(txn, stored, &o);
 
 	if (rc)
 		return rc;
-	text = tf_json_text(o, &n);
-	*json = tf_strndup(text, n);
-	if (len)
-		*len = n;
+	rc = tf_json_dup_text(o, json, len);
 	json_object_put(o);
-	return *json ? TF_OK : TF_ENOMEM;
+	return rc;
 }
 
 int tf_feed_load(tf_txn *txn, const char *id, json_object **out)
@@ -476,25 +471,14 @@ static int list_txn(tf_txn *txn, void *vctx)
 
 int tf_feed_list(tf_store *st, char **json, size_t *len)
 {
-	json_object *root = json_object_new_object(), *arr = json_object_new_array();
-	const char *text;
-	size_t n;
+	json_object *arr, *root = tf_json_list_root("feeds", &arr);
 	int rc;
 
 	*json = NULL;
-	if (!root || !arr) {
-		json_object_put(root);
-		json_object_put(arr);
+	if (!root)
 		return TF_ENOMEM;
-	}
-	json_object_object_add(root, "feeds", arr);
-	if (!(rc = tf_store_view(st, list_txn, arr))) {
-		text = tf_json_text(root, &n);
-		if (!(*json = tf_strndup(text, n)))
-			rc = TF_ENOMEM;
-		if (len)
-			*len = n;
-	}
+	if (!(rc = tf_store_view(st, list_txn, arr)))
+		rc = tf_json_dup_text(root, json, len);
 	json_object_put(root);
 	return rc;
 }

@@ -1,5 +1,6 @@
 #include "json.h"
 #include "err.h"
+#include "util.h"
 
 /* Depth of the finite-number walk; json-c already capped nesting. */
 #define TF_JSON_WALK_MAX 1024
@@ -183,4 +184,30 @@ const char *tf_json_text(json_object *obj, size_t *len)
 {
 	return json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN |
 	                                                  JSON_C_TO_STRING_NOSLASHESCAPE, len);
+}
+
+int tf_json_dup_text(json_object *obj, char **json, size_t *len)
+{
+	size_t n;
+	const char *text = tf_json_text(obj, &n);
+
+	if (!text || !(*json = tf_strndup(text, n)))
+		return *json = NULL, TF_ENOMEM;
+	if (len)
+		*len = n;
+	return TF_OK;
+}
+
+json_object *tf_json_list_root(const char *key, json_object **arr)
+{
+	json_object *root = json_object_new_object();
+
+	*arr = json_object_new_array();
+	if (!root || !*arr) {
+		json_object_put(root);
+		json_object_put(*arr);
+		return *arr = NULL, NULL;
+	}
+	json_object_object_add(root, key, *arr);
+	return root;
 }

@@ -25,5 +25,10 @@ const char *tf_json_str(json_object *obj, const char *key);
 
 /* Serialized compact text of obj; valid while obj lives. */
 const char *tf_json_text(json_object *obj, size_t *len);
+/* A malloc'd copy of obj's compact text (caller frees); len may be NULL. */
+int tf_json_dup_text(json_object *obj, char **json, size_t *len);
+/* {"<key>":[]}, the root of every list answer; *arr is its array (owned by
+ * the root). NULL when out of memory. Caller owns the root. */
+json_object *tf_json_list_root(const char *key, json_object **arr);
 
 #endif

@@ -307,27 +307,17 @@ static int page_txn(tf_txn *txn, void *vctx)
 int tf_records_page(tf_store *st, const char *feed_id, const char *cursor, int limit,
                     char **json, size_t *len)
 {
-	json_object *root = json_object_new_object(), *arr = json_object_new_array();
+	json_object *arr, *root = tf_json_list_root("indicators", &arr);
 	struct page_ctx c = {.feed_id = feed_id, .after = cursor, .limit = limit, .arr = arr};
-	const char *text;
-	size_t n;
 	int rc;
 
 	*json = NULL;
-	if (!root || !arr) {
-		json_object_put(root);
-		json_object_put(arr);
+	if (!root)
 		return TF_ENOMEM;
-	}
-	json_object_object_add(root, "indicators", arr);
 	if (!(rc = tf_store_view(st, page_txn, &c))) {
 		json_object_object_add(root, "next_cursor",
 		                       c.next[0] ? json_object_new_string(c.next) : NULL);
-		text = tf_json_text(root, &n);
-		if (!(*json = tf_strndup(text, n)))
-			rc = TF_ENOMEM;
-		if (len)
-			*len = n;
+		rc = tf_json_dup_text(root, json, len);
 	}
 	json_object_put(root);
 	return rc;

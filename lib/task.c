@@ -704,26 +704,15 @@ static int list_txn(tf_txn *txn, void *vctx)
 
 int tf_task_list(tf_store *st, const tf_task_filter *f, char **json, size_t *len)
 {
-	json_object *root = json_object_new_object(), *arr = json_object_new_array();
+	json_object *arr, *root = tf_json_list_root("tasks", &arr);
 	struct list_ctx c = {f, arr};
-	const char *text;
-	size_t n;
 	int rc;
 
 	*json = NULL;
-	if (!root || !arr) {
-		json_object_put(root);
-		json_object_put(arr);
+	if (!root)
 		return TF_ENOMEM;
-	}
-	json_object_object_add(root, "tasks", arr);
-	if (!(rc = tf_store_view(st, list_txn, &c))) {
-		text = tf_json_text(root, &n);
-		if (!(*json = tf_strndup(text, n)))
-			rc = TF_ENOMEM;
-		if (len)
-			*len = n;
-	}
+	if (!(rc = tf_store_view(st, list_txn, &c)))
+		rc = tf_json_dup_text(root, json, len);
 	json_object_put(root);
 	return rc;
 }

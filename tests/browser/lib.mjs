@@ -46,6 +46,7 @@ function within(promise, ms) {
 /* ------------------------------------------------------------------------ */
 
 const liveStacks = new Set();
+const liveProfiles = new Set();
 // Last resort: the test process exits with a stack still up (a bug in a test,
 // or an uncaught error). Closing stdin is enough for stack_server.py; the
 // SIGTERM covers a launcher that is stuck.
@@ -53,6 +54,9 @@ process.on('exit', () => {
   for (const s of liveStacks) {
     try { s.child.stdin.destroy(); } catch (_) { /* gone */ }
     try { s.child.kill('SIGTERM'); } catch (_) { /* gone */ }
+  }
+  for (const dir of liveProfiles) {
+    try { fs.rmSync(dir, { recursive: true, force: true }); } catch (_) { /* best effort */ }
   }
 });
 
@@ -274,6 +278,7 @@ export async function startStack({ upstream = [], conf = {}, timeoutMs = 60_000 
  */
 export async function launchBrowser({ viewport = { width: 1280, height: 800 } } = {}) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'threatfeed-chromium-'));
+  liveProfiles.add(userDataDir);
   let context;
   try {
     context = await chromium.launchPersistentContext(userDataDir, {
@@ -290,6 +295,7 @@ export async function launchBrowser({ viewport = { width: 1280, height: 800 } } 
     });
   } catch (e) {
     fs.rmSync(userDataDir, { recursive: true, force: true });
+    liveProfiles.delete(userDataDir);
     throw e;
   }
   context.setDefaultTimeout(UI_TIMEOUT);
@@ -304,6 +310,7 @@ export async function launchBrowser({ viewport = { width: 1280, height: 800 } } 
     async close() {
       try { await within(context.close(), 20_000); } finally {
         fs.rmSync(userDataDir, { recursive: true, force: true });
+        liveProfiles.delete(userDataDir);
       }
     },
   };

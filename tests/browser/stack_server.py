@@ -35,6 +35,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -82,36 +83,75 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
-    bin_dir = os.path.abspath(os.path.join(REPO, default_bin_dir()))
+    src_dir = os.path.abspath(os.path.join(REPO, default_bin_dir()))
     copy_root = None
-    if not args.no_copy:
-        tmp_root = os.path.join(REPO, "build", "test-tmp")
-        os.makedirs(tmp_root, exist_ok=True)
-        copy_root = tempfile.mkdtemp(prefix="browser-bin-", dir=tmp_root)
-        os.chmod(copy_root, 0o755)
-        private = os.path.join(copy_root, os.path.basename(os.path.normpath(bin_dir)))
-        os.makedirs(private)
-        # Every executable file of the build dir (the stack checks for the
-        # ones it needs and says which is missing).
-        for name in sorted(os.listdir(bin_dir)) if os.path.isdir(bin_dir) else ():
-            src = os.path.join(bin_dir, name)
-            if os.path.isfile(src) and os.access(src, os.X_OK):
-                shutil.copy2(src, private)
-        bin_dir = private
-
     try:
-        stack = Stack(args.server, bin_dir=bin_dir, conf=conf,
-                      upstream_args=upstream_args, fcgi_procs=args.fcgi_procs)
-        try:
-            stack.start()
-        except Exception as e:  # StackError carries the log tails
-            sys.stdout.write(json.dumps({"error": str(e)}) + "\n")
-            sys.stdout.flush()
-            return 1
+        # A build running meanwhile (make relinks a binary: it is missing or
+        # half written for a moment) gets a few chances to finish.
+        for attempt in range(4):
+            bin_dir = src_dir
+            if not args.no_copy:
+                if copy_root:
+                    shutil.rmtree(copy_root, ignore_errors=True)
+                copy_root, bin_dir = copy_bins(src_dir)
+            stack = Stack(args.server, bin_dir=bin_dir, conf=conf,
+                          upstream_args=upstream_args, fcgi_procs=args.fcgi_procs)
+            try:
+                stack.start()
+                break
+            except Exception as e:  # StackError carries the log tails
+                if "is missing" in str(e) and attempt < 3 and not done.is_set():
+                    time.sleep(2)
+                    continue
+                sys.stdout.write(json.dumps({"error": str(e)}) + "\n")
+                sys.stdout.flush()
+                return 1
         return serve(stack, done, keep)
     finally:
         if copy_root:
             shutil.rmtree(copy_root, ignore_errors=True)
+
+
+def _executables(d):
+    """{name: (size, mtime_ns)} of the executable files in d."""
+    out = {}
+    for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+        p = os.path.join(d, name)
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            out[name] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def copy_bins(src_dir, settle_s=1.0, timeout_s=30.0):
+    """Copy the executables of src_dir to a private dir of the same basename
+    (an "asan" dir keeps turning on the sanitizer options); waits until none
+    was written in the last `settle_s` and the set did not change while
+    copying.  Returns (root to remove later, bin dir)."""
+    tmp_root = os.path.join(REPO, "build", "test-tmp")
+    os.makedirs(tmp_root, exist_ok=True)
+    root = tempfile.mkdtemp(prefix="browser-bin-", dir=tmp_root)
+    os.chmod(root, 0o755)
+    private = os.path.join(root, os.path.basename(os.path.normpath(src_dir)))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        before = _executables(src_dir)
+        newest = max((m for _, m in before.values()), default=0)
+        fresh = time.time_ns() - newest < settle_s * 1e9
+        if not fresh or time.monotonic() > deadline:
+            shutil.rmtree(private, ignore_errors=True)
+            os.makedirs(private)
+            for name in before:
+                try:
+                    shutil.copy2(os.path.join(src_dir, name), private)
+                except OSError:
+                    pass
+            if _executables(src_dir) == before or time.monotonic() > deadline:
+                return root, private
+        time.sleep(0.3)
 
 
 def serve(stack, done, keep):

@@ -357,29 +357,38 @@ int tf_runctl_reap(tf_store *st, const char *task_id, int *reaped)
 	return tf_runctl_finish(st, task_id, TF_ST_FAILED, 1, "worker lost");
 }
 
+/* Task ids held as values of tbl (ACTIVE or QUEUE), in key order; with
+ * unclaimed, only those no supervisor has claimed yet. */
 struct ids_ctx {
+	tf_table tbl;
+	int unclaimed;
 	char (*ids)[TF_UUID_LEN + 1];
-	size_t n, cap;
+	size_t max, n;
 };
 
-static int active_ids_txn(tf_txn *txn, void *vctx)
+static int info_get(tf_txn *txn, const char *task_id, tf_runinfo *ri);
+
+static int ids_txn(tf_txn *txn, void *vctx)
 {
 	struct ids_ctx *c = vctx;
 	tf_cursor *cur;
 	const void *k, *v;
 	size_t kl, vl;
-	int rc = tf_cursor_open(txn, TF_TBL_ACTIVE, &cur);
+	int rc = tf_cursor_open(txn, c->tbl, &cur);
 
 	c->n = 0;
 	if (rc)
 		return rc;
-	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
-	while (rc == TF_OK && c->n < c->cap) {
-		if (vl == TF_UUID_LEN) {
-			memcpy(c->ids[c->n], v, TF_UUID_LEN);
-			c->ids[c->n++][TF_UUID_LEN] = '\0';
-		}
-		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	     rc == TF_OK && c->n < c->max;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		tf_runinfo ri;
+		if (vl != TF_UUID_LEN)
+			continue;
+		memcpy(c->ids[c->n], v, TF_UUID_LEN);
+		c->ids[c->n][TF_UUID_LEN] = '\0';
+		if (!c->unclaimed || info_get(txn, c->ids[c->n], &ri) == TF_ENOTFOUND)
+			c->n++;
 	}
 	tf_cursor_close(cur);
 	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
@@ -388,8 +397,8 @@ static int active_ids_txn(tf_txn *txn, void *vctx)
 int tf_runctl_reap_all(tf_store *st, int *reaped)
 {
 	char ids[256][TF_UUID_LEN + 1];
-	struct ids_ctx c = {ids, 0, 256};
-	int rc = tf_store_view(st, active_ids_txn, &c), one;
+	struct ids_ctx c = {TF_TBL_ACTIVE, 0, ids, 256, 0};
+	int rc = tf_store_view(st, ids_txn, &c), one;
 
 	*reaped = 0;
 	for (size_t i = 0; !rc && i < c.n; i++) {
@@ -489,71 +498,24 @@ int tf_runctl_set_worker(tf_store *st, const char *task_id, pid_t pid)
 	return tf_store_update(st, set_worker_txn, &c);
 }
 
-static int next_txn(tf_txn *txn, void *vctx)
+int tf_runctl_queued(tf_store *st, char (*ids)[TF_UUID_LEN + 1], size_t max, size_t *n)
 {
-	char *out = vctx;
-	tf_cursor *cur;
-	const void *k, *v;
-	size_t kl, vl;
-	int rc = tf_cursor_open(txn, TF_TBL_QUEUE, &cur);
-
-	if (rc)
-		return rc;
-	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
-	while (rc == TF_OK) {
-		tf_runinfo ri;
-		if (vl == TF_UUID_LEN) {
-			memcpy(out, v, TF_UUID_LEN);
-			out[TF_UUID_LEN] = '\0';
-			if (info_get(txn, out, &ri) == TF_ENOTFOUND)
-				break;
-		}
-		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
-	}
-	tf_cursor_close(cur);
+	struct ids_ctx c = {TF_TBL_QUEUE, 1, ids, max, 0};
+	int rc = tf_store_view(st, ids_txn, &c);
+	*n = c.n;
 	return rc;
 }
 
 int tf_runctl_next_queued(tf_store *st, char *task_id)
 {
-	return tf_store_view(st, next_txn, task_id);
-}
+	char id[1][TF_UUID_LEN + 1];
+	size_t n = 0;
+	int rc = tf_runctl_queued(st, id, 1, &n);
 
-struct queued_ctx {
-	char (*ids)[TF_UUID_LEN + 1];
-	size_t max, n;
-};
-
-static int queued_txn(tf_txn *txn, void *vctx)
-{
-	struct queued_ctx *c = vctx;
-	tf_cursor *cur;
-	const void *k, *v;
-	size_t kl, vl;
-	int rc = tf_cursor_open(txn, TF_TBL_QUEUE, &cur);
-
-	c->n = 0;
-	if (rc)
-		return rc;
-	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
-	     rc == TF_OK && c->n < c->max; rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
-		tf_runinfo ri;
-		if (vl != TF_UUID_LEN)
-			continue;
-		memcpy(c->ids[c->n], v, TF_UUID_LEN);
-		c->ids[c->n][TF_UUID_LEN] = '\0';
-		if (info_get(txn, c->ids[c->n], &ri) == TF_ENOTFOUND)
-			c->n++;
-	}
-	tf_cursor_close(cur);
-	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
-}
-
-int tf_runctl_queued(tf_store *st, char (*ids)[TF_UUID_LEN + 1], size_t max, size_t *n)
-{
-	struct queued_ctx c = {ids, max, 0};
-	int rc = tf_store_view(st, queued_txn, &c);
-	*n = c.n;
+	if (!rc && !n)
+		rc = TF_ENOTFOUND;
+	if (!rc)
+		memcpy(task_id, id[0], TF_UUID_LEN + 1);
 	return rc;
 }
 

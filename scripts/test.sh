@@ -33,6 +33,17 @@ for t in "$BUILD"/asan/tests/test_*; do
   if [ "$f" -gt 0 ]; then tail -n 40 "$out"; fi
 done
 
+# --- fuzz regression: every libFuzzer harness over its seed corpus ------------
+if grep -q '^fuzz-regress:' Makefile; then
+  out="$logdir/fuzz-regress.log"
+  make --no-print-directory -s fuzz-regress BUILD="$BUILD" >"$out" 2>&1; rc=$?
+  p=$(grep -c ': inputs ok$\|inputs ok' "$out")
+  f=$(grep -c 'FAILED' "$out")
+  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  count fuzz-regress "$p" "$f"
+  if [ "$f" -gt 0 ]; then tail -n 40 "$out"; fi
+fi
+
 # --- python suites (upstream self-test, integration) -------------------------
 pysuite() { # name dir
   local out="$logdir/$1.log"

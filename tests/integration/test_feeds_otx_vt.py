@@ -404,11 +404,14 @@ class VirusTotal(FeedTest):
         # QuotaExceededError whose Retry-After says when the window frees
         up = self.vt_feed([SHA_A, SHA_B, "haiku-os.org"], "--vt-rpm", "2")
         task = self.env.consume("v")
+        # (the budget's own short waits are rate_limited too: wait for the 429's)
         t = self.env.wait(task, {"running"} | TERMINAL, timeout=60,
-                          pred=lambda t: t["stage"] == "rate_limited" and
-                          t["progress"]["pages_done"] == 2 or t["status"] in TERMINAL)
+                          pred=lambda t: (t["message"] or "").startswith("rate limited by VirusTotal")
+                          or t["status"] in TERMINAL)
         self.assertEqual(t["status"], "running", t)
-        self.assertIn("429", " ".join(t["warnings"]))
+        self.assertEqual(t["stage"], "rate_limited", t)
+        self.assertEqual(t["progress"]["pages_done"], 2)
+        self.assertIn("HTTP 429 QuotaExceededError; retry 1 of 5 in", " ".join(t["warnings"]))
         self.env.cancel(task)
         t = self.env.wait(task, TERMINAL, timeout=20)
         self.assertEqual(t["status"], "stopped", t)

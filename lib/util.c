@@ -2,6 +2,7 @@
 #include "err.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,4 +214,26 @@ char *tf_strndup(const char *s, size_t n)
 	memcpy(d, s, n);
 	d[n] = '\0';
 	return d;
+}
+
+void tf_set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+void tf_printable(char *buf, size_t len, const char *s, size_t max, char repl)
+{
+	size_t i = 0;
+
+	if (!len)
+		return;
+	for (; s && *s && i + 1 < len && i < max; s++)
+		buf[i++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? repl : *s;
+	buf[i] = '\0';
 }

@@ -37,6 +37,12 @@ int tf_proc_alive(pid_t pid, uint64_t start);
 /* Bounded number parsing (never atoi): TF_OK or TF_EINVAL. */
 int tf_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 
+/* printf into an error buffer the caller may have left NULL/0. */
+void tf_set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Copies at most max bytes of untrusted s into buf for a message, control
+ * characters replaced by repl. */
+void tf_printable(char *buf, size_t len, const char *s, size_t max, char repl);
+
 /* malloc-or-die helpers are not used: callers handle TF_ENOMEM. */
 char *tf_strndup(const char *s, size_t n);
 

@@ -60,19 +60,6 @@ static int global_init(void)
 	return TF_OK;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static char *make_noproxy(void)
 {
 	static const char loop[] = "localhost,127.0.0.1,::1";
@@ -348,69 +335,69 @@ static int transfer_error(tf_fetch *f, const tf_fetch_req *req, CURLcode cc, cha
 	case CURLE_WRITE_ERROR:
 	case CURLE_FILESIZE_EXCEEDED:
 		if (f->over_limit || cc == CURLE_FILESIZE_EXCEEDED) {
-			set_err(err, errlen, "response larger than %zu bytes", f->max);
+			tf_set_err(err, errlen, "response larger than %zu bytes", f->max);
 			return TF_ELIMIT;
 		}
-		set_err(err, errlen, "out of memory receiving the response");
+		tf_set_err(err, errlen, "out of memory receiving the response");
 		return TF_ENOMEM;
 	case CURLE_COULDNT_CONNECT:
 		if (oserr == ECONNREFUSED)
-			set_err(err, errlen, "connection refused to %s", where);
+			tf_set_err(err, errlen, "connection refused to %s", where);
 		else if (oserr)
-			set_err(err, errlen, "could not connect to %s: %s", where, strerror((int)oserr));
+			tf_set_err(err, errlen, "could not connect to %s: %s", where, strerror((int)oserr));
 		else
-			set_err(err, errlen, "could not connect to %s", where);
+			tf_set_err(err, errlen, "could not connect to %s", where);
 		return TF_ENETWORK;
 	case CURLE_COULDNT_RESOLVE_HOST:
-		set_err(err, errlen, "could not resolve the host of %s", where);
+		tf_set_err(err, errlen, "could not resolve the host of %s", where);
 		return TF_ENETWORK;
 	case CURLE_OPERATION_TIMEDOUT:
 		if (!connect_us)
-			set_err(err, errlen, "connecting to %s timed out after %d s", where,
+			tf_set_err(err, errlen, "connecting to %s timed out after %d s", where,
 			        TF_CONNECT_TIMEOUT_S);
 		else if (total + 1 >= (double)timeout)
-			set_err(err, errlen, "timed out after %ld s", timeout);
+			tf_set_err(err, errlen, "timed out after %ld s", timeout);
 		else
-			set_err(err, errlen, "transfer stalled: less than %d byte/s for %d s",
+			tf_set_err(err, errlen, "transfer stalled: less than %d byte/s for %d s",
 			        TF_LOW_SPEED_BYTES, TF_LOW_SPEED_TIME_S);
 		return TF_ENETWORK;
 	case CURLE_PEER_FAILED_VERIFICATION:
-		set_err(err, errlen, "TLS certificate verification failed for %s%s%s", where,
+		tf_set_err(err, errlen, "TLS certificate verification failed for %s%s%s", where,
 		        f->errbuf[0] ? ": " : "", f->errbuf);
 		return TF_ENETWORK;
 	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_SSL_CERTPROBLEM:
 	case CURLE_SSL_CIPHER:
 	case CURLE_SSL_ISSUER_ERROR:
-		set_err(err, errlen, "TLS handshake with %s failed%s%s", where,
+		tf_set_err(err, errlen, "TLS handshake with %s failed%s%s", where,
 		        f->errbuf[0] ? ": " : "", f->errbuf);
 		return TF_ENETWORK;
 	case CURLE_UNSUPPORTED_PROTOCOL:
-		set_err(err, errlen, "redirect to a non-http(s) URL refused");
+		tf_set_err(err, errlen, "redirect to a non-http(s) URL refused");
 		return TF_ENETWORK;
 	case CURLE_TOO_MANY_REDIRECTS:
-		set_err(err, errlen, "more than %d redirects", TF_MAX_REDIRECTS);
+		tf_set_err(err, errlen, "more than %d redirects", TF_MAX_REDIRECTS);
 		return TF_ENETWORK;
 	case CURLE_GOT_NOTHING:
-		set_err(err, errlen, "%s closed the connection without answering", where);
+		tf_set_err(err, errlen, "%s closed the connection without answering", where);
 		return TF_ENETWORK;
 	case CURLE_PARTIAL_FILE:
-		set_err(err, errlen, "response truncated after %zu bytes (connection closed early)",
+		tf_set_err(err, errlen, "response truncated after %zu bytes (connection closed early)",
 		        f->len);
 		return TF_ENETWORK;
 	case CURLE_BAD_CONTENT_ENCODING:
-		set_err(err, errlen, "response body could not be decoded (bad Content-Encoding)");
+		tf_set_err(err, errlen, "response body could not be decoded (bad Content-Encoding)");
 		return TF_ENETWORK;
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
-		set_err(err, errlen, "connection to %s lost: %s", where,
+		tf_set_err(err, errlen, "connection to %s lost: %s", where,
 		        f->errbuf[0] ? f->errbuf : curl_easy_strerror(cc));
 		return TF_ENETWORK;
 	case CURLE_OUT_OF_MEMORY:
-		set_err(err, errlen, "out of memory");
+		tf_set_err(err, errlen, "out of memory");
 		return TF_ENOMEM;
 	default:
-		set_err(err, errlen, "transfer from %s failed: %s", where,
+		tf_set_err(err, errlen, "transfer from %s failed: %s", where,
 		        f->errbuf[0] ? f->errbuf : curl_easy_strerror(cc));
 		return TF_ENETWORK;
 	}
@@ -432,7 +419,7 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 	if (err && errlen)
 		err[0] = '\0';
 	if (!f || !req || !http_url(req->url)) {
-		set_err(err, errlen, "not an http or https URL");
+		tf_set_err(err, errlen, "not an http or https URL");
 		return TF_EINVAL;
 	}
 	if (cancelled(f))
@@ -445,12 +432,12 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 	f->resp = resp;
 	f->errbuf[0] = '\0';
 	if ((rc = configure(f, req, &hdrs))) {
-		set_err(err, errlen, rc == TF_ENOMEM ? "out of memory" : "could not set up the request");
+		tf_set_err(err, errlen, rc == TF_ENOMEM ? "out of memory" : "could not set up the request");
 		goto out;
 	}
 	if (curl_multi_add_handle(f->multi, f->easy) != CURLM_OK) {
 		rc = TF_ENOMEM;
-		set_err(err, errlen, "could not start the request");
+		tf_set_err(err, errlen, "could not start the request");
 		goto out;
 	}
 	added = 1;
@@ -462,7 +449,7 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 
 		if (mc != CURLM_OK) {
 			rc = TF_ENETWORK;
-			set_err(err, errlen, "transfer failed: %s", curl_multi_strerror(mc));
+			tf_set_err(err, errlen, "transfer failed: %s", curl_multi_strerror(mc));
 			goto out;
 		}
 		while ((msg = curl_multi_info_read(f->multi, &left)))
@@ -484,7 +471,7 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 			                     NULL);
 		if (mc != CURLM_OK) {
 			rc = TF_ENETWORK;
-			set_err(err, errlen, "transfer failed: %s", curl_multi_strerror(mc));
+			tf_set_err(err, errlen, "transfer failed: %s", curl_multi_strerror(mc));
 			goto out;
 		}
 		if (wake.revents || spurious >= 3) {
@@ -503,7 +490,7 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 	}
 	if (reserve(f, f->len + 1)) {
 		rc = TF_ENOMEM;
-		set_err(err, errlen, "out of memory");
+		tf_set_err(err, errlen, "out of memory");
 		goto out;
 	}
 	f->buf[f->len] = '\0';
@@ -583,7 +570,7 @@ int tf_fetch_get(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp, long
 		next = resolve(hop.url, resp->location);
 		tf_fetch_resp_free(resp);
 		if (hops == TF_MAX_REDIRECTS || !next || !http_url(next)) {
-			set_err(err, errlen, !next || http_url(next) ? "more than %d redirects"
+			tf_set_err(err, errlen, !next || http_url(next) ? "more than %d redirects"
 			                                             : "redirect to a non-http(s) URL refused",
 			        TF_MAX_REDIRECTS);
 			free(next);
@@ -592,7 +579,7 @@ int tf_fetch_get(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp, long
 		}
 		if (!origin(req->url, from, sizeof from) || !origin(next, to, sizeof to) ||
 		    strcmp(from, to)) {
-			set_err(err, errlen, "redirect to another host refused: it would receive the "
+			tf_set_err(err, errlen, "redirect to another host refused: it would receive the "
 			                     "feed's API key");
 			free(next);
 			rc = TF_ENETWORK;

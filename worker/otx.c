@@ -68,31 +68,6 @@
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-/* s for a message: at most max bytes, control characters replaced. */
-static void printable(char *buf, size_t len, const char *s, size_t max)
-{
-	size_t i = 0;
-
-	if (!len)
-		return;
-	for (; s && *s && i + 1 < len && i < max; s++)
-		buf[i++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
-	buf[i] = '\0';
-}
-
 void tf_otx_format_time(int64_t us, char *buf, size_t len)
 {
 	int64_t secs = us / 1000000, frac = us % 1000000;
@@ -133,39 +108,39 @@ int tf_otx_page_parse(const char *body, size_t len, tf_otx_page *page, char *err
 	memset(page, 0, sizeof *page);
 	page->count = -1;
 	if (tf_json_parse(body, len, TF_MAX_FEED_JSON_DEPTH, &page->doc, why, sizeof why)) {
-		set_err(err, errlen, "%s", why);
+		tf_set_err(err, errlen, "%s", why);
 		return TF_EPARSE;
 	}
 	if (!json_object_is_type(page->doc, json_type_object)) {
-		set_err(err, errlen, "expected a JSON object with \"results\"");
+		tf_set_err(err, errlen, "expected a JSON object with \"results\"");
 		goto bad;
 	}
 	if (!json_object_object_get_ex(page->doc, "results", &v) ||
 	    !json_object_is_type(v, json_type_array)) {
-		set_err(err, errlen, v ? "\"results\" is not an array" : "no \"results\" array");
+		tf_set_err(err, errlen, v ? "\"results\" is not an array" : "no \"results\" array");
 		goto bad;
 	}
 	page->results = v;
 	page->n = json_object_array_length(v);
 	if (page->n > TF_MAX_PAGE_OBJECTS) {
-		set_err(err, errlen, "%zu results in one page, limit %d", page->n,
+		tf_set_err(err, errlen, "%zu results in one page, limit %d", page->n,
 		        TF_MAX_PAGE_OBJECTS);
 		tf_otx_page_free(page);
 		return TF_ELIMIT;
 	}
 	if (json_object_object_get_ex(page->doc, "next", &v) && v) {
 		if (!json_object_is_type(v, json_type_string)) {
-			set_err(err, errlen, "\"next\" is neither a URL nor null");
+			tf_set_err(err, errlen, "\"next\" is neither a URL nor null");
 			goto bad;
 		}
 		if ((size_t)json_object_get_string_len(v) > TF_MAX_URL) {
-			set_err(err, errlen, "\"next\" is longer than %d bytes", TF_MAX_URL);
+			tf_set_err(err, errlen, "\"next\" is longer than %d bytes", TF_MAX_URL);
 			goto bad;
 		}
 		if (json_object_get_string_len(v) > 0)
 			page->next = json_object_get_string(v);
 		if (page->next && strlen(page->next) != (size_t)json_object_get_string_len(v)) {
-			set_err(err, errlen, "\"next\" contains a NUL byte");
+			tf_set_err(err, errlen, "\"next\" contains a NUL byte");
 			goto bad;
 		}
 	}
@@ -237,15 +212,15 @@ int tf_otx_pulse_read(json_object *obj, tf_otx_pulse *p, char *err, size_t errle
 
 	memset(p, 0, sizeof *p);
 	if (!obj || !json_object_is_type(obj, json_type_object)) {
-		set_err(err, errlen, "not a JSON object");
+		tf_set_err(err, errlen, "not a JSON object");
 		return TF_EINVAL;
 	}
 	if (!json_object_object_get_ex(obj, "id", &v) || !json_object_is_type(v, json_type_string)) {
-		set_err(err, errlen, v ? "id is not a string" : "no id");
+		tf_set_err(err, errlen, v ? "id is not a string" : "no id");
 		return TF_EINVAL;
 	}
 	if (!valid_pulse_id(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
-		set_err(err, errlen, "id is not a pulse id ([A-Za-z0-9._-], 1 to %d bytes)",
+		tf_set_err(err, errlen, "id is not a pulse id ([A-Za-z0-9._-], 1 to %d bytes)",
 		        TF_OTX_MAX_ID);
 		return TF_EINVAL;
 	}
@@ -259,22 +234,22 @@ int tf_otx_pulse_read(json_object *obj, tf_otx_pulse *p, char *err, size_t errle
 		if (rc == TF_ENOTFOUND)
 			continue;
 		if (rc == TF_EINVAL) {
-			set_err(err, errlen, "%s is not a string", which);
+			tf_set_err(err, errlen, "%s is not a string", which);
 			return TF_EINVAL;
 		}
 		if (strlen(s) <= 64 && !tf_time_parse(s, &p->modified_us))
 			break;
-		printable(shown, sizeof shown, s, 40);
-		set_err(err, errlen, "%s is not a timestamp: \"%s\"", which, shown);
+		tf_printable(shown, sizeof shown, s, 40, '?');
+		tf_set_err(err, errlen, "%s is not a timestamp: \"%s\"", which, shown);
 		return TF_EINVAL;
 	}
 	if (rc == TF_ENOTFOUND) {
-		set_err(err, errlen, "neither modified nor created");
+		tf_set_err(err, errlen, "neither modified nor created");
 		return TF_EINVAL;
 	}
 	for (size_t i = 0; i < sizeof typed / sizeof typed[0]; i++)
 		if (wrong_type(obj, typed[i].key, typed[i].type, &v)) {
-			set_err(err, errlen, "%s is not %s", typed[i].key,
+			tf_set_err(err, errlen, "%s is not %s", typed[i].key,
 			        typed[i].type == json_type_string  ? "a string"
 			        : typed[i].type == json_type_array ? "an array"
 			                                           : "a boolean");
@@ -287,7 +262,7 @@ int tf_otx_pulse_read(json_object *obj, tf_otx_pulse *p, char *err, size_t errle
 	wrong_type(obj, "more_indicators", json_type_boolean, &more);
 	for (size_t i = 0; tags && i < json_object_array_length(tags); i++)
 		if (!json_object_is_type(json_object_array_get_idx(tags, i), json_type_string)) {
-			set_err(err, errlen, "tags[%zu] is not a string", i);
+			tf_set_err(err, errlen, "tags[%zu] is not a string", i);
 			return TF_EINVAL;
 		}
 	p->more_indicators = more && json_object_get_boolean(more);
@@ -357,18 +332,18 @@ int tf_otx_indicator(const tf_otx_pulse *p, json_object *ind, int64_t now_us, tf
 
 	memset(rec, 0, sizeof *rec);
 	if (!ind || !json_object_is_type(ind, json_type_object)) {
-		set_err(err, errlen, "not a JSON object");
+		tf_set_err(err, errlen, "not a JSON object");
 		return TF_EINVAL;
 	}
 	if (!json_object_object_get_ex(ind, "id", &v) || !json_object_is_type(v, json_type_int) ||
 	    (id = json_object_get_int64(v)) < 0) {
-		set_err(err, errlen, v ? "id is not a non-negative integer" : "no id");
+		tf_set_err(err, errlen, v ? "id is not a non-negative integer" : "no id");
 		return TF_EINVAL;
 	}
 	if (!json_object_object_get_ex(ind, "indicator", &v) ||
 	    !json_object_is_type(v, json_type_string) || json_object_get_string_len(v) < 1 ||
 	    strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v)) {
-		set_err(err, errlen, "indicator %lld: %s", (long long)id,
+		tf_set_err(err, errlen, "indicator %lld: %s", (long long)id,
 		        !v ? "no value (\"indicator\")"
 		           : "\"indicator\" is not a non-empty string without NUL");
 		return TF_EINVAL;
@@ -376,7 +351,7 @@ int tf_otx_indicator(const tf_otx_pulse *p, json_object *ind, int64_t now_us, tf
 	rec->value = json_object_get_string(v);
 	if (!json_object_object_get_ex(ind, "type", &v) || !json_object_is_type(v, json_type_string) ||
 	    !valid_type(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
-		set_err(err, errlen, "indicator %lld: %s", (long long)id,
+		tf_set_err(err, errlen, "indicator %lld: %s", (long long)id,
 		        !v ? "no type" : "type is not a name ([A-Za-z0-9 ._-], 1 to 64 bytes)");
 		rec->value = NULL;
 		return TF_EINVAL;
@@ -389,7 +364,7 @@ int tf_otx_indicator(const tf_otx_pulse *p, json_object *ind, int64_t now_us, tf
 		else if (json_object_is_type(v, json_type_boolean))
 			active = json_object_get_boolean(v);
 		else {
-			set_err(err, errlen, "indicator %lld: is_active is not 0/1", (long long)id);
+			tf_set_err(err, errlen, "indicator %lld: is_active is not 0/1", (long long)id);
 			goto malformed;
 		}
 	}
@@ -398,13 +373,13 @@ int tf_otx_indicator(const tf_otx_pulse *p, json_object *ind, int64_t now_us, tf
 		char shown[48];
 
 		if (!json_object_is_type(v, json_type_string)) {
-			set_err(err, errlen, "indicator %lld: expiration is not a string",
+			tf_set_err(err, errlen, "indicator %lld: expiration is not a string",
 			        (long long)id);
 			goto malformed;
 		}
 		if (*s && (strlen(s) > 64 || tf_time_parse(s, &until))) {
-			printable(shown, sizeof shown, s, 40);
-			set_err(err, errlen, "indicator %lld: expiration is not a timestamp: \"%s\"",
+			tf_printable(shown, sizeof shown, s, 40, '?');
+			tf_set_err(err, errlen, "indicator %lld: expiration is not a timestamp: \"%s\"",
 			        (long long)id, shown);
 			goto malformed;
 		}
@@ -414,7 +389,7 @@ int tf_otx_indicator(const tf_otx_pulse *p, json_object *ind, int64_t now_us, tf
 	if (!active)
 		rec->skip = TF_OTX_INACTIVE;
 	if (rec->skip) {
-		set_err(err, errlen, "indicator %lld: %s", (long long)id,
+		tf_set_err(err, errlen, "indicator %lld: %s", (long long)id,
 		        rec->skip == TF_OTX_INACTIVE ? "inactive" : "expired");
 		rec->type = rec->value = NULL;
 		return TF_ENOTFOUND;
@@ -504,24 +479,24 @@ int tf_otx_next_ok(const char *base, const char *next, char *err, size_t errlen)
 
 	/* Absolute only (FEEDS.md): a scheme, then "//". */
 	if (!next || strncasecmp(next, "http", 4) || !strstr(next, "://")) {
-		set_err(err, errlen, "next is not an absolute http(s) URL");
+		tf_set_err(err, errlen, "next is not an absolute http(s) URL");
 		return TF_EINVAL;
 	}
 	if (split_url(next, &n)) {
-		set_err(err, errlen, "next is not a valid URL");
+		tf_set_err(err, errlen, "next is not a valid URL");
 		return TF_EINVAL;
 	}
 	if (split_url(base, &b)) {
 		parts_free(&n);
-		set_err(err, errlen, "the feed's url is not a valid URL");
+		tf_set_err(err, errlen, "the feed's url is not a valid URL");
 		return TF_EINVAL;
 	}
 	if (!is_http(n.scheme))
-		set_err(err, errlen, "next is not an http(s) URL");
+		tf_set_err(err, errlen, "next is not an http(s) URL");
 	else if (strcasecmp(b.host, n.host) || strcmp(b.port, n.port))
-		set_err(err, errlen, "next leaves the feed's host (the API key would go with it)");
+		tf_set_err(err, errlen, "next leaves the feed's host (the API key would go with it)");
 	else if (!strcasecmp(b.scheme, "https") && strcasecmp(n.scheme, "https"))
-		set_err(err, errlen, "next downgrades https to http (the API key would go in "
+		tf_set_err(err, errlen, "next downgrades https to http (the API key would go in "
 		                     "clear)");
 	else
 		rc = TF_OK;

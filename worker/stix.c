@@ -25,32 +25,6 @@
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-/* Copies s into buf for a message: at most max bytes, control characters
- * replaced, never a quote that could confuse a reader. */
-static void printable(char *buf, size_t len, const char *s, size_t max)
-{
-	size_t i = 0;
-
-	if (!len)
-		return;
-	for (; s && *s && i + 1 < len && i < max; s++)
-		buf[i++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? ' ' : *s;
-	buf[i] = '\0';
-}
-
 /* ---- pattern lexer -------------------------------------------------------- */
 
 enum tok {
@@ -83,7 +57,7 @@ typedef struct plex {
 
 static int perr(plex *x, const char *what)
 {
-	set_err(x->err, x->errlen, "pattern: %s at byte %td", what, x->s - x->start);
+	tf_set_err(x->err, x->errlen, "pattern: %s at byte %td", what, x->s - x->start);
 	return TF_EINVAL;
 }
 
@@ -536,15 +510,15 @@ static int get_time(json_object *obj, const char *key, int64_t *us, char *err, s
 	int rc = tf_json_get_str(obj, key, &s);
 
 	if (rc == TF_EINVAL) {
-		set_err(err, errlen, "%s is not a string", key);
+		tf_set_err(err, errlen, "%s is not a string", key);
 		return TF_EINVAL;
 	}
 	if (rc)
 		return TF_ENOTFOUND;
 	if (tf_time_parse(s, us)) {
 		char shown[48];
-		printable(shown, sizeof shown, s, 40);
-		set_err(err, errlen, "%s is not an RFC 3339 timestamp: \"%s\"", key, shown);
+		tf_printable(shown, sizeof shown, s, 40, ' ');
+		tf_set_err(err, errlen, "%s is not an RFC 3339 timestamp: \"%s\"", key, shown);
 		return TF_EINVAL;
 	}
 	return TF_OK;
@@ -561,21 +535,21 @@ static int indicator_observables(json_object *obj, json_object *arr, int *patter
 
 	rc = tf_json_get_str(obj, "pattern_type", &ptype);
 	if (rc == TF_EINVAL) {
-		set_err(err, errlen, "pattern_type is not a string");
+		tf_set_err(err, errlen, "pattern_type is not a string");
 		return TF_EINVAL;
 	}
 	if (rc == TF_OK && strcmp(ptype, "stix")) {
 		/* Other languages (sigma, yara, snort, …) are kept as data. Still
 		 * reject a non-string pattern: the object is malformed either way. */
 		if (tf_json_get_str(obj, "pattern", &pattern) == TF_EINVAL) {
-			set_err(err, errlen, "pattern is not a string");
+			tf_set_err(err, errlen, "pattern is not a string");
 			return TF_EINVAL;
 		}
 		return TF_OK;
 	}
 	rc = tf_json_get_str(obj, "pattern", &pattern);
 	if (rc == TF_EINVAL) {
-		set_err(err, errlen, "pattern is not a string");
+		tf_set_err(err, errlen, "pattern is not a string");
 		return TF_EINVAL;
 	}
 	if (rc)
@@ -583,7 +557,7 @@ static int indicator_observables(json_object *obj, json_object *arr, int *patter
 	rc = tf_stix_pattern(pattern, arr, perrbuf, sizeof perrbuf);
 	if (rc == TF_EINVAL) {
 		*pattern_error = 1;
-		set_err(err, errlen, "%s", perrbuf);
+		tf_set_err(err, errlen, "%s", perrbuf);
 		return TF_OK;
 	}
 	return rc;
@@ -629,25 +603,25 @@ int tf_stix_record(json_object *obj, tf_stix_rec *rec, char *err, size_t errlen)
 
 	memset(rec, 0, sizeof *rec);
 	if (!obj || !json_object_is_type(obj, json_type_object)) {
-		set_err(err, errlen, "not a JSON object");
+		tf_set_err(err, errlen, "not a JSON object");
 		return TF_EINVAL;
 	}
 	rc = tf_json_get_str(obj, "type", &type);
 	if (rc) {
-		set_err(err, errlen, rc == TF_EINVAL ? "type is not a string" : "no type");
+		tf_set_err(err, errlen, rc == TF_EINVAL ? "type is not a string" : "no type");
 		return TF_EINVAL;
 	}
 	if (!valid_type(type)) {
-		set_err(err, errlen, "type is not a STIX type name");
+		tf_set_err(err, errlen, "type is not a STIX type name");
 		return TF_EINVAL;
 	}
 	rc = tf_json_get_str(obj, "id", &id);
 	if (rc) {
-		set_err(err, errlen, rc == TF_EINVAL ? "id is not a string" : "no id");
+		tf_set_err(err, errlen, rc == TF_EINVAL ? "id is not a string" : "no id");
 		return TF_EINVAL;
 	}
 	if (!valid_id(id, type)) {
-		set_err(err, errlen, "id is not of the form %s--<uuid>", type);
+		tf_set_err(err, errlen, "id is not of the form %s--<uuid>", type);
 		return TF_EINVAL;
 	}
 	/* Versions are told apart by `modified` (STIX 2.1 §3.2); objects without
@@ -723,7 +697,7 @@ static void skip_warn(tf_run *r, tf_stix_stats *st, int64_t *counter, const char
 	(*counter)++;
 	if (st->skipped + st->too_large + st->pattern_errors > TF_STIX_MAX_SKIP_WARNINGS)
 		return;
-	printable(id, sizeof id, s ? s : "", 72);
+	tf_printable(id, sizeof id, s ? s : "", 72, ' ');
 	tf_run_warn(r, "%s: objects[%zu]%s%s%s skipped: %s", where, i, *id ? " (" : "", id,
 	            *id ? ")" : "", why);
 }
@@ -1079,8 +1053,8 @@ void tf_stix_http_error(const tf_fetch_resp *resp, char *buf, size_t len)
 	}
 	if (!title)
 		goto out;
-	printable(t, sizeof t, title, sizeof t - 1);
-	printable(d, sizeof d, desc ? desc : "", sizeof d - 1);
+	tf_printable(t, sizeof t, title, sizeof t - 1, ' ');
+	tf_printable(d, sizeof d, desc ? desc : "", sizeof d - 1, ' ');
 	snprintf(buf + n, len - (size_t)n, ": %s%s%s%s", t, *d ? " (" : "", d, *d ? ")" : "");
 out:
 	json_object_put(doc);
@@ -1107,7 +1081,7 @@ int tf_stix_is_json(const tf_fetch_resp *resp, char *buf, size_t len)
 		char tmp[104];
 		memcpy(tmp, ct, n);
 		tmp[n] = '\0';
-		printable(buf, len, tmp, 100);
+		tf_printable(buf, len, tmp, 100, ' ');
 	}
 	return 0;
 }

@@ -65,30 +65,6 @@
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-static void printable(char *buf, size_t len, const char *s, size_t max)
-{
-	size_t i = 0;
-
-	if (!len)
-		return;
-	for (; s && *s && i + 1 < len && i < max; s++)
-		buf[i++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
-	buf[i] = '\0';
-}
-
 static const struct {
 	const char *collection, *record, *data;
 } kinds[] = {
@@ -202,7 +178,7 @@ int tf_vt_classify(const char *target, tf_vt_target *t, char *err, size_t errlen
 
 	memset(t, 0, sizeof *t);
 	if (!s) {
-		set_err(err, errlen, "no target");
+		tf_set_err(err, errlen, "no target");
 		return TF_EINVAL;
 	}
 	while (isspace((unsigned char)*s))
@@ -211,11 +187,11 @@ int tf_vt_classify(const char *target, tf_vt_target *t, char *err, size_t errlen
 	while (n > 0 && isspace((unsigned char)s[n - 1]))
 		n--;
 	if (n == 0) {
-		set_err(err, errlen, "empty target");
+		tf_set_err(err, errlen, "empty target");
 		return TF_EINVAL;
 	}
 	if (n > TF_MAX_URL) {
-		set_err(err, errlen, "longer than %d bytes", TF_MAX_URL);
+		tf_set_err(err, errlen, "longer than %d bytes", TF_MAX_URL);
 		return TF_EINVAL;
 	}
 	if ((n == 32 || n == 40 || n == 64) && all_hex(s, n)) {
@@ -233,7 +209,7 @@ int tf_vt_classify(const char *target, tf_vt_target *t, char *err, size_t errlen
 	           (n > 8 && !strncasecmp(s, "https://", 8))) {
 		for (size_t i = 0; i < n; i++)
 			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
-				set_err(err, errlen, "URL contains control characters");
+				tf_set_err(err, errlen, "URL contains control characters");
 				return TF_EINVAL;
 			}
 		t->kind = TF_VT_URL;
@@ -244,7 +220,7 @@ int tf_vt_classify(const char *target, tf_vt_target *t, char *err, size_t errlen
 		if (m > 1 && s[m - 1] == '.')
 			m--;
 		if (!valid_domain(s, m)) {
-			set_err(err, errlen, "neither a file hash (32, 40 or 64 hex digits), an IP "
+			tf_set_err(err, errlen, "neither a file hash (32, 40 or 64 hex digits), an IP "
 			                     "address, an http(s) URL nor a domain name");
 			return TF_EINVAL;
 		}
@@ -287,50 +263,50 @@ int tf_vt_report_parse(const char *body, size_t len, tf_vt_kind kind, tf_vt_repo
 
 	memset(rep, 0, sizeof *rep);
 	if (tf_json_parse(body, len, TF_MAX_FEED_JSON_DEPTH, &rep->doc, why, sizeof why)) {
-		set_err(err, errlen, "%s", why);
+		tf_set_err(err, errlen, "%s", why);
 		return TF_EPARSE;
 	}
 	/* The envelope: {"data":{"type","id","attributes":{…}}}. */
 	if (!json_object_is_type(rep->doc, json_type_object) ||
 	    !json_object_object_get_ex(rep->doc, "data", &data) ||
 	    !json_object_is_type(data, json_type_object)) {
-		set_err(err, errlen, "expected {\"data\":{…}}");
+		tf_set_err(err, errlen, "expected {\"data\":{…}}");
 		rc = TF_EPARSE;
 		goto fail;
 	}
 	if (!json_object_object_get_ex(data, "attributes", &attrs) ||
 	    !json_object_is_type(attrs, json_type_object)) {
-		set_err(err, errlen, "data.attributes is not an object");
+		tf_set_err(err, errlen, "data.attributes is not an object");
 		rc = TF_EPARSE;
 		goto fail;
 	}
 	/* The fields. */
 	rc = TF_EINVAL;
 	if (!json_object_object_get_ex(data, "type", &v) || !v) {
-		set_err(err, errlen, "data.type is missing");
+		tf_set_err(err, errlen, "data.type is missing");
 		goto fail;
 	}
 	if (!json_object_is_type(v, json_type_string)) {
-		set_err(err, errlen, "data.type is not a string");
+		tf_set_err(err, errlen, "data.type is not a string");
 		goto fail;
 	}
 	if (strcmp(json_object_get_string(v), kinds[kind].data)) {
 		char shown[40];
-		printable(shown, sizeof shown, json_object_get_string(v), 32);
-		set_err(err, errlen, "data.type is \"%s\", expected \"%s\"", shown, kinds[kind].data);
+		tf_printable(shown, sizeof shown, json_object_get_string(v), 32, '?');
+		tf_set_err(err, errlen, "data.type is \"%s\", expected \"%s\"", shown, kinds[kind].data);
 		goto fail;
 	}
 	if (json_object_object_get_ex(attrs, "last_analysis_stats", &v) && v) {
 		if (!json_object_is_type(v, json_type_object)) {
-			set_err(err, errlen, "last_analysis_stats is not an object");
+			tf_set_err(err, errlen, "last_analysis_stats is not an object");
 			goto fail;
 		}
 		json_object_object_foreach(v, name, count) {
 			char shown[40];
 			if (json_object_is_type(count, json_type_int) && json_object_get_int64(count) >= 0)
 				continue;
-			printable(shown, sizeof shown, name, 32);
-			set_err(err, errlen, "last_analysis_stats.%s is not a count", shown);
+			tf_printable(shown, sizeof shown, name, 32, '?');
+			tf_set_err(err, errlen, "last_analysis_stats.%s is not a count", shown);
 			goto fail;
 		}
 		rep->stats = v;
@@ -339,19 +315,19 @@ int tf_vt_report_parse(const char *body, size_t len, tf_vt_kind kind, tf_vt_repo
 	}
 	switch (tf_json_get_int(attrs, "reputation", &rep->reputation)) {
 	case TF_OK: rep->has_reputation = 1; break;
-	case TF_EINVAL: set_err(err, errlen, "reputation is not an integer"); goto fail;
+	case TF_EINVAL: tf_set_err(err, errlen, "reputation is not an integer"); goto fail;
 	default: break;
 	}
 	switch (tf_json_get_int(attrs, "last_analysis_date", &rep->last_analysis_date)) {
 	case TF_OK:
 		/* Unix seconds that fit a microsecond version */
 		if (rep->last_analysis_date < 0 || rep->last_analysis_date > INT64_MAX / 1000000) {
-			set_err(err, errlen, "last_analysis_date is out of range");
+			tf_set_err(err, errlen, "last_analysis_date is out of range");
 			goto fail;
 		}
 		rep->has_date = 1;
 		break;
-	case TF_EINVAL: set_err(err, errlen, "last_analysis_date is not an integer"); goto fail;
+	case TF_EINVAL: tf_set_err(err, errlen, "last_analysis_date is not an integer"); goto fail;
 	default: break;
 	}
 	rep->verdict = !rep->stats            ? "unknown"
@@ -379,8 +355,8 @@ void tf_vt_error(const char *body, size_t len, char *code, size_t codelen, char 
 	    !json_object_is_type(doc, json_type_object) ||
 	    !json_object_object_get_ex(doc, "error", &e) || !json_object_is_type(e, json_type_object))
 		goto out;
-	printable(code, codelen, tf_json_str(e, "code"), 64);
-	printable(msg, msglen, tf_json_str(e, "message"), 200);
+	tf_printable(code, codelen, tf_json_str(e, "code"), 64, '?');
+	tf_printable(msg, msglen, tf_json_str(e, "message"), 200, '?');
 out:
 	json_object_put(doc);
 }
@@ -466,7 +442,7 @@ static void skip_target(vt *v, const char *target, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof why, fmt, ap);
 	va_end(ap);
-	printable(shown, sizeof shown, target, 72);
+	tf_printable(shown, sizeof shown, target, 72, '?');
 	tf_run_warn(v->r, "target %s skipped: %s", shown, why);
 }
 
@@ -600,7 +576,7 @@ static int one_target(vt *v, size_t i)
 		return TF_ENOMEM;
 	}
 	snprintf(url, url_len, "%s/api/v3/%s/%s", v->base, kinds[t->kind].collection, t->id);
-	printable(shown, sizeof shown, t->value, 80);
+	tf_printable(shown, sizeof shown, t->value, 80, '?');
 	snprintf(what, sizeof what, "lookup %zu of %zu (%s)", i + 1, v->n, shown);
 	if ((rc = lookup(v, url, what, &resp)))
 		goto out;

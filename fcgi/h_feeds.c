@@ -238,6 +238,8 @@ int tf_h_feed_consume(tf_app *app, tf_req *req, tf_resp *resp)
 		return tf_resp_error_with(resp, 500, "spawn_failed", "task_id", task_id,
 		                          "could not start the run");
 	}
+	/* Older queued runs go first; make sure someone is there to start them. */
+	tf_runctl_drain(&app->cfg, app->st, task_id, NULL);
 	return consume_answer(req, resp, task_id);
 }
 

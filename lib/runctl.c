@@ -435,6 +435,34 @@ static int live_runs(tf_txn *txn, const char *except, int *n)
 	return rc == TF_ENOTFOUND ? TF_OK : rc;
 }
 
+/* Unclaimed queued tasks older than task_id (oldest first: they go first). */
+static int waiting_ahead(tf_txn *txn, const char *task_id, int *n)
+{
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(txn, TF_TBL_QUEUE, &cur);
+
+	*n = 0;
+	if (rc)
+		return rc;
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		char id[TF_UUID_LEN + 1];
+		tf_runinfo ri;
+		if (vl != TF_UUID_LEN)
+			continue;
+		if (!memcmp(v, task_id, TF_UUID_LEN))
+			break;
+		memcpy(id, v, TF_UUID_LEN);
+		id[TF_UUID_LEN] = '\0';
+		if (info_get(txn, id, &ri) == TF_ENOTFOUND)
+			(*n)++;
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+}
+
 struct claim_ctx {
 	const char *task_id;
 	int max_runs, claimed;
@@ -445,15 +473,16 @@ static int claim_txn(tf_txn *txn, void *vctx)
 	struct claim_ctx *c = vctx;
 	tf_task *t;
 	tf_runinfo ri = {0};
-	int live, rc = tf_task_load(txn, c->task_id, &t);
+	int live, ahead, rc = tf_task_load(txn, c->task_id, &t);
 
 	c->claimed = 0;
 	if (rc)
 		return rc;
 	if (tf_task_status(t) != TF_ST_QUEUED || info_get(txn, c->task_id, &ri) == TF_OK)
 		goto out; /* cancelled while queued, or another supervisor has it */
-	if ((rc = live_runs(txn, c->task_id, &live)) || live >= c->max_runs)
-		goto out;
+	if ((rc = live_runs(txn, c->task_id, &live)) ||
+	    (rc = waiting_ahead(txn, c->task_id, &ahead)) || live + ahead >= c->max_runs)
+		goto out; /* no slot, or the free ones belong to older queued tasks */
 	ri.sup_pid = (int32_t)getpid();
 	ri.sup_start = tf_proc_start(getpid());
 	if ((rc = tf_txn_put(txn, TF_TBL_RUNS, c->task_id, TF_UUID_LEN, &ri, sizeof ri)) ||
@@ -595,5 +624,17 @@ int tf_runctl_counts(tf_store *st, int *active_workers, int *queued)
 	int rc = tf_store_view(st, counts_txn, &c);
 	*active_workers = c.active;
 	*queued = c.queued;
+	return rc;
+}
+
+int tf_runctl_drain(const tf_config *cfg, tf_store *st, const char *skip, int *started)
+{
+	char ids[64][TF_UUID_LEN + 1];
+	size_t n = 0, max = cfg->max_concurrent_runs < 64 ? (size_t)cfg->max_concurrent_runs : 64;
+	int rc = tf_runctl_queued(st, ids, max, &n);
+
+	for (size_t i = 0; !rc && i < n; i++)
+		if ((!skip || strcmp(ids[i], skip)) && !tf_runctl_spawn(cfg, ids[i]) && started)
+			(*started)++;
 	return rc;
 }

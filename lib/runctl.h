@@ -39,14 +39,21 @@ typedef struct tf_runinfo {
 } tf_runinfo;
 int tf_runctl_info(tf_store *st, const char *task_id, tf_runinfo *ri);
 
-/* Supervisor start: claims a run slot (at most max_runs live runs) and moves
- * the task queued → running with this process as supervisor. *claimed = 0
- * when no slot is free (the task stays queued) or the task is no longer
- * queued (cancelled while queued: it is then finished here, never fetched). */
+/* Supervisor start: claims a run slot (at most max_runs live runs, and older
+ * waiting tasks first) and moves the task queued → running with this process
+ * as supervisor. *claimed = 0 when no slot is free for it (the task stays
+ * queued) or the task is no longer queued (cancelled while queued: the caller
+ * then finishes it with tf_runctl_reap, never fetched). */
 int tf_runctl_claim(tf_store *st, const char *task_id, int max_runs, int *claimed);
 int tf_runctl_set_worker(tf_store *st, const char *task_id, pid_t pid);
 /* The oldest queued task, if any: TF_ENOTFOUND when the queue is empty. */
 int tf_runctl_next_queued(tf_store *st, char *task_id);
+/* Starts supervisors for the oldest queued tasks that none holds, up to
+ * max_concurrent_runs of them, except `skip` (the caller's own, already
+ * started; may be NULL). Their claims keep the limit and the order, so a
+ * killed supervisor or a lost spawn never strands the queue for long: every
+ * consume, every ending run and `tick` call this. */
+int tf_runctl_drain(const tf_config *cfg, tf_store *st, const char *skip, int *started);
 /* Up to max queued tasks that no supervisor has claimed, oldest first. */
 int tf_runctl_queued(tf_store *st, char (*ids)[TF_UUID_LEN + 1], size_t max, size_t *n);
 /* Drops undo entries left behind by runs that are already finished (a crash

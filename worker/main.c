@@ -277,6 +277,7 @@ static int cmd_consume(struct ctx *c, int argc, char **argv)
 		tf_runctl_finish(c->st, id, TF_ST_FAILED, 0, "could not start the run");
 		return fail(rc, "spawn");
 	}
+	tf_runctl_drain(&c->cfg, c->st, id, NULL);
 	printf("{\"task_id\":\"%s\",\"feed_id\":\"%s\",\"status\":\"queued\"}\n", id, argv[1]);
 	return 0;
 }
@@ -386,20 +387,6 @@ static int cmd_gc(struct ctx *c, int argc, char **argv)
 	return 0;
 }
 
-/* Starts the queued runs no supervisor holds (their supervisors claim a
- * slot or leave them queued), so a killed supervisor cannot strand the queue. */
-static int drain_queue(struct ctx *c, int *started)
-{
-	char ids[64][TF_UUID_LEN + 1];
-	size_t n = 0;
-	int rc = tf_runctl_queued(c->st, ids, (size_t)c->cfg.max_concurrent_runs < 64
-	                                          ? (size_t)c->cfg.max_concurrent_runs : 64, &n);
-	for (size_t i = 0; !rc && i < n; i++)
-		if (!tf_runctl_spawn(&c->cfg, ids[i]))
-			(*started)++;
-	return rc;
-}
-
 /* For cron (every minute) or a systemd timer: start every enabled feed whose
  * interval has passed since its last run began, then drain the queue. */
 static int cmd_tick(struct ctx *c, int argc, char **argv)
@@ -418,7 +405,7 @@ static int cmd_tick(struct ctx *c, int argc, char **argv)
 		free(ids[i]);
 	}
 	free(ids);
-	if ((rc = drain_queue(c, &started)))
+	if ((rc = tf_runctl_drain(&c->cfg, c->st, NULL, &started)))
 		return fail(rc, "tick");
 	printf("{\"runs_created\":%d,\"supervisors_started\":%d}\n", created, started);
 	return 0;

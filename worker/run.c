@@ -429,6 +429,9 @@ int tf_work_main(const tf_config *cfg, const char *task_id)
 		rc = run.cancel != TF_CANCEL_NONE ? TF_ECANCELLED : drive(&run);
 	}
 	rc = end_run(&run, rc);
+	/* Normally the supervisor hands on the slot; if it was killed, this
+	 * does (claims are atomic: a second supervisor for a task just exits). */
+	tf_runctl_drain(cfg, run.st, task_id, NULL);
 	run_free(&run);
 	return rc ? 1 : 0;
 }

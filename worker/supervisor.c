@@ -159,12 +159,10 @@ static int settle(struct sup *s, int status)
 	return tf_runctl_finish(s->st, s->task_id, TF_ST_FAILED, s->forced, why);
 }
 
-/* The ending run hands its slot to the oldest queued one: no daemon needed. */
+/* The ending run hands its slot to the oldest queued ones: no daemon needed. */
 static void start_next(struct sup *s)
 {
-	char next[TF_UUID_LEN + 1];
-	if (tf_runctl_next_queued(s->st, next) == TF_OK && strcmp(next, s->task_id))
-		tf_runctl_spawn(s->cfg, next);
+	tf_runctl_drain(s->cfg, s->st, s->task_id, NULL);
 }
 
 int tf_supervise_main(const tf_config *cfg, const char *task_id)

@@ -256,6 +256,65 @@ class Queue(unittest.TestCase):
             env.close()
 
 
+class QueueLimits(unittest.TestCase):
+    def test_ten_consumes_with_limit_two(self):
+        env = RunEnv(conf={"max_concurrent_runs": 2})
+        try:
+            up = env.upstream("--objects", "300", "--page-size", "100", "--page-delay-ms", "60")
+            for i in range(10):
+                env.add_feed("q%d" % i, up)
+            tasks = [env.consume("q%d" % i) for i in range(10)]
+            most = 0
+            deadline = time.monotonic() + 180
+            while True:
+                workers = sum(1 for t in tasks if "work" in env.run_processes(t))
+                most = max(most, workers)
+                done = [env.status(t) for t in tasks]
+                if all(t["status"] in TERMINAL for t in done):
+                    break
+                self.assertLess(time.monotonic(), deadline, [t["status"] for t in done])
+                time.sleep(0.01)
+            self.assertLessEqual(most, 2)
+            self.assertEqual(most, 2)
+            self.assertEqual([t["status"] for t in done], ["completed"] * 10)
+            started = [t["started_at"] for t in done]
+            self.assertEqual(started, sorted(started), "runs did not start oldest first")
+        finally:
+            env.close()
+
+    def test_queue_drains_after_supervisor_is_killed(self):
+        env = RunEnv(conf={"max_concurrent_runs": 1})
+        try:
+            up = env.upstream("--objects", "1000", "--page-size", "100", "--page-delay-ms", "300")
+            for f in ("a", "b", "c"):
+                env.add_feed(f, up)
+            ta, tb, tc = (env.consume(f) for f in ("a", "b", "c"))
+            env.wait(ta, {"running"})
+            os.kill(env.run_processes(ta)["supervise"], signal.SIGKILL)
+            for t in (ta, tb, tc):   # the worker hands on the slot itself
+                self.assertEqual(env.wait(t, TERMINAL, timeout=90)["status"], "completed")
+        finally:
+            env.close()
+
+    def test_tick_recovers_queue_after_whole_run_is_killed(self):
+        env = RunEnv(conf={"max_concurrent_runs": 1})
+        try:
+            up = env.upstream("--objects", "1000", "--page-size", "100", "--page-delay-ms", "300")
+            for f in ("a", "b"):
+                env.add_feed(f, up)
+            ta, tb = env.consume("a"), env.consume("b")
+            env.wait(ta, {"running"})
+            for pid in env.run_processes(ta).values():
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.3)
+            self.assertEqual(env.status(tb)["status"], "queued")
+            env.cli("tick")
+            self.assertEqual(env.status(ta)["status"], "failed")
+            self.assertEqual(env.wait(tb, TERMINAL, timeout=90)["status"], "completed")
+        finally:
+            env.close()
+
+
 class Crashes(RunTest):
     def test_sigkill_worker_at_random_instants_leaves_whole_batches(self):
         rnd = random.Random(1234)

@@ -383,3 +383,72 @@ int tf_records_drop_feed(tf_txn *txn, const char *feed_id)
 	tf_txn_del(txn, TF_TBL_CURSORS, feed_id, fl);
 	return TF_OK;
 }
+
+struct obs_ctx {
+	const char *except;
+	size_t max;
+	json_object *out, *seen;
+};
+
+static int lookup_kind(const char *type)
+{
+	static const char *const kinds[] = {"ipv4-addr", "ipv6-addr", "domain-name", "url",
+	                                    "file:hashes.MD5", "file:hashes.SHA-1",
+	                                    "file:hashes.SHA-256"};
+	for (size_t i = 0; type && i < sizeof kinds / sizeof *kinds; i++)
+		if (!strcmp(type, kinds[i]))
+			return 1;
+	return 0;
+}
+
+static void collect(struct obs_ctx *c, json_object *rec)
+{
+	json_object *obs;
+	if (!json_object_object_get_ex(rec, "observables", &obs) ||
+	    !json_object_is_type(obs, json_type_array))
+		return;
+	for (size_t i = 0, n = json_object_array_length(obs); i < n; i++) {
+		json_object *o = json_object_array_get_idx(obs, i);
+		const char *v = tf_json_str(o, "value");
+		if (json_object_array_length(c->out) >= c->max || !v || !lookup_kind(tf_json_str(o, "type")) ||
+		    json_object_object_get_ex(c->seen, v, NULL))
+			continue;
+		json_object_object_add(c->seen, v, NULL);
+		json_object_array_add(c->out, json_object_new_string(v));
+	}
+}
+
+static int observables_txn(tf_txn *txn, void *vctx)
+{
+	struct obs_ctx *c = vctx;
+	size_t fl = c->except ? strlen(c->except) : 0, kl, vl;
+	tf_cursor *cur;
+	const void *k, *v;
+	int rc = tf_cursor_open(txn, TF_TBL_RECORDS, &cur);
+
+	if (rc)
+		return rc;
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	     rc == TF_OK && json_object_array_length(c->out) < c->max;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		json_object *rec;
+		if (vl < VAL_HDR || (c->except && kl > fl && !memcmp(k, c->except, fl) &&
+		                     !((const char *)k)[fl]))
+			continue;
+		if (tf_json_parse((const char *)v + VAL_HDR, vl - VAL_HDR, TF_MAX_FEED_JSON_DEPTH + 8,
+		                  &rec, NULL, 0))
+			continue; /* not ours to judge here: export shows it */
+		collect(c, rec);
+		json_object_put(rec);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+}
+
+int tf_records_observables(tf_store *st, const char *except_feed, size_t max, json_object *out)
+{
+	struct obs_ctx c = {except_feed, max, out, json_object_new_object()};
+	int rc = c.seen ? tf_store_view(st, observables_txn, &c) : TF_ENOMEM;
+	json_object_put(c.seen);
+	return rc;
+}

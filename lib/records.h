@@ -47,6 +47,11 @@ int tf_records_count(tf_txn *txn, const char *feed_id, uint64_t *n);
  * opaque cursor (NULL: from the start). Caller frees. TF_EINVAL bad cursor. */
 int tf_records_page(tf_store *st, const char *feed_id, const char *cursor, int limit,
                     char **json, size_t *len);
+/* The distinct observable values that a VirusTotal lookup can take (IPv4/v6
+ * addresses, domain names, URLs, MD5/SHA-1/SHA-256 hashes) from the records
+ * of every feed but except_feed, in key order, appended to the array out as
+ * strings; at most max. */
+int tf_records_observables(tf_store *st, const char *except_feed, size_t max, json_object *out);
 /* Every record of feed_id (NULL: all feeds) as JSON lines in key order. */
 int tf_records_export(tf_store *st, const char *feed_id, FILE *out);
 /* Removes every record, the count and the cursor of feed_id (not journaled). */

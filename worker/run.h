@@ -38,6 +38,10 @@ void tf_run_fail(tf_run *r, const char *fmt, ...) __attribute__((format(printf, 
 /* Sleeps up to ms, waking at once on a cancel: TF_OK or TF_ECANCELLED. */
 int tf_run_sleep(tf_run *r, int64_t ms);
 
+/* The lookup targets other feeds have stored (see tf_records_observables),
+ * for a virustotal feed without configured targets. */
+int tf_run_store_observables(tf_run *r, size_t max, json_object *out);
+
 /* Adds a record to the batch in flight (see tf_batch_add). */
 int tf_run_add(tf_run *r, const char *key, const char *type, const char *value,
                json_object *observables, int64_t modified_us, const char *object, size_t len);

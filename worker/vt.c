@@ -6,9 +6,8 @@
  * request goes out.
  *
  * Targets come from options.targets (see tf_vt_classify in vt.h; duplicates
- * are looked up once). Looking up the store's own indicators when no targets
- * are configured needs store access that run.h does not give a driver: such
- * a run fails at once with "no targets configured".
+ * are looked up once), or, when none are configured, from the observables
+ * that the other feeds stored (IPs, domains, URLs, hashes), in key order.
  *
  * Every finished lookup is committed on its own (stop_now keeps every
  * finished lookup) together with the cursor {"resume_at": key of the next
@@ -737,12 +736,13 @@ static char *base_url(tf_run *r, const char *url)
 int tf_vt_run(tf_run *r)
 {
 	json_object *feed = tf_run_feed(r), *opts = NULL, *list = NULL, *cursor = NULL;
+	json_object *from_store = NULL; /* owned: targets taken from the store */
 	tf_progress *p = tf_run_progress(r);
 	vt v = {0};
 	const char *secret, *resume;
 	int64_t rpm = VT_DEFAULT_RPM;
 	size_t start = 0;
-	int rc;
+	int rc = TF_OK;
 
 	v.r = r;
 	p->percent = -1;
@@ -779,13 +779,22 @@ int tf_vt_run(tf_run *r)
 	v.next_at = tf_mono_us();
 	if (!opts || !json_object_object_get_ex(opts, "targets", &list) ||
 	    !json_object_is_type(list, json_type_array) || json_object_array_length(list) == 0) {
-		/* The store's own indicators would need store access a driver does
-		 * not have (run.h): say so instead of doing nothing quietly. */
-		tf_run_fail(r, "no targets configured: set options.targets to the hashes, domains, "
-		               "IP addresses and URLs to look up (looking up the feed store's own "
-		               "indicators is not supported)");
-		rc = TF_EINVAL;
-		goto out;
+		/* SPEC §4: no list → the store's own indicators of those types. */
+		if (!(from_store = json_object_new_array()) ||
+		    (rc = tf_run_store_observables(r, TF_MAX_TARGETS, from_store))) {
+			tf_run_fail(r, "cannot read the store's indicators");
+			rc = rc ? rc : TF_ENOMEM;
+			goto out;
+		}
+		if (json_object_array_length(from_store) == 0) {
+			tf_run_fail(r, "no targets configured, and no feed has stored hashes, domains, "
+			               "IP addresses or URLs to look up");
+			rc = TF_EINVAL;
+			goto out;
+		}
+		list = from_store;
+		tf_run_stage(r, TF_SG_PROCESSING, "%zu indicators from the store to look up",
+		             json_object_array_length(list));
 	}
 	if ((rc = load_targets(&v, list)))
 		goto out;
@@ -845,6 +854,7 @@ out:
 	if (v.skipped > 0)
 		tf_run_warn(r, "%lld targets skipped in total", (long long)v.skipped);
 	json_object_put(cursor);
+	json_object_put(from_store);
 	for (size_t i = 0; i < v.n; i++)
 		tf_vt_target_free(&v.targets[i]);
 	free(v.targets);

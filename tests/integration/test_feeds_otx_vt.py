@@ -430,6 +430,19 @@ class VirusTotal(FeedTest):
         self.assertEqual(t["status"], "failed", t)
         self.assertIn("no targets configured", t["error"])
 
+    def test_without_targets_looks_up_the_stores_indicators(self):
+        up = self.vt_feed(None, "--objects", "30")
+        self.env.add_feed("t", up)                       # a TAXII feed on the same upstream
+        self.assertEqual(self.run_feed("t")["status"], "completed")
+        wanted = sorted({o["value"] for r in lines(self.env.export("t")) for o in r["observables"]
+                         if o["type"] in ("ipv4-addr", "ipv6-addr", "domain-name", "url",
+                                          "file:hashes.MD5", "file:hashes.SHA-256")})
+        self.assertTrue(wanted)
+        t = self.run_feed("v", timeout=120)
+        self.assertEqual(t["status"], "completed", t)
+        looked_up = sorted(r["value"] for r in lines(self.env.export("v")))
+        self.assertEqual(looked_up, wanted)
+
     def test_wrong_field_types_skip_the_target(self):
         up = self.vt_feed([SHA_A, SHA_B, "haiku-os.org"])
         up.ctl("faults", {"wrong_types": {"page": 1, "variant": "fields"}})

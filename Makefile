@@ -32,6 +32,10 @@ HDRS       := $(wildcard lib/*.h worker/*.h fcgi/*.h)
 # Two variants of every object: the release build and the ASan+UBSan build.
 obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
+# Keep intermediate objects: make would otherwise delete them after `make test`
+# and print that as the last line, after the summary.
+.SECONDARY:
+
 .PHONY: all asan test check unit integration browser fuzz-regress run bench install clean deps-build deps-test deps-run deps-bench
 all: $(BUILD)/threatfeed $(BUILD)/threatfeed-worker $(BUILD)/threatfeed.fcgi
 

@@ -136,7 +136,6 @@ $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_OBJS)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 .PHONY: fuzz fuzz-build fuzz-regress
-.SECONDARY: $(patsubst %,$(FUZZ_DIR)/obj/tests/fuzz/%.o,$(FUZZ_NAMES))
 fuzz-build: $(FUZZ_BINS)
 
 fuzz: fuzz-build

@@ -180,7 +180,8 @@ static int release_feed(tf_txn *txn, const char *feed_id, const char *task_id)
 	if (!tf_txn_get(txn, TF_TBL_SIGNALS, feed_id, fl, &v, &vl) && vl >= TF_UUID_LEN &&
 	    !memcmp(v, task_id, TF_UUID_LEN))
 		tf_txn_del(txn, TF_TBL_SIGNALS, feed_id, fl);
-	tf_txn_del(txn, TF_TBL_RUNS, task_id, TF_UUID_LEN);
+	/* The run's slot (TF_TBL_RUNS) stays taken until its processes are gone:
+	 * see tf_runctl_release. */
 	return queue_remove(txn, task_id);
 }
 
@@ -354,7 +355,20 @@ int tf_runctl_reap(tf_store *st, const char *task_id, int *reaped)
 		return TF_OK;
 	*reaped = 1;
 	tf_warn("runctl: run %s lost its processes; ending it", task_id);
-	return tf_runctl_finish(st, task_id, TF_ST_FAILED, 1, "worker lost");
+	if ((rc = tf_runctl_finish(st, task_id, TF_ST_FAILED, 1, "worker lost")))
+		return rc;
+	return tf_runctl_release(st, task_id);
+}
+
+static int release_txn(tf_txn *txn, void *vctx)
+{
+	int rc = tf_txn_del(txn, TF_TBL_RUNS, vctx, TF_UUID_LEN);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+int tf_runctl_release(tf_store *st, const char *task_id)
+{
+	return tf_store_update(st, release_txn, (void *)task_id);
 }
 
 /* Task ids held as values of tbl (ACTIVE or QUEUE), in key order; with

@@ -32,6 +32,11 @@ int tf_runctl_reap_all(tf_store *st, int *reaped);
 int tf_runctl_finish(tf_store *st, const char *task_id, tf_status final, int forced,
                      const char *error);
 
+/* Frees a finished run's slot once its processes are gone (the supervisor
+ * after waitpid, a worker whose supervisor died, the reaper): until then the
+ * run counts against max_concurrent_runs even after its task is terminal. */
+int tf_runctl_release(tf_store *st, const char *task_id);
+
 /* Process identity of a run, kept in TF_TBL_RUNS. */
 typedef struct tf_runinfo {
 	int32_t sup_pid, worker_pid;

@@ -404,6 +404,7 @@ static int end_run(tf_run *r, int rc)
 int tf_work_main(const tf_config *cfg, const char *task_id)
 {
 	tf_run run = {.stage = TF_SG_CONNECTING, .cancel = TF_CANCEL_NONE};
+	pid_t supervisor = getppid();
 	struct load_ctx lc = {&run, TF_ST_QUEUED};
 	char err[256];
 	int rc;
@@ -434,9 +435,12 @@ int tf_work_main(const tf_config *cfg, const char *task_id)
 		rc = run.cancel != TF_CANCEL_NONE ? TF_ECANCELLED : drive(&run);
 	}
 	rc = end_run(&run, rc);
-	/* Normally the supervisor hands on the slot; if it was killed, this
-	 * does (claims are atomic: a second supervisor for a task just exits). */
-	tf_runctl_drain(cfg, run.st, task_id, NULL);
+	/* Normally the supervisor frees the slot and hands it on once this
+	 * process has exited; if the supervisor was killed, this does. */
+	if (getppid() != supervisor) {
+		tf_runctl_release(run.st, task_id);
+		tf_runctl_drain(cfg, run.st, task_id, NULL);
+	}
 	run_free(&run);
 	return rc ? 1 : 0;
 }

@@ -200,6 +200,7 @@ int tf_supervise_main(const tf_config *cfg, const char *task_id)
 	look(&s); /* a cancel recorded between claim and now */
 	if ((rc = wait_worker(&s, &set, &status)) == TF_OK)
 		rc = settle(&s, status);
+	tf_runctl_release(s.st, task_id);   /* the worker has exited: the slot is free */
 	start_next(&s);
 	tf_store_close(s.st);
 	return rc ? 1 : 0;

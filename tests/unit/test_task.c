@@ -1072,6 +1072,7 @@ static void test_finish(void **state)
 	free(e1);
 	assert_int_equal(tu_records_count(st, "r"), 50);
 	assert_int_equal(tu_undo_count(st, id), 0);
+	assert_int_equal(tf_runctl_release(st, id), TF_OK);
 	assert_null(tu_raw_get(st, TF_TBL_RUNS, id, TF_UUID_LEN, &n));
 	assert_slot_free(st, "r");
 	assert_feed_last(st, "r", id, "cancelled");
@@ -1383,10 +1384,14 @@ static void test_claim_and_queue(void **state)
 	/* the same task is never claimed twice */
 	assert_int_equal(tf_runctl_claim(st, ids[0], 10, &claimed), TF_OK);
 	assert_int_equal(claimed, 0);
-	/* a slot frees: the next one gets it */
+	/* a finished run keeps its slot while its processes live (here: us) … */
 	assert_int_equal(tf_runctl_finish(st, ids[0], TF_ST_COMPLETED, 0, NULL), TF_OK);
 	assert_int_equal(tf_runctl_next_queued(st, next), TF_OK);
 	assert_string_equal(next, ids[2]);
+	assert_int_equal(tf_runctl_claim(st, ids[2], 2, &claimed), TF_OK);
+	assert_int_equal(claimed, 0);
+	/* … and once released, the next one gets it */
+	assert_int_equal(tf_runctl_release(st, ids[0]), TF_OK);
 	assert_int_equal(tf_runctl_claim(st, ids[2], 2, &claimed), TF_OK);
 	assert_int_equal(claimed, 1);
 	/* only live runs count: b's processes vanish (not yet reaped) */

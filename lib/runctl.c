@@ -165,6 +165,8 @@ static int queue_remove(tf_txn *txn, const char *task_id)
 		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
 	}
 	tf_cursor_close(cur);
+	if (rc == TF_OK) /* it was in line: the ones behind it move up */
+		rc = tf_task_number_queue(txn);
 	return rc == TF_ENOTFOUND ? TF_OK : rc;
 }
 

@@ -485,7 +485,45 @@ static int create_txn(tf_txn *txn, void *vctx)
 			                TF_UUID_LEN);
 	}
 	json_object_put(obj);
-	return rc;
+	return rc ? rc : tf_task_number_queue(txn);
+}
+
+int tf_task_number_queue(tf_txn *txn)
+{
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl, waiting = 0, place = 0;
+	int rc = tf_cursor_open(txn, TF_TBL_QUEUE, &cur);
+
+	if (rc)
+		return rc;
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl))
+		waiting++;
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		char id[TF_UUID_LEN + 1], msg[96];
+		const char *now;
+		tf_task *t;
+		if (vl != TF_UUID_LEN)
+			continue;
+		memcpy(id, v, TF_UUID_LEN);
+		id[TF_UUID_LEN] = '\0';
+		if (tf_task_load(txn, id, &t))
+			continue;
+		place++;
+		snprintf(msg, sizeof msg, "queued: %zu of %zu waiting for a run slot", place, waiting);
+		now = tf_json_str(t->obj, "message");
+		if (t->status == TF_ST_QUEUED && (!now || strcmp(now, msg))) {
+			tf_task_set_stage(t, TF_SG_QUEUED, msg);
+			rc = tf_task_save(txn, t);
+		}
+		tf_task_free(t);
+		if (rc)
+			break;
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
 }
 
 int tf_task_create(tf_store *st, const char *feed_id, char *task_id, char *active_id)

@@ -89,6 +89,10 @@ int tf_task_create(tf_store *st, const char *feed_id, char *task_id, char *activ
  * one run. TF_ENOTFOUND no feed; TF_ECONFLICT not due (or a run is active). */
 int tf_task_create_if_due(tf_store *st, const char *feed_id, int64_t now_us, char *task_id);
 
+/* Tells every queued task its place in line, in its message ("queued: 2 of
+ * 5 waiting for a run slot"), inside txn; called wherever the queue changes. */
+int tf_task_number_queue(tf_txn *txn);
+
 /* A malloc'd copy of the task's JSON text (caller frees). TF_ENOTFOUND. */
 int tf_task_read(tf_store *st, const char *task_id, char **json, size_t *len);
 

@@ -285,6 +285,24 @@ class QueueLimits(unittest.TestCase):
         finally:
             env.close()
 
+    def test_queued_tasks_show_their_place_in_line(self):
+        env = RunEnv(conf={"max_concurrent_runs": 1})
+        try:
+            up = env.upstream("--objects", "1000", "--page-size", "100", "--page-delay-ms", "300")
+            for f in ("a", "b", "c"):
+                env.add_feed(f, up)
+            ta, tb, tc = (env.consume(f) for f in ("a", "b", "c"))
+            env.wait(ta, {"running"})
+            self.assertEqual(env.status(tb)["message"], "queued: 1 of 2 waiting for a run slot")
+            self.assertEqual(env.status(tc)["message"], "queued: 2 of 2 waiting for a run slot")
+            env.cancel(tb, "cancel_job")                 # leaves the line: c moves up
+            env.wait(tb, TERMINAL)
+            self.assertEqual(env.status(tc)["message"], "queued: 1 of 1 waiting for a run slot")
+            env.cancel(ta, "stop_now")
+            self.assertEqual(env.wait(tc, TERMINAL, timeout=90)["status"], "completed")
+        finally:
+            env.close()
+
     def test_queue_drains_after_supervisor_is_killed(self):
         env = RunEnv(conf={"max_concurrent_runs": 1})
         try:

@@ -237,3 +237,40 @@ void tf_printable(char *buf, size_t len, const char *s, size_t max, char repl)
 		buf[i++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? repl : *s;
 	buf[i] = '\0';
 }
+
+int tf_seen_add(tf_seen *set, const char *s)
+{
+	uint64_t h = tf_hash64(s, strlen(s));
+	size_t i;
+
+	if (!h)
+		h = 1; /* 0 marks an empty slot */
+	if (2 * (set->n + 1) > set->cap) {
+		size_t cap = set->cap ? set->cap * 2 : 256;
+		uint64_t *slots = calloc(cap, sizeof *slots);
+		if (!slots)
+			return -1;
+		for (size_t k = 0; k < set->cap; k++)
+			if (set->slots[k]) {
+				for (i = set->slots[k] & (cap - 1); slots[i]; i = (i + 1) & (cap - 1))
+					;
+				slots[i] = set->slots[k];
+			}
+		free(set->slots);
+		set->slots = slots;
+		set->cap = cap;
+	}
+	for (i = h & (set->cap - 1); set->slots[i]; i = (i + 1) & (set->cap - 1))
+		if (set->slots[i] == h)
+			return 1;
+	set->slots[i] = h;
+	set->n++;
+	return 0;
+}
+
+void tf_seen_free(tf_seen *set)
+{
+	free(set->slots);
+	set->slots = NULL;
+	set->n = set->cap = 0;
+}

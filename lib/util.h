@@ -37,6 +37,16 @@ int tf_proc_alive(pid_t pid, uint64_t start);
 /* Bounded number parsing (never atoi): TF_OK or TF_EINVAL. */
 int tf_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 
+/* A set of strings by their 64-bit hash (open addressing, doubled at half
+ * load): the loop guard of paging drivers. Zero-initialise; tf_seen_free. */
+typedef struct tf_seen {
+	uint64_t *slots;
+	size_t n, cap;
+} tf_seen;
+/* 1 when s was added before, 0 when it is new (now remembered), -1 no memory. */
+int tf_seen_add(tf_seen *set, const char *s);
+void tf_seen_free(tf_seen *set);
+
 /* printf into an error buffer the caller may have left NULL/0. */
 void tf_set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Copies at most max bytes of untrusted s into buf for a message, control

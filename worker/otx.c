@@ -525,44 +525,10 @@ typedef struct otx {
 	int64_t newest_us;        /* newest pulse seen in committed pages */
 	int64_t last_us;          /* the previous pulse's modified (order check) */
 	int ascending;            /* every pulse so far no older than the one before */
-	/* loop guard: hashes of the URLs requested */
-	uint64_t *seen;
-	size_t nseen, seen_cap;
+	tf_seen seen;             /* page URLs requested (loop guard) */
 	/* run totals */
 	int64_t total_bad, total_inactive, total_expired;
 } otx;
-
-/* 1 when url was requested before, 0 (now remembered), -1 no memory. An
- * open-addressing set of 64-bit hashes, doubled at half load. */
-static int seen_url(otx *o, const char *url)
-{
-	uint64_t h = tf_hash64(url, strlen(url));
-	size_t i;
-
-	if (!h)
-		h = 1;
-	if (2 * (o->nseen + 1) > o->seen_cap) {
-		size_t cap = o->seen_cap ? o->seen_cap * 2 : 256;
-		uint64_t *set = calloc(cap, sizeof *set);
-		if (!set)
-			return -1;
-		for (size_t k = 0; k < o->seen_cap; k++)
-			if (o->seen[k]) {
-				for (i = o->seen[k] & (cap - 1); set[i]; i = (i + 1) & (cap - 1))
-					;
-				set[i] = o->seen[k];
-			}
-		free(o->seen);
-		o->seen = set;
-		o->seen_cap = cap;
-	}
-	for (i = h & (o->seen_cap - 1); o->seen[i]; i = (i + 1) & (o->seen_cap - 1))
-		if (o->seen[i] == h)
-			return 1;
-	o->seen[i] = h;
-	o->nseen++;
-	return 0;
-}
 
 static void note_bad(page_stats *ps, int64_t *counter, const char *where, const char *why)
 {
@@ -855,7 +821,7 @@ static int fetch_pulses(otx *o)
 	int64_t count = -1, run_pulses = 0;
 	uint64_t prev_digest = 0;
 
-	if (!url || seen_url(o, url) < 0)
+	if (!url || tf_seen_add(&o->seen, url) < 0)
 		goto nomem;
 	for (;;) {
 		page_stats ps = {0};
@@ -887,7 +853,7 @@ static int fetch_pulses(otx *o)
 				rc = TF_EUPSTREAM;
 				goto out;
 			}
-			if ((s = seen_url(o, page.next)) < 0)
+			if ((s = tf_seen_add(&o->seen, page.next)) < 0)
 				goto nomem;
 			if (s) {
 				tf_run_fail(o->r, "%s: next loops back to a page already read", what);
@@ -1014,7 +980,7 @@ int tf_otx_run(tf_run *r)
 	json_object *feed = tf_run_feed(r), *opts;
 	tf_progress *p = tf_run_progress(r);
 	otx o = {0};
-	const char *secret, *since;
+	const char *since;
 	int64_t limit = OTX_DEFAULT_LIMIT, us;
 	int rc;
 
@@ -1026,25 +992,8 @@ int tf_otx_run(tf_run *r)
 	p->pages_total = -1;
 	if (!(o.base = base_url(r, tf_json_str(feed, "url"))))
 		return TF_EINVAL;
-	secret = tf_json_str(feed, "secret");
-	if (!secret || !*secret) {
-		tf_run_fail(r, "feed has no API key (secret)");
-		rc = TF_EINVAL;
+	if ((rc = tf_run_key_header(r, "X-OTX-API-KEY", o.key_header, sizeof o.key_header)))
 		goto out;
-	}
-	/* The key goes into a header line: no line breaks or other controls. */
-	for (const char *c = secret; *c; c++)
-		if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-			tf_run_fail(r, "the API key contains control characters");
-			rc = TF_EINVAL;
-			goto out;
-		}
-	if (strlen(secret) > TF_MAX_FIELD) {
-		tf_run_fail(r, "the API key is longer than %d bytes", TF_MAX_FIELD);
-		rc = TF_EINVAL;
-		goto out;
-	}
-	snprintf(o.key_header, sizeof o.key_header, "X-OTX-API-KEY: %.*s", TF_MAX_FIELD, secret);
 	if (json_object_object_get_ex(feed, "options", &opts) &&
 	    tf_json_get_int(opts, "page_size", &limit) == TF_OK) {
 		if (limit < 1)
@@ -1070,6 +1019,6 @@ int tf_otx_run(tf_run *r)
 		            (long long)o.total_expired);
 out:
 	free(o.base);
-	free(o.seen);
+	tf_seen_free(&o.seen);
 	return rc;
 }

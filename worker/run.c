@@ -228,6 +228,27 @@ void tf_run_fail(tf_run *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+int tf_run_key_header(tf_run *r, const char *name, char *buf, size_t len)
+{
+	const char *secret = tf_json_str(r->feed, "secret");
+
+	if (!secret || !*secret) {
+		tf_run_fail(r, "feed has no API key (secret)");
+		return TF_EINVAL;
+	}
+	for (const char *c = secret; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+			tf_run_fail(r, "the API key contains control characters");
+			return TF_EINVAL;
+		}
+	if (strlen(secret) > TF_MAX_FIELD) {
+		tf_run_fail(r, "the API key is longer than %d bytes", TF_MAX_FIELD);
+		return TF_EINVAL;
+	}
+	snprintf(buf, len, "%s: %s", name, secret);
+	return TF_OK;
+}
+
 int tf_run_sleep(tf_run *r, int64_t ms)
 {
 	int64_t end = tf_mono_us() + ms * 1000;

@@ -33,6 +33,11 @@ int tf_run_stage(tf_run *r, tf_stage stage, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Adds a warning line to the task (skipped objects, retries, waits). */
 void tf_run_warn(tf_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Formats "name: <the feed's secret>" into buf for an API-key header, after
+ * checking the secret is present, has no control characters (it goes into a
+ * header line) and fits TF_MAX_FIELD; otherwise fails the run and returns
+ * TF_EINVAL. buf needs TF_MAX_FIELD + strlen(name) + 3 bytes. */
+int tf_run_key_header(tf_run *r, const char *name, char *buf, size_t len);
 /* Sets the task's error text; the driver then returns its error code. */
 void tf_run_fail(tf_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Sleeps up to ms, waking at once on a cancel: TF_OK or TF_ECANCELLED. */

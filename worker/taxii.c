@@ -39,8 +39,7 @@ typedef struct taxii {
 	char *committed;            /* added_after of the last committed page (or the
 	                             * run's starting cursor), NULL: none */
 	tf_stix_stats st;
-	uint64_t *seen;             /* hashes of next tokens used (loop guard) */
-	size_t nseen, seen_cap;
+	tf_seen seen;               /* next tokens used (loop guard) */
 	int64_t started_us;
 } taxii;
 
@@ -125,38 +124,6 @@ static int media_is_taxii21(const char *v)
 			buf[k++] = (char)tolower((unsigned char)*v);
 	buf[k] = '\0';
 	return !strcmp(buf, TAXII_MEDIA);
-}
-
-/* Remembers a next token (by its 64-bit hash, in an open-addressing set
- * that doubles at half load): 1 when it was seen before, 0, -1 no memory. */
-static int seen_next(taxii *t, const char *token)
-{
-	uint64_t h = tf_hash64(token, strlen(token));
-	size_t i;
-
-	if (!h)
-		h = 1; /* 0 marks an empty slot */
-	if (2 * (t->nseen + 1) > t->seen_cap) {
-		size_t cap = t->seen_cap ? t->seen_cap * 2 : 256;
-		uint64_t *set = calloc(cap, sizeof *set);
-		if (!set)
-			return -1;
-		for (size_t k = 0; k < t->seen_cap; k++)
-			if (t->seen[k]) {
-				for (i = t->seen[k] & (cap - 1); set[i]; i = (i + 1) & (cap - 1))
-					;
-				set[i] = t->seen[k];
-			}
-		free(t->seen);
-		t->seen = set;
-		t->seen_cap = cap;
-	}
-	for (i = h & (t->seen_cap - 1); t->seen[i]; i = (i + 1) & (t->seen_cap - 1))
-		if (t->seen[i] == h)
-			return 1;
-	t->seen[i] = h;
-	t->nseen++;
-	return 0;
 }
 
 /* ---- requests ------------------------------------------------------------------ */
@@ -581,7 +548,7 @@ static int fetch_objects(taxii *t)
 		prev_had_objects = n > 0;
 		prev_digest = t->st.digest;
 		if (token) {
-			int s = seen_next(t, token);
+			int s = tf_seen_add(&t->seen, token);
 			if (s < 0)
 				goto nomem;
 			if (s) {
@@ -699,6 +666,6 @@ out:
 	free(t.root);
 	free(t.objects);
 	free(t.committed);
-	free(t.seen);
+	tf_seen_free(&t.seen);
 	return rc;
 }

@@ -739,7 +739,7 @@ int tf_vt_run(tf_run *r)
 	json_object *from_store = NULL; /* owned: targets taken from the store */
 	tf_progress *p = tf_run_progress(r);
 	vt v = {0};
-	const char *secret, *resume;
+	const char *resume;
 	int64_t rpm = VT_DEFAULT_RPM;
 	size_t start = 0;
 	int rc = TF_OK;
@@ -749,24 +749,8 @@ int tf_vt_run(tf_run *r)
 	p->pages_total = -1;
 	if (!(v.base = base_url(r, tf_json_str(feed, "url"))))
 		return TF_EINVAL;
-	secret = tf_json_str(feed, "secret");
-	if (!secret || !*secret) {
-		tf_run_fail(r, "feed has no API key (secret)");
-		rc = TF_EINVAL;
+	if ((rc = tf_run_key_header(r, "x-apikey", v.key_header, sizeof v.key_header)))
 		goto out;
-	}
-	for (const char *c = secret; *c; c++)
-		if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-			tf_run_fail(r, "the API key contains control characters");
-			rc = TF_EINVAL;
-			goto out;
-		}
-	if (strlen(secret) > TF_MAX_FIELD) {
-		tf_run_fail(r, "the API key is longer than %d bytes", TF_MAX_FIELD);
-		rc = TF_EINVAL;
-		goto out;
-	}
-	snprintf(v.key_header, sizeof v.key_header, "x-apikey: %.*s", TF_MAX_FIELD, secret);
 	json_object_object_get_ex(feed, "options", &opts);
 	if (opts && tf_json_get_int(opts, "requests_per_minute", &rpm) == TF_OK &&
 	    (rpm < 1 || rpm > 1000)) {

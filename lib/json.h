@@ -27,6 +27,12 @@ const char *tf_json_str(json_object *obj, const char *key);
 const char *tf_json_text(json_object *obj, size_t *len);
 /* A malloc'd copy of obj's compact text (caller frees); len may be NULL. */
 int tf_json_dup_text(json_object *obj, char **json, size_t *len);
+/* Writes s as a quoted JSON string at out, which has room for
+ * TF_JSON_QUOTED_MAX(strlen(s)) bytes; returns the bytes written (no NUL).
+ * Escapes what RFC 8259 requires, as json-c does; for hot paths that build
+ * JSON text without a json_object per field. */
+#define TF_JSON_QUOTED_MAX(n) (6 * (n) + 2)
+size_t tf_json_quote(char *out, const char *s);
 /* {"<key>":[]}, the root of every list answer; *arr is its array (owned by
  * the root). NULL when out of memory. Caller owns the root. */
 json_object *tf_json_list_root(const char *key, json_object **arr);

@@ -23,6 +23,9 @@ struct entry {
 struct tf_batch {
 	struct entry *e;
 	size_t n, cap;
+	/* Scratch for tf_batch_apply, reused from record to record. */
+	char *val, *prior;
+	size_t val_cap, prior_cap;
 };
 
 int tf_batch_new(tf_batch **out)
@@ -48,6 +51,8 @@ void tf_batch_free(tf_batch *b)
 		return;
 	tf_batch_clear(b);
 	free(b->e);
+	free(b->val);
+	free(b->prior);
 	free(b);
 }
 
@@ -108,54 +113,65 @@ static size_t record_key(char *buf, const char *feed_id, const char *key)
 	return fl + 1 + kl;
 }
 
-static void put_json_str(json_object *o, const char *k, const char *v)
+static int reserve(char **buf, size_t *cap, size_t need)
 {
-	json_object_object_add(o, k, v ? json_object_new_string(v) : NULL);
+	char *grown;
+
+	if (need <= *cap)
+		return TF_OK;
+	if (!(grown = realloc(*buf, need)))
+		return TF_ENOMEM;
+	*buf = grown;
+	*cap = need;
+	return TF_OK;
 }
 
-/* The record's JSON: our fields, then the source object verbatim. */
-static char *compose(const struct entry *e, const char *feed_id, const char *task_id,
-                     size_t *len)
+static char *put_raw(char *p, const char *s, size_t n)
 {
-	json_object *head = json_object_new_object(), *obs = NULL;
-	char ts[TF_TIME_LEN + 1];
-	const char *text;
-	size_t hl;
-	char *out = NULL;
+	memcpy(p, s, n);
+	return p + n;
+}
 
-	if (!head)
-		return NULL;
-	put_json_str(head, "id", e->key);
-	put_json_str(head, "type", e->type);
-	put_json_str(head, "value", e->value);
-	if (e->observables)
-		tf_json_parse(e->observables, strlen(e->observables), 8, &obs, NULL, 0);
-	json_object_object_add(head, "observables", obs ? obs : json_object_new_array());
-	put_json_str(head, "feed_id", feed_id);
-	put_json_str(head, "task_id", task_id);
-	if (e->modified_us) {
+static char *put_field(char *p, const char *name, const char *v)
+{
+	p = put_raw(p, name, strlen(name));
+	if (!v)
+		return put_raw(p, "null", 4);
+	return p + tf_json_quote(p, v);
+}
+
+/* The stored value: the version, then the record's JSON — our fields, then
+ * the source object verbatim. Written directly (strings quoted by
+ * tf_json_quote): a json_object per field cost more than the store write. */
+static int compose(tf_batch *b, const struct entry *e, const char *feed_id, const char *task_id,
+                   size_t *len)
+{
+	char ts[TF_TIME_LEN + 1];
+	const char *obs = e->observables ? e->observables : "[]";
+	size_t strs, need;
+	char *p;
+
+	if (e->modified_us)
 		tf_time_format(e->modified_us, ts, sizeof ts);
-		put_json_str(head, "modified", ts);
-	} else {
-		put_json_str(head, "modified", NULL);
-	}
-	text = tf_json_text(head, &hl);
-	/* "{…}" + ,"object": + object + } */
-	*len = VAL_HDR + hl - 1 + 10 + e->object_len + 1;
-	if ((out = malloc(*len))) {
-		char *p = out;
-		memcpy(p, &e->modified_us, VAL_HDR);
-		p += VAL_HDR;
-		memcpy(p, text, hl - 1);
-		p += hl - 1;
-		memcpy(p, ",\"object\":", 10);
-		p += 10;
-		memcpy(p, e->object, e->object_len);
-		p += e->object_len;
-		*p = '}';
-	}
-	json_object_put(head);
-	return out;
+	strs = strlen(e->key) + strlen(e->type) + (e->value ? strlen(e->value) : 0) +
+	       strlen(feed_id) + strlen(task_id) + (e->modified_us ? strlen(ts) : 0);
+	need = VAL_HDR + 96 + TF_JSON_QUOTED_MAX(strs) + 5 * 2 + strlen(obs) + e->object_len;
+	if (reserve(&b->val, &b->val_cap, need))
+		return TF_ENOMEM;
+	p = put_raw(b->val, (const char *)&e->modified_us, VAL_HDR);
+	p = put_field(p, "{\"id\":", e->key);
+	p = put_field(p, ",\"type\":", e->type);
+	p = put_field(p, ",\"value\":", e->value);
+	p = put_raw(p, ",\"observables\":", 15);
+	p = put_raw(p, obs, strlen(obs));
+	p = put_field(p, ",\"feed_id\":", feed_id);
+	p = put_field(p, ",\"task_id\":", task_id);
+	p = put_field(p, ",\"modified\":", e->modified_us ? ts : NULL);
+	p = put_raw(p, ",\"object\":", 10);
+	p = put_raw(p, e->object, e->object_len);
+	*p++ = '}';
+	*len = (size_t)(p - b->val);
+	return TF_OK;
 }
 
 static int count_get(tf_txn *txn, const char *feed_id, uint64_t *n)
@@ -174,14 +190,12 @@ int tf_records_count(tf_txn *txn, const char *feed_id, uint64_t *n)
 	return count_get(txn, feed_id, n);
 }
 
-static int apply_one(tf_txn *txn, const char *feed_id, const char *task_id,
+static int apply_one(tf_txn *txn, const char *feed_id, const char *task_id, tf_batch *b,
                      const struct entry *e, tf_progress *p, int64_t *delta)
 {
 	char k[MAX_KEY + 1];
-	size_t kl = record_key(k, feed_id, e->key), vl;
+	size_t kl = record_key(k, feed_id, e->key), vl, oldl = 0;
 	const void *old;
-	size_t oldl;
-	char *val;
 	int rc = tf_txn_get(txn, TF_TBL_RECORDS, k, kl, &old, &oldl);
 
 	if (rc != TF_OK && rc != TF_ENOTFOUND)
@@ -194,18 +208,22 @@ static int apply_one(tf_txn *txn, const char *feed_id, const char *task_id,
 			return TF_OK;
 		}
 	}
-	if (!(val = compose(e, feed_id, task_id, &vl)))
-		return TF_ENOMEM;
-	if (rc == TF_ENOTFOUND)
-		p->indicators_created++, (*delta)++;
-	else
+	if (rc == TF_OK) {
+		/* The undo entry needs the old value after writes that may move it. */
+		if (reserve(&b->prior, &b->prior_cap, oldl ? oldl : 1))
+			return TF_ENOMEM;
+		memcpy(b->prior, old, oldl);
 		p->indicators_updated++;
-	rc = tf_txn_put_j(txn, task_id, TF_TBL_RECORDS, k, kl, val, vl);
-	free(val);
-	return rc;
+	} else {
+		p->indicators_created++, (*delta)++;
+	}
+	if (compose(b, e, feed_id, task_id, &vl))
+		return TF_ENOMEM;
+	return tf_txn_replace_j(txn, task_id, TF_TBL_RECORDS, k, kl, rc == TF_OK ? b->prior : NULL,
+	                        oldl, b->val, vl);
 }
 
-int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, const tf_batch *b,
+int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_batch *b,
                    tf_progress *p)
 {
 	int64_t delta = 0;
@@ -213,7 +231,7 @@ int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, const 
 	int rc;
 
 	for (size_t i = 0; i < b->n; i++)
-		if ((rc = apply_one(txn, feed_id, task_id, &b->e[i], p, &delta)))
+		if ((rc = apply_one(txn, feed_id, task_id, b, &b->e[i], p, &delta)))
 			return rc;
 	if (!delta)
 		return TF_OK;

@@ -34,8 +34,9 @@ void tf_batch_free(tf_batch *b);
 
 /* Writes the batch for feed_id as part of run task_id inside txn (journaled
  * writes), adding created/updated/skipped to p. The batch is not cleared:
- * a transaction replayed after map growth applies it again. */
-int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, const tf_batch *b,
+ * a transaction replayed after map growth applies it again. b's scratch
+ * buffers are reused, so one batch is applied by one thread at a time. */
+int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_batch *b,
                    tf_progress *p);
 /* Journaled write of the feed's cursor object inside txn. */
 int tf_records_put_cursor(tf_txn *txn, const char *feed_id, const char *task_id,

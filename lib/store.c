@@ -30,6 +30,10 @@ struct tf_txn {
 	tf_store *st;
 	MDB_txn *txn;
 	int write;
+	/* The undo sequence is read once per transaction and written back
+	 * before the commit: one META access per page, not per record. */
+	uint64_t undo_seq;
+	int undo_loaded, undo_dirty;
 };
 
 struct tf_cursor {
@@ -183,6 +187,8 @@ int tf_store_update(tf_store *st, tf_txn_fn fn, void *ctx)
 		if (rc)
 			return map_err(rc);
 		rc = fn(&t, ctx);
+		if (!rc && t.undo_dirty)
+			rc = tf_txn_put(&t, TF_TBL_META, "undo", 4, &t.undo_seq, sizeof t.undo_seq);
 		if (rc) {
 			mdb_txn_abort(t.txn);
 			if (rc == TF_EFULL && grow(st) == TF_OK)
@@ -257,23 +263,38 @@ int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out)
 	return TF_OK;
 }
 
-/* Undo entry: table(1) had_prior(1) klen(4, native) key prior-value. */
-static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen)
+static int undo_seq_next(tf_txn *t, uint64_t *seq)
 {
-	const void *prior = NULL;
-	size_t plen = 0;
+	if (!t->undo_loaded) {
+		const void *v;
+		size_t vl;
+		int rc = tf_txn_get(t, TF_TBL_META, "undo", 4, &v, &vl);
+		if (rc != TF_OK && rc != TF_ENOTFOUND)
+			return rc;
+		t->undo_seq = 0;
+		if (rc == TF_OK && vl == sizeof t->undo_seq)
+			memcpy(&t->undo_seq, v, sizeof t->undo_seq);
+		t->undo_loaded = 1;
+	}
+	*seq = ++t->undo_seq;
+	t->undo_dirty = 1;
+	return TF_OK;
+}
+
+/* Undo entry: table(1) had_prior(1) klen(4, native) key prior-value.
+ * prior is the caller's copy: a value read from the store is only valid
+ * until the next write, and the undo entry is such a write. */
+static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
+                   const void *prior, size_t plen)
+{
 	unsigned char ukey[UNDO_KEY_LEN], *entry;
 	uint32_t kl32 = (uint32_t)klen;
 	uint64_t seq;
-	int rc = tf_txn_get(t, tbl, key, klen, &prior, &plen);
+	int rc;
 
-	if (rc != TF_OK && rc != TF_ENOTFOUND)
-		return rc;
-	if (rc == TF_ENOTFOUND)
-		prior = NULL, plen = 0;
 	if (strlen(task_id) != TF_UUID_LEN)
 		return TF_EINVAL;
-	if ((rc = tf_txn_seq_next(t, "undo", &seq)))
+	if ((rc = undo_seq_next(t, &seq)))
 		return rc;
 	memcpy(ukey, task_id, TF_UUID_LEN);
 	put_be64(ukey + TF_UUID_LEN, seq);
@@ -294,10 +315,38 @@ static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key
 	return TF_OK;
 }
 
+/* Reads the key's current value into a private copy and journals it. */
+static int journal_current(tf_txn *t, const char *task_id, tf_table tbl, const void *key,
+                           size_t klen)
+{
+	const void *cur;
+	size_t cl;
+	void *copy = NULL;
+	int rc = tf_txn_get(t, tbl, key, klen, &cur, &cl);
+
+	if (rc == TF_ENOTFOUND)
+		return journal(t, task_id, tbl, key, klen, NULL, 0);
+	if (rc)
+		return rc;
+	if (!(copy = malloc(cl ? cl : 1)))
+		return TF_ENOMEM;
+	memcpy(copy, cur, cl);
+	rc = journal(t, task_id, tbl, key, klen, copy, cl);
+	free(copy);
+	return rc;
+}
+
 int tf_txn_put_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
                  const void *val, size_t vlen)
 {
-	int rc = journal(t, task_id, tbl, key, klen);
+	int rc = journal_current(t, task_id, tbl, key, klen);
+	return rc ? rc : tf_txn_put(t, tbl, key, klen, val, vlen);
+}
+
+int tf_txn_replace_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
+                     const void *prior, size_t plen, const void *val, size_t vlen)
+{
+	int rc = journal(t, task_id, tbl, key, klen, prior, prior ? plen : 0);
 	return rc ? rc : tf_txn_put(t, tbl, key, klen, val, vlen);
 }
 
@@ -309,7 +358,7 @@ int tf_txn_del_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, 
 
 	if (rc == TF_ENOTFOUND)
 		return TF_OK;
-	if (rc || (rc = journal(t, task_id, tbl, key, klen)))
+	if (rc || (rc = journal_current(t, task_id, tbl, key, klen)))
 		return rc;
 	return tf_txn_del(t, tbl, key, klen);
 }

@@ -49,7 +49,8 @@ int tf_store_update(tf_store *st, tf_txn_fn fn, void *ctx);
 /* Runs fn in a read-only snapshot. */
 int tf_store_view(tf_store *st, tf_txn_fn fn, void *ctx);
 
-/* *val stays valid until the transaction ends. TF_ENOTFOUND when absent. */
+/* *val stays valid until the next write in this transaction or its end.
+ * TF_ENOTFOUND when absent. */
 int tf_txn_get(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void **val,
                size_t *vlen);
 int tf_txn_put(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void *val,
@@ -63,6 +64,10 @@ int tf_txn_del(tf_txn *t, tf_table tbl, const void *key, size_t klen);
 int tf_txn_put_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
                  const void *val, size_t vlen);
 int tf_txn_del_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen);
+/* tf_txn_put_j for a caller that has just read the key: prior is its own
+ * copy of the current value (NULL when the key is absent), not re-read. */
+int tf_txn_replace_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
+                     const void *prior, size_t plen, const void *val, size_t vlen);
 
 /* Next value of a named 64-bit counter (starts at 1). */
 int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out);

@@ -52,12 +52,42 @@ static void refuses_malformed_and_deep(void **state)
 	assert_int_equal(parse("", 8), TF_EINVAL);
 }
 
+/* Every ASCII character, those JSON must escape, and UTF-8 come back intact
+ * through json-c's parser, as one string. */
+static void quote_round_trips(void **state)
+{
+	char in[300], out[TF_JSON_QUOTED_MAX(300)];
+	const char *odd[] = {"", "plain", "a\"b\\c/d", "tab\tnl\ncr\rbs\bff\f", "\x01\x1f\x7f",
+	                     "caf\xc3\xa9 \xe2\x82\xac"};
+	(void)state;
+	for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
+		json_object *o = NULL;
+		size_t n = tf_json_quote(out, odd[i]);
+		assert_true(n <= TF_JSON_QUOTED_MAX(strlen(odd[i])));
+		assert_int_equal(tf_json_parse(out, n, 2, &o, NULL, 0), TF_OK);
+		assert_true(json_object_is_type(o, json_type_string));
+		assert_string_equal(json_object_get_string(o), odd[i]);
+		json_object_put(o);
+	}
+	for (int c = 1; c < 128; c++)
+		in[c - 1] = (char)c;
+	in[127] = '\0';
+	{
+		json_object *o = NULL;
+		size_t n = tf_json_quote(out, in);
+		assert_int_equal(tf_json_parse(out, n, 2, &o, NULL, 0), TF_OK);
+		assert_string_equal(json_object_get_string(o), in);
+		json_object_put(o);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(accepts_rfc8259),
 		cmocka_unit_test(refuses_what_jsonc_lets_through),
 		cmocka_unit_test(refuses_malformed_and_deep),
+		cmocka_unit_test(quote_round_trips),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,7 +11,7 @@
 
 struct apply_ctx {
 	const char *feed, *task;
-	const tf_batch *b;
+	tf_batch *b;
 	json_object *cursor;   /* written in the same transaction when set */
 	tf_progress p;
 	int calls;
@@ -28,7 +28,7 @@ static int apply_txn(tf_txn *txn, void *vctx)
 	return c->cursor ? tf_records_put_cursor(txn, c->feed, c->task, c->cursor) : TF_OK;
 }
 
-static tf_progress apply(tf_store *st, const char *feed, const char *task, const tf_batch *b,
+static tf_progress apply(tf_store *st, const char *feed, const char *task, tf_batch *b,
                          json_object *cursor)
 {
 	struct apply_ctx c = {feed, task, b, cursor, {0}, 0};
@@ -999,9 +999,57 @@ static void test_export_lines(void **state)
 	tf_store_close(st);
 }
 
+/* The record text is written without json-c (compose): every field is there
+ * with its type, and strings with quotes, backslashes and control characters
+ * come back as they went in. */
+static void test_record_fields(void **state)
+{
+	tf_store *st = tu_new_store("fields", NULL, 0);
+	char task[TF_UUID_LEN + 1], *exp;
+	const char *odd = "x\"y\\z\n\x01/\xc3\xa9";
+	json_object *obs = json_object_new_array(), *o, *v;
+	tf_batch *b;
+	size_t n;
+	(void)state;
+
+	new_id(task);
+	json_object_array_add(obs, json_object_new_string(odd));
+	assert_int_equal(tf_batch_new(&b), TF_OK);
+	assert_int_equal(tf_batch_add(b, "indicator--1", "indicator", odd, obs, 1700000000123456,
+	                              "{\"k\":1}", 7), TF_OK);
+	assert_int_equal(tf_batch_add(b, "vt:file:2", "vt-file", NULL, NULL, 0, "[]", 2), TF_OK);
+	apply(st, "f", task, b, NULL);
+	tf_batch_free(b);
+	json_object_put(obs);
+	exp = tu_export(st, "f", &n);
+	assert_int_equal(tu_count_lines(exp, n), 2);
+	*strchr(exp, '\n') = '\0';
+	o = tu_json(exp);
+	assert_string_equal(tf_json_str(o, "id"), "indicator--1");
+	assert_string_equal(tf_json_str(o, "type"), "indicator");
+	assert_string_equal(tf_json_str(o, "value"), odd);
+	assert_string_equal(tf_json_str(o, "feed_id"), "f");
+	assert_string_equal(tf_json_str(o, "task_id"), task);
+	assert_string_equal(tf_json_str(o, "modified"), "2023-11-14T22:13:20.123456Z");
+	assert_true(json_object_object_get_ex(o, "observables", &v));
+	assert_string_equal(json_object_get_string(json_object_array_get_idx(v, 0)), odd);
+	assert_true(json_object_object_get_ex(o, "object", &v));
+	assert_int_equal(json_object_get_int(json_object_object_get(v, "k")), 1);
+	json_object_put(o);
+	o = tu_json(exp + strlen(exp) + 1);
+	assert_true(json_object_object_get_ex(o, "value", &v) && v == NULL);
+	assert_true(json_object_object_get_ex(o, "modified", &v) && v == NULL);
+	assert_true(json_object_object_get_ex(o, "observables", &v));
+	assert_int_equal(json_object_array_length(v), 0);
+	json_object_put(o);
+	free(exp);
+	tf_store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_record_fields),
 		cmocka_unit_test(test_batch_limits),
 		cmocka_unit_test(test_latest_modified_wins),
 		cmocka_unit_test(test_apply_replayed_after_growth),

@@ -53,7 +53,7 @@ $(BUILD)/threatfeed: $(call obj,$(BUILD),$(CLI_SRC) $(LIB_SRC))
 	$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(CLI_LIBS)
 
 $(BUILD)/threatfeed-worker: $(call obj,$(BUILD),worker/work_main.c $(RUN_SRC) $(LIB_SRC))
-	$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(CC) $(OPT) -pthread $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/threatfeed.fcgi: $(call obj,$(BUILD),fcgi/main.c $(FCGI_SRC) $(LIB_SRC))
 	$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -62,7 +62,7 @@ $(BUILD)/asan/threatfeed: $(call obj,$(BUILD)/asan,$(CLI_SRC) $(LIB_SRC))
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(CLI_LIBS)
 
 $(BUILD)/asan/threatfeed-worker: $(call obj,$(BUILD)/asan,worker/work_main.c $(RUN_SRC) $(LIB_SRC))
-	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(CC) $(SAN) -pthread $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/asan/threatfeed.fcgi: $(call obj,$(BUILD)/asan,fcgi/main.c $(FCGI_SRC) $(LIB_SRC))
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -71,7 +71,7 @@ $(BUILD)/asan/threatfeed.fcgi: $(call obj,$(BUILD)/asan,fcgi/main.c $(FCGI_SRC) 
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/asan/tests/%,$(UNIT_SRC))
 $(BUILD)/asan/tests/%: $(BUILD)/asan/obj/tests/unit/%.o $(call obj,$(BUILD)/asan,$(WORKER_SRC) $(FCGI_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka
+	$(CC) $(SAN) -pthread $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka
 
 # ---- the two commands ------------------------------------------------------
 deps-build deps-run deps-test deps-bench: deps-%:
@@ -133,7 +133,7 @@ $(FUZZ_DIR)/obj/%.o: %.c $(HDRS) $(wildcard tests/fuzz/*.h)
 	    $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
 
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_OBJS)
-	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 .PHONY: fuzz fuzz-build fuzz-regress
 fuzz-build: $(FUZZ_BINS)

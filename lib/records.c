@@ -22,7 +22,7 @@ struct entry {
 
 struct tf_batch {
 	struct entry *e;
-	size_t n, cap;
+	size_t n, cap, bytes;
 	/* Scratch for tf_batch_apply, reused from record to record. */
 	char *val, *prior;
 	size_t val_cap, prior_cap;
@@ -38,11 +38,17 @@ size_t tf_batch_count(const tf_batch *b)
 	return b->n;
 }
 
+size_t tf_batch_bytes(const tf_batch *b)
+{
+	return b->bytes + b->cap * sizeof *b->e;
+}
+
 void tf_batch_clear(tf_batch *b)
 {
 	for (size_t i = 0; i < b->n; i++)
 		free(b->e[i].key);
 	b->n = 0;
+	b->bytes = 0;
 }
 
 void tf_batch_free(tf_batch *b)
@@ -87,6 +93,7 @@ int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *val
 	}
 	if (!(p = malloc(kl + tl + vl + ol + len + 5)))
 		return TF_ENOMEM;
+	b->bytes += kl + tl + vl + ol + len + 5;
 	e = &b->e[b->n++];
 	e->key = pack(&p, key, kl);
 	e->type = pack(&p, type, tl);

@@ -29,6 +29,8 @@ int tf_batch_new(tf_batch **out);
 int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *value,
                  json_object *observables, int64_t modified_us, const char *object, size_t len);
 size_t tf_batch_count(const tf_batch *b);
+/* Memory the batch holds (its records and index). */
+size_t tf_batch_bytes(const tf_batch *b);
 void tf_batch_clear(tf_batch *b);
 void tf_batch_free(tf_batch *b);
 

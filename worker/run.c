@@ -2,7 +2,8 @@
  * the worker process. Cancellation reaches it three ways — SIGUSR1 from the
  * handler/CLI/supervisor (writes the self-pipe the fetch polls on), a store
  * check at most every CHECK_EVERY_US, and the check inside every commit
- * transaction, which is what makes "never half a page" hold. */
+ * transaction, which is what makes "never half a page" hold. While the driver
+ * runs, every store write goes through the run's writer thread (writer.h). */
 #include "run.h"
 #include "config.h"
 #include "err.h"
@@ -14,6 +15,7 @@
 #include "runctl.h"
 #include "store.h"
 #include "util.h"
+#include "writer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +28,6 @@
 #include <unistd.h>
 
 #define CHECK_EVERY_US 100000
-#define SYNC_EVERY_US 1000000 /* lazy commits reach the disk at least this often */
 #define MAX_PENDING_WARNINGS 32
 
 struct tf_run {
@@ -35,6 +36,7 @@ struct tf_run {
 	char feed_id[TF_MAX_FEED_ID + 1];
 	json_object *feed, *cursor;
 	tf_fetch *fetch;
+	tf_writer *writer; /* while the driver runs */
 	tf_batch *batch;
 	tf_progress prog;
 	tf_stage stage;
@@ -43,7 +45,7 @@ struct tf_run {
 	char *warnings[MAX_PENDING_WARNINGS];
 	int nwarnings;
 	tf_cancel_mode cancel;
-	int64_t last_write_us, last_check_us, last_sync_us;
+	int64_t last_write_us, last_check_us;
 	int dirty;
 };
 
@@ -107,6 +109,8 @@ static void look_at_store(tf_run *r)
 
 int tf_run_check(tf_run *r)
 {
+	if (r->writer && tf_writer_cancel_seen(r->writer) > r->cancel)
+		r->cancel = tf_writer_cancel_seen(r->writer);
 	if (r->cancel == TF_CANCEL_JOB)
 		return TF_ECANCELLED;
 	if (woken) {
@@ -125,36 +129,11 @@ static int fetch_cancel(void *ctx)
 
 /* ---- progress ------------------------------------------------------------------ */
 
-struct write_ctx {
-	tf_run *r;
-	const tf_progress *prog;
-};
-
-/* Stage and message are the run's until a cancel is recorded: from then on
- * the cancel's own stage ("stopping", "rolling_back") stays visible. */
-static void describe(tf_run *r, tf_task *t, const tf_progress *p)
+static void view_of(const tf_run *r, tf_run_view *v)
 {
-	tf_task_set_progress(t, p);
-	if (tf_task_status(t) == TF_ST_RUNNING)
-		tf_task_set_stage(t, r->stage, r->message[0] ? r->message : NULL);
-	for (int i = 0; i < r->nwarnings; i++)
-		tf_task_add_warning(t, r->warnings[i]);
-}
-
-static int progress_txn(tf_txn *txn, void *vctx)
-{
-	struct write_ctx *c = vctx;
-	tf_task *t;
-	int rc = tf_task_load(txn, c->r->task_id, &t);
-
-	if (rc)
-		return rc;
-	if (!tf_status_terminal(tf_task_status(t))) {
-		describe(c->r, t, c->prog);
-		rc = tf_task_save(txn, t);
-	}
-	tf_task_free(t);
-	return rc;
+	v->prog = r->prog;
+	v->stage = r->stage;
+	snprintf(v->message, sizeof v->message, "%s", r->message);
 }
 
 static void forget_warnings(tf_run *r)
@@ -164,15 +143,44 @@ static void forget_warnings(tf_run *r)
 	r->nwarnings = 0;
 }
 
+/* Stage and message are the run's until a cancel is recorded: from then on
+ * the cancel's own stage ("stopping", "rolling_back") stays visible. */
+static int progress_txn(tf_txn *txn, void *vctx)
+{
+	tf_run *r = vctx;
+	tf_task *t;
+	int rc = tf_task_load(txn, r->task_id, &t);
+
+	if (rc)
+		return rc;
+	if (!tf_status_terminal(tf_task_status(t))) {
+		tf_task_set_progress(t, &r->prog);
+		if (tf_task_status(t) == TF_ST_RUNNING)
+			tf_task_set_stage(t, r->stage, r->message[0] ? r->message : NULL);
+		for (int i = 0; i < r->nwarnings; i++)
+			tf_task_add_warning(t, r->warnings[i]);
+		rc = tf_task_save(txn, t);
+	}
+	tf_task_free(t);
+	return rc;
+}
+
+/* With the writer running this only publishes; before it starts and after it
+ * stopped, the driver's thread writes itself. */
 static int write_progress(tf_run *r)
 {
-	struct write_ctx c = {r, &r->prog};
-	int rc = tf_store_update(r->st, progress_txn, &c);
-	if (!rc) {
-		forget_warnings(r);
-		r->dirty = 0;
-		r->last_write_us = tf_mono_us();
+	int rc = TF_OK;
+
+	if (r->writer) {
+		tf_run_view v;
+		view_of(r, &v);
+		tf_writer_show(r->writer, &v);
+	} else if ((rc = tf_store_update(r->st, progress_txn, r))) {
+		return rc;
 	}
+	forget_warnings(r);
+	r->dirty = 0;
+	r->last_write_us = tf_mono_us();
 	return rc;
 }
 
@@ -213,6 +221,11 @@ void tf_run_warn(tf_run *r, const char *fmt, ...)
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
 	tf_info("run %s: %s", r->task_id, line);
+	if (r->writer) {
+		tf_writer_warn(r->writer, line);
+		r->dirty = 1;
+		return;
+	}
 	if (r->nwarnings == MAX_PENDING_WARNINGS)
 		write_progress(r);
 	if (r->nwarnings < MAX_PENDING_WARNINGS && (r->warnings[r->nwarnings] = strdup(line)))
@@ -286,59 +299,18 @@ int tf_run_store_observables(tf_run *r, size_t max, json_object *out)
 
 /* ---- commit ------------------------------------------------------------------ */
 
-struct commit_ctx {
-	tf_run *r;
-	json_object *cursor;
-	tf_progress after;
-};
-
-static int commit_txn(tf_txn *txn, void *vctx)
-{
-	struct commit_ctx *c = vctx;
-	tf_run *r = c->r;
-	tf_cancel_mode mode;
-	tf_task *t;
-	int rc;
-
-	/* Inside the write transaction, a cancel recorded before it is seen:
-	 * the page is abandoned whole. */
-	if ((rc = tf_task_cancel_requested(txn, r->task_id, r->feed_id, &mode)))
-		return rc;
-	if (mode != TF_CANCEL_NONE) {
-		if (mode > r->cancel)
-			r->cancel = mode;
-		return TF_ECANCELLED;
-	}
-	c->after = r->prog;
-	if ((rc = tf_batch_apply(txn, r->feed_id, r->task_id, r->batch, &c->after)))
-		return rc;
-	if (c->cursor && (rc = tf_records_put_cursor(txn, r->feed_id, r->task_id, c->cursor)))
-		return rc;
-	if ((rc = tf_task_load(txn, r->task_id, &t)))
-		return rc;
-	describe(r, t, &c->after);
-	rc = tf_task_save(txn, t);
-	tf_task_free(t);
-	return rc;
-}
-
 int tf_run_commit(tf_run *r, json_object *cursor)
 {
-	struct commit_ctx c = {.r = r, .cursor = cursor};
+	tf_run_view v;
 	int rc = tf_run_check(r);
 
 	if (rc)
 		return rc;
-	r->stage = TF_SG_STORING;
-	if ((rc = tf_store_update(r->st, commit_txn, &c)))
+	view_of(r, &v);
+	if ((rc = tf_writer_commit(r->writer, &r->batch, cursor, &v))) {
+		tf_run_check(r); /* adopts the cancel mode the writer found */
 		return rc;
-	r->prog = c.after;
-	tf_batch_clear(r->batch);
-	if (tf_mono_us() - r->last_sync_us >= SYNC_EVERY_US) {
-		tf_store_sync(r->st);
-		r->last_sync_us = tf_mono_us();
 	}
-	forget_warnings(r);
 	r->dirty = 0;
 	r->last_write_us = tf_mono_us();
 	if (cursor) {
@@ -408,6 +380,17 @@ static int end_run(tf_run *r, int rc)
 	tf_status final = TF_ST_COMPLETED;
 	const char *error = NULL;
 
+	if (r->writer) {
+		/* Everything handed over is committed or abandoned before the
+		 * task ends; a failed last commit fails a run that looked done. */
+		int wrc = tf_writer_stop(r->writer, &r->prog);
+		r->writer = NULL;
+		if (rc == TF_OK && wrc) {
+			rc = wrc;
+			if (wrc != TF_ECANCELLED)
+				tf_run_fail(r, "storing failed: %s", tf_strerror(wrc));
+		}
+	}
 	tf_batch_clear(r->batch);
 	write_progress(r);
 	if (rc == TF_ECANCELLED) {
@@ -446,8 +429,12 @@ int tf_work_main(const tf_config *cfg, const char *task_id)
 	}
 	/* Batches commit without waiting for the disk; see tf_store_set_lazy. */
 	tf_store_set_lazy(run.st, 1);
-	run.last_sync_us = tf_mono_us();
-	if ((rc = tf_batch_new(&run.batch)) ||
+	{
+		tf_run_view v;
+		view_of(&run, &v);
+		rc = tf_writer_start(&run.writer, run.st, run.task_id, run.feed_id, &v);
+	}
+	if (rc || (rc = tf_batch_new(&run.batch)) ||
 	    (rc = tf_fetch_new(&run.fetch, wake_pipe[0], fetch_cancel, &run))) {
 		tf_run_fail(&run, "cannot start: %s", tf_strerror(rc));
 	} else {

@@ -52,10 +52,13 @@ static int map_err(int rc)
 	}
 }
 
+static int begin(tf_store *st, unsigned flags, MDB_txn **txn);
+
 static int open_dbis(tf_store *st)
 {
 	MDB_txn *txn = NULL;
-	int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+	/* begin(): a writer may grow the map between mdb_env_open and here. */
+	int rc = begin(st, 0, &txn);
 
 	if (rc)
 		return rc; /* txn was never set: nothing to abort */
@@ -110,7 +113,7 @@ int tf_store_open(tf_store **out, const char *path, size_t map_size, char *err, 
 	/* Readers left behind by killed processes would pin old pages forever. */
 	mdb_reader_check(st->env, &dead);
 	if ((rc = open_dbis(st))) {
-		snprintf(err, errlen, "cannot open store %s: %s", path, mdb_strerror(rc));
+		snprintf(err, errlen, "cannot open the tables of store %s: %s", path, mdb_strerror(rc));
 		goto fail;
 	}
 	{
@@ -154,7 +157,9 @@ size_t tf_store_map_size(tf_store *st)
 static int begin(tf_store *st, unsigned flags, MDB_txn **txn)
 {
 	int rc = mdb_txn_begin(st->env, NULL, flags, txn);
-	if (rc == MDB_MAP_RESIZED) {
+	/* It may grow again before we get in: each time it at least doubled,
+	 * so this ends. */
+	for (int i = 0; rc == MDB_MAP_RESIZED && i < 32; i++) {
 		if ((rc = mdb_env_set_mapsize(st->env, 0)) == 0)
 			rc = mdb_txn_begin(st->env, NULL, flags, txn);
 	}

@@ -1033,9 +1033,53 @@ static void test_map_growth(void **state)
 	tf_store_close(st);
 }
 
+/* A process that opens the store while another grows the map must still get
+ * in (the growth can land between mdb_env_open and the first transaction). */
+static void test_open_while_map_grows(void **state)
+{
+	char path[TU_PATH];
+	tf_store *st;
+	int failures = 0, opens = 0;
+	pid_t pid;
+	(void)state;
+
+	tu_path(path, sizeof path, "growing");
+	st = tu_open(path, 1 << 20);
+	tf_store_close(st);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		tf_store *cs;
+		if (tf_store_open(&cs, path, 1 << 20, NULL, 0))
+			_exit(1);
+		for (int i = 0; i < 4000; i += 20) {
+			struct big_ctx b = {i, 20, BIG_VSIZE, 0};
+			if (tf_store_update(cs, big_txn, &b) != TF_OK)
+				_exit(2);
+		}
+		tf_store_close(cs);
+		_exit(0);
+	}
+	while (waitpid(pid, NULL, WNOHANG) == 0) {
+		char err[256];
+		opens++;
+		if (tf_store_open(&st, path, 1 << 20, err, sizeof err)) {
+			failures++;
+			print_message("open %d failed: %s\n", opens, err);
+			continue;
+		}
+		if (tu_raw_put(st, TF_TBL_META, "p", 1, "x", 1) != TF_OK)
+			failures++;
+		tf_store_close(st);
+	}
+	assert_int_equal(failures, 0);
+	assert_true(opens > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_open_while_map_grows),
 		cmocka_unit_test(test_crud),
 		cmocka_unit_test(test_data_survives_reopen),
 		cmocka_unit_test(test_open_modes),

@@ -24,15 +24,51 @@ int64_t tf_mono_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Days since 1970-01-01 of a proleptic Gregorian date and back (H. Hinnant's
+ * civil-calendar algorithms): exact, and without the time-zone and locale
+ * work of timegm/strftime, which cost more than storing a record. */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+	int64_t era, doe, yoe, doy, mp;
+
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = yoe + era * 400 + (*m <= 2);
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	return a / b - (a % b < 0);
+}
+
 void tf_time_format(int64_t us, char *buf, size_t len)
 {
-	time_t sec = (time_t)(us / 1000000);
-	struct tm tm;
-	char base[24];
+	int64_t sec = floor_div(us, 1000000), days = floor_div(sec, 86400), y;
+	int64_t in_day = sec - days * 86400;
+	int m, d;
 
-	gmtime_r(&sec, &tm);
-	strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf, len, "%s.%06dZ", base, (int)(us % 1000000));
+	civil_from_days(days, &y, &m, &d);
+	snprintf(buf, len, "%04lld-%02d-%02dT%02d:%02d:%02d.%06dZ", (long long)y, m, d,
+	         (int)(in_day / 3600), (int)(in_day / 60 % 60), (int)(in_day % 60),
+	         (int)(us - sec * 1000000));
 }
 
 static int digits(const char **p, int n, int *out)
@@ -49,7 +85,6 @@ static int digits(const char **p, int n, int *out)
 
 int tf_time_parse(const char *s, int64_t *us)
 {
-	struct tm tm = {0};
 	int y, mo, d, h, mi, se, frac = 0, scale = 1000000;
 	const char *p = s;
 
@@ -76,13 +111,9 @@ int tf_time_parse(const char *s, int64_t *us)
 		p += 6;
 	if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
 		return TF_EINVAL;
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = se;
-	*us = (int64_t)timegm(&tm) * 1000000 + frac;
+	/* Linear in the day, like timegm: "02-30" is March 2nd. */
+	*us = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * (int64_t)60000000 +
+	      (int64_t)se * 1000000 + frac;
 	return TF_OK;
 }
 

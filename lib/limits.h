@@ -45,7 +45,7 @@
 #define TF_PROGRESS_INTERVAL_MS 100  /* at most one progress write per interval */
 /* A run's pages waiting for its store writer (worker/writer.h): the driver
  * fetches on while they wait, and stops when either bound is reached. */
-#define TF_WRITER_MAX_QUEUED       4
+#define TF_WRITER_MAX_QUEUED       2
 #define TF_WRITER_MAX_QUEUED_BYTES (16L * 1024 * 1024)
 #define TF_WRITER_MAX_WARNINGS     32
 #define TF_DEFAULT_MAX_RUNS    4     /* max_concurrent_runs (SPEC §3) */

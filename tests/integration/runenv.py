@@ -68,12 +68,12 @@ class RunEnv:
         self.upstreams = []
 
     # processes --------------------------------------------------------------
-    def upstream(self, *args):
+    def upstream(self, *args, start_s=20):
         port_file = os.path.join(self.dir, "upstream-%d.port" % len(self.upstreams))
         proc = subprocess.Popen([sys.executable, UPSTREAM, "--port", "0", "--port-file", port_file,
                                  "--quiet", "--lifetime-s", "900"] + list(args),
                                 stdout=subprocess.DEVNULL, preexec_fn=_pdeathsig)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + start_s
         while not os.path.exists(port_file):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("upstream did not start")

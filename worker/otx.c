@@ -519,7 +519,6 @@ typedef struct otx {
 	char *base;               /* the feed's url without trailing '/' */
 	char key_header[TF_MAX_FIELD + 32];
 	long limit;
-	int64_t started_us;
 	/* cursor */
 	int64_t committed_us;     /* modified_since in effect (start or last commit); -1: none */
 	int64_t newest_us;        /* newest pulse seen in committed pages */
@@ -830,17 +829,8 @@ static int fetch_pulses(otx *o)
 		char what[48], err[240];
 
 		tf_otx_page_free(&page);
-		if ((tf_mono_us() - o->started_us) / 1000000 > TF_MAX_RUN_S) {
-			tf_run_fail(o->r, "run took longer than %d s: stopped after %d pages",
-			            TF_MAX_RUN_S, page_no);
-			rc = TF_ELIMIT;
+		if ((rc = tf_run_page_budget(o->r, page_no)))
 			goto out;
-		}
-		if (page_no >= TF_MAX_PAGES) {
-			tf_run_fail(o->r, "more than %d pages: giving up", TF_MAX_PAGES);
-			rc = TF_ELIMIT;
-			goto out;
-		}
 		snprintf(what, sizeof what, "page %d", page_no + 1);
 		if ((rc = tf_run_stage(o->r, TF_SG_FETCHING, "page %d: fetching", page_no + 1)) ||
 		    (rc = get_page(o, url, what, &page)))
@@ -946,35 +936,6 @@ nomem:
 }
 
 /* The feed's url as an http(s) base without query, fragment or trailing '/'. */
-static char *base_url(tf_run *r, const char *url)
-{
-	struct url_parts u;
-	size_t n;
-	char *b;
-
-	if (!url || !*url) {
-		tf_run_fail(r, "feed has no url");
-		return NULL;
-	}
-	if (strlen(url) > TF_MAX_URL || strpbrk(url, "?# \t\r\n") || split_url(url, &u)) {
-		tf_run_fail(r, "feed url is not a base URL such as https://otx.alienvault.com");
-		return NULL;
-	}
-	n = is_http(u.scheme);
-	parts_free(&u);
-	if (!n) {
-		tf_run_fail(r, "feed url must be http or https");
-		return NULL;
-	}
-	if (!(b = strdup(url))) {
-		tf_run_fail(r, "out of memory");
-		return NULL;
-	}
-	for (n = strlen(b); n > 0 && b[n - 1] == '/'; n--)
-		b[n - 1] = '\0';
-	return b;
-}
-
 int tf_otx_run(tf_run *r)
 {
 	json_object *feed = tf_run_feed(r), *opts;
@@ -985,12 +946,11 @@ int tf_otx_run(tf_run *r)
 	int rc;
 
 	o.r = r;
-	o.started_us = tf_mono_us();
 	o.committed_us = o.newest_us = o.last_us = -1;
 	o.ascending = 1;
 	p->percent = -1;   /* known once the first page's count arrives */
 	p->pages_total = -1;
-	if (!(o.base = base_url(r, tf_json_str(feed, "url"))))
+	if (!(o.base = tf_run_base_url(r, "https://otx.alienvault.com")))
 		return TF_EINVAL;
 	if ((rc = tf_run_key_header(r, "X-OTX-API-KEY", o.key_header, sizeof o.key_header)))
 		goto out;

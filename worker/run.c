@@ -17,6 +17,7 @@
 #include "util.h"
 #include "writer.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define CHECK_EVERY_US 100000
@@ -45,7 +47,7 @@ struct tf_run {
 	char *warnings[MAX_PENDING_WARNINGS];
 	int nwarnings;
 	tf_cancel_mode cancel;
-	int64_t last_write_us, last_check_us;
+	int64_t started_us, last_write_us, last_check_us;
 	int dirty;
 };
 
@@ -262,6 +264,52 @@ int tf_run_key_header(tf_run *r, const char *name, char *buf, size_t len)
 	return TF_OK;
 }
 
+char *tf_run_base_url(tf_run *r, const char *example)
+{
+	const char *url = tf_json_str(r->feed, "url");
+	CURLU *u;
+	char *scheme = NULL, *b;
+	int ok = 0;
+	size_t n;
+
+	if (!url || !*url) {
+		tf_run_fail(r, "feed has no url");
+		return NULL;
+	}
+	if (strlen(url) <= TF_MAX_URL && !strpbrk(url, "?# \t\r\n") && (u = curl_url())) {
+		ok = !curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) &&
+		     !curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) &&
+		     (!strcasecmp(scheme, "http") || !strcasecmp(scheme, "https"));
+		curl_free(scheme);
+		curl_url_cleanup(u);
+	}
+	if (!ok) {
+		tf_run_fail(r, "feed url is not an http(s) base URL such as %s", example);
+		return NULL;
+	}
+	if (!(b = strdup(url))) {
+		tf_run_fail(r, "out of memory");
+		return NULL;
+	}
+	for (n = strlen(b); n > 0 && b[n - 1] == '/'; n--)
+		b[n - 1] = '\0';
+	return b;
+}
+
+int tf_run_page_budget(tf_run *r, int pages)
+{
+	if ((tf_mono_us() - r->started_us) / 1000000 > TF_MAX_RUN_S) {
+		tf_run_fail(r, "run took longer than %d s: stopped after %d pages", TF_MAX_RUN_S,
+		            pages);
+		return TF_ELIMIT;
+	}
+	if (pages >= TF_MAX_PAGES) {
+		tf_run_fail(r, "more than %d pages: giving up", TF_MAX_PAGES);
+		return TF_ELIMIT;
+	}
+	return TF_OK;
+}
+
 int tf_run_sleep(tf_run *r, int64_t ms)
 {
 	int64_t end = tf_mono_us() + ms * 1000;
@@ -407,7 +455,8 @@ static int end_run(tf_run *r, int rc)
 
 int tf_work_main(const tf_config *cfg, const char *task_id)
 {
-	tf_run run = {.stage = TF_SG_CONNECTING, .cancel = TF_CANCEL_NONE};
+	tf_run run = {.stage = TF_SG_CONNECTING, .cancel = TF_CANCEL_NONE,
+	              .started_us = tf_mono_us()};
 	pid_t supervisor = getppid();
 	struct load_ctx lc = {&run, TF_ST_QUEUED};
 	char err[256];

@@ -38,8 +38,16 @@ void tf_run_warn(tf_run *r, const char *fmt, ...) __attribute__((format(printf, 
  * header line) and fits TF_MAX_FIELD; otherwise fails the run and returns
  * TF_EINVAL. buf needs TF_MAX_FIELD + strlen(name) + 3 bytes. */
 int tf_run_key_header(tf_run *r, const char *name, char *buf, size_t len);
+/* The feed's url as a base URL (http or https, no query or fragment, no
+ * trailing slash), malloc'd; or NULL after failing the run with a message
+ * that shows example. For APIs addressed by path below a base (OTX, VT). */
+char *tf_run_base_url(tf_run *r, const char *example);
 /* Sets the task's error text; the driver then returns its error code. */
 void tf_run_fail(tf_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Before fetching another page, pages already fetched: TF_OK, or TF_ELIMIT
+ * after failing the run when it ran longer than TF_MAX_RUN_S or fetched
+ * TF_MAX_PAGES pages. */
+int tf_run_page_budget(tf_run *r, int pages);
 /* Sleeps up to ms, waking at once on a cancel: TF_OK or TF_ECANCELLED. */
 int tf_run_sleep(tf_run *r, int64_t ms);
 

@@ -40,7 +40,6 @@ typedef struct taxii {
 	                             * run's starting cursor), NULL: none */
 	tf_stix_stats st;
 	tf_seen seen;               /* next tokens used (loop guard) */
-	int64_t started_us;
 } taxii;
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -410,17 +409,8 @@ static int fetch_objects(taxii *t)
 		doc = NULL;
 		free(dal_copy);
 		dal_copy = NULL;
-		if ((tf_mono_us() - t->started_us) / 1000000 > TF_MAX_RUN_S) {
-			tf_run_fail(t->r, "run took longer than %d s: stopped after %d pages",
-			            TF_MAX_RUN_S, page);
-			rc = TF_ELIMIT;
+		if ((rc = tf_run_page_budget(t->r, page)))
 			goto out;
-		}
-		if (page >= TF_MAX_PAGES) {
-			tf_run_fail(t->r, "more than %d pages: giving up", TF_MAX_PAGES);
-			rc = TF_ELIMIT;
-			goto out;
-		}
 		snprintf(what, sizeof what, "page %d", page + 1);
 		free(url);
 		if (!(url = page_url(t, after, next)))
@@ -610,7 +600,6 @@ int tf_taxii_run(tf_run *r)
 	int rc;
 
 	t.r = r;
-	t.started_us = tf_mono_us();
 	p->percent = -1;      /* TAXII gives no total */
 	p->pages_total = -1;
 	url = tf_json_str(feed, "url");

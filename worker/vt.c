@@ -701,38 +701,6 @@ static int load_targets(vt *v, json_object *list)
 	return TF_OK;
 }
 
-static char *base_url(tf_run *r, const char *url)
-{
-	CURLU *u;
-	char *scheme = NULL, *b;
-	int ok = 0;
-	size_t n;
-
-	if (!url || !*url) {
-		tf_run_fail(r, "feed has no url");
-		return NULL;
-	}
-	if (strlen(url) <= TF_MAX_URL && !strpbrk(url, "?# \t\r\n") && (u = curl_url())) {
-		ok = !curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) &&
-		     !curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) &&
-		     (!strcasecmp(scheme, "http") || !strcasecmp(scheme, "https"));
-		curl_free(scheme);
-		curl_url_cleanup(u);
-	}
-	if (!ok) {
-		tf_run_fail(r, "feed url is not an http(s) base URL such as "
-		               "https://www.virustotal.com");
-		return NULL;
-	}
-	if (!(b = strdup(url))) {
-		tf_run_fail(r, "out of memory");
-		return NULL;
-	}
-	for (n = strlen(b); n > 0 && b[n - 1] == '/'; n--)
-		b[n - 1] = '\0';
-	return b;
-}
-
 int tf_vt_run(tf_run *r)
 {
 	json_object *feed = tf_run_feed(r), *opts = NULL, *list = NULL, *cursor = NULL;
@@ -747,7 +715,7 @@ int tf_vt_run(tf_run *r)
 	v.r = r;
 	p->percent = -1;
 	p->pages_total = -1;
-	if (!(v.base = base_url(r, tf_json_str(feed, "url"))))
+	if (!(v.base = tf_run_base_url(r, "https://www.virustotal.com")))
 		return TF_EINVAL;
 	if ((rc = tf_run_key_header(r, "x-apikey", v.key_header, sizeof v.key_header)))
 		goto out;

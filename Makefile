@@ -73,6 +73,18 @@ $(BUILD)/asan/tests/%: $(BUILD)/asan/obj/tests/unit/%.o $(call obj,$(BUILD)/asan
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -pthread $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka
 
+# The run's writer is the one module with threads: its unit test also runs
+# under ThreadSanitizer (only the modules it uses, all instrumented).
+TSAN     := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+TSAN_BIN := $(BUILD)/tsan/tests/test_writer
+$(BUILD)/tsan/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(WARN) $(TSAN) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(TSAN_BIN): $(call obj,$(BUILD)/tsan,tests/unit/test_writer.c worker/writer.c $(LIB_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(TSAN) -pthread $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka
+
 # ---- the two commands ------------------------------------------------------
 deps-build deps-run deps-test deps-bench: deps-%:
 	@scripts/deps.sh $*
@@ -80,7 +92,7 @@ deps-build deps-run deps-test deps-bench: deps-%:
 test: deps-test
 	@$(MAKE) --no-print-directory check
 
-check: all asan $(UNIT_BINS)
+check: all asan $(UNIT_BINS) $(TSAN_BIN)
 	@BUILD=$(BUILD) scripts/test.sh
 
 run: deps-run

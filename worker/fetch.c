@@ -1,8 +1,9 @@
-/* HTTP GET for the feed drivers (see fetch.h). One easy handle, reused for
- * every request of a run (options reset each time, connections kept in the
- * multi handle's cache), driven by curl_multi_poll() together with the run's
- * wake-up fd: a cancel ends even a transfer whose server sends nothing, within
- * one poll wake-up (SPEC §3, §7).
+/* HTTP GET for the feed drivers (see fetch.h). Two easy handles, each reused
+ * for many requests of a run (options reset each time, connections kept in
+ * the multi handle's cache): one for the request being waited for, one for a
+ * request started ahead (tf_fetch_prefetch). Transfers are driven by
+ * curl_multi_poll() together with the run's wake-up fd: a cancel ends even a
+ * transfer whose server sends nothing, within one poll wake-up (SPEC §3, §7).
  *
  * Every transfer is bounded the curl way (docs/examples/crawler.c): a
  * protocol allow-list for the URL and for redirects, TF_MAX_REDIRECTS, TLS
@@ -29,21 +30,31 @@
 #define FETCH_INITIAL_BUF (16 * 1024)
 #define FETCH_MAX_HEADER_VALUE 2048    /* longer captured header values are dropped */
 
+/* One transfer and what it has received so far. */
+struct xfer {
+	CURL *easy;
+	struct curl_slist *hdrs;
+	int added;                     /* in the multi handle */
+	char *key;                     /* the request it answers (request_key) */
+	char *buf;
+	size_t len, cap, max;
+	int over_limit;
+	long long *bytes_received;     /* NULL while nobody waits: counted in early */
+	long long early;
+	tf_fetch_resp resp;            /* headers of the last response */
+	char errbuf[CURL_ERROR_SIZE];
+};
+
 struct tf_fetch {
 	CURLM *multi;
-	CURL *easy;
 	int wake_fd;
 	tf_fetch_cancel_fn cancel;
 	void *ctx;
 	char *noproxy;                 /* loopback plus the environment's no_proxy */
-
-	/* the request in flight */
-	char *buf;
-	size_t len, cap, max;
-	int over_limit;
-	long long *bytes_received;
-	tf_fetch_resp *resp;
-	char errbuf[CURL_ERROR_SIZE];
+	struct xfer x[2];
+	/* Into x: the request waited for, and one started early. The callbacks
+	 * hold their xfer's address, so the two trade places by pointer. */
+	struct xfer *now, *ahead;
 };
 
 static int global_ready;
@@ -91,27 +102,48 @@ int tf_fetch_new(tf_fetch **out, int wake_fd, tf_fetch_cancel_fn cancel, void *c
 	f->wake_fd = wake_fd;
 	f->cancel = cancel;
 	f->ctx = ctx;
-	if (!(f->multi = curl_multi_init()) || !(f->easy = curl_easy_init()) ||
-	    !(f->noproxy = make_noproxy())) {
+	f->now = &f->x[0];
+	f->ahead = &f->x[1];
+	if (!(f->multi = curl_multi_init()) || !(f->now->easy = curl_easy_init()) ||
+	    !(f->ahead->easy = curl_easy_init()) || !(f->noproxy = make_noproxy())) {
 		tf_fetch_free(f);
 		return TF_ENOMEM;
 	}
-	/* One transfer at a time: keep at most a couple of idle connections. */
+	/* Two transfers at most: keep a couple of idle connections. */
 	curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, 4L);
 	*out = f;
 	return TF_OK;
+}
+
+static void xfer_end(tf_fetch *f, struct xfer *x)
+{
+	if (x->added)
+		curl_multi_remove_handle(f->multi, x->easy);
+	x->added = 0;
+	curl_slist_free_all(x->hdrs);
+	x->hdrs = NULL;
+	free(x->key);
+	x->key = NULL;
+	free(x->buf);
+	x->buf = NULL;
+	x->len = x->cap = 0;
+	x->bytes_received = NULL;
+	x->early = 0;
+	tf_fetch_resp_free(&x->resp);
 }
 
 void tf_fetch_free(tf_fetch *f)
 {
 	if (!f)
 		return;
-	if (f->easy)
-		curl_easy_cleanup(f->easy);
+	for (int i = 0; i < 2; i++) {
+		xfer_end(f, &f->x[i]);
+		if (f->x[i].easy)
+			curl_easy_cleanup(f->x[i].easy);
+	}
 	if (f->multi)
 		curl_multi_cleanup(f->multi);
 	free(f->noproxy);
-	free(f->buf);
 	free(f);
 }
 
@@ -129,7 +161,7 @@ void tf_fetch_resp_free(tf_fetch_resp *resp)
 
 /* ---- callbacks -------------------------------------------------------------- */
 
-static int reserve(tf_fetch *f, size_t want)
+static int reserve(struct xfer *f, size_t want)
 {
 	size_t cap;
 	char *p;
@@ -150,7 +182,7 @@ static int reserve(tf_fetch *f, size_t want)
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 {
-	tf_fetch *f = userp;
+	struct xfer *f = userp;
 	size_t n = size * nmemb;
 
 	if (n > f->max - f->len) {
@@ -171,6 +203,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 	f->len += n;
 	if (f->bytes_received)
 		*f->bytes_received += (long long)n;
+	else
+		f->early += (long long)n;
 	return n;
 }
 
@@ -184,8 +218,8 @@ static void keep_header(char **slot, const char *v, size_t n)
  * hop starts a new set). Names compare without case (RFC 9110 §5.1). */
 static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 {
-	tf_fetch *f = userp;
-	tf_fetch_resp *resp = f->resp;
+	struct xfer *f = userp;
+	tf_fetch_resp *resp = &f->resp;
 	size_t n = size * nmemb, k, vs, ve;
 	static const struct {
 		const char *name;
@@ -259,7 +293,8 @@ static int has_extra_headers(const tf_fetch_req *req)
 	return req->headers[0] != NULL;
 }
 
-static int configure(tf_fetch *f, const tf_fetch_req *req, struct curl_slist **hdrs)
+static int configure(tf_fetch *fetch, struct xfer *f, const tf_fetch_req *req,
+                     struct curl_slist **hdrs)
 {
 	CURL *h = f->easy;
 	long timeout = req->timeout_s > 0 ? req->timeout_s : TF_REQUEST_TIMEOUT_S;
@@ -281,7 +316,7 @@ static int configure(tf_fetch *f, const tf_fetch_req *req, struct curl_slist **h
 	SETOPT(h, CURLOPT_TIMEOUT, timeout);
 	SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max);
 	SETOPT(h, CURLOPT_NOSIGNAL, 1L);
-	SETOPT(h, CURLOPT_NOPROXY, f->noproxy);
+	SETOPT(h, CURLOPT_NOPROXY, fetch->noproxy);
 	SETOPT(h, CURLOPT_USERAGENT, FETCH_USER_AGENT);
 	SETOPT(h, CURLOPT_ACCEPT_ENCODING, "gzip");
 	SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -318,7 +353,7 @@ setopt_failed:
 }
 
 /* Words for a failed transfer. */
-static int transfer_error(tf_fetch *f, const tf_fetch_req *req, CURLcode cc, char *err,
+static int transfer_error(struct xfer *f, const tf_fetch_req *req, CURLcode cc, char *err,
                           size_t errlen)
 {
 	char where[300];
@@ -408,12 +443,99 @@ static int cancelled(tf_fetch *f)
 	return f->cancel && f->cancel(f->ctx);
 }
 
+/* Everything that makes two requests the same, so that a request started
+ * ahead is used only for exactly the request it was started for. */
+static char *request_key(const tf_fetch_req *req)
+{
+	const char *parts[4 + sizeof req->headers / sizeof req->headers[0]] = {
+		req->url, req->accept, req->username, req->password};
+	size_t n = 64, np = 4;
+	char *key, *p;
+
+	for (size_t i = 0; i < sizeof req->headers / sizeof req->headers[0] && req->headers[i]; i++)
+		parts[np++] = req->headers[i];
+	for (size_t i = 0; i < np; i++)
+		n += (parts[i] ? strlen(parts[i]) : 0) + 2;
+	if (!(p = key = malloc(n)))
+		return NULL;
+	p += sprintf(p, "%zu %ld", req->max_bytes, req->timeout_s);
+	for (size_t i = 0; i < np; i++)
+		p += sprintf(p, "%c%s", parts[i] ? '\x1f' : '\x1e', parts[i] ? parts[i] : "");
+	return key;
+}
+
+/* Configures x for req and adds it to the multi handle. */
+static int start(tf_fetch *f, struct xfer *x, const tf_fetch_req *req, char *err, size_t errlen)
+{
+	int rc = TF_ENOMEM;
+
+	xfer_end(f, x);
+	x->max = req->max_bytes ? req->max_bytes : (size_t)TF_MAX_PAGE_BYTES;
+	x->over_limit = 0;
+	x->errbuf[0] = '\0';
+	if (!(x->key = request_key(req)) || (rc = configure(f, x, req, &x->hdrs))) {
+		tf_set_err(err, errlen, rc == TF_ENOMEM ? "out of memory" : "could not set up the request");
+		return rc;
+	}
+	if (curl_multi_add_handle(f->multi, x->easy) != CURLM_OK) {
+		tf_set_err(err, errlen, "could not start the request");
+		return TF_ENOMEM;
+	}
+	x->added = 1;
+	return TF_OK;
+}
+
+/* Drives the multi handle until x is done or the run is cancelled. */
+static int wait_done(tf_fetch *f, struct xfer *x, CURLcode *result, char *err, size_t errlen)
+{
+	int running = 1, spurious = 0;
+
+	for (;;) {
+		struct curl_waitfd wake = {.fd = f->wake_fd, .events = CURL_WAIT_POLLIN};
+		CURLMsg *msg;
+		int left;
+		CURLMcode mc = curl_multi_perform(f->multi, &running);
+
+		if (mc != CURLM_OK) {
+			tf_set_err(err, errlen, "transfer failed: %s", curl_multi_strerror(mc));
+			return TF_ENETWORK;
+		}
+		while ((msg = curl_multi_info_read(f->multi, &left)))
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == x->easy) {
+				*result = msg->data.result;
+				return TF_OK;
+			}
+		if (!running)
+			return TF_OK;
+		/* After repeated wake-ups that cancel() did not drain, leave the fd
+		 * out for a short poll rather than spin; cancel() is still asked
+		 * after every poll. */
+		if (spurious >= 3)
+			mc = curl_multi_poll(f->multi, NULL, 0, 10, NULL);
+		else
+			mc = curl_multi_poll(f->multi, &wake, f->wake_fd >= 0 ? 1 : 0, FETCH_POLL_MS,
+			                     NULL);
+		if (mc != CURLM_OK) {
+			tf_set_err(err, errlen, "transfer failed: %s", curl_multi_strerror(mc));
+			return TF_ENETWORK;
+		}
+		if (wake.revents || spurious >= 3) {
+			if (cancelled(f))
+				return TF_ECANCELLED;
+			spurious = wake.revents ? spurious + 1 : 0;
+		} else {
+			spurious = 0;
+		}
+	}
+}
+
 static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
                     long long *bytes_received, char *err, size_t errlen)
 {
-	struct curl_slist *hdrs = NULL;
 	CURLcode result = CURLE_OK;
-	int rc, running = 1, spurious = 0, added = 0, done = 0;
+	struct xfer *x;
+	char *key = NULL;
+	int rc;
 
 	memset(resp, 0, sizeof *resp);
 	if (err && errlen)
@@ -424,97 +546,62 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 	}
 	if (cancelled(f))
 		return TF_ECANCELLED;
-	f->max = req->max_bytes ? req->max_bytes : (size_t)TF_MAX_PAGE_BYTES;
-	f->buf = NULL;
-	f->len = f->cap = 0;
-	f->over_limit = 0;
-	f->bytes_received = bytes_received;
-	f->resp = resp;
-	f->errbuf[0] = '\0';
-	if ((rc = configure(f, req, &hdrs))) {
-		tf_set_err(err, errlen, rc == TF_ENOMEM ? "out of memory" : "could not set up the request");
+	/* The request started ahead is this one, or of no more use. */
+	if (f->ahead->added && (key = request_key(req)) && !strcmp(key, f->ahead->key)) {
+		struct xfer *t = f->now;
+		f->now = f->ahead;
+		f->ahead = t;
+	}
+	x = f->now;
+	xfer_end(f, f->ahead);
+	if (!x->added && (rc = start(f, x, req, err, errlen)))
 		goto out;
-	}
-	if (curl_multi_add_handle(f->multi, f->easy) != CURLM_OK) {
-		rc = TF_ENOMEM;
-		tf_set_err(err, errlen, "could not start the request");
+	x->bytes_received = bytes_received;
+	if (bytes_received)
+		*bytes_received += x->early;
+	x->early = 0;
+	if ((rc = wait_done(f, x, &result, err, errlen)))
 		goto out;
-	}
-	added = 1;
-	while (!done) {
-		struct curl_waitfd wake = {.fd = f->wake_fd, .events = CURL_WAIT_POLLIN};
-		CURLMsg *msg;
-		int left;
-		CURLMcode mc = curl_multi_perform(f->multi, &running);
-
-		if (mc != CURLM_OK) {
-			rc = TF_ENETWORK;
-			tf_set_err(err, errlen, "transfer failed: %s", curl_multi_strerror(mc));
-			goto out;
-		}
-		while ((msg = curl_multi_info_read(f->multi, &left)))
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == f->easy) {
-				result = msg->data.result;
-				done = 1;
-			}
-		if (done || !running) {
-			done = 1;
-			break;
-		}
-		/* After repeated wake-ups that cancel() did not drain, leave the fd
-		 * out for a short poll rather than spin; cancel() is still asked
-		 * after every poll. */
-		if (spurious >= 3)
-			mc = curl_multi_poll(f->multi, NULL, 0, 10, NULL);
-		else
-			mc = curl_multi_poll(f->multi, &wake, f->wake_fd >= 0 ? 1 : 0, FETCH_POLL_MS,
-			                     NULL);
-		if (mc != CURLM_OK) {
-			rc = TF_ENETWORK;
-			tf_set_err(err, errlen, "transfer failed: %s", curl_multi_strerror(mc));
-			goto out;
-		}
-		if (wake.revents || spurious >= 3) {
-			if (cancelled(f)) {
-				rc = TF_ECANCELLED;
-				goto out;
-			}
-			spurious = wake.revents ? spurious + 1 : 0;
-		} else {
-			spurious = 0;
-		}
-	}
 	if (result != CURLE_OK) {
-		rc = transfer_error(f, req, result, err, errlen);
+		rc = transfer_error(x, req, result, err, errlen);
 		goto out;
 	}
-	if (reserve(f, f->len + 1)) {
+	if (reserve(x, x->len + 1)) {
 		rc = TF_ENOMEM;
 		tf_set_err(err, errlen, "out of memory");
 		goto out;
 	}
-	f->buf[f->len] = '\0';
-	curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &resp->status);
-	resp->body = f->buf;
-	resp->len = f->len;
-	f->buf = NULL;
-	rc = TF_OK;
-out:
-	if (added)
-		curl_multi_remove_handle(f->multi, f->easy);
-	curl_slist_free_all(hdrs);
-	free(f->buf);
-	f->buf = NULL;
-	f->len = f->cap = 0;
-	f->resp = NULL;
-	f->bytes_received = NULL;
-	if (rc != TF_OK)
-		tf_fetch_resp_free(resp);
-	else if (!(resp->status >= 300 && resp->status < 400)) {
+	x->buf[x->len] = '\0';
+	*resp = x->resp;
+	memset(&x->resp, 0, sizeof x->resp);
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+	resp->body = x->buf;
+	resp->len = x->len;
+	x->buf = NULL;
+	if (!(resp->status >= 300 && resp->status < 400)) {
 		free(resp->location);
 		resp->location = NULL;
 	}
+	rc = TF_OK;
+out:
+	free(key);
+	xfer_end(f, x);
 	return rc;
+}
+
+int tf_fetch_prefetch(tf_fetch *f, const tf_fetch_req *req)
+{
+	int running, rc;
+
+	if (!f || !req || !http_url(req->url))
+		return TF_EINVAL;
+	if ((rc = start(f, f->ahead, req, NULL, 0))) {
+		xfer_end(f, f->ahead);
+		return rc;
+	}
+	/* Send it now; the answer waits in the socket until the get. */
+	curl_multi_perform(f->multi, &running);
+	return TF_OK;
 }
 
 /* "scheme://host:port" of url into buf; 0 when it cannot be parsed. */

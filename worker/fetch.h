@@ -47,5 +47,10 @@ void tf_fetch_free(tf_fetch *f);
 int tf_fetch_get(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp, long long *bytes_received,
                  char *err, size_t errlen);
 void tf_fetch_resp_free(tf_fetch_resp *resp);
+/* Starts req without waiting for it, so that the upstream prepares its answer
+ * while the caller works: the next tf_fetch_get of the very same request
+ * (every field equal) continues this transfer instead of sending another; a
+ * get of any other request drops it. Errors surface in that get. */
+int tf_fetch_prefetch(tf_fetch *f, const tf_fetch_req *req);
 
 #endif

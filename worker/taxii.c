@@ -132,11 +132,21 @@ enum { ALLOW_404 = 1, ALLOW_400 = 2 };
 /* GETs url and parses a JSON object from it. TF_OK with *doc (caller puts);
  * TF_ENOTFOUND with *status set and no failure recorded when the status is
  * one the caller handles (allow); else an error after tf_run_fail(). */
+static void taxii_req(const taxii *t, const char *url, size_t max_bytes, tf_fetch_req *req)
+{
+	memset(req, 0, sizeof *req);
+	req->url = url;
+	req->accept = TAXII_MEDIA;
+	req->username = t->username;
+	req->password = t->password;
+	req->max_bytes = max_bytes;
+}
+
 static int get_json(taxii *t, const char *url, const char *what, tf_stage stage, size_t max_bytes,
                     int allow, json_object **doc, long *status, const char **dal, char **dal_copy,
                     tf_fetch_resp *keep)
 {
-	tf_fetch_req req = {0};
+	tf_fetch_req req;
 	tf_fetch_resp resp;
 	char buf[400];
 	int rc;
@@ -144,11 +154,7 @@ static int get_json(taxii *t, const char *url, const char *what, tf_stage stage,
 	*doc = NULL;
 	if (status)
 		*status = 0;
-	req.url = url;
-	req.accept = TAXII_MEDIA;
-	req.username = t->username;
-	req.password = t->password;
-	req.max_bytes = max_bytes;
+	taxii_req(t, url, max_bytes, &req);
 	if ((rc = tf_stix_http_get(t->r, &req, &resp, stage, what)))
 		return rc;
 	if (status)
@@ -383,6 +389,21 @@ static int set_str(char **slot, const char *v)
 	return TF_OK;
 }
 
+/* Asks for the page that follows now — the URL the loop below will build —
+ * so that the upstream prepares it while this page is parsed and stored; the
+ * get of that page continues this request (tf_fetch_prefetch). */
+static void prefetch_next(taxii *t, const char *after, const char *next)
+{
+	char *url = page_url(t, after, next);
+	tf_fetch_req req;
+
+	if (!url)
+		return;
+	taxii_req(t, url, 0, &req);
+	tf_fetch_prefetch(tf_run_fetch(t->r), &req);
+	free(url);
+}
+
 static int fetch_objects(taxii *t)
 {
 	tf_progress *p = tf_run_progress(t->r);
@@ -487,6 +508,8 @@ static int fetch_objects(taxii *t)
 			}
 		}
 		dal = usable_date(t->r, dal_raw, page + 1, &dal_warned);
+		if (more && (token || dal))
+			prefetch_next(t, token ? after : dal, token);
 
 		/* Objects → batch → one commit with the cursor. */
 		if ((rc = tf_run_stage(t->r, TF_SG_PROCESSING, "page %d: %zu objects", page + 1, n)))

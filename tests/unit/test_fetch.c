@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "err.h"
 #include "fetch.h"
 
@@ -142,6 +144,49 @@ static char *url(const char *path)
 	static char buf[512];
 	snprintf(buf, sizeof buf, "http://127.0.0.1:%d%s", up_port, path);
 	return buf;
+}
+
+struct body {
+	char *p;
+	size_t n;
+};
+
+static size_t keep_body(char *d, size_t s, size_t n, void *u)
+{
+	struct body *b = u;
+	char *grown = realloc(b->p, b->n + s * n + 1);
+	if (!grown)
+		return 0;
+	memcpy(grown + b->n, d, s * n);
+	b->p = grown;
+	b->n += s * n;
+	b->p[b->n] = '\0';
+	return s * n;
+}
+
+/* A number from the upstream's /_ctl/stats (e.g. "objects_pages"). */
+static long stat_of(const char *name)
+{
+	CURL *h = curl_easy_init();
+	struct body b = {0};
+	char u[256];
+	json_object *o = NULL, *v;
+	long n = -1;
+
+	snprintf(u, sizeof u, "http://127.0.0.1:%d/_ctl/stats", up_port);
+	curl_easy_setopt(h, CURLOPT_URL, u);
+	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, keep_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+	if (curl_easy_perform(h) == CURLE_OK && b.p)
+		o = json_tokener_parse(b.p);
+	curl_easy_cleanup(h);
+	free(b.p);
+	if (o && json_object_object_get_ex(o, name, &v))
+		n = (long)json_object_get_int64(v);
+	json_object_put(o);
+	return n;
 }
 
 /* ---- the cancel side: a pipe and a flag, as the run's wake-up works ------ */
@@ -526,6 +571,89 @@ static void test_total_timeout(void **state)
 	waker_close(&w);
 }
 
+/* A request started ahead is the one a later get of the same request
+ * continues (the upstream answers it once); a get of another request drops
+ * it; a prefetch never waited for costs nothing but the request. */
+static void test_prefetch(void **state)
+{
+	waker w;
+	tf_fetch *f;
+	tf_fetch_resp resp;
+	tf_fetch_req req, other;
+	long long bytes = 0;
+	char err[256], a[512], b[512];
+	(void)state;
+
+	faults(NULL);
+	waker_init(&w);
+	f = new_fetch(&w);
+	snprintf(a, sizeof a, "%s", url("/api1/collections/" COLLECTION "/objects/?limit=5"));
+	snprintf(b, sizeof b, "%s", url("/api1/collections/" COLLECTION "/objects/?limit=7"));
+	req = taxii_req(a);
+	/* A run's connection is open by then (discovery, root, collection). */
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_OK);
+	tf_fetch_resp_free(&resp);
+	assert_int_equal(tf_fetch_prefetch(f, &req), TF_OK);
+	msleep(100); /* the upstream answers meanwhile */
+	assert_int_equal(tf_fetch_get(f, &req, &resp, &bytes, err, sizeof err), TF_OK);
+	assert_int_equal(resp.status, 200);
+	assert_non_null(resp.date_added_last);
+	assert_int_equal(bytes, (long long)resp.len);
+	assert_non_null(strstr(resp.body, "\"objects\""));
+	tf_fetch_resp_free(&resp);
+	assert_int_equal(stat_of("objects_pages"), 2); /* not 3: asked once */
+
+	/* started ahead for a, then b is asked for: b's answer, a dropped */
+	assert_int_equal(tf_fetch_prefetch(f, &req), TF_OK);
+	other = taxii_req(b);
+	assert_int_equal(tf_fetch_get(f, &other, &resp, NULL, err, sizeof err), TF_OK);
+	assert_int_equal(resp.status, 200);
+	{
+		json_object *o = json_tokener_parse(resp.body), *objs;
+		assert_true(json_object_object_get_ex(o, "objects", &objs));
+		assert_int_equal(json_object_array_length(objs), 7);
+		json_object_put(o);
+	}
+	tf_fetch_resp_free(&resp);
+
+	/* same URL, other credentials: not the same request */
+	assert_int_equal(tf_fetch_prefetch(f, &req), TF_OK);
+	other = taxii_req(a);
+	other.password = "wrong";
+	assert_int_equal(tf_fetch_get(f, &other, &resp, NULL, err, sizeof err), TF_OK);
+	assert_int_equal(resp.status, 401);
+	tf_fetch_resp_free(&resp);
+
+	/* never waited for: freed with the handle */
+	assert_int_equal(tf_fetch_prefetch(f, &req), TF_OK);
+	tf_fetch_free(f);
+	waker_close(&w);
+}
+
+/* A prefetched page that stalls is cancelled like any other transfer. */
+static void test_prefetch_stalled_cancel(void **state)
+{
+	waker w;
+	tf_fetch *f;
+	tf_fetch_resp resp;
+	tf_fetch_req req;
+	char err[256];
+	(void)state;
+
+	faults("{\"stall\": {\"page\": 0, \"after_bytes\": 100, \"seconds\": 120}}");
+	waker_init(&w);
+	f = new_fetch(&w);
+	req = taxii_req(url("/api1/collections/" COLLECTION "/objects/?limit=5"));
+	assert_int_equal(tf_fetch_prefetch(f, &req), TF_OK);
+	w.delay_ms = 100;
+	assert_int_equal(pthread_create(&w.thread, NULL, wake_later, &w), 0);
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ECANCELLED);
+	assert_null(resp.body);
+	pthread_join(w.thread, NULL);
+	tf_fetch_free(f);
+	waker_close(&w);
+}
+
 static void test_no_wake_fd(void **state)
 {
 	tf_fetch *f = NULL;
@@ -561,6 +689,8 @@ int main(void)
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_total_timeout),
 		cmocka_unit_test(test_no_wake_fd),
+		cmocka_unit_test(test_prefetch),
+		cmocka_unit_test(test_prefetch_stalled_cancel),
 	};
 	return cmocka_run_group_tests_name("fetch", tests, start_upstream, stop_upstream);
 }

@@ -1028,6 +1028,7 @@ class Handler(BaseHTTPRequestHandler):
         self.kind = None
         self.log_entry = None
         self.sent_status = None
+        self.page_counted = False
 
     def _dispatch(self, method, body):
         self._begin()
@@ -1061,7 +1062,11 @@ class Handler(BaseHTTPRequestHandler):
         if entry is not None:
             with self.state.lock:
                 entry["status"] = self.sent_status
-                if self.kind == "objects" and self.sent_status == 200:
+                # Counted once the status line is on its way (_header_bytes):
+                # a client that reads /_ctl/stats right after its response
+                # must find that response counted.
+                if self.kind == "objects" and self.sent_status == 200 and not self.page_counted:
+                    self.page_counted = True
                     self.req_stats.objects_pages += 1
                     self.req_stats.objects_served += entry.get("count") or 0
 
@@ -1076,6 +1081,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _header_bytes(self, status, ctype, headers, length, chunked):
         self.sent_status = status
+        self._finish_log()
         self.log_request(status)
         lines = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status")),
                  "Server: %s" % self.server_version, "Date: %s" % self.date_time_string()]

@@ -129,6 +129,7 @@ int tf_http_status_of(int err, const char **code)
 	case TF_ELIMIT:    status = 413; c = "payload_too_large"; break;
 	case TF_ESTORE:    status = 503; c = "store_unavailable"; break;
 	case TF_EPERM:     status = 503; c = "store_not_writable"; break;
+	case TF_ENOSPACE:  status = 507; c = "store_disk_full"; break;
 	default:           status = 500; c = "internal_error"; break;
 	}
 	if (code)
@@ -174,6 +175,7 @@ const char *tf_http_reason(int status)
 	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
 	case 503: return "Service Unavailable";
+	case 507: return "Insufficient Storage";
 	default:  return "Unknown";
 	}
 }

@@ -17,6 +17,7 @@ static const char *const messages[TF_ERR__COUNT] = {
 	[TF_ENETWORK] = "network error",
 	[TF_EPARSE] = "malformed upstream content",
 	[TF_ESYS] = "system error",
+	[TF_ENOSPACE] = "no space left on the store's disk",
 };
 
 const char *tf_strerror(int err)

@@ -21,6 +21,7 @@ typedef enum tf_err {
 	TF_ENETWORK,    /* connect/transfer failure, timeout */
 	TF_EPARSE,      /* upstream content could not be parsed */
 	TF_ESYS,        /* a system call failed (errno kept by the caller) */
+	TF_ENOSPACE,    /* the store's disk (or quota) is full */
 	TF_ERR__COUNT
 } tf_err;
 

@@ -9,11 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define DEFAULT_MAP_SIZE ((size_t)256 << 20)
 #define ROLLBACK_CHUNK 32768
 #define UNDO_KEY_LEN (TF_UUID_LEN + 8)
+/* Free space under which a failed write is taken for a full disk. */
+#define NEARLY_FULL_BYTES ((uint64_t)16 << 20)
 
 static const char *const table_names[TF_TBL__COUNT] = {
 	"meta", "feeds", "feedrun", "cursors", "counts", "records", "tasks",
@@ -24,6 +27,7 @@ struct tf_store {
 	MDB_env *env;
 	MDB_dbi dbi[TF_TBL__COUNT];
 	size_t map_size;
+	char *path;
 };
 
 struct tf_txn {
@@ -48,6 +52,7 @@ static int map_err(int rc)
 	case MDB_MAP_FULL: return TF_EFULL;
 	case ENOMEM: return TF_ENOMEM;
 	case EACCES: case EPERM: case EROFS: return TF_EPERM;
+	case ENOSPC: case EDQUOT: return TF_ENOSPACE;
 	default: return TF_ESTORE;
 	}
 }
@@ -99,8 +104,10 @@ int tf_store_open(tf_store **out, const char *path, size_t map_size, char *err, 
 		snprintf(err, errlen, "cannot create store directory %s: %s", path, strerror(rc));
 		return rc == EACCES || rc == EPERM || rc == EROFS ? TF_EPERM : TF_ESTORE;
 	}
-	if (!(st = calloc(1, sizeof *st)))
+	if (!(st = calloc(1, sizeof *st)) || !(st->path = strdup(path))) {
+		free(st);
 		return TF_ENOMEM;
+	}
 	st->map_size = map_size ? map_size : DEFAULT_MAP_SIZE;
 	if ((rc = mdb_env_create(&st->env)) || (rc = mdb_env_set_maxdbs(st->env, TF_TBL__COUNT)) ||
 	    (rc = mdb_env_set_mapsize(st->env, st->map_size)) ||
@@ -126,6 +133,7 @@ int tf_store_open(tf_store **out, const char *path, size_t map_size, char *err, 
 fail:
 	if (st->env)
 		mdb_env_close(st->env);
+	free(st->path);
 	free(st);
 	return map_err(rc) == TF_EPERM ? TF_EPERM : TF_ESTORE;
 }
@@ -135,6 +143,7 @@ void tf_store_close(tf_store *st)
 	if (!st)
 		return;
 	mdb_env_close(st->env);
+	free(st->path);
 	free(st);
 }
 
@@ -151,6 +160,18 @@ int tf_store_sync(tf_store *st)
 size_t tf_store_map_size(tf_store *st)
 {
 	return st->map_size;
+}
+
+/* LMDB reports a page write cut short by a full disk as EIO: a failed write
+ * on a (nearly) full file system is called what it is. */
+static int write_err(tf_store *st, int rc)
+{
+	struct statvfs sv;
+
+	if (rc == EIO && !statvfs(st->path, &sv) &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize < NEARLY_FULL_BYTES)
+		return TF_ENOSPACE;
+	return map_err(rc);
 }
 
 /* Another process may have grown the map: adopt its size. */
@@ -203,7 +224,7 @@ int tf_store_update(tf_store *st, tf_txn_fn fn, void *ctx)
 		rc = mdb_txn_commit(t.txn);
 		if (rc == MDB_MAP_FULL && grow(st) == TF_OK)
 			continue;
-		return map_err(rc);
+		return write_err(st, rc);
 	}
 	return TF_EFULL;
 }
@@ -224,8 +245,11 @@ int tf_txn_get(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void
 {
 	MDB_val k = {klen, (void *)key}, v;
 	int rc = mdb_get(t->txn, t->st->dbi[tbl], &k, &v);
-	if (rc)
+	if (rc) {
+		*val = NULL;
+		*vlen = 0;
 		return map_err(rc);
+	}
 	*val = v.mv_data;
 	*vlen = v.mv_size;
 	return TF_OK;
@@ -271,8 +295,8 @@ int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out)
 static int undo_seq_next(tf_txn *t, uint64_t *seq)
 {
 	if (!t->undo_loaded) {
-		const void *v;
-		size_t vl;
+		const void *v = NULL;
+		size_t vl = 0;
 		int rc = tf_txn_get(t, TF_TBL_META, "undo", 4, &v, &vl);
 		if (rc != TF_OK && rc != TF_ENOTFOUND)
 			return rc;
@@ -324,8 +348,8 @@ static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key
 static int journal_current(tf_txn *t, const char *task_id, tf_table tbl, const void *key,
                            size_t klen)
 {
-	const void *cur;
-	size_t cl;
+	const void *cur = NULL;
+	size_t cl = 0;
 	void *copy = NULL;
 	int rc = tf_txn_get(t, tbl, key, klen, &cur, &cl);
 
@@ -390,16 +414,16 @@ int tf_cursor_get(tf_cursor *c, enum tf_seek op, const void *key, size_t klen, c
 		[TF_SEEK_FIRST] = MDB_FIRST, [TF_SEEK_LAST] = MDB_LAST, [TF_SEEK_GE] = MDB_SET_RANGE,
 		[TF_SEEK_NEXT] = MDB_NEXT,   [TF_SEEK_PREV] = MDB_PREV,
 	};
-	MDB_val mk = {klen, (void *)key}, mv;
+	MDB_val mk = {klen, (void *)key}, mv = {0, NULL};
 	int rc = mdb_cursor_get(c->cur, &mk, &mv, ops[op]);
 
 	if (rc)
-		return map_err(rc);
+		mk.mv_size = 0, mk.mv_data = NULL, mv.mv_size = 0, mv.mv_data = NULL;
 	if (k)
 		*k = mk.mv_data, *kl = mk.mv_size;
 	if (v)
 		*v = mv.mv_data, *vl = mv.mv_size;
-	return TF_OK;
+	return map_err(rc);
 }
 
 int tf_cursor_del(tf_cursor *c)

@@ -430,13 +430,16 @@ static int end_run(tf_run *r, int rc)
 
 	if (r->writer) {
 		/* Everything handed over is committed or abandoned before the
-		 * task ends; a failed last commit fails a run that looked done. */
+		 * task ends; a failed commit fails the run, and its message wins:
+		 * the driver, pages ahead, only saw the failure later. */
 		int wrc = tf_writer_stop(r->writer, &r->prog);
 		r->writer = NULL;
-		if (rc == TF_OK && wrc) {
+		if (wrc && wrc != TF_ECANCELLED) {
+			tf_run_fail(r, "storing failed after %lld committed pages: %s",
+			            (long long)r->prog.pages_done, tf_strerror(wrc));
 			rc = wrc;
-			if (wrc != TF_ECANCELLED)
-				tf_run_fail(r, "storing failed: %s", tf_strerror(wrc));
+		} else if (rc == TF_OK && wrc) {
+			rc = wrc;
 		}
 	}
 	tf_batch_clear(r->batch);

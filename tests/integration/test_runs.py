@@ -399,6 +399,45 @@ class Crashes(RunTest):
         self.env.wait(task, TERMINAL)
 
 
+class StoreDiskFull(RunTest):
+    """The store on a 3 MiB tmpfs that a run fills: the run fails with a clear
+    error, keeps whole pages whose counts match what is stored, and the store
+    stays readable. Needs root (mount); skipped, saying so, without it."""
+
+    def setUp(self):
+        super().setUp()
+        self.mnt = os.path.join(self.env.dir, "small")
+        os.makedirs(self.mnt)
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", self.mnt],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            self.skipTest("cannot mount a small tmpfs here: %s" % res.stderr.strip())
+        self.env.db = os.path.join(self.mnt, "db")
+        self.env.env["THREATFEED_DB"] = self.env.db
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            subprocess.run(["umount", "-l", self.mnt], capture_output=True)
+
+    def test_disk_full_fails_the_run_with_whole_pages(self):
+        up = self.env.upstream("--objects", "20000", "--page-size", str(PAGE))
+        self.env.add_feed("f", up)
+        t = self.env.wait(self.env.consume("f"), TERMINAL, timeout=120)
+        self.assertEqual(t["status"], "failed", t)
+        self.assertIn("no space left on the store's disk", t["error"])
+        self.assertIn("committed pages", t["error"])
+        stored = len(lines(self.env.export("f")))
+        self.assertGreater(stored, 0)
+        self.assertLess(stored, 20000)
+        self.assertEqual(stored % PAGE, 0, t)
+        self.assertEqual(stored, t["progress"]["indicators_created"], t)
+        self.assertEqual(t["progress"]["pages_done"] * PAGE, stored, t)
+        self.assertEqual(self.env.feed("f")["indicator_count"], stored)
+        self.assertIsNone(self.env.feed("f")["active_task_id"])
+
+
 class HostileContent(RunTest):
     """Each fault fails the run with a clear error and stores nothing of the bad
     page: page 0 is good (100 records), page 1 is bad."""

@@ -16,11 +16,13 @@ typedef struct tf_run tf_run;
 /* The feed's stored settings (secret included: never log it). Valid for the
  * whole run. */
 json_object *tf_run_feed(tf_run *r);
-/* The feed's cursor as of the last committed batch ({} when none). */
+/* The feed's cursor as stored when the run started, then as of the last
+ * batch handed over ({} when none). */
 json_object *tf_run_cursor(tf_run *r);
 tf_fetch *tf_run_fetch(tf_run *r);
 /* The run's counters; drivers update pages_*, objects_processed,
- * bytes_received and percent. indicators_* are counted by commits. */
+ * bytes_received and percent. indicators_* are counted by the writer's
+ * commits (OTX adds the pulses it skips to indicators_skipped). */
 tf_progress *tf_run_progress(tf_run *r);
 
 /* TF_OK, or TF_ECANCELLED once a cancel was requested: the driver then
@@ -58,10 +60,13 @@ int tf_run_store_observables(tf_run *r, size_t max, json_object *out);
 /* Adds a record to the batch in flight (see tf_batch_add). */
 int tf_run_add(tf_run *r, const char *key, const char *type, const char *value,
                json_object *observables, int64_t modified_us, const char *object, size_t len);
-/* Commits the batch in flight with the progress and, if cursor is not NULL,
- * the feed's new cursor (not taken over), in one transaction. A commit is
- * refused with TF_ECANCELLED once a cancel was requested, so a stop never
- * keeps half a page: call it once per page, after the page was parsed. */
+/* Hands the batch in flight to the run's writer thread (writer.h), which
+ * commits it with the progress and, if cursor is not NULL, the feed's new
+ * cursor (a reference is taken) in one transaction, while the driver goes on
+ * with the next page. Returns at once unless pages are waiting; TF_ECANCELLED
+ * once a cancel was requested or a commit found one (that commit's pages are
+ * abandoned whole), or the error of a failed commit. Call it once per page,
+ * after the page was parsed. */
 int tf_run_commit(tf_run *r, json_object *cursor);
 
 /* Feed drivers: each runs a whole feed and returns TF_OK when it is done,

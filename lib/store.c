@@ -15,6 +15,7 @@
 #define DEFAULT_MAP_SIZE ((size_t)256 << 20)
 #define ROLLBACK_CHUNK 32768
 #define UNDO_KEY_LEN (TF_UUID_LEN + 8)
+#define UNDO_SEQ "undo" /* META counter numbering undo entries */
 /* Free space under which a failed write is taken for a full disk. */
 #define NEARLY_FULL_BYTES ((uint64_t)16 << 20)
 
@@ -58,6 +59,7 @@ static int map_err(int rc)
 }
 
 static int begin(tf_store *st, unsigned flags, MDB_txn **txn);
+static int seq_store(tf_txn *t, const char *name, uint64_t n);
 
 static int open_dbis(tf_store *st)
 {
@@ -214,7 +216,7 @@ int tf_store_update(tf_store *st, tf_txn_fn fn, void *ctx)
 			return map_err(rc);
 		rc = fn(&t, ctx);
 		if (!rc && t.undo_dirty)
-			rc = tf_txn_put(&t, TF_TBL_META, "undo", 4, &t.undo_seq, sizeof t.undo_seq);
+			rc = seq_store(&t, UNDO_SEQ, t.undo_seq);
 		if (rc) {
 			mdb_txn_abort(t.txn);
 			if (rc == TF_EFULL && grow(st) == TF_OK)
@@ -274,19 +276,30 @@ static void put_be64(unsigned char *p, uint64_t v)
 		p[i] = (unsigned char)v;
 }
 
-int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out)
+/* A named counter's value (0 when never set). */
+static int seq_load(tf_txn *t, const char *name, uint64_t *n)
 {
 	const void *v;
 	size_t vl;
-	uint64_t n = 0;
 	int rc = tf_txn_get(t, TF_TBL_META, name, strlen(name), &v, &vl);
 
-	if (rc == TF_OK && vl == sizeof n)
-		memcpy(&n, v, sizeof n);
-	else if (rc != TF_OK && rc != TF_ENOTFOUND)
-		return rc;
-	n++;
-	if ((rc = tf_txn_put(t, TF_TBL_META, name, strlen(name), &n, sizeof n)))
+	*n = 0;
+	if (rc == TF_OK && vl == sizeof *n)
+		memcpy(n, v, sizeof *n);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+static int seq_store(tf_txn *t, const char *name, uint64_t n)
+{
+	return tf_txn_put(t, TF_TBL_META, name, strlen(name), &n, sizeof n);
+}
+
+int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out)
+{
+	uint64_t n;
+	int rc = seq_load(t, name, &n);
+
+	if (rc || (rc = seq_store(t, name, ++n)))
 		return rc;
 	*out = n;
 	return TF_OK;
@@ -295,14 +308,9 @@ int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out)
 static int undo_seq_next(tf_txn *t, uint64_t *seq)
 {
 	if (!t->undo_loaded) {
-		const void *v = NULL;
-		size_t vl = 0;
-		int rc = tf_txn_get(t, TF_TBL_META, "undo", 4, &v, &vl);
-		if (rc != TF_OK && rc != TF_ENOTFOUND)
+		int rc = seq_load(t, UNDO_SEQ, &t->undo_seq);
+		if (rc)
 			return rc;
-		t->undo_seq = 0;
-		if (rc == TF_OK && vl == sizeof t->undo_seq)
-			memcpy(&t->undo_seq, v, sizeof t->undo_seq);
 		t->undo_loaded = 1;
 	}
 	*seq = ++t->undo_seq;

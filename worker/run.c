@@ -145,26 +145,13 @@ static void forget_warnings(tf_run *r)
 	r->nwarnings = 0;
 }
 
-/* Stage and message are the run's until a cancel is recorded: from then on
- * the cancel's own stage ("stopping", "rolling_back") stays visible. */
 static int progress_txn(tf_txn *txn, void *vctx)
 {
 	tf_run *r = vctx;
-	tf_task *t;
-	int rc = tf_task_load(txn, r->task_id, &t);
+	tf_run_view v;
 
-	if (rc)
-		return rc;
-	if (!tf_status_terminal(tf_task_status(t))) {
-		tf_task_set_progress(t, &r->prog);
-		if (tf_task_status(t) == TF_ST_RUNNING)
-			tf_task_set_stage(t, r->stage, r->message[0] ? r->message : NULL);
-		for (int i = 0; i < r->nwarnings; i++)
-			tf_task_add_warning(t, r->warnings[i]);
-		rc = tf_task_save(txn, t);
-	}
-	tf_task_free(t);
-	return rc;
+	view_of(r, &v);
+	return tf_run_view_save(txn, r->task_id, &v, r->warnings, r->nwarnings);
 }
 
 /* With the writer running this only publishes; before it starts and after it

@@ -60,34 +60,36 @@ struct txn_ctx {
 
 /* Stage and message are the run's until a cancel is recorded: from then on
  * the cancel's own stage ("stopping", "rolling_back") stays visible. */
-static void describe(tf_task *t, const struct txn_ctx *c)
+int tf_run_view_save(tf_txn *txn, const char *task_id, const tf_run_view *v,
+                     char *const *warnings, int nwarnings)
 {
-	tf_progress p = c->v->prog;
-
-	p.indicators_created += c->created;
-	p.indicators_updated += c->updated;
-	p.indicators_skipped += c->skipped;
-	tf_task_set_progress(t, &p);
-	if (tf_task_status(t) == TF_ST_RUNNING)
-		tf_task_set_stage(t, c->v->stage, c->v->message[0] ? c->v->message : NULL);
-	for (int i = 0; i < c->nwarnings; i++)
-		tf_task_add_warning(t, c->warnings[i]);
-}
-
-static int show_txn(tf_txn *txn, void *vctx)
-{
-	struct txn_ctx *c = vctx;
 	tf_task *t;
-	int rc = tf_task_load(txn, c->w->task_id, &t);
+	int rc = tf_task_load(txn, task_id, &t);
 
 	if (rc)
 		return rc;
 	if (!tf_status_terminal(tf_task_status(t))) {
-		describe(t, c);
+		tf_task_set_progress(t, &v->prog);
+		if (tf_task_status(t) == TF_ST_RUNNING)
+			tf_task_set_stage(t, v->stage, v->message[0] ? v->message : NULL);
+		for (int i = 0; i < nwarnings; i++)
+			tf_task_add_warning(t, warnings[i]);
 		rc = tf_task_save(txn, t);
 	}
 	tf_task_free(t);
 	return rc;
+}
+
+/* The driver's view with what the commits counted. */
+static int show_txn(tf_txn *txn, void *vctx)
+{
+	struct txn_ctx *c = vctx;
+	tf_run_view v = *c->v;
+
+	v.prog.indicators_created += c->created;
+	v.prog.indicators_updated += c->updated;
+	v.prog.indicators_skipped += c->skipped;
+	return tf_run_view_save(txn, c->w->task_id, &v, c->warnings, c->nwarnings);
 }
 
 static int commit_txn(tf_txn *txn, void *vctx)

@@ -30,6 +30,12 @@ typedef struct tf_run_view {
 	char message[TF_MAX_MESSAGE_LEN + 1];
 } tf_run_view;
 
+/* Writes the view and warnings into task_id inside txn, unless the task has
+ * ended; the stage only while it is running. Every progress write of a run
+ * goes through here, the writer's and the driver's own. */
+int tf_run_view_save(tf_txn *txn, const char *task_id, const tf_run_view *v,
+                     char *const *warnings, int nwarnings);
+
 /* Starts the thread; initial is the view the run starts from. The writer
  * uses st from its own thread between tf_writer_start and tf_writer_stop;
  * the caller keeps st open. */

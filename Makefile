@@ -16,18 +16,19 @@ CLI_LIBS   = $(shell pkg-config --libs json-c lmdb 2>/dev/null)
 
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
            -Wmissing-prototypes -Wvla -Wundef -Wpointer-arith -Wno-format-nonliteral
-CPPFLAGS += -D_GNU_SOURCE -iquote lib -iquote worker -iquote fcgi
+CPPFLAGS += -D_GNU_SOURCE -iquote lib -iquote lib/store -iquote worker -iquote worker/feeds \
+            -iquote fcgi -iquote cli
 OPT     ?= -O2 -g
 SAN     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-LIB_SRC    := $(wildcard lib/*.c)
-CLI_SRC    := worker/main.c worker/supervisor.c
+LIB_SRC    := $(wildcard lib/*.c lib/store/*.c)
+CLI_SRC    := $(wildcard cli/*.c) worker/supervisor.c
 # everything a run's worker needs beyond lib/: fetch, drivers, STIX, probe
-WORKER_SRC := $(filter-out worker/main.c worker/work_main.c,$(wildcard worker/*.c))
+WORKER_SRC := $(filter-out worker/work_main.c,$(wildcard worker/*.c worker/feeds/*.c))
 RUN_SRC    := $(filter-out worker/supervisor.c,$(WORKER_SRC))
 FCGI_SRC   := $(filter-out fcgi/main.c,$(wildcard fcgi/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
-HDRS       := $(wildcard lib/*.h worker/*.h fcgi/*.h)
+HDRS       := $(wildcard lib/*.h lib/store/*.h worker/*.h worker/feeds/*.h fcgi/*.h cli/*.h)
 
 # Two variants of every object: the release build and the ASan+UBSan build.
 obj = $(patsubst %.c,$(1)/obj/%.o,$(2))

@@ -6,6 +6,7 @@
  * runs, every store write goes through the run's writer thread (writer.h). */
 #include "run.h"
 #include "config.h"
+#include "drivers.h"
 #include "err.h"
 #include "feed.h"
 #include "json.h"
@@ -388,16 +389,13 @@ static int drive(tf_run *r)
 		tf_run_fail(r, "feed has no type");
 		return TF_EINVAL;
 	}
-	if (!strcmp(type, "taxii21"))
-		return tf_taxii_run(r);
-	if (!strcmp(type, "stix_bundle"))
-		return tf_bundle_run(r);
-	if (!strcmp(type, "otx"))
-		return tf_otx_run(r);
-	if (!strcmp(type, "virustotal"))
-		return tf_vt_run(r);
-	tf_run_fail(r, "unknown feed type '%s'", type);
-	return TF_EINVAL;
+	const tf_driver *d = tf_driver_find(type);
+
+	if (!d) {
+		tf_run_fail(r, "unknown feed type '%s'", type);
+		return TF_EINVAL;
+	}
+	return d->run(r);
 }
 
 static void run_free(tf_run *r)

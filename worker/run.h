@@ -69,12 +69,6 @@ int tf_run_add(tf_run *r, const char *key, const char *type, const char *value,
  * after the page was parsed. */
 int tf_run_commit(tf_run *r, json_object *cursor);
 
-/* Feed drivers: each runs a whole feed and returns TF_OK when it is done,
- * TF_ECANCELLED, or an error after tf_run_fail(). */
-int tf_taxii_run(tf_run *r);
-int tf_bundle_run(tf_run *r);
-int tf_otx_run(tf_run *r);
-int tf_vt_run(tf_run *r);
 
 
 

@@ -1,4 +1,4 @@
-/* libFuzzer harness: an OTX page through the parser of worker/otx.h, the way
+/* libFuzzer harness: an OTX page through the parser of worker/feeds/otx.h, the way
  * otx.c walks it: the envelope (tf_otx_page_parse), every pulse
  * (tf_otx_pulse_read), every indicator (tf_otx_indicator), and the page's
  * next URL (tf_otx_next_ok against two feed bases).

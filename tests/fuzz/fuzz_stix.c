@@ -1,4 +1,4 @@
-/* libFuzzer harness: the STIX reader of worker/stix.h. Each input is tried
+/* libFuzzer harness: the STIX reader of worker/feeds/stix.h. Each input is tried
  *  - as a STIX pattern (tf_stix_pattern): whatever it returns, a malformed
  *    pattern must leave the observables array as it was (all or nothing);
  *  - as JSON (depth TF_MAX_FEED_JSON_DEPTH): an object, or each element of an

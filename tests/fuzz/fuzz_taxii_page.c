@@ -1,4 +1,4 @@
-/* libFuzzer harness: a TAXII 2.1 objects page as worker/taxii.c reads it.
+/* libFuzzer harness: a TAXII 2.1 objects page as worker/feeds/taxii.c reads it.
  * taxii.c exposes no parser function (its page handling is static), so this
  * harness repeats its steps over the same shared functions: tf_json_parse
  * with TF_MAX_FEED_JSON_DEPTH, the envelope checks (objects an array, more a

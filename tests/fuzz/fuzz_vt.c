@@ -1,4 +1,4 @@
-/* libFuzzer harness: the VirusTotal parser of worker/vt.h. The input's first
+/* libFuzzer harness: the VirusTotal parser of worker/feeds/vt.h. The input's first
  * line is a configured target (tf_vt_classify), the rest a lookup answer
  * (tf_vt_report_parse for the target's kind, else for kind byte % 4), also
  * read as an error answer (tf_vt_error); a kept answer becomes a record

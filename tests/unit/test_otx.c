@@ -1,4 +1,4 @@
-/* worker/otx: the OTX page envelope, pulses, indicators → records, next-URL
+/* worker/feeds/otx: the OTX page envelope, pulses, indicators → records, next-URL
  * checks, on the fixtures of tests/data/otx (synthetic pages in the shapes of
  * FEEDS.md) with exact counts, and every wrong-type and hostile case the
  * driver must survive. Run from the repository root (scripts/test.sh does),

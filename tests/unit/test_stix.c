@@ -1,4 +1,4 @@
-/* worker/stix: pattern → observables, object validation, and the three real
+/* worker/feeds/stix: pattern → observables, object validation, and the three real
  * bundles of tests/data/stix with exact counts. Run from the repository root
  * (scripts/test.sh does), or set TF_TEST_DATA to the tests/data directory. */
 #include <setjmp.h>

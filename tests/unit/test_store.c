@@ -1,4 +1,4 @@
-/* lib/store.c: tables, cursors, counters, opening (errors, permissions,
+/* lib/store/lmdb.c: tables, cursors, counters, opening (errors, permissions,
  * corruption), journaled writes and their rollback, map growth across
  * processes. */
 #include "testutil.h"

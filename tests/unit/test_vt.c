@@ -1,4 +1,4 @@
-/* worker/vt: target classification, VT URL ids, and lookup answers — the
+/* worker/feeds/vt: target classification, VT URL ids, and lookup answers — the
  * real recorded VirusTotal v3 responses of tests/data/vt (malwaredb/vt-client
  * test data, Apache-2.0) with their exact figures, plus every wrong-type and
  * hostile answer the driver must survive. Run from the repository root

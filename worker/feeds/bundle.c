@@ -16,6 +16,7 @@
 #include "json.h"
 #include "limits.h"
 #include "run.h"
+#include "bundle.h"
 #include "stix.h"
 
 #define BUNDLE_BATCH 1000

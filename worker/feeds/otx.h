@@ -106,4 +106,9 @@ int tf_otx_next_ok(const char *base, const char *next, char *err, size_t errlen)
  * (>= TF_OTX_TIME_LEN + 1 bytes). */
 void tf_otx_format_time(int64_t us, char *buf, size_t len);
 
+#include "run.h"
+
+/* The OTX driver: every subscribed pulse modified since the feed position. */
+int tf_otx_run(tf_run *r);
+
 #endif

@@ -21,6 +21,7 @@
 #include "json.h"
 #include "limits.h"
 #include "run.h"
+#include "taxii.h"
 #include "stix.h"
 #include "util.h"
 

@@ -89,4 +89,9 @@ int tf_vt_record(const tf_vt_target *t, const tf_vt_report *rep, json_object **o
  * Caller puts; NULL without memory. */
 json_object *tf_vt_observables(const tf_vt_target *t);
 
+#include "run.h"
+
+/* The VirusTotal driver: one lookup per target, paced to the budget. */
+int tf_vt_run(tf_run *r);
+
 #endif

@@ -325,7 +325,12 @@ class QueueLimits(unittest.TestCase):
                 env.add_feed(f, up)
             ta, tb = env.consume("a"), env.consume("b")
             env.wait(ta, {"running"})
-            for pid in env.run_processes(ta).values():
+            # Freeze both first: a worker killed before its supervisor would
+            # be seen by that supervisor, which then hands on the slot itself.
+            procs = list(env.run_processes(ta).values())
+            for pid in procs:
+                os.kill(pid, signal.SIGSTOP)
+            for pid in procs:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.3)
             self.assertEqual(env.status(tb)["status"], "queued")

@@ -8,11 +8,11 @@ CC      ?= cc
 PORT    ?= 8080
 STATE_DIR ?= ./var
 
-PKGS      := fcgi libcurl json-c lmdb
+PKGS      := fcgi libcurl json-c lmdb libpq
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # The CLI and the supervisor do not load libcurl (it costs ~30 ms per exec).
-CLI_LIBS   = $(shell pkg-config --libs json-c lmdb 2>/dev/null)
+CLI_LIBS   = $(shell pkg-config --libs json-c lmdb libpq 2>/dev/null)
 
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
            -Wmissing-prototypes -Wvla -Wundef -Wpointer-arith -Wno-format-nonliteral

@@ -431,7 +431,25 @@ static int cmd_supervise(struct ctx *c, int argc, char **argv)
 	return tf_supervise_main(&c->cfg, argv[1]);
 }
 
+/* Creates or upgrades the store's schema (PostgreSQL; LMDB has none, and
+ * this just opens it). Safe to repeat and to run from two hosts at once. */
+static int cmd_db(struct ctx *c, int argc, char **argv)
+{
+	char err[512];
+	int rc, from = 0, to = 0;
+
+	if (argc != 2 || strcmp(argv[1], "migrate"))
+		return fprintf(stderr, "usage: threatfeed db migrate\n"), EXIT_USAGE;
+	if ((rc = tf_store_migrate(c->cfg.db_path, &from, &to, err, sizeof err))) {
+		fprintf(stderr, "threatfeed: db migrate: %s\n", err);
+		return exit_for(rc);
+	}
+	printf("{\"schema_from\":%d,\"schema_to\":%d}\n", from, to);
+	return 0;
+}
+
 static const struct cmd commands[] = {
+	{"db", cmd_db, "db migrate", "create or upgrade the store's schema (PostgreSQL)"},
 	{"feed", cmd_feed, "feed add|list|show|rm …", "manage feeds"},
 	{"consume", cmd_consume, "consume FEED", "start a run of FEED in the background"},
 	{"status", cmd_status, "status TASK", "one task as JSON"},
@@ -454,7 +472,7 @@ static void usage(FILE *out, const struct cmd *cmds, size_t n, const char *prefi
 	for (size_t i = 0; i < n; i++)
 		fprintf(out, "  threatfeed %s%-34s %s\n", prefix, cmds[i].usage, cmds[i].help);
 	if (!*prefix)
-		fprintf(out, "\nEnvironment: THREATFEED_DB (store directory), THREATFEED_CONF (config "
+		fprintf(out, "\nEnvironment: THREATFEED_DB (store directory, or a postgresql:// URI), THREATFEED_CONF (config "
 		             "file), THREATFEED_STATE_DIR.\nExit codes: 0 ok, 1 error, 2 usage, 3 not "
 		             "found, 4 conflict.\n");
 }

@@ -5,11 +5,11 @@
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libfcgi-dev libfcgi-bin libcurl4-openssl-dev
-            libjson-c-dev liblmdb-dev lmdb-utils python3 curl ca-certificates)
+            libjson-c-dev liblmdb-dev lmdb-utils libpq-dev python3 curl ca-certificates)
 run_pkgs=(lighttpd)
 test_pkgs=(libcmocka-dev lighttpd nginx-light apache2 libapache2-mod-fcgid spawn-fcgi
-           chromium nodejs npm clang libclang-rt-14-dev)
-bench_pkgs=(lighttpd wrk)
+           chromium nodejs npm clang libclang-rt-14-dev postgresql)
+bench_pkgs=(lighttpd wrk postgresql)
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in

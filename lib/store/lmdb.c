@@ -1,4 +1,4 @@
-#include "store.h"
+#include "backend.h"
 #include "err.h"
 #include "log.h"
 #include "util.h"
@@ -13,9 +13,6 @@
 #include <unistd.h>
 
 #define DEFAULT_MAP_SIZE ((size_t)256 << 20)
-#define ROLLBACK_CHUNK 32768
-#define UNDO_KEY_LEN (TF_UUID_LEN + 8)
-#define UNDO_SEQ "undo" /* META counter numbering undo entries */
 /* Free space under which a failed write is taken for a full disk. */
 #define NEARLY_FULL_BYTES ((uint64_t)16 << 20)
 
@@ -24,26 +21,25 @@ static const char *const table_names[TF_TBL__COUNT] = {
 	"torder", "active", "signals", "runs", "undo", "queue",
 };
 
-struct tf_store {
+typedef struct lm_store {
+	tf_store base;
 	MDB_env *env;
 	MDB_dbi dbi[TF_TBL__COUNT];
 	size_t map_size;
 	char *path;
-};
+} lm_store;
 
-struct tf_txn {
-	tf_store *st;
+typedef struct lm_txn {
+	tf_txn base;
+	lm_store *st;
 	MDB_txn *txn;
 	int write;
-	/* The undo sequence is read once per transaction and written back
-	 * before the commit: one META access per page, not per record. */
-	uint64_t undo_seq;
-	int undo_loaded, undo_dirty;
-};
+} lm_txn;
 
-struct tf_cursor {
+typedef struct lm_cursor {
+	tf_cursor base;
 	MDB_cursor *cur;
-};
+} lm_cursor;
 
 static int map_err(int rc)
 {
@@ -58,10 +54,9 @@ static int map_err(int rc)
 	}
 }
 
-static int begin(tf_store *st, unsigned flags, MDB_txn **txn);
-static int seq_store(tf_txn *t, const char *name, uint64_t n);
+static int begin(lm_store *st, unsigned flags, MDB_txn **txn);
 
-static int open_dbis(tf_store *st)
+static int open_dbis(lm_store *st)
 {
 	MDB_txn *txn = NULL;
 	/* begin(): a writer may grow the map between mdb_env_open and here. */
@@ -88,9 +83,9 @@ static void share_files(const char *path)
 	chmod(f, 0660);
 }
 
-int tf_store_open(tf_store **out, const char *path, size_t map_size, char *err, size_t errlen)
+static int lm_open(tf_store **out, const char *path, size_t map_size, char *err, size_t errlen)
 {
-	tf_store *st;
+	lm_store *st;
 	int rc, dead = 0;
 	char dummy[8];
 
@@ -130,7 +125,8 @@ int tf_store_open(tf_store **out, const char *path, size_t map_size, char *err, 
 		if (!mdb_env_info(st->env, &info))
 			st->map_size = info.me_mapsize;
 	}
-	*out = st;
+	st->base.ops = &tf_lmdb_ops;
+	*out = &st->base;
 	return TF_OK;
 fail:
 	if (st->env)
@@ -140,7 +136,7 @@ fail:
 	return map_err(rc) == TF_EPERM ? TF_EPERM : TF_ESTORE;
 }
 
-void tf_store_close(tf_store *st)
+static void lm_close(lm_store *st)
 {
 	if (!st)
 		return;
@@ -149,24 +145,24 @@ void tf_store_close(tf_store *st)
 	free(st);
 }
 
-int tf_store_set_lazy(tf_store *st, int lazy)
+static int lm_set_lazy(lm_store *st, int lazy)
 {
 	return map_err(mdb_env_set_flags(st->env, MDB_NOSYNC, lazy ? 1 : 0));
 }
 
-int tf_store_sync(tf_store *st)
+static int lm_sync(lm_store *st)
 {
 	return map_err(mdb_env_sync(st->env, 1));
 }
 
-size_t tf_store_map_size(tf_store *st)
+static size_t lm_map_size(lm_store *st)
 {
 	return st->map_size;
 }
 
 /* LMDB reports a page write cut short by a full disk as EIO: a failed write
  * on a (nearly) full file system is called what it is. */
-static int write_err(tf_store *st, int rc)
+static int write_err(lm_store *st, int rc)
 {
 	struct statvfs sv;
 
@@ -177,7 +173,7 @@ static int write_err(tf_store *st, int rc)
 }
 
 /* Another process may have grown the map: adopt its size. */
-static int begin(tf_store *st, unsigned flags, MDB_txn **txn)
+static int begin(lm_store *st, unsigned flags, MDB_txn **txn)
 {
 	int rc = mdb_txn_begin(st->env, NULL, flags, txn);
 	/* It may grow again before we get in: each time it at least doubled,
@@ -194,7 +190,7 @@ static int begin(tf_store *st, unsigned flags, MDB_txn **txn)
 	return rc;
 }
 
-static int grow(tf_store *st)
+static int grow(lm_store *st)
 {
 	size_t next = st->map_size * 2;
 	int rc = mdb_env_set_mapsize(st->env, next);
@@ -207,16 +203,16 @@ static int grow(tf_store *st)
 	return TF_OK;
 }
 
-int tf_store_update(tf_store *st, tf_txn_fn fn, void *ctx)
+static int lm_update(lm_store *st, tf_txn_fn fn, void *ctx)
 {
 	for (int attempt = 0; attempt < 16; attempt++) {
-		tf_txn t = {.st = st, .write = 1};
+		lm_txn t = {.base.ops = &tf_lmdb_ops, .st = st, .write = 1};
 		int rc = begin(st, 0, &t.txn);
 		if (rc)
 			return map_err(rc);
-		rc = fn(&t, ctx);
-		if (!rc && t.undo_dirty)
-			rc = seq_store(&t, UNDO_SEQ, t.undo_seq);
+		rc = fn(&t.base, ctx);
+		if (!rc)
+			rc = tf_journal_flush(&t.base);
 		if (rc) {
 			mdb_txn_abort(t.txn);
 			if (rc == TF_EFULL && grow(st) == TF_OK)
@@ -231,18 +227,18 @@ int tf_store_update(tf_store *st, tf_txn_fn fn, void *ctx)
 	return TF_EFULL;
 }
 
-int tf_store_view(tf_store *st, tf_txn_fn fn, void *ctx)
+static int lm_view(lm_store *st, tf_txn_fn fn, void *ctx)
 {
-	tf_txn t = {.st = st, .write = 0};
+	lm_txn t = {.base.ops = &tf_lmdb_ops, .st = st, .write = 0};
 	int rc = begin(st, MDB_RDONLY, &t.txn);
 	if (rc)
 		return map_err(rc);
-	rc = fn(&t, ctx);
+	rc = fn(&t.base, ctx);
 	mdb_txn_abort(t.txn);
 	return rc;
 }
 
-int tf_txn_get(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void **val,
+static int lm_get(lm_txn *t, tf_table tbl, const void *key, size_t klen, const void **val,
                size_t *vlen)
 {
 	MDB_val k = {klen, (void *)key}, v;
@@ -257,152 +253,22 @@ int tf_txn_get(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void
 	return TF_OK;
 }
 
-int tf_txn_put(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void *val,
+static int lm_put(lm_txn *t, tf_table tbl, const void *key, size_t klen, const void *val,
                size_t vlen)
 {
 	MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
 	return map_err(mdb_put(t->txn, t->st->dbi[tbl], &k, &v, 0));
 }
 
-int tf_txn_del(tf_txn *t, tf_table tbl, const void *key, size_t klen)
+static int lm_del(lm_txn *t, tf_table tbl, const void *key, size_t klen)
 {
 	MDB_val k = {klen, (void *)key};
 	return map_err(mdb_del(t->txn, t->st->dbi[tbl], &k, NULL));
 }
 
-static void put_be64(unsigned char *p, uint64_t v)
+static int lm_cursor_open(lm_txn *t, tf_table tbl, lm_cursor **out)
 {
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-/* A named counter's value (0 when never set). */
-static int seq_load(tf_txn *t, const char *name, uint64_t *n)
-{
-	const void *v;
-	size_t vl;
-	int rc = tf_txn_get(t, TF_TBL_META, name, strlen(name), &v, &vl);
-
-	*n = 0;
-	if (rc == TF_OK && vl == sizeof *n)
-		memcpy(n, v, sizeof *n);
-	return rc == TF_ENOTFOUND ? TF_OK : rc;
-}
-
-static int seq_store(tf_txn *t, const char *name, uint64_t n)
-{
-	return tf_txn_put(t, TF_TBL_META, name, strlen(name), &n, sizeof n);
-}
-
-int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out)
-{
-	uint64_t n;
-	int rc = seq_load(t, name, &n);
-
-	if (rc || (rc = seq_store(t, name, ++n)))
-		return rc;
-	*out = n;
-	return TF_OK;
-}
-
-static int undo_seq_next(tf_txn *t, uint64_t *seq)
-{
-	if (!t->undo_loaded) {
-		int rc = seq_load(t, UNDO_SEQ, &t->undo_seq);
-		if (rc)
-			return rc;
-		t->undo_loaded = 1;
-	}
-	*seq = ++t->undo_seq;
-	t->undo_dirty = 1;
-	return TF_OK;
-}
-
-/* Undo entry: table(1) had_prior(1) klen(4, native) key prior-value.
- * prior is the caller's copy: a value read from the store is only valid
- * until the next write, and the undo entry is such a write. */
-static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
-                   const void *prior, size_t plen)
-{
-	unsigned char ukey[UNDO_KEY_LEN], *entry;
-	uint32_t kl32 = (uint32_t)klen;
-	uint64_t seq;
-	int rc;
-
-	if (strlen(task_id) != TF_UUID_LEN)
-		return TF_EINVAL;
-	if ((rc = undo_seq_next(t, &seq)))
-		return rc;
-	memcpy(ukey, task_id, TF_UUID_LEN);
-	put_be64(ukey + TF_UUID_LEN, seq);
-	/* Reserve the value in place: no malloc per journaled write. */
-	{
-		MDB_val k = {sizeof ukey, ukey}, v = {6 + klen + plen, NULL};
-		rc = mdb_put(t->txn, t->st->dbi[TF_TBL_UNDO], &k, &v, MDB_RESERVE);
-		if (rc)
-			return map_err(rc);
-		entry = v.mv_data;
-	}
-	entry[0] = (unsigned char)tbl;
-	entry[1] = prior != NULL;
-	memcpy(entry + 2, &kl32, 4);
-	memcpy(entry + 6, key, klen);
-	if (plen)
-		memcpy(entry + 6 + klen, prior, plen);
-	return TF_OK;
-}
-
-/* Reads the key's current value into a private copy and journals it. */
-static int journal_current(tf_txn *t, const char *task_id, tf_table tbl, const void *key,
-                           size_t klen)
-{
-	const void *cur = NULL;
-	size_t cl = 0;
-	void *copy = NULL;
-	int rc = tf_txn_get(t, tbl, key, klen, &cur, &cl);
-
-	if (rc == TF_ENOTFOUND)
-		return journal(t, task_id, tbl, key, klen, NULL, 0);
-	if (rc)
-		return rc;
-	if (!(copy = malloc(cl ? cl : 1)))
-		return TF_ENOMEM;
-	memcpy(copy, cur, cl);
-	rc = journal(t, task_id, tbl, key, klen, copy, cl);
-	free(copy);
-	return rc;
-}
-
-int tf_txn_put_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
-                 const void *val, size_t vlen)
-{
-	int rc = journal_current(t, task_id, tbl, key, klen);
-	return rc ? rc : tf_txn_put(t, tbl, key, klen, val, vlen);
-}
-
-int tf_txn_replace_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
-                     const void *prior, size_t plen, const void *val, size_t vlen)
-{
-	int rc = journal(t, task_id, tbl, key, klen, prior, prior ? plen : 0);
-	return rc ? rc : tf_txn_put(t, tbl, key, klen, val, vlen);
-}
-
-int tf_txn_del_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen)
-{
-	const void *v;
-	size_t vl;
-	int rc = tf_txn_get(t, tbl, key, klen, &v, &vl);
-
-	if (rc == TF_ENOTFOUND)
-		return TF_OK;
-	if (rc || (rc = journal_current(t, task_id, tbl, key, klen)))
-		return rc;
-	return tf_txn_del(t, tbl, key, klen);
-}
-
-int tf_cursor_open(tf_txn *t, tf_table tbl, tf_cursor **out)
-{
-	tf_cursor *c = calloc(1, sizeof *c);
+	lm_cursor *c = calloc(1, sizeof *c);
 	int rc;
 
 	if (!c)
@@ -411,11 +277,12 @@ int tf_cursor_open(tf_txn *t, tf_table tbl, tf_cursor **out)
 		free(c);
 		return map_err(rc);
 	}
+	c->base.ops = &tf_lmdb_ops;
 	*out = c;
 	return TF_OK;
 }
 
-int tf_cursor_get(tf_cursor *c, enum tf_seek op, const void *key, size_t klen, const void **k,
+static int lm_cursor_get(lm_cursor *c, enum tf_seek op, const void *key, size_t klen, const void **k,
                   size_t *kl, const void **v, size_t *vl)
 {
 	static const MDB_cursor_op ops[] = {
@@ -434,12 +301,12 @@ int tf_cursor_get(tf_cursor *c, enum tf_seek op, const void *key, size_t klen, c
 	return map_err(rc);
 }
 
-int tf_cursor_del(tf_cursor *c)
+static int lm_cursor_del(lm_cursor *c)
 {
 	return map_err(mdb_cursor_del(c->cur, 0));
 }
 
-void tf_cursor_close(tf_cursor *c)
+static void lm_cursor_close(lm_cursor *c)
 {
 	if (!c)
 		return;
@@ -447,126 +314,57 @@ void tf_cursor_close(tf_cursor *c)
 	free(c);
 }
 
-struct undo_ctx {
-	const char *task_id;
-	int restore;        /* 1: rollback, 0: just drop */
-	uint64_t records;   /* records restored in this chunk */
-	uint64_t entries;   /* entries handled in this chunk */
-};
+/* ---- the backend table: base pointers in, this backend's structs inside -- */
+#define LS(p) ((lm_store *)(p))
+#define LT(p) ((lm_txn *)(p))
+#define LC(p) ((lm_cursor *)(p))
 
-static int restore_one(tf_txn *t, const unsigned char *e, size_t elen, uint64_t *records)
+static void o_close(tf_store *st) { lm_close(LS(st)); }
+static int o_update(tf_store *st, tf_txn_fn fn, void *ctx) { return lm_update(LS(st), fn, ctx); }
+static int o_view(tf_store *st, tf_txn_fn fn, void *ctx) { return lm_view(LS(st), fn, ctx); }
+static int o_get(tf_txn *t, tf_table tbl, const void *k, size_t kl, const void **v, size_t *vl)
 {
-	uint32_t klen;
-	tf_table tbl;
-	int rc;
-
-	if (elen < 6)
-		return TF_ESTORE;
-	memcpy(&klen, e + 2, 4);
-	if (e[0] >= TF_TBL__COUNT || 6 + (size_t)klen > elen)
-		return TF_ESTORE;
-	tbl = (tf_table)e[0];
-	if (e[1])
-		rc = tf_txn_put(t, tbl, e + 6, klen, e + 6 + klen, elen - 6 - klen);
-	else if ((rc = tf_txn_del(t, tbl, e + 6, klen)) == TF_ENOTFOUND)
-		rc = TF_OK;
-	if (!rc && tbl == TF_TBL_RECORDS)
-		(*records)++;
+	return lm_get(LT(t), tbl, k, kl, v, vl);
+}
+static int o_put(tf_txn *t, tf_table tbl, const void *k, size_t kl, const void *v, size_t vl)
+{
+	return lm_put(LT(t), tbl, k, kl, v, vl);
+}
+static int o_del(tf_txn *t, tf_table tbl, const void *k, size_t kl) { return lm_del(LT(t), tbl, k, kl); }
+static int o_cursor_open(tf_txn *t, tf_table tbl, tf_cursor **out)
+{
+	lm_cursor *c = NULL;
+	int rc = lm_cursor_open(LT(t), tbl, &c);
+	*out = rc ? NULL : &c->base;
 	return rc;
 }
-
-/* One chunk, newest first: seek just past the task's last key, walk back. */
-static int undo_chunk(tf_txn *t, void *vctx)
+static int o_cursor_get(tf_cursor *c, enum tf_seek op, const void *key, size_t klen,
+                        const void **k, size_t *kl, const void **v, size_t *vl)
 {
-	struct undo_ctx *u = vctx;
-	unsigned char hi[UNDO_KEY_LEN];
-	tf_cursor *c;
-	const void *k, *v;
-	size_t kl, vl;
-	int rc;
-
-	u->records = u->entries = 0;
-	memcpy(hi, u->task_id, TF_UUID_LEN);
-	memset(hi + TF_UUID_LEN, 0xff, 8);
-	if ((rc = tf_cursor_open(t, TF_TBL_UNDO, &c)))
-		return rc;
-	rc = tf_cursor_get(c, TF_SEEK_GE, hi, sizeof hi, &k, &kl, &v, &vl);
-	rc = rc == TF_ENOTFOUND ? tf_cursor_get(c, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl)
-	                        : tf_cursor_get(c, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
-	while (rc == TF_OK && u->entries < ROLLBACK_CHUNK) {
-		if (kl != UNDO_KEY_LEN || memcmp(k, u->task_id, TF_UUID_LEN))
-			break;
-		if (u->restore && (rc = restore_one(t, v, vl, &u->records)))
-			break;
-		if ((rc = tf_cursor_del(c)))
-			break;
-		u->entries++;
-		rc = tf_cursor_get(c, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
-	}
-	tf_cursor_close(c);
-	return rc == TF_ENOTFOUND ? TF_OK : rc;
+	return lm_cursor_get(LC(c), op, key, klen, k, kl, v, vl);
 }
+static int o_cursor_del(tf_cursor *c) { return lm_cursor_del(LC(c)); }
+static void o_cursor_close(tf_cursor *c) { lm_cursor_close(LC(c)); }
+static int o_set_lazy(tf_store *st, int lazy) { return lm_set_lazy(LS(st), lazy); }
+static int o_sync(tf_store *st) { return lm_sync(LS(st)); }
+static size_t o_map_size(tf_store *st) { return lm_map_size(LS(st)); }
 
-static int undo_all(tf_store *st, const char *task_id, int restore, uint64_t *records)
+/* LMDB has no schema to migrate: its tables are created on open. */
+static int o_migrate(const char *location, int *from, int *to, char *err, size_t errlen)
 {
-	struct undo_ctx u = {.task_id = task_id, .restore = restore};
-	uint64_t total = 0;
-	int rc;
-
-	if (strlen(task_id) != TF_UUID_LEN)
-		return TF_EINVAL;
-	do {
-		if ((rc = tf_store_update(st, undo_chunk, &u)))
-			return rc;
-		total += u.records;
-	} while (u.entries == ROLLBACK_CHUNK);
-	if (records)
-		*records = total;
-	return TF_OK;
-}
-
-int tf_store_rollback(tf_store *st, const char *task_id, uint64_t *records)
-{
-	return undo_all(st, task_id, 1, records);
-}
-
-int tf_store_undo_drop(tf_store *st, const char *task_id)
-{
-	return undo_all(st, task_id, 0, NULL);
-}
-
-struct count_ctx {
-	const char *task_id;
-	uint64_t n;
-};
-
-static int count_undo(tf_txn *t, void *vctx)
-{
-	struct count_ctx *cc = vctx;
-	tf_cursor *c;
-	const void *k, *v;
-	size_t kl, vl;
-	int rc = tf_cursor_open(t, TF_TBL_UNDO, &c);
+	tf_store *st;
+	int rc = lm_open(&st, location, 0, err, errlen);
 
 	if (rc)
 		return rc;
-	cc->n = 0;
-	rc = tf_cursor_get(c, TF_SEEK_GE, cc->task_id, TF_UUID_LEN, &k, &kl, &v, &vl);
-	while (rc == TF_OK && kl == UNDO_KEY_LEN && !memcmp(k, cc->task_id, TF_UUID_LEN)) {
-		cc->n++;
-		rc = tf_cursor_get(c, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
-	}
-	tf_cursor_close(c);
-	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+	lm_close(LS(st));
+	*from = *to = 1;
+	return TF_OK;
 }
 
-int tf_store_undo_count(tf_store *st, const char *task_id, uint64_t *n)
-{
-	struct count_ctx cc = {.task_id = task_id};
-	int rc;
-	if (strlen(task_id) != TF_UUID_LEN)
-		return TF_EINVAL;
-	rc = tf_store_view(st, count_undo, &cc);
-	*n = cc.n;
-	return rc;
-}
+const tf_store_ops tf_lmdb_ops = {
+	.name = "lmdb", .open = lm_open, .close = o_close, .update = o_update, .view = o_view,
+	.get = o_get, .put = o_put, .del = o_del, .cursor_open = o_cursor_open,
+	.cursor_get = o_cursor_get, .cursor_del = o_cursor_del, .cursor_close = o_cursor_close,
+	.set_lazy = o_set_lazy, .sync = o_sync, .map_size = o_map_size, .migrate = o_migrate,
+};

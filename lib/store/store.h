@@ -1,11 +1,17 @@
-/* The store: the only module that knows LMDB. Everything else sees tables of
- * byte keys and values, transactions run through a callback (so a full map can
- * be grown and the transaction replayed), and journaled writes whose undo
- * entries let a run be rolled back exactly (SPEC §3 cancel_job).
+/* The store: one interface, two backends side by side in lib/store/ —
+ * lmdb.c (the embedded default: a directory path) and pg.c (PostgreSQL: a
+ * postgresql:// URI). store.c picks one from the location and forwards; no
+ * other file knows LMDB or libpq. Everything above sees tables of byte keys
+ * and values in key order, transactions run through a callback (so a full map
+ * can be grown, or a dropped connection re-made, and the transaction
+ * replayed), and journaled writes whose undo entries let a run be rolled back
+ * exactly (SPEC §3 cancel_job).
  *
- * Concurrency: any number of processes read while one writes; readers never
- * block and never see half a transaction. Open the store after fork(), never
- * before: a handle must not cross fork(). */
+ * Concurrency, on both backends: any number of processes read while one
+ * writes; readers never block and never see half a transaction; writers are
+ * serialized (LMDB's writer lock; a transaction-scoped advisory lock on
+ * PostgreSQL), so a read-then-write inside one update is atomic. Open the
+ * store after fork(), never before: a handle must not cross fork(). */
 #ifndef TF_STORE_H
 #define TF_STORE_H
 
@@ -33,11 +39,26 @@ typedef enum tf_table {
 	TF_TBL__COUNT
 } tf_table;
 
+/* Whether location names a PostgreSQL store (postgresql:// or postgres://). */
+int tf_store_is_pg(const char *location);
+/* "lmdb" or "postgresql". */
+const char *tf_store_backend(const tf_store *st);
+/* Creates or upgrades the store's schema to the version this build knows
+ * (PostgreSQL; a no-op open for LMDB). *from is the version found (0: none),
+ * *to the version now. TF_ESTORE with err set when the store's schema is
+ * newer than this build or the database refuses. */
+int tf_store_migrate(const char *location, int *from, int *to, char *err, size_t errlen);
+
 /* Opens (creating if needed, mode 0770 dir / 0660 files so the web server's
  * user and the workers can share it) the store at path. map_size 0 = default.
  * On failure *out is NULL, err holds one line for a human, and the return is
  * TF_EPERM, TF_ESTORE or TF_ENOMEM. Caller owns *out: tf_store_close(). */
 int tf_store_open(tf_store **out, const char *path, size_t map_size, char *err, size_t errlen);
+/* A PostgreSQL location opens a connection (libpq's URI syntax, every option
+ * of it: sslmode=verify-full, sslrootcert, …) and checks the schema version:
+ * a database without the schema, or with one this build does not know, fails
+ * with TF_ESTORE and err says to run `threatfeed db migrate`. map_size is
+ * ignored. */
 void tf_store_close(tf_store *st);
 
 typedef int (*tf_txn_fn)(tf_txn *txn, void *ctx);

@@ -119,6 +119,7 @@ static void test_data_survives_reopen(void **state)
  * web server's user and the workers can share them whatever the umask. */
 static void test_open_modes(void **state)
 {
+	TU_LMDB_ONLY(); /* LMDB's files, modes and map */
 	char path[TU_PATH], f[TU_PATH + 16];
 	tf_store *st;
 	struct stat sb;
@@ -323,6 +324,7 @@ static void test_seq_counters(void **state)
 
 static void test_open_missing_parent(void **state)
 {
+	TU_LMDB_ONLY(); /* LMDB's files, modes and map */
 	char path[TU_PATH + 32], err[512] = "";
 	tf_store *st = (tf_store *)&st;  /* must be set to NULL */
 	int rc;
@@ -364,6 +366,7 @@ static int child_open_denied(const char *path)
 
 static void test_open_no_permission(void **state)
 {
+	TU_LMDB_ONLY(); /* LMDB's files, modes and map */
 	char top[] = "/tmp/tf-unit-noperm-XXXXXX", dir[TU_PATH], sub[TU_PATH + 16];
 	pid_t pid;
 	int rc;
@@ -445,6 +448,7 @@ static void expect_open_fails(const char *dir)
 
 static void test_open_corrupt(void **state)
 {
+	TU_LMDB_ONLY(); /* LMDB's files, modes and map */
 	tu_rng r = {tu_seed_value ^ 0xC0FFEE};
 	size_t sizes[] = {100, 4096, 8192, 65536, 1 << 20};
 	unsigned char *junk = malloc(1 << 20);
@@ -827,6 +831,7 @@ static off_t data_size(const char *path)
  * file grows without bound. */
 static void test_dead_reader_released(void **state)
 {
+	TU_LMDB_ONLY(); /* LMDB's files, modes and map */
 	char path[TU_PATH];
 	tf_store *st = tu_new_store("deadreader", path, sizeof path), *keep;
 	struct rewrite_ctx c = {0};
@@ -946,6 +951,7 @@ static int verify_big_txn(tf_txn *t, void *vctx)
 
 static void test_map_growth(void **state)
 {
+	TU_LMDB_ONLY(); /* LMDB's files, modes and map */
 	char path[TU_PATH];
 	tf_store *st;
 	int ready[2], go[2], rc;
@@ -1037,6 +1043,7 @@ static void test_map_growth(void **state)
  * in (the growth can land between mdb_env_open and the first transaction). */
 static void test_open_while_map_grows(void **state)
 {
+	TU_LMDB_ONLY(); /* LMDB's files, modes and map */
 	char path[TU_PATH];
 	tf_store *st;
 	int failures = 0, opens = 0;

@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <json-c/json.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,11 +146,58 @@ static inline tf_store *tu_open(const char *path, size_t map_size)
 	return st;
 }
 
-/* A new store in a fresh directory; the path is copied to path if not NULL. */
+/* TF_TEST_PG=<postgresql:// URI> runs the store-backed tests on PostgreSQL
+ * (scripts/test.sh starts a throwaway server): every new store is then a
+ * fresh schema of that database, migrated, instead of a fresh directory. */
+static inline const char *tu_pg(void)
+{
+	const char *u = getenv("TF_TEST_PG");
+	return u && *u ? u : NULL;
+}
+
+/* Tests of what only one backend has (LMDB's map, file modes; PostgreSQL's
+ * connections) are skipped on the other, and counted as skipped. */
+#define TU_LMDB_ONLY() do { if (tu_pg()) { skip(); } } while (0)
+#define TU_PG_ONLY() do { if (!tu_pg()) { skip(); } } while (0)
+
+/* A location for a new, empty store: a directory path, or on PostgreSQL the
+ * URI of a new schema (created and migrated here). */
+static inline void tu_store_loc(char *buf, size_t len, const char *what)
+{
+	const char *base = tu_pg();
+	char schema[96], sql[160], err[512];
+	int from, to;
+	PGconn *conn;
+	PGresult *res;
+
+	if (!base) {
+		tu_path(buf, len, what);
+		return;
+	}
+	snprintf(schema, sizeof schema, "t_%ld_%u_%.40s", (long)getpid(), ++tu_dir_counter, what);
+	for (char *p = schema; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
+			*p = '_';
+	if (!(conn = PQconnectdb(base)) || PQstatus(conn) != CONNECTION_OK)
+		fail_msg("testutil: cannot connect to %s: %s", base, PQerrorMessage(conn));
+	snprintf(sql, sizeof sql, "CREATE SCHEMA %s", schema);
+	res = PQexec(conn, sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		fail_msg("testutil: %s: %s", sql, PQerrorMessage(conn));
+	PQclear(res);
+	PQfinish(conn);
+	snprintf(buf, len, "%s%coptions=-csearch_path%%3D%s", base, strchr(base, '?') ? '&' : '?',
+	         schema);
+	if (tf_store_migrate(buf, &from, &to, err, sizeof err))
+		fail_msg("testutil: migrate %s: %s", buf, err);
+}
+
+/* A new store in a fresh location; the location is copied to path if not
+ * NULL. */
 static inline tf_store *tu_new_store(const char *what, char *path, size_t len)
 {
 	char p[TU_PATH];
-	tu_path(p, sizeof p, what);
+	tu_store_loc(p, sizeof p, what);
 	if (path)
 		snprintf(path, len, "%s", p);
 	return tu_open(p, 0);

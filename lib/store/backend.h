@@ -1,0 +1,60 @@
+/* What a store backend provides: the operations of store.h, one table of
+ * them per backend. store.c picks the backend from the store's location and
+ * forwards every call; nothing outside lib/store/ includes this header.
+ *
+ * Each backend's store, transaction and cursor structs begin with the base
+ * struct below, so a pointer to one is a pointer to its base (C's usual
+ * single inheritance). */
+#ifndef TF_STORE_BACKEND_H
+#define TF_STORE_BACKEND_H
+
+#include "store.h"
+
+typedef struct tf_store_ops tf_store_ops;
+
+struct tf_store {
+	const tf_store_ops *ops;
+};
+struct tf_txn {
+	const tf_store_ops *ops;
+	/* journal.c's undo sequence: read once per transaction, written back
+	 * by tf_journal_flush() before the commit (one META access per page,
+	 * not per record). Backends zero these when a transaction begins. */
+	uint64_t undo_seq;
+	int undo_loaded, undo_dirty;
+};
+struct tf_cursor {
+	const tf_store_ops *ops;
+};
+
+struct tf_store_ops {
+	const char *name;
+	int (*open)(tf_store **out, const char *location, size_t map_size, char *err,
+	            size_t errlen);
+	void (*close)(tf_store *st);
+	int (*update)(tf_store *st, tf_txn_fn fn, void *ctx);
+	int (*view)(tf_store *st, tf_txn_fn fn, void *ctx);
+	int (*get)(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void **val,
+	           size_t *vlen);
+	int (*put)(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void *val,
+	           size_t vlen);
+	int (*del)(tf_txn *t, tf_table tbl, const void *key, size_t klen);
+	int (*cursor_open)(tf_txn *t, tf_table tbl, tf_cursor **out);
+	int (*cursor_get)(tf_cursor *c, enum tf_seek op, const void *key, size_t klen,
+	                  const void **k, size_t *kl, const void **v, size_t *vl);
+	int (*cursor_del)(tf_cursor *c);
+	void (*cursor_close)(tf_cursor *c);
+	int (*set_lazy)(tf_store *st, int lazy);
+	int (*sync)(tf_store *st);
+	size_t (*map_size)(tf_store *st);
+	int (*migrate)(const char *location, int *from, int *to, char *err, size_t errlen);
+};
+
+/* Writes the transaction's undo sequence back (journal.c); every backend's
+ * update calls it after fn succeeded, before the commit. */
+int tf_journal_flush(tf_txn *t);
+
+extern const tf_store_ops tf_lmdb_ops;
+extern const tf_store_ops tf_pg_ops;
+
+#endif

@@ -1,0 +1,280 @@
+/* Journaled writes and rollback (docs/SPEC.md §3 cancel_job), the same for
+ * every backend: built on the primitive get/put/del/cursor of the backend, so
+ * that what an undo entry means, and how a rollback walks them, is written
+ * once. Undo entries live in TF_TBL_UNDO under task_id + big-endian sequence,
+ * so a run's entries are adjacent and in write order. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "err.h"
+#include "util.h"
+
+/* Undo entries undone per transaction: a kill mid-rollback keeps whole
+ * chunks, and one chunk's transaction stays short. */
+#define ROLLBACK_CHUNK 32768
+#define UNDO_KEY_LEN (TF_UUID_LEN + 8)
+#define UNDO_SEQ "undo" /* META counter numbering undo entries */
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+/* A named counter's value (0 when never set). */
+static int seq_load(tf_txn *t, const char *name, uint64_t *n)
+{
+	const void *v;
+	size_t vl;
+	int rc = tf_txn_get(t, TF_TBL_META, name, strlen(name), &v, &vl);
+
+	*n = 0;
+	if (rc == TF_OK && vl == sizeof *n)
+		memcpy(n, v, sizeof *n);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+static int seq_store(tf_txn *t, const char *name, uint64_t n)
+{
+	return tf_txn_put(t, TF_TBL_META, name, strlen(name), &n, sizeof n);
+}
+
+int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out)
+{
+	uint64_t n;
+	int rc = seq_load(t, name, &n);
+
+	if (rc || (rc = seq_store(t, name, ++n)))
+		return rc;
+	*out = n;
+	return TF_OK;
+}
+
+static int undo_seq_next(tf_txn *t, uint64_t *seq)
+{
+	if (!t->undo_loaded) {
+		int rc = seq_load(t, UNDO_SEQ, &t->undo_seq);
+		if (rc)
+			return rc;
+		t->undo_loaded = 1;
+	}
+	*seq = ++t->undo_seq;
+	t->undo_dirty = 1;
+	return TF_OK;
+}
+
+int tf_journal_flush(tf_txn *t)
+{
+	int rc = t->undo_dirty ? seq_store(t, UNDO_SEQ, t->undo_seq) : TF_OK;
+
+	t->undo_dirty = 0;
+	return rc;
+}
+
+/* Undo entry: table(1) had_prior(1) klen(4, native) key prior-value.
+ * prior is the caller's copy: a value read from the store is only valid
+ * until the next write, and the undo entry is such a write. */
+static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
+                   const void *prior, size_t plen)
+{
+	unsigned char ukey[UNDO_KEY_LEN], small[4096], *entry = small;
+	uint32_t kl32 = (uint32_t)klen;
+	size_t elen = 6 + klen + plen;
+	uint64_t seq;
+	int rc;
+
+	if (strlen(task_id) != TF_UUID_LEN)
+		return TF_EINVAL;
+	if ((rc = undo_seq_next(t, &seq)))
+		return rc;
+	memcpy(ukey, task_id, TF_UUID_LEN);
+	put_be64(ukey + TF_UUID_LEN, seq);
+	/* Most entries are a key and a record: no malloc for those. */
+	if (elen > sizeof small && !(entry = malloc(elen)))
+		return TF_ENOMEM;
+	entry[0] = (unsigned char)tbl;
+	entry[1] = prior != NULL;
+	memcpy(entry + 2, &kl32, 4);
+	memcpy(entry + 6, key, klen);
+	if (plen)
+		memcpy(entry + 6 + klen, prior, plen);
+	rc = tf_txn_put(t, TF_TBL_UNDO, ukey, sizeof ukey, entry, elen);
+	if (entry != small)
+		free(entry);
+	return rc;
+}
+
+/* Reads the key's current value into a private copy and journals it. */
+static int journal_current(tf_txn *t, const char *task_id, tf_table tbl, const void *key,
+                           size_t klen)
+{
+	const void *cur = NULL;
+	size_t cl = 0;
+	void *copy = NULL;
+	int rc = tf_txn_get(t, tbl, key, klen, &cur, &cl);
+
+	if (rc == TF_ENOTFOUND)
+		return journal(t, task_id, tbl, key, klen, NULL, 0);
+	if (rc)
+		return rc;
+	if (!(copy = malloc(cl ? cl : 1)))
+		return TF_ENOMEM;
+	memcpy(copy, cur, cl);
+	rc = journal(t, task_id, tbl, key, klen, copy, cl);
+	free(copy);
+	return rc;
+}
+
+int tf_txn_put_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
+                 const void *val, size_t vlen)
+{
+	int rc = journal_current(t, task_id, tbl, key, klen);
+	return rc ? rc : tf_txn_put(t, tbl, key, klen, val, vlen);
+}
+
+int tf_txn_replace_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
+                     const void *prior, size_t plen, const void *val, size_t vlen)
+{
+	int rc = journal(t, task_id, tbl, key, klen, prior, prior ? plen : 0);
+	return rc ? rc : tf_txn_put(t, tbl, key, klen, val, vlen);
+}
+
+int tf_txn_del_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen)
+{
+	const void *v;
+	size_t vl;
+	int rc = tf_txn_get(t, tbl, key, klen, &v, &vl);
+
+	if (rc == TF_ENOTFOUND)
+		return TF_OK;
+	if (rc || (rc = journal_current(t, task_id, tbl, key, klen)))
+		return rc;
+	return tf_txn_del(t, tbl, key, klen);
+}
+
+
+struct undo_ctx {
+	const char *task_id;
+	int restore;        /* 1: rollback, 0: just drop */
+	uint64_t records;   /* records restored in this chunk */
+	uint64_t entries;   /* entries handled in this chunk */
+};
+
+static int restore_one(tf_txn *t, const unsigned char *e, size_t elen, uint64_t *records)
+{
+	uint32_t klen;
+	tf_table tbl;
+	int rc;
+
+	if (elen < 6)
+		return TF_ESTORE;
+	memcpy(&klen, e + 2, 4);
+	if (e[0] >= TF_TBL__COUNT || 6 + (size_t)klen > elen)
+		return TF_ESTORE;
+	tbl = (tf_table)e[0];
+	if (e[1])
+		rc = tf_txn_put(t, tbl, e + 6, klen, e + 6 + klen, elen - 6 - klen);
+	else if ((rc = tf_txn_del(t, tbl, e + 6, klen)) == TF_ENOTFOUND)
+		rc = TF_OK;
+	if (!rc && tbl == TF_TBL_RECORDS)
+		(*records)++;
+	return rc;
+}
+
+/* One chunk, newest first: seek just past the task's last key, walk back. */
+static int undo_chunk(tf_txn *t, void *vctx)
+{
+	struct undo_ctx *u = vctx;
+	unsigned char hi[UNDO_KEY_LEN];
+	tf_cursor *c;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc;
+
+	u->records = u->entries = 0;
+	memcpy(hi, u->task_id, TF_UUID_LEN);
+	memset(hi + TF_UUID_LEN, 0xff, 8);
+	if ((rc = tf_cursor_open(t, TF_TBL_UNDO, &c)))
+		return rc;
+	rc = tf_cursor_get(c, TF_SEEK_GE, hi, sizeof hi, &k, &kl, &v, &vl);
+	rc = rc == TF_ENOTFOUND ? tf_cursor_get(c, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl)
+	                        : tf_cursor_get(c, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
+	while (rc == TF_OK && u->entries < ROLLBACK_CHUNK) {
+		if (kl != UNDO_KEY_LEN || memcmp(k, u->task_id, TF_UUID_LEN))
+			break;
+		if (u->restore && (rc = restore_one(t, v, vl, &u->records)))
+			break;
+		if ((rc = tf_cursor_del(c)))
+			break;
+		u->entries++;
+		rc = tf_cursor_get(c, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(c);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+static int undo_all(tf_store *st, const char *task_id, int restore, uint64_t *records)
+{
+	struct undo_ctx u = {.task_id = task_id, .restore = restore};
+	uint64_t total = 0;
+	int rc;
+
+	if (strlen(task_id) != TF_UUID_LEN)
+		return TF_EINVAL;
+	do {
+		if ((rc = tf_store_update(st, undo_chunk, &u)))
+			return rc;
+		total += u.records;
+	} while (u.entries == ROLLBACK_CHUNK);
+	if (records)
+		*records = total;
+	return TF_OK;
+}
+
+int tf_store_rollback(tf_store *st, const char *task_id, uint64_t *records)
+{
+	return undo_all(st, task_id, 1, records);
+}
+
+int tf_store_undo_drop(tf_store *st, const char *task_id)
+{
+	return undo_all(st, task_id, 0, NULL);
+}
+
+struct count_ctx {
+	const char *task_id;
+	uint64_t n;
+};
+
+static int count_undo(tf_txn *t, void *vctx)
+{
+	struct count_ctx *cc = vctx;
+	tf_cursor *c;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc = tf_cursor_open(t, TF_TBL_UNDO, &c);
+
+	if (rc)
+		return rc;
+	cc->n = 0;
+	rc = tf_cursor_get(c, TF_SEEK_GE, cc->task_id, TF_UUID_LEN, &k, &kl, &v, &vl);
+	while (rc == TF_OK && kl == UNDO_KEY_LEN && !memcmp(k, cc->task_id, TF_UUID_LEN)) {
+		cc->n++;
+		rc = tf_cursor_get(c, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(c);
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+}
+
+int tf_store_undo_count(tf_store *st, const char *task_id, uint64_t *n)
+{
+	struct count_ctx cc = {.task_id = task_id};
+	int rc;
+	if (strlen(task_id) != TF_UUID_LEN)
+		return TF_EINVAL;
+	rc = tf_store_view(st, count_undo, &cc);
+	*n = cc.n;
+	return rc;
+}
+

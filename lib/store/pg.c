@@ -1,0 +1,720 @@
+/* The PostgreSQL backend: the tables of store.h as rows of one key-ordered
+ * table, so that everything above the store runs unchanged on either backend.
+ *
+ *   tf_kv (tbl smallint, k bytea, v bytea, PRIMARY KEY (tbl, k))
+ *
+ * bytea compares like memcmp (then by length), which is LMDB's key order, so
+ * cursors walk the same sequence on both. One key per (tbl, k) is the
+ * primary key: "one active run per feed" (TF_TBL_ACTIVE) is a constraint of
+ * the database, and so is one queue entry per sequence number.
+ *
+ * Semantics kept from LMDB (store.h): writers are serialized by a
+ * transaction-scoped advisory lock taken first in every update, so a
+ * read-then-write inside one update is atomic, as with LMDB's single writer;
+ * readers run in REPEATABLE READ snapshots and never wait for writers.
+ *
+ * Failures: a connection that drops, or a serialization failure, before the
+ * COMMIT is sent, re-makes the connection and replays fn (store.h already
+ * requires fn to be replayable); a drop during the COMMIT leaves its outcome
+ * unknown and fails with TF_ESTORE, never a half page. A full disk
+ * (SQLSTATE 53100) is TF_ENOSPACE, as with LMDB.
+ *
+ * Two connections per store, each used by one transaction at a time: the
+ * writer's and the readers'. A worker's driver thread peeks for a cancel
+ * (a view) while its writer thread commits (an update): on one connection
+ * the peek would wait for the commit. */
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "err.h"
+#include "log.h"
+
+/* The schema version this build reads and writes; `threatfeed db migrate`
+ * brings a database to it. */
+#define PG_SCHEMA_VERSION 1
+/* Attempts of one transaction across dropped connections and serialization
+ * failures, and the pause before each retry (doubling). */
+#define PG_ATTEMPTS 6
+#define PG_RETRY_MS 50
+/* Rows a cursor fetches ahead while it walks without writing. */
+#define PG_CURSOR_BATCH 256
+/* Advisory lock class of the writer lock (the second key is the schema's
+ * hash, so two stores in one database do not serialize each other). */
+#define PG_LOCK_CLASS 7406
+
+typedef struct pg_link {
+	PGconn *conn;
+	pthread_mutex_t mu; /* one transaction at a time on this connection */
+	int prepared;
+	int lazy;
+} pg_link;
+
+typedef struct pg_store {
+	tf_store base;
+	char *uri;
+	pg_link w, r; /* writer's, readers' */
+} pg_store;
+
+typedef struct pg_txn {
+	tf_txn base;
+	pg_link *c;
+	int write;
+	int lost;         /* a statement failed because the connection did */
+	int retry;        /* a serialization failure or deadlock: replay */
+	int full;         /* the database's disk is full */
+	/* Per table, bumped by every write to it: cursors' caches go stale. */
+	uint64_t wgen[TF_TBL__COUNT];
+	PGresult **kept;  /* get results: valid until the next write / the end */
+	size_t nkept, capkept;
+} pg_txn;
+
+typedef struct pg_cursor {
+	tf_cursor base;
+	pg_txn *t;
+	tf_table tbl;
+	unsigned char *key; /* where the cursor is (a copy); NULL: nowhere */
+	size_t klen;
+	PGresult *batch, *prev; /* rows ahead, and the batch before (pointers
+	                         * handed out stay valid while the walk goes on) */
+	int row, dir;           /* next row in batch, and its direction (+1/-1) */
+	uint64_t wgen;          /* t->wgen[tbl] when batch was fetched */
+} pg_cursor;
+
+enum stmt { S_GET, S_PUT, S_DEL, S_FIRST, S_LAST, S_GE, S_GT, S_LT, S__COUNT };
+
+static const char *const stmt_sql[S__COUNT] = {
+	[S_GET] = "SELECT v FROM tf_kv WHERE tbl = $1 AND k = $2",
+	[S_PUT] = "INSERT INTO tf_kv (tbl, k, v) VALUES ($1, $2, $3) "
+	          "ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v",
+	[S_DEL] = "DELETE FROM tf_kv WHERE tbl = $1 AND k = $2",
+	[S_FIRST] = "SELECT k, v FROM tf_kv WHERE tbl = $1 ORDER BY k LIMIT $2",
+	[S_LAST] = "SELECT k, v FROM tf_kv WHERE tbl = $1 ORDER BY k DESC LIMIT $2",
+	[S_GE] = "SELECT k, v FROM tf_kv WHERE tbl = $1 AND k >= $3 ORDER BY k LIMIT $2",
+	[S_GT] = "SELECT k, v FROM tf_kv WHERE tbl = $1 AND k > $3 ORDER BY k LIMIT $2",
+	[S_LT] = "SELECT k, v FROM tf_kv WHERE tbl = $1 AND k < $3 ORDER BY k DESC LIMIT $2",
+};
+static const char *const stmt_name[S__COUNT] = {"get", "put", "del", "first",
+                                                "last", "ge",  "gt",  "lt"};
+static const int stmt_nparams[S__COUNT] = {2, 3, 2, 2, 2, 3, 3, 3};
+
+/* Schema version 1. Later versions append their steps to migrations[]. */
+static const char *const migrations[] = {
+	"CREATE TABLE tf_kv (tbl smallint NOT NULL, k bytea NOT NULL, v bytea NOT NULL, "
+	"PRIMARY KEY (tbl, k))",
+};
+
+static void pause_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* ---- connections ----------------------------------------------------------- */
+
+/* libpq's message, on one line (it ends with a newline and may have more). */
+static const char *msg(PGconn *conn)
+{
+	static _Thread_local char buf[512];
+	char *p;
+
+	snprintf(buf, sizeof buf, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+	for (p = buf; *p; p++)
+		if (*p == '\n' || *p == '\r' || *p == '\t')
+			*p = ' ';
+	while (p > buf && p[-1] == ' ')
+		*--p = 0;
+	return buf;
+}
+
+/* Notices ("relation already exists, skipping") are not for our users. */
+static void quiet(void *arg, const char *message)
+{
+	(void)arg, (void)message;
+}
+
+static PGconn *connect_to(const char *uri, char *err, size_t errlen)
+{
+	PGconn *conn = PQconnectdb(uri);
+
+	if (conn && PQstatus(conn) == CONNECTION_OK) {
+		PQsetNoticeProcessor(conn, quiet, NULL);
+		return conn;
+	}
+	if (err)
+		snprintf(err, errlen, "cannot connect to the PostgreSQL store: %s", msg(conn));
+	if (conn)
+		PQfinish(conn);
+	return NULL;
+}
+
+static int prepare_all(pg_link *c)
+{
+	for (int i = 0; i < S__COUNT; i++) {
+		PGresult *res = PQprepare(c->conn, stmt_name[i], stmt_sql[i], stmt_nparams[i], NULL);
+		int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		if (!ok)
+			tf_err("store: cannot prepare %s: %s", stmt_name[i], msg(c->conn));
+		PQclear(res);
+		if (!ok)
+			return TF_ESTORE;
+	}
+	c->prepared = 1;
+	return TF_OK;
+}
+
+static int exec_simple(PGconn *conn, const char *sql)
+{
+	PGresult *res = PQexec(conn, sql);
+	ExecStatusType s = PQresultStatus(res);
+	PQclear(res);
+	return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? TF_OK : TF_ESTORE;
+}
+
+/* (Re)connects c if it is not connected; prepares the statements. */
+static int conn_ready(pg_store *st, pg_link *c, char *err, size_t errlen)
+{
+	if (c->conn && PQstatus(c->conn) == CONNECTION_OK && c->prepared)
+		return TF_OK;
+	if (c->conn)
+		PQfinish(c->conn);
+	c->prepared = 0;
+	if (!(c->conn = connect_to(st->uri, err, errlen)))
+		return TF_ESTORE;
+	if (c->lazy && exec_simple(c->conn, "SET synchronous_commit = off"))
+		return TF_ESTORE;
+	return prepare_all(c);
+}
+
+static void conn_close(pg_link *c)
+{
+	if (c->conn)
+		PQfinish(c->conn);
+	c->conn = NULL;
+	pthread_mutex_destroy(&c->mu);
+}
+
+/* ---- schema ---------------------------------------------------------------- */
+
+/* The schema version of the connected database: 0 when it has none. */
+static int schema_version(PGconn *conn, int *version)
+{
+	PGresult *res = PQexec(conn, "SELECT to_regclass('tf_schema') IS NOT NULL");
+	int have = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+	           PQgetvalue(res, 0, 0)[0] == 't';
+	int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+
+	PQclear(res);
+	*version = 0;
+	if (!ok)
+		return TF_ESTORE;
+	if (!have)
+		return TF_OK;
+	res = PQexec(conn, "SELECT coalesce(max(version), 0) FROM tf_schema");
+	ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+	if (ok)
+		*version = atoi(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return ok ? TF_OK : TF_ESTORE;
+}
+
+static int pg_migrate(const char *location, int *from, int *to, char *err, size_t errlen)
+{
+	PGconn *conn = connect_to(location, err, errlen);
+	int rc = TF_ESTORE, v = 0;
+	const int known = (int)(sizeof migrations / sizeof migrations[0]);
+
+	*from = *to = 0;
+	if (!conn)
+		return TF_ESTORE;
+	/* One migrator at a time: a second waits, then finds nothing to do. */
+	if (exec_simple(conn, "BEGIN") ||
+	    exec_simple(conn, "SELECT pg_advisory_xact_lock(7406, 0)") ||
+	    exec_simple(conn, "CREATE TABLE IF NOT EXISTS tf_schema (version integer NOT NULL)") ||
+	    schema_version(conn, &v))
+		goto sqlfail;
+	*from = v;
+	if (v > known) {
+		snprintf(err, errlen,
+		         "the store's schema is version %d, newer than this build knows (%d)", v,
+		         known);
+		goto out;
+	}
+	for (; v < known; v++) {
+		char sql[96];
+		if (exec_simple(conn, migrations[v]))
+			goto sqlfail;
+		snprintf(sql, sizeof sql, "INSERT INTO tf_schema (version) VALUES (%d)", v + 1);
+		if (exec_simple(conn, sql))
+			goto sqlfail;
+	}
+	if (exec_simple(conn, "COMMIT"))
+		goto sqlfail;
+	*to = v;
+	rc = TF_OK;
+	goto out;
+sqlfail:
+	snprintf(err, errlen, "migration failed: %s", msg(conn));
+out:
+	PQfinish(conn);
+	return rc;
+}
+
+/* ---- open / close ---------------------------------------------------------- */
+
+static void pg_close_store(tf_store *bst)
+{
+	pg_store *st = (pg_store *)bst;
+
+	conn_close(&st->w);
+	conn_close(&st->r);
+	free(st->uri);
+	free(st);
+}
+
+static int pg_open(tf_store **out, const char *location, size_t map_size, char *err,
+                   size_t errlen)
+{
+	char dummy[8];
+	pg_store *st = calloc(1, sizeof *st);
+	int v = 0, rc;
+
+	(void)map_size;
+	if (!err)
+		err = dummy, errlen = sizeof dummy;
+	*out = NULL;
+	if (!st || !(st->uri = strdup(location))) {
+		free(st);
+		return TF_ENOMEM;
+	}
+	st->base.ops = &tf_pg_ops;
+	pthread_mutex_init(&st->w.mu, NULL);
+	pthread_mutex_init(&st->r.mu, NULL);
+	/* The readers' connection checks the schema; the writer's is made on
+	 * the first update (a handler that only reads never opens it). */
+	if (!(st->r.conn = connect_to(st->uri, err, errlen))) {
+		rc = TF_ESTORE;
+		goto fail;
+	}
+	if (schema_version(st->r.conn, &v)) {
+		snprintf(err, errlen, "cannot read the store's schema version: %s", msg(st->r.conn));
+		rc = TF_ESTORE;
+		goto fail;
+	}
+	if (v != PG_SCHEMA_VERSION) {
+		if (v == 0)
+			snprintf(err, errlen,
+			         "the PostgreSQL store has no threatfeed schema: run `threatfeed db migrate`");
+		else
+			snprintf(err, errlen,
+			         "the PostgreSQL store's schema is version %d; this build knows %d%s", v,
+			         PG_SCHEMA_VERSION,
+			         v < PG_SCHEMA_VERSION ? ": run `threatfeed db migrate`" : "");
+		rc = TF_ESTORE;
+		goto fail;
+	}
+	if ((rc = prepare_all(&st->r))) {
+		snprintf(err, errlen, "cannot prepare the store's statements: %s", msg(st->r.conn));
+		goto fail;
+	}
+	*out = &st->base;
+	return TF_OK;
+fail:
+	pg_close_store(&st->base);
+	return rc;
+}
+
+/* ---- statements ---------------------------------------------------------- */
+
+static void keep(pg_txn *t, PGresult *res)
+{
+	if (t->nkept == t->capkept) {
+		size_t cap = t->capkept ? t->capkept * 2 : 16;
+		PGresult **k = realloc(t->kept, cap * sizeof *k);
+		if (!k) { /* cannot keep it alive: the caller's pointer would dangle */
+			tf_err("store: out of memory keeping a result");
+			abort();
+		}
+		t->kept = k, t->capkept = cap;
+	}
+	t->kept[t->nkept++] = res;
+}
+
+static void release_kept(pg_txn *t)
+{
+	for (size_t i = 0; i < t->nkept; i++)
+		PQclear(t->kept[i]);
+	t->nkept = 0;
+}
+
+/* Classifies a failed statement for the transaction's retry decision. */
+static int failed(pg_txn *t, PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+	if (PQstatus(t->c->conn) != CONNECTION_OK || (state && !strncmp(state, "08", 2)) ||
+	    (state && !strncmp(state, "57P0", 4))) {
+		t->lost = 1;
+		return TF_ESTORE;
+	}
+	if (state && (!strcmp(state, "40001") || !strcmp(state, "40P01"))) {
+		t->retry = 1;
+		return TF_ESTORE;
+	}
+	if (state && !strcmp(state, "53100")) {
+		t->full = 1;
+		return TF_ENOSPACE;
+	}
+	tf_err("store: %s", msg(t->c->conn));
+	return TF_ESTORE;
+}
+
+/* Runs prepared statement s with the table, an optional count or value and
+ * an optional key. Binary in and out: keys and values are bytes. */
+static PGresult *run_stmt(pg_txn *t, enum stmt s, tf_table tbl, const void *key, size_t klen,
+                          const void *val, size_t vlen, int limit)
+{
+	char tbls[8], lims[16];
+	const char *values[3];
+	int lengths[3], formats[3] = {0, 1, 1};
+	int n = 0;
+
+	snprintf(tbls, sizeof tbls, "%d", (int)tbl);
+	values[n] = tbls, lengths[n++] = 0;
+	if (s == S_PUT) {
+		values[n] = key, lengths[n] = (int)klen, formats[n++] = 1;
+		values[n] = val, lengths[n] = (int)vlen, formats[n++] = 1;
+	} else if (s == S_GET || s == S_DEL) {
+		values[n] = key, lengths[n] = (int)klen, formats[n++] = 1;
+	} else {
+		snprintf(lims, sizeof lims, "%d", limit);
+		values[n] = lims, lengths[n] = 0, formats[n++] = 0;
+		if (s == S_GE || s == S_GT || s == S_LT)
+			values[n] = key, lengths[n] = (int)klen, formats[n++] = 1;
+	}
+	return PQexecPrepared(t->c->conn, stmt_name[s], n, values, lengths, formats, 1);
+}
+
+static int pg_get(tf_txn *bt, tf_table tbl, const void *key, size_t klen, const void **val,
+                  size_t *vlen)
+{
+	pg_txn *t = (pg_txn *)bt;
+	PGresult *res = run_stmt(t, S_GET, tbl, key, klen, NULL, 0, 0);
+
+	*val = NULL, *vlen = 0;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		int rc = failed(t, res);
+		PQclear(res);
+		return rc;
+	}
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return TF_ENOTFOUND;
+	}
+	*val = PQgetvalue(res, 0, 0);
+	*vlen = (size_t)PQgetlength(res, 0, 0);
+	keep(t, res);
+	return TF_OK;
+}
+
+static int write_stmt(pg_txn *t, enum stmt s, tf_table tbl, const void *key, size_t klen,
+                      const void *val, size_t vlen)
+{
+	PGresult *res;
+	int rc = TF_OK;
+
+	if (!t->write)
+		return TF_EPERM;
+	res = run_stmt(t, s, tbl, key, klen, val, vlen, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		rc = failed(t, res);
+	else if (s == S_DEL && !strcmp(PQcmdTuples(res), "0"))
+		rc = TF_ENOTFOUND;
+	PQclear(res);
+	/* After the statement: key or val may point into a kept result. */
+	release_kept(t);
+	t->wgen[tbl]++;
+	return rc;
+}
+
+static int pg_put(tf_txn *bt, tf_table tbl, const void *key, size_t klen, const void *val,
+                  size_t vlen)
+{
+	return write_stmt((pg_txn *)bt, S_PUT, tbl, key, klen, val, vlen);
+}
+
+static int pg_del(tf_txn *bt, tf_table tbl, const void *key, size_t klen)
+{
+	return write_stmt((pg_txn *)bt, S_DEL, tbl, key, klen, NULL, 0);
+}
+
+/* ---- transactions ---------------------------------------------------------- */
+
+static void txn_end(pg_txn *t)
+{
+	release_kept(t);
+	free(t->kept);
+	t->kept = NULL, t->capkept = 0;
+}
+
+/* One attempt: BEGIN, fn, COMMIT. *sent tells whether the COMMIT went out. */
+static int attempt(pg_store *st, pg_txn *t, tf_txn_fn fn, void *ctx, int *sent)
+{
+	static const char begin_w[] = "BEGIN ISOLATION LEVEL READ COMMITTED; "
+	                              "SELECT pg_advisory_xact_lock(7406, hashtext(current_schema()))";
+	static const char begin_r[] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+	PGresult *res;
+	int rc;
+
+	*sent = 0;
+	if ((rc = conn_ready(st, t->c, NULL, 0))) {
+		t->lost = 1;
+		return rc;
+	}
+	res = PQexec(t->c->conn, t->write ? begin_w : begin_r);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK) {
+		rc = failed(t, res);
+		PQclear(res);
+		return rc;
+	}
+	PQclear(res);
+	rc = fn(&t->base, ctx);
+	if (!rc && t->write)
+		rc = tf_journal_flush(&t->base);
+	txn_end(t);
+	if (rc || t->lost) {
+		if (!t->lost)
+			exec_simple(t->c->conn, "ROLLBACK");
+		return rc ? rc : TF_ESTORE;
+	}
+	*sent = 1;
+	res = PQexec(t->c->conn, "COMMIT");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		rc = failed(t, res);
+	else if (strcmp(PQcmdStatus(res), "COMMIT")) /* it was aborted: ROLLBACK */
+		rc = TF_ESTORE;
+	PQclear(res);
+	return rc;
+}
+
+static int transact(pg_store *st, pg_link *c, int write, tf_txn_fn fn, void *ctx)
+{
+	int rc = TF_ESTORE, sent = 0, wait = PG_RETRY_MS;
+
+	pthread_mutex_lock(&c->mu);
+	for (int i = 0; i < PG_ATTEMPTS; i++) {
+		pg_txn t = {.base.ops = &tf_pg_ops, .c = c, .write = write};
+
+		rc = attempt(st, &t, fn, ctx, &sent);
+		if (!t.lost && !t.retry)
+			break;
+		if (t.lost && sent) {
+			/* The COMMIT went out and the answer did not come back. */
+			tf_err("store: connection lost during a commit: its outcome is unknown");
+			rc = TF_ESTORE;
+			break;
+		}
+		tf_warn("store: %s; retrying the transaction",
+		        t.lost ? "connection to PostgreSQL lost" : "serialization failure");
+		if (t.lost && c->conn) {
+			PQfinish(c->conn);
+			c->conn = NULL;
+		}
+		pause_ms(wait);
+		wait *= 2;
+		rc = TF_ESTORE;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+static int pg_update(tf_store *bst, tf_txn_fn fn, void *ctx)
+{
+	pg_store *st = (pg_store *)bst;
+	return transact(st, &st->w, 1, fn, ctx);
+}
+
+static int pg_view(tf_store *bst, tf_txn_fn fn, void *ctx)
+{
+	pg_store *st = (pg_store *)bst;
+	return transact(st, &st->r, 0, fn, ctx);
+}
+
+/* ---- cursors --------------------------------------------------------------- */
+
+static int pg_cursor_open(tf_txn *bt, tf_table tbl, tf_cursor **out)
+{
+	pg_cursor *c = calloc(1, sizeof *c);
+
+	if (!c)
+		return TF_ENOMEM;
+	c->base.ops = &tf_pg_ops;
+	c->t = (pg_txn *)bt;
+	c->tbl = tbl;
+	*out = &c->base;
+	return TF_OK;
+}
+
+static void drop_batches(pg_cursor *c)
+{
+	PQclear(c->prev);
+	PQclear(c->batch);
+	c->prev = c->batch = NULL;
+}
+
+static int set_position(pg_cursor *c, const void *k, size_t kl)
+{
+	unsigned char *copy = malloc(kl ? kl : 1);
+
+	if (!copy)
+		return TF_ENOMEM;
+	memcpy(copy, k, kl);
+	free(c->key);
+	c->key = copy, c->klen = kl;
+	return TF_OK;
+}
+
+/* Fetches up to n rows for op from the current position into a new batch. */
+static int fetch(pg_cursor *c, enum tf_seek op, const void *key, size_t klen, int n)
+{
+	enum stmt s;
+	PGresult *res;
+
+	switch (op) {
+	case TF_SEEK_FIRST: s = S_FIRST; break;
+	case TF_SEEK_LAST: s = S_LAST; break;
+	case TF_SEEK_GE: s = S_GE; break;
+	case TF_SEEK_NEXT: s = c->key ? S_GT : S_FIRST, key = c->key, klen = c->klen; break;
+	default: s = c->key ? S_LT : S_LAST, key = c->key, klen = c->klen; break;
+	}
+	res = run_stmt(c->t, s, c->tbl, key, klen, NULL, 0, n);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		int rc = failed(c->t, res);
+		PQclear(res);
+		return rc;
+	}
+	PQclear(c->prev);
+	c->prev = c->batch;
+	c->batch = res;
+	c->row = 0;
+	c->dir = (s == S_LAST || s == S_LT) ? -1 : 1;
+	c->wgen = c->t->wgen[c->tbl];
+	return TF_OK;
+}
+
+static int pg_cursor_get(tf_cursor *bc, enum tf_seek op, const void *key, size_t klen,
+                         const void **k, size_t *kl, const void **v, size_t *vl)
+{
+	pg_cursor *c = (pg_cursor *)bc;
+	int want = op == TF_SEEK_PREV ? -1 : 1, rc = TF_OK;
+	/* Walking on in the batch's direction with no write since: no query. */
+	int cached = (op == TF_SEEK_NEXT || op == TF_SEEK_PREV) && c->batch && c->key &&
+	             c->dir == want && c->wgen == c->t->wgen[c->tbl] && c->row < PQntuples(c->batch);
+
+	if (k)
+		*k = NULL, *kl = 0;
+	if (v)
+		*v = NULL, *vl = 0;
+	if (!cached) {
+		int n = op == TF_SEEK_NEXT || op == TF_SEEK_PREV ? PG_CURSOR_BATCH : 1;
+		/* A seek's first row is all most callers want; a walk after it
+		 * fetches ahead. */
+		if ((rc = fetch(c, op, key, klen, n)))
+			return rc;
+	}
+	if (c->row >= PQntuples(c->batch)) {
+		if (op == TF_SEEK_GE || op == TF_SEEK_FIRST || op == TF_SEEK_LAST) {
+			free(c->key);
+			c->key = NULL, c->klen = 0;
+		}
+		return TF_ENOTFOUND;
+	}
+	{
+		const char *rk = PQgetvalue(c->batch, c->row, 0);
+		size_t rkl = (size_t)PQgetlength(c->batch, c->row, 0);
+		if ((rc = set_position(c, rk, rkl)))
+			return rc;
+		if (k)
+			*k = rk, *kl = rkl;
+		if (v)
+			*v = PQgetvalue(c->batch, c->row, 1), *vl = (size_t)PQgetlength(c->batch, c->row, 1);
+		c->row++;
+	}
+	return TF_OK;
+}
+
+static int pg_cursor_del(tf_cursor *bc)
+{
+	pg_cursor *c = (pg_cursor *)bc;
+	int rc;
+
+	if (!c->key)
+		return TF_EINVAL;
+	{
+		/* Its own delete leaves the rows ahead of the cursor as they are:
+		 * a rollback walking and deleting keeps its batch. */
+		int fresh = c->wgen == c->t->wgen[c->tbl];
+		rc = write_stmt(c->t, S_DEL, c->tbl, c->key, c->klen, NULL, 0);
+		if (fresh)
+			c->wgen = c->t->wgen[c->tbl];
+	}
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+static void pg_cursor_close(tf_cursor *bc)
+{
+	pg_cursor *c = (pg_cursor *)bc;
+
+	drop_batches(c);
+	free(c->key);
+	free(c);
+}
+
+/* ---- durability ------------------------------------------------------------ */
+
+static int pg_set_lazy(tf_store *bst, int lazy)
+{
+	pg_store *st = (pg_store *)bst;
+	int rc = TF_OK;
+
+	pthread_mutex_lock(&st->w.mu);
+	st->w.lazy = lazy;
+	if (st->w.conn && PQstatus(st->w.conn) == CONNECTION_OK)
+		rc = exec_simple(st->w.conn, lazy ? "SET synchronous_commit = off"
+		                                  : "SET synchronous_commit = on");
+	pthread_mutex_unlock(&st->w.mu);
+	return rc;
+}
+
+/* A synchronous commit waits for the WAL up to its own record, which comes
+ * after every lazy commit before it: an xid makes the commit write one. */
+static int pg_sync(tf_store *bst)
+{
+	pg_store *st = (pg_store *)bst;
+	int rc = TF_OK;
+
+	pthread_mutex_lock(&st->w.mu);
+	if (st->w.conn && PQstatus(st->w.conn) == CONNECTION_OK)
+		rc = exec_simple(st->w.conn, "BEGIN; SET LOCAL synchronous_commit = on; "
+		                             "SELECT txid_current(); COMMIT");
+	pthread_mutex_unlock(&st->w.mu);
+	return rc;
+}
+
+static size_t pg_map_size(tf_store *st)
+{
+	(void)st;
+	return 0;
+}
+
+const tf_store_ops tf_pg_ops = {
+	.name = "postgresql", .open = pg_open, .close = pg_close_store, .update = pg_update,
+	.view = pg_view, .get = pg_get, .put = pg_put, .del = pg_del,
+	.cursor_open = pg_cursor_open, .cursor_get = pg_cursor_get, .cursor_del = pg_cursor_del,
+	.cursor_close = pg_cursor_close, .set_lazy = pg_set_lazy, .sync = pg_sync,
+	.map_size = pg_map_size, .migrate = pg_migrate,
+};

@@ -1,0 +1,109 @@
+/* The store's front: picks the backend from the location and forwards. */
+#include <string.h>
+
+#include "backend.h"
+#include "err.h"
+
+int tf_store_is_pg(const char *location)
+{
+	return location && (!strncmp(location, "postgresql://", 13) ||
+	                    !strncmp(location, "postgres://", 11));
+}
+
+static const tf_store_ops *backend_of(const char *location)
+{
+	return tf_store_is_pg(location) ? &tf_pg_ops : &tf_lmdb_ops;
+}
+
+int tf_store_open(tf_store **out, const char *location, size_t map_size, char *err,
+                  size_t errlen)
+{
+	return backend_of(location)->open(out, location, map_size, err, errlen);
+}
+
+int tf_store_migrate(const char *location, int *from, int *to, char *err, size_t errlen)
+{
+	return backend_of(location)->migrate(location, from, to, err, errlen);
+}
+
+const char *tf_store_backend(const tf_store *st)
+{
+	return st->ops->name;
+}
+
+void tf_store_close(tf_store *st)
+{
+	if (st)
+		st->ops->close(st);
+}
+
+int tf_store_update(tf_store *st, tf_txn_fn fn, void *ctx)
+{
+	return st->ops->update(st, fn, ctx);
+}
+
+int tf_store_view(tf_store *st, tf_txn_fn fn, void *ctx)
+{
+	return st->ops->view(st, fn, ctx);
+}
+
+int tf_txn_get(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void **val,
+               size_t *vlen)
+{
+	return t->ops->get(t, tbl, key, klen, val, vlen);
+}
+
+int tf_txn_put(tf_txn *t, tf_table tbl, const void *key, size_t klen, const void *val,
+               size_t vlen)
+{
+	return t->ops->put(t, tbl, key, klen, val, vlen);
+}
+
+int tf_txn_del(tf_txn *t, tf_table tbl, const void *key, size_t klen)
+{
+	return t->ops->del(t, tbl, key, klen);
+}
+
+
+
+
+
+int tf_cursor_open(tf_txn *t, tf_table tbl, tf_cursor **out)
+{
+	return t->ops->cursor_open(t, tbl, out);
+}
+
+int tf_cursor_get(tf_cursor *c, enum tf_seek op, const void *key, size_t klen, const void **k,
+                  size_t *kl, const void **v, size_t *vl)
+{
+	return c->ops->cursor_get(c, op, key, klen, k, kl, v, vl);
+}
+
+int tf_cursor_del(tf_cursor *c)
+{
+	return c->ops->cursor_del(c);
+}
+
+void tf_cursor_close(tf_cursor *c)
+{
+	if (c)
+		c->ops->cursor_close(c);
+}
+
+
+
+
+int tf_store_set_lazy(tf_store *st, int lazy)
+{
+	return st->ops->set_lazy(st, lazy);
+}
+
+int tf_store_sync(tf_store *st)
+{
+	return st->ops->sync(st);
+}
+
+size_t tf_store_map_size(tf_store *st)
+{
+	return st->ops->map_size(st);
+}

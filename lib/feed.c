@@ -19,6 +19,21 @@ static const char *const read_only[] = {"has_secret", "last_task_id", "last_stat
                                         "last_run_at", "active_task_id", "indicator_count",
                                         "created_at", "updated_at"};
 
+/* Every option a feed may carry, and the ones each type reads (the drivers in
+ * worker/feeds/, and worker/supervisor.c for grace_period_s): the API form
+ * shows each option of the feed's type, null when unset. */
+static const char *const all_options[] = {"page_size", "requests_per_minute", "targets",
+                                          "grace_period_s"};
+static const struct {
+	const char *type;
+	const char *const options[4];
+} type_options[] = {
+	{"taxii21", {"page_size", "grace_period_s"}},
+	{"otx", {"page_size", "grace_period_s"}},
+	{"virustotal", {"targets", "requests_per_minute", "grace_period_s"}},
+	{"stix_bundle", {"grace_period_s"}},
+};
+
 #define FAIL(...) (snprintf(err, errlen, __VA_ARGS__), TF_EINVAL)
 
 static int in_list(const char *s, const char *const *list, size_t n)
@@ -94,16 +109,20 @@ static int check_options(json_object *opts, char *err, size_t errlen)
 		return FAIL("options: must be an object");
 	json_object_object_foreach(opts, k, v) {
 		int rc;
+		if (!in_list(k, all_options, sizeof all_options / sizeof *all_options))
+			return FAIL("options.%.64s: unknown option", k);
+		/* null: unset, the default applies (the API shows unset options as
+		 * null, so a client may send back what it read) */
+		if (!v)
+			continue;
 		if (!strcmp(k, "page_size"))
 			rc = check_int(v, "options.page_size", 1, TF_MAX_PAGE_OBJECTS, err, errlen);
 		else if (!strcmp(k, "requests_per_minute"))
 			rc = check_int(v, "options.requests_per_minute", 1, 1000, err, errlen);
 		else if (!strcmp(k, "targets"))
 			rc = check_targets(v, err, errlen);
-		else if (!strcmp(k, "grace_period_s"))
+		else /* grace_period_s, the last of all_options */
 			rc = check_int(v, "options.grace_period_s", 0, 3600, err, errlen);
-		else
-			rc = FAIL("options.%.64s: unknown option", k);
 		if (rc)
 			return rc;
 	}
@@ -138,6 +157,20 @@ static int check_field(const char *k, json_object *v, char *err, size_t errlen)
 	return FAIL("%.64s: unknown field", k);
 }
 
+/* A copy of the options object without its null (unset) members: the
+ * stored form holds only the options that are set. */
+static json_object *without_nulls(json_object *opts)
+{
+	json_object *o = json_object_new_object();
+
+	if (!o)
+		return NULL;
+	json_object_object_foreach(opts, k, v)
+		if (v)
+			json_object_object_add(o, k, json_object_get(v));
+	return o;
+}
+
 /* Copies the settable fields of body over stored, validating each. */
 static int merge(json_object *stored, json_object *body, char *err, size_t errlen)
 {
@@ -156,7 +189,13 @@ static int merge(json_object *stored, json_object *body, char *err, size_t errle
 			return FAIL("%.64s: must not be null", k);
 		if ((rc = check_field(k, v, err, errlen)))
 			return rc;
-		json_object_object_add(stored, k, json_object_get(v));
+		if (!strcmp(k, "options"))
+			v = without_nulls(v);
+		else
+			json_object_get(v);
+		if (!v)
+			return TF_ENOMEM;
+		json_object_object_add(stored, k, v);
 	}
 	return TF_OK;
 }
@@ -197,28 +236,45 @@ static void add_str(json_object *o, const char *k, const void *v, size_t vl)
 	json_object_object_add(o, k, v ? json_object_new_string_len(v, (int)vl) : NULL);
 }
 
-/* dst[k] = src[k] as a string, or null. */
+/* dst[k] = src[k] (src may be NULL), or null: a field is never left out. */
 static void copy_field(json_object *dst, json_object *src, const char *k)
 {
-	const char *s = tf_json_str(src, k);
-	json_object_object_add(dst, k, s ? json_object_new_string(s) : NULL);
+	json_object *v = NULL;
+	json_object_object_get_ex(src, k, &v);
+	json_object_object_add(dst, k, json_object_get(v));
 }
 
-static int api_form(tf_txn *txn, json_object *stored, json_object **out)
+/* The options of the feed's type, each one (null when unset), then any other
+ * option stored (accepted for every type, read by none of this type's code). */
+static json_object *api_options(json_object *stored)
 {
-	json_object *o = json_object_new_object(), *run = NULL;
-	const char *id = tf_json_str(stored, "id");
-	const void *v;
-	size_t vl;
-	uint64_t count = 0;
-	int has_secret = tf_json_str(stored, "secret") && *tf_json_str(stored, "secret");
+	json_object *o = json_object_new_object(), *opts = NULL;
+	const char *type = tf_json_str(stored, "type");
 
 	if (!o)
-		return TF_ENOMEM;
-	json_object_object_foreach(stored, k, val)
-		if (strcmp(k, "secret"))
-			json_object_object_add(o, k, json_object_get(val));
-	json_object_object_add(o, "has_secret", json_object_new_boolean(has_secret));
+		return NULL;
+	json_object_object_get_ex(stored, "options", &opts);
+	for (size_t i = 0; type && i < sizeof type_options / sizeof *type_options; i++) {
+		if (strcmp(type, type_options[i].type))
+			continue;
+		for (size_t j = 0; type_options[i].options[j]; j++)
+			copy_field(o, opts, type_options[i].options[j]);
+	}
+	if (json_object_is_type(opts, json_type_object)) {
+		json_object_object_foreach(opts, k, v)
+			if (!json_object_object_get_ex(o, k, NULL))
+				json_object_object_add(o, k, json_object_get(v));
+	}
+	return o;
+}
+
+/* last_task_id, last_status, last_run_at and active_task_id. */
+static void api_run_fields(tf_txn *txn, const char *id, json_object *o)
+{
+	json_object *run = NULL;
+	const void *v;
+	size_t vl;
+
 	if (!tf_txn_get(txn, TF_TBL_FEEDRUN, id, strlen(id), &v, &vl))
 		tf_json_parse(v, vl, 4, &run, NULL, 0);
 	copy_field(o, run, "last_task_id");
@@ -240,8 +296,35 @@ static int api_form(tf_txn *txn, json_object *stored, json_object **out)
 	} else {
 		json_object_object_add(o, "active_task_id", NULL);
 	}
+}
+
+/* SPEC §2: every field in every answer, null when unset, built field by field
+ * from the stored form, so the secret (and anything else stored) cannot slip
+ * through. */
+static int api_form(tf_txn *txn, json_object *stored, json_object **out)
+{
+	static const char *const settable[] = {"id", "name", "type", "url", "collection", "username"};
+	json_object *o = json_object_new_object(), *opts = api_options(stored);
+	const char *id = tf_json_str(stored, "id"), *secret = tf_json_str(stored, "secret");
+	uint64_t count = 0;
+
+	if (!o || !opts || !id) {
+		int rc = o && opts ? TF_ESTORE : TF_ENOMEM;
+		json_object_put(o);
+		json_object_put(opts);
+		return rc;
+	}
+	for (size_t i = 0; i < sizeof settable / sizeof *settable; i++)
+		copy_field(o, stored, settable[i]);
+	json_object_object_add(o, "has_secret", json_object_new_boolean(secret && *secret));
+	copy_field(o, stored, "enabled");
+	copy_field(o, stored, "interval_s");
+	json_object_object_add(o, "options", opts);
+	api_run_fields(txn, id, o);
 	tf_records_count(txn, id, &count);
 	json_object_object_add(o, "indicator_count", json_object_new_int64((int64_t)count));
+	copy_field(o, stored, "created_at");
+	copy_field(o, stored, "updated_at");
 	*out = o;
 	return TF_OK;
 }

@@ -31,6 +31,16 @@ def lines(text):
     return [json.loads(l) for l in text.splitlines() if l.strip()]
 
 
+def pacing_lines(task):
+    """The VT driver's one "paced at N requests/min" warning (SPEC §2: rate-limit
+    waits appear in warnings, once for the run, not once per wait)."""
+    return [w for w in task["warnings"] if w.startswith("paced at ")]
+
+
+def quota_lines(task):
+    return [w for w in task["warnings"] if "HTTP 429" in w]
+
+
 def otx_modified(i, seed=1):
     """The `modified` of synthetic pulse i, as the upstream writes it."""
     return upstream.otx_pulse(seed, i)[1]["modified"]
@@ -304,6 +314,9 @@ class VirusTotal(FeedTest):
         self.assertEqual(p["indicators_created"], 6)
         self.assertEqual(p["percent"], 100)
         self.assertTrue(any("not a target" in w for w in t["warnings"]), t["warnings"])
+        # 6 lookups at 600/min: 5 waits of 0.1 s, said once
+        self.assertEqual(pacing_lines(t), [
+            "paced at 600 requests/min (options.requests_per_minute): 6 lookups take about 1 s"])
         recs = {r["id"]: r for r in lines(self.env.export("v"))}
         self.assertEqual(sorted(recs), sorted([
             "vt:files:" + SHA_A, "vt:domains:haiku-os.org", "vt:files:" + MISSING,
@@ -398,6 +411,34 @@ class VirusTotal(FeedTest):
                          [(SHA_A, 200), (SHA_B, 429), (SHA_B, 200), ("haiku-os.org", 200)])
         # the retry waited for Retry-After
         self.assertGreaterEqual(reqs[2]["t"] - reqs[1]["t"], 0.9)
+        self.assertEqual(len(quota_lines(t)), 1, t["warnings"])
+        self.assertEqual(len(pacing_lines(t)), 1, t["warnings"])
+
+    def test_pacing_said_once_and_each_429_on_its_own_line(self):
+        targets = [SHA_A, SHA_B, "haiku-os.org", "198.51.100.7"]
+        up = self.vt_feed(targets, rpm=1000)
+        # requests 1 and 3 (SHA_B's and haiku-os.org's first tries) get a 429
+        up.ctl("faults", {"status": {"page": [1, 3], "code": 429, "retry_after": 1}})
+        t = self.run_feed("v")
+        self.assertEqual(t["status"], "completed", t)
+        self.assertEqual(t["progress"]["indicators_created"], 4)
+        statuses = [q["status"] for q in up.ctl("stats")["vt_requests"]]
+        self.assertEqual(statuses, [200, 429, 200, 429, 200, 200])
+        self.assertEqual(pacing_lines(t), [
+            "paced at 1000 requests/min (options.requests_per_minute): 4 lookups take about 1 s"])
+        quota = quota_lines(t)
+        self.assertEqual(len(quota), 2, t["warnings"])
+        self.assertIn("lookup 2 of 4 (%s): HTTP 429 QuotaExceededError; retry 1 of 5 in 1 s"
+                      % SHA_B, quota)
+        self.assertIn("lookup 3 of 4 (haiku-os.org): HTTP 429 QuotaExceededError; retry 1 of 5 "
+                      "in 1 s", quota)
+        self.assertEqual(len(t["warnings"]), 3, t["warnings"])
+
+    def test_one_lookup_is_not_paced(self):
+        self.vt_feed([SHA_A])
+        t = self.run_feed("v")
+        self.assertEqual(t["status"], "completed", t)
+        self.assertEqual(t["warnings"], [])
 
     def test_server_quota_with_retry_after(self):
         # the upstream's own budget: 2 per minute → the third lookup gets a 429

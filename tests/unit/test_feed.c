@@ -689,6 +689,222 @@ static void test_list_sorted_and_ids(void **state)
 	tf_store_close(st);
 }
 
+/* ---- the API shape (SPEC §2) ---------------------------------------------------------- */
+
+/* Written out from the SPEC, independently of lib/feed.c: every field in every
+ * answer (created_at/updated_at are ours, also always there), never secret. */
+static const char *const feed_keys[] = {
+	"id", "name", "type", "url", "collection", "username", "has_secret", "enabled",
+	"interval_s", "options", "last_task_id", "last_status", "last_run_at", "active_task_id",
+	"indicator_count", "created_at", "updated_at"};
+
+/* The options each type reads (README "Feed types and their options"). */
+static const char *type_option_keys(const char *type)
+{
+	if (!strcmp(type, "taxii21") || !strcmp(type, "otx"))
+		return "page_size grace_period_s";
+	if (!strcmp(type, "virustotal"))
+		return "targets requests_per_minute grace_period_s";
+	return "grace_period_s";
+}
+
+/* o's members are exactly the space-separated words of want. */
+static void assert_key_words(json_object *o, const char *want, const char *what)
+{
+	char buf[256], *save = NULL;
+	size_t n = 0;
+
+	assert_true(json_object_is_type(o, json_type_object));
+	snprintf(buf, sizeof buf, "%s", want);
+	for (char *w = strtok_r(buf, " ", &save); w; w = strtok_r(NULL, " ", &save), n++)
+		if (!json_object_object_get_ex(o, w, NULL))
+			fail_msg("%s lacks %s: %s", what, w, json_object_to_json_string(o));
+	if ((size_t)json_object_object_length(o) != n)
+		fail_msg("%s has members beyond {%s}: %s", what, want, json_object_to_json_string(o));
+}
+
+static void assert_feed_shape(json_object *f, const char *what)
+{
+	size_t n = sizeof feed_keys / sizeof *feed_keys;
+	json_object *opts;
+
+	for (size_t i = 0; i < n; i++)
+		if (!json_object_object_get_ex(f, feed_keys[i], NULL))
+			fail_msg("%s lacks %s: %s", what, feed_keys[i], json_object_to_json_string(f));
+	if ((size_t)json_object_object_length(f) != n)
+		fail_msg("%s has extra members: %s", what, json_object_to_json_string(f));
+	assert_true(json_object_object_get_ex(f, "options", &opts));
+	assert_key_words(opts, type_option_keys(tf_json_str(f, "type")), what);
+}
+
+static int is_null_member(json_object *o, const char *k)
+{
+	json_object *v = (json_object *)1;
+	return json_object_object_get_ex(o, k, &v) && v == NULL;
+}
+
+/* Checks the create answer, then read, list, PATCH and a PATCH sending back
+ * what was read: the same key set every time. Returns the last answer. */
+static json_object *walk_feed(tf_store *st, const char *body, const char *id)
+{
+	char *out = NULL, err[256] = "";
+	json_object *o, *arr, *b;
+
+	if (create_body(st, body, &out, err, sizeof err))
+		fail_msg("create %s: %s", body, err);
+	o = tu_json(out);
+	free(out);
+	assert_feed_shape(o, "create");
+	json_object_put(o);
+	assert_int_equal(tf_feed_read(st, id, &out, NULL), TF_OK);
+	b = tu_json(out);
+	free(out);
+	assert_feed_shape(b, "read");
+	assert_int_equal(tf_feed_list(st, &out, NULL), TF_OK);
+	o = tu_json(out);
+	free(out);
+	assert_true(json_object_object_get_ex(o, "feeds", &arr));
+	for (size_t i = 0; i < json_object_array_length(arr); i++)
+		assert_feed_shape(json_object_array_get_idx(arr, i), "list");
+	json_object_put(o);
+	assert_int_equal(patch_body(st, id, "{\"name\":\"patched\"}", &out, err, sizeof err), TF_OK);
+	o = tu_json(out);
+	free(out);
+	assert_feed_shape(o, "patch");
+	json_object_put(o);
+	/* nulls included: a client may send back what it read */
+	if (tf_feed_patch(st, id, b, &out, NULL, err, sizeof err))
+		fail_msg("patching back what was read: %s", err);
+	json_object_put(b);
+	o = tu_json(out);
+	free(out);
+	assert_feed_shape(o, "patch (read back)");
+	return o;
+}
+
+static void test_api_shape_every_type(void **state)
+{
+	static const struct {
+		const char *id, *body;
+		int full;     /* every optional field given */
+	} cases[] = {
+		{"t-min", "{\"id\":\"t-min\",\"name\":\"n\",\"type\":\"taxii21\",\"url\":\"https://t.test/taxii2/\","
+		          "\"collection\":\"c1\"}", 0},
+		{"t-full", "{\"id\":\"t-full\",\"name\":\"n\",\"type\":\"taxii21\",\"url\":\"https://t.test/\","
+		           "\"collection\":\"c1\",\"username\":\"u\",\"secret\":\"" SECRET "\",\"enabled\":false,"
+		           "\"interval_s\":60,\"options\":{\"page_size\":100,\"grace_period_s\":3}}", 1},
+		{"o-min", "{\"id\":\"o-min\",\"name\":\"n\",\"type\":\"otx\",\"url\":\"https://otx.test\"}", 0},
+		{"o-full", "{\"id\":\"o-full\",\"name\":\"n\",\"type\":\"otx\",\"url\":\"https://otx.test\","
+		           "\"collection\":\"ignored\",\"username\":\"ignored\",\"secret\":\"" SECRET "\","
+		           "\"enabled\":true,\"interval_s\":3600,"
+		           "\"options\":{\"page_size\":20,\"grace_period_s\":0}}", 1},
+		{"v-min", "{\"id\":\"v-min\",\"name\":\"n\",\"type\":\"virustotal\",\"url\":\"https://vt.test\"}", 0},
+		{"v-full", "{\"id\":\"v-full\",\"name\":\"n\",\"type\":\"virustotal\",\"url\":\"https://vt.test\","
+		           "\"collection\":\"x\",\"username\":\"x\",\"secret\":\"" SECRET "\",\"interval_s\":86400,"
+		           "\"options\":{\"targets\":[\"1.2.3.4\"],\"requests_per_minute\":4,"
+		           "\"grace_period_s\":10}}", 1},
+		{"b-min", "{\"id\":\"b-min\",\"name\":\"n\",\"type\":\"stix_bundle\",\"url\":\"https://b.test/b.json\"}", 0},
+		{"b-full", "{\"id\":\"b-full\",\"name\":\"n\",\"type\":\"stix_bundle\",\"url\":\"https://b.test/b.json\","
+		           "\"collection\":\"x\",\"username\":\"u\",\"secret\":\"" SECRET "\","
+		           "\"options\":{\"grace_period_s\":1}}", 1},
+	};
+	static const char *const optional[] = {"collection", "username", "last_task_id",
+	                                        "last_status", "last_run_at", "active_task_id"};
+	tf_store *st = tu_new_store("shape", NULL, 0);
+	(void)state;
+
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		json_object *o = walk_feed(st, cases[i].body, cases[i].id), *v, *opts;
+		const char *type = tf_json_str(o, "type");
+
+		assert_no_secret(json_object_to_json_string(o), cases[i].id);
+		assert_true(json_object_object_get_ex(o, "has_secret", &v));
+		assert_int_equal(json_object_get_boolean(v), cases[i].full);
+		assert_true(json_object_object_get_ex(o, "options", &opts));
+		/* unset is null; set is the value */
+		for (size_t k = 0; k < sizeof optional / sizeof *optional; k++) {
+			int want_null = !cases[i].full || k >= 2;
+			if (!strcmp(optional[k], "collection") && !strcmp(type, "taxii21"))
+				want_null = 0;
+			if (is_null_member(o, optional[k]) != want_null)
+				fail_msg("%s: %s should %sbe null", cases[i].id, optional[k],
+				         want_null ? "" : "not ");
+		}
+		json_object_object_foreach(opts, k, ov) {
+			if ((ov == NULL) == cases[i].full)
+				fail_msg("%s: options.%s is %s", cases[i].id, k, ov ? "set" : "null");
+		}
+		json_object_put(o);
+	}
+	assert_int_equal(feed_count(st), sizeof cases / sizeof *cases);
+	tf_store_close(st);
+}
+
+/* With a run active and after it: the same keys, the run's fields filled. */
+static void test_api_shape_with_runs(void **state)
+{
+	tf_store *st = tu_new_store("shaperun", NULL, 0);
+	char *out = NULL, task[TF_UUID_LEN + 1], act[TF_UUID_LEN + 1];
+	json_object *o;
+	(void)state;
+
+	tu_simple_feed(st, "r");
+	assert_int_equal(tf_task_create(st, "r", task, act), TF_OK);
+	assert_int_equal(tf_feed_read(st, "r", &out, NULL), TF_OK);
+	o = tu_json(out);
+	free(out);
+	assert_feed_shape(o, "read during a run");
+	assert_string_equal(tf_json_str(o, "active_task_id"), task);
+	assert_string_equal(tf_json_str(o, "last_status"), "queued");
+	json_object_put(o);
+	assert_int_equal(tf_runctl_finish(st, task, TF_ST_FAILED, 0, "x"), TF_OK);
+	assert_int_equal(tf_feed_list(st, &out, NULL), TF_OK);
+	o = tu_json(out);
+	free(out);
+	{
+		json_object *arr, *f;
+		assert_true(json_object_object_get_ex(o, "feeds", &arr));
+		f = json_object_array_get_idx(arr, 0);
+		assert_feed_shape(f, "list after a run");
+		assert_true(is_null_member(f, "active_task_id"));
+		assert_string_equal(tf_json_str(f, "last_task_id"), task);
+		assert_string_equal(tf_json_str(f, "last_status"), "failed");
+	}
+	json_object_put(o);
+	tf_store_close(st);
+}
+
+/* null options are "unset": accepted, never stored; unknown ones still fail. */
+static void test_null_options(void **state)
+{
+	tf_store *st = tu_new_store("nullopt", NULL, 0);
+	char *out = NULL, err[256] = "";
+	struct load_ctx lc = {"n", NULL};
+	json_object *opts;
+	(void)state;
+
+	assert_int_equal(create_body(st, WITH("\"id\":\"n\",\"options\":{\"grace_period_s\":null,"
+	                                      "\"page_size\":7}"),
+	                             &out, err, sizeof err),
+	                 TF_OK);
+	assert_true(tu_contains(out, "\"options\":{\"grace_period_s\":null,\"page_size\":7}"));
+	free(out);
+	assert_int_equal(tf_store_view(st, load_txn, &lc), TF_OK);
+	assert_true(json_object_object_get_ex(lc.f, "options", &opts));
+	assert_string_equal(json_object_to_json_string_ext(opts, JSON_C_TO_STRING_PLAIN),
+	                    "{\"page_size\":7}");
+	json_object_put(lc.f);
+	assert_int_equal(patch_body(st, "n", "{\"options\":{\"bogus\":null}}", &out, err, sizeof err),
+	                 TF_EINVAL);
+	assert_true(tu_contains(err, "options.bogus:"));
+	assert_int_equal(patch_body(st, "n", "{\"options\":{\"page_size\":null}}", &out, err,
+	                            sizeof err),
+	                 TF_OK);
+	assert_true(tu_contains(out, "\"options\":{\"grace_period_s\":null}"));
+	free(out);
+	tf_store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -701,6 +917,9 @@ int main(void)
 		cmocka_unit_test(test_conflicts_while_running),
 		cmocka_unit_test(test_delete_removes_data),
 		cmocka_unit_test(test_list_sorted_and_ids),
+		cmocka_unit_test(test_api_shape_every_type),
+		cmocka_unit_test(test_api_shape_with_runs),
+		cmocka_unit_test(test_null_options),
 	};
 	tu_init("feed");
 	tu_seed();

@@ -1037,6 +1037,120 @@ static void assert_feed_last(tf_store *st, const char *feed, const char *id, con
 	json_object_put(o);
 }
 
+/* ---- the API shape in every state (SPEC §2) ------------------------------------- */
+
+static void assert_exact_keys(json_object *o, const char *const *keys, size_t n, const char *what)
+{
+	if (!json_object_is_type(o, json_type_object))
+		fail_msg("%s is not an object", what);
+	for (size_t i = 0; i < n; i++)
+		if (!json_object_object_get_ex(o, keys[i], NULL))
+			fail_msg("%s lacks %s: %s", what, keys[i], json_object_to_json_string(o));
+	if ((size_t)json_object_object_length(o) != n)
+		fail_msg("%s has extra members: %s", what, json_object_to_json_string(o));
+}
+
+/* Written out from the SPEC, independently of lib/task.c. */
+static void assert_task_shape(json_object *o, const char *want_status)
+{
+	static const char *const keys[] = {
+		"task_id", "feed_id", "status", "stage", "message", "progress", "cancel",
+		"rolled_back", "error", "warnings", "created_at", "started_at", "updated_at",
+		"finished_at"};
+	static const char *const pkeys[] = {
+		"percent", "pages_done", "pages_total", "objects_processed", "indicators_created",
+		"indicators_updated", "indicators_skipped", "bytes_received"};
+	static const char *const ckeys[] = {"mode", "requested_at", "requested_by",
+	                                    "acknowledged_at", "forced"};
+	json_object *v;
+
+	assert_exact_keys(o, keys, sizeof keys / sizeof *keys, want_status);
+	assert_string_equal(jstr(o, "status", NULL), want_status);
+	assert_true(json_object_object_get_ex(o, "progress", &v));
+	assert_exact_keys(v, pkeys, sizeof pkeys / sizeof *pkeys, "progress");
+	assert_true(json_object_object_get_ex(o, "cancel", &v));
+	if (v)
+		assert_exact_keys(v, ckeys, sizeof ckeys / sizeof *ckeys, "cancel");
+	assert_true(json_object_object_get_ex(o, "warnings", &v));
+	assert_true(json_object_is_type(v, json_type_array));
+	assert_true(json_object_object_get_ex(o, "rolled_back", &v));
+	assert_true(json_object_is_type(v, json_type_int));
+}
+
+/* The stored text (what task-status answers) and the listing's entry. */
+static void check_task(tf_store *st, const char *id, const char *want_status, int has_cancel)
+{
+	tf_task_filter f = {.active_only = 0, .feed_id = NULL, .limit = 100};
+	json_object *o = tu_task(st, id), *arr, *l;
+	char *text = NULL;
+	int found = 0;
+
+	assert_task_shape(o, want_status);
+	assert_int_equal(!is_null(o, "cancel"), has_cancel);
+	json_object_put(o);
+	assert_int_equal(tf_task_list(st, &f, &text, NULL), TF_OK);
+	l = tu_json(text);
+	free(text);
+	assert_true(json_object_object_get_ex(l, "tasks", &arr));
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		json_object *t = json_object_array_get_idx(arr, i);
+		if (strcmp(jstr(t, "task_id", NULL), id))
+			continue;
+		assert_task_shape(t, want_status);
+		found = 1;
+	}
+	assert_true(found);
+	json_object_put(l);
+}
+
+static void cancel_task(tf_store *st, const char *id, tf_cancel_mode m)
+{
+	char *j = NULL;
+	assert_int_equal(tf_task_cancel(st, id, m, "tester", &j, NULL), TF_OK);
+	free(j);
+}
+
+static void test_task_shape_every_state(void **state)
+{
+	tf_store *st = tu_new_store("shape", NULL, 0);
+	char id[TF_UUID_LEN + 1];
+	tf_task *t;
+	(void)state;
+
+	tu_simple_feed(st, "s");
+	/* queued → running → completed, with warnings and progress */
+	create(st, "s", id);
+	check_task(st, id, "queued", 0);
+	claim(st, id);
+	t = load(st, id);
+	tf_task_add_warning(t, "a warning");
+	tf_task_set_progress(t, &(tf_progress){.percent = 5, .pages_done = 1, .pages_total = -1});
+	save(st, t);
+	tf_task_free(t);
+	check_task(st, id, "running", 0);
+	assert_int_equal(tf_runctl_finish(st, id, TF_ST_COMPLETED, 0, NULL), TF_OK);
+	check_task(st, id, "completed", 0);
+	/* running → stopping → stopped (forced) */
+	create(st, "s", id);
+	claim(st, id);
+	cancel_task(st, id, TF_CANCEL_STOP_NOW);
+	check_task(st, id, "stopping", 1);
+	assert_int_equal(tf_runctl_finish(st, id, TF_ST_STOPPED, 1, NULL), TF_OK);
+	check_task(st, id, "stopped", 1);
+	/* queued → cancelling → cancelled */
+	create(st, "s", id);
+	cancel_task(st, id, TF_CANCEL_JOB);
+	check_task(st, id, "cancelling", 1);
+	assert_int_equal(tf_runctl_finish(st, id, TF_ST_CANCELLED, 0, NULL), TF_OK);
+	check_task(st, id, "cancelled", 1);
+	/* running → failed with an error */
+	create(st, "s", id);
+	claim(st, id);
+	assert_int_equal(tf_runctl_finish(st, id, TF_ST_FAILED, 0, "upstream gone"), TF_OK);
+	check_task(st, id, "failed", 0);
+	tf_store_close(st);
+}
+
 static void test_finish(void **state)
 {
 	char *e0, *e1, *json;
@@ -1680,6 +1794,7 @@ int main(void)
 		cmocka_unit_test(test_create_race_across_processes),
 		cmocka_unit_test(test_feed_signal),
 		cmocka_unit_test(test_list_and_delete),
+		cmocka_unit_test(test_task_shape_every_state),
 		cmocka_unit_test(test_finish),
 		cmocka_unit_test(test_reap),
 		cmocka_unit_test(test_claim_and_queue),

@@ -389,6 +389,45 @@ static void test_observables(void **state)
 	}
 }
 
+/* One line for the whole paced run: the budget's waits, summed. */
+static void test_pacing_note(void **state)
+{
+	static const struct {
+		int rpm;
+		size_t lookups;
+		const char *want;
+	} cases[] = {
+		{4, 20, "paced at 4 requests/min (options.requests_per_minute): 20 lookups take "
+		        "about 5 min"},                          /* 19 waits of 15 s = 285 s */
+		{4, 2, "paced at 4 requests/min (options.requests_per_minute): 2 lookups take "
+		       "about 15 s"},
+		{4, 8, "paced at 4 requests/min (options.requests_per_minute): 8 lookups take "
+		       "about 105 s"},                           /* seconds below 2 min */
+		{4, 9, "paced at 4 requests/min (options.requests_per_minute): 9 lookups take "
+		       "about 2 min"},
+		{4, 6, "paced at 4 requests/min (options.requests_per_minute): 6 lookups take "
+		       "about 75 s"},
+		{600, 6, "paced at 600 requests/min (options.requests_per_minute): 6 lookups take "
+		         "about 1 s"},                           /* 0.5 s rounds up, never 0 s */
+		{1000, 2, "paced at 1000 requests/min (options.requests_per_minute): 2 lookups "
+		          "take about 1 s"},
+		{4, 10000, "paced at 4 requests/min (options.requests_per_minute): 10000 lookups "
+		           "take about 41 h 40 min"},            /* 9999 × 15 s = 41 h 39 min 45 s */
+		{1, 61, "paced at 1 requests/min (options.requests_per_minute): 61 lookups take "
+		        "about 60 min"},
+		{1, 91, "paced at 1 requests/min (options.requests_per_minute): 91 lookups take "
+		        "about 1 h 30 min"},                     /* hours from 90 min */
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		char buf[300];
+		tf_vt_pacing_note(cases[i].rpm, cases[i].lookups, buf, sizeof buf);
+		assert_string_equal(buf, cases[i].want);
+		assert_true(strlen(buf) <= TF_MAX_WARNING_LEN);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -400,6 +439,7 @@ int main(void)
 		cmocka_unit_test(test_answers),
 		cmocka_unit_test(test_deep_answer),
 		cmocka_unit_test(test_observables),
+		cmocka_unit_test(test_pacing_note),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,9 @@
  * target, paced to options.requests_per_minute (default 4, the public API's
  * budget) — the long, slow run a user will want to stop, so every wait is a
  * cancellable tf_run_sleep() in stage rate_limited saying when the next
- * request goes out.
+ * request goes out. A run of more than one lookup says once in its warnings
+ * that it is paced and about how long that takes (tf_vt_pacing_note), not
+ * once per wait; each 429 or 5xx retry has its own warning.
  *
  * Targets come from options.targets (see tf_vt_classify in vt.h; duplicates
  * are looked up once), or, when none are configured, from the observables
@@ -414,6 +416,33 @@ json_object *tf_vt_observables(const tf_vt_target *t)
 	return arr;
 }
 
+/* "about 90 s", "about 5 min", "about 41 h 40 min": seconds below two
+ * minutes, else rounded to the nearest minute. */
+static void about(int64_t s, char *buf, size_t len)
+{
+	int64_t min = (s + 30) / 60;
+
+	if (s < 120)
+		snprintf(buf, len, "about %lld s", (long long)s);
+	else if (min < 90)
+		snprintf(buf, len, "about %lld min", (long long)min);
+	else
+		snprintf(buf, len, "about %lld h %lld min", (long long)(min / 60),
+		         (long long)(min % 60));
+}
+
+void tf_vt_pacing_note(int rpm, size_t lookups, char *buf, size_t len)
+{
+	int64_t waits = lookups > 1 ? (int64_t)lookups - 1 : 0;
+	/* rounded up: a run of 0.5 s is "about 1 s", never "0 s" */
+	int64_t s = rpm > 0 ? (waits * 60 + rpm - 1) / rpm : 0;
+	char took[48];
+
+	about(s, took, sizeof took);
+	snprintf(buf, len, "paced at %d requests/min (options.requests_per_minute): %zu lookups "
+	                   "take %s", rpm, lookups, took);
+}
+
 /* ==== the driver ================================================================== */
 
 typedef struct vt {
@@ -769,6 +798,14 @@ int tf_vt_run(tf_run *r)
 	}
 	p->pages_total = (int64_t)(v.n - start);
 	p->percent = 0;
+	/* SPEC §2: rate-limit waits appear in warnings — said once for the whole
+	 * run (each 429 still gets its own line), as soon as more than one lookup
+	 * means the budget will make the run wait. */
+	if (v.n - start > 1) {
+		char note[160];
+		tf_vt_pacing_note(v.rpm, v.n - start, note, sizeof note);
+		tf_run_warn(r, "%s", note);
+	}
 	if (!(cursor = json_object_new_object())) {
 		tf_run_fail(r, "out of memory");
 		rc = TF_ENOMEM;

@@ -89,6 +89,12 @@ int tf_vt_record(const tf_vt_target *t, const tf_vt_report *rep, json_object **o
  * Caller puts; NULL without memory. */
 json_object *tf_vt_observables(const tf_vt_target *t);
 
+/* The one warning of a run that paces `lookups` lookups to `rpm` requests a
+ * minute (the first goes out at once, each next one 60/rpm s later), so the
+ * task says why it waits without a line per wait: "paced at 4 requests/min
+ * (options.requests_per_minute): 20 lookups take about 5 min". */
+void tf_vt_pacing_note(int rpm, size_t lookups, char *buf, size_t len);
+
 #include "run.h"
 
 /* The VirusTotal driver: one lookup per target, paced to the budget. */

@@ -11,27 +11,49 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 logdir="$BUILD/test-logs"
 mkdir -p "$logdir"
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 failures=()
 
-count() { # name passed failed
-  passed=$((passed + $2)); failed=$((failed + $3))
+count() { # name passed failed [skipped]
+  local s=${4:-0}
+  passed=$((passed + $2)); failed=$((failed + $3)); skipped=$((skipped + s))
   if [ "$3" -gt 0 ]; then failures+=("$1"); fi
-  printf '%-34s %4d passed, %d failed\n' "$1" "$2" "$3"
+  printf '%-34s %4d passed, %d failed, %d skipped\n' "$1" "$2" "$3" "$s"
 }
+
+# One cmocka binary: passed/failed/skipped from its summary lines.
+cmocka_run() { # name binary log [env...]
+  local name=$1 bin=$2 out=$3; shift 3
+  env "$@" timeout 300 "$bin" >"$out" 2>&1; local rc=$?
+  local p f s
+  p=$(grep -oE '^\[  PASSED  \] [0-9]+' "$out" | awk '{s+=$4} END {print s+0}')
+  f=$(grep -oE '^\[  FAILED  \] [0-9]+' "$out" | awk '{s+=$4} END {print s+0}')
+  s=$(grep -oE '^\[  SKIPPED \] [0-9]+ test' "$out" | awk '{s+=$4} END {print s+0}')
+  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi   # crashed / sanitizer abort
+  count "$name" "$p" "$f" "$s"
+  if [ "$f" -gt 0 ]; then tail -n 40 "$out"; fi
+}
+
+# A throwaway PostgreSQL for the store-backed tests on the second backend.
+pgdir=$(mktemp -d /tmp/threatfeed-test-pg.XXXXXX)
+trap 'scripts/pg.sh stop "$pgdir" >/dev/null 2>&1 || true' EXIT
+pg_uri=$(PG_FAST=1 scripts/pg.sh start "$pgdir" 2>"$logdir/pg-start.log") || pg_uri=
 
 # --- unit -----------------------------------------------------------------
 for t in "$BUILD"/asan/tests/test_*; do
   [ -x "$t" ] || continue
-  name=unit/$(basename "$t")
-  out="$logdir/$(basename "$t").log"
-  timeout 300 "$t" >"$out" 2>&1; rc=$?
-  p=$(grep -oE '^\[  PASSED  \] [0-9]+' "$out" | awk '{s+=$4} END {print s+0}')
-  f=$(grep -oE '^\[  FAILED  \] [0-9]+' "$out" | awk '{s+=$4} END {print s+0}')
-  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi   # crashed / sanitizer abort
-  count "$name" "$p" "$f"
-  if [ "$f" -gt 0 ]; then tail -n 40 "$out"; fi
+  cmocka_run "unit/$(basename "$t")" "$t" "$logdir/$(basename "$t").log"
 done
+
+# --- the store-backed unit tests again, on PostgreSQL --------------------------
+if [ -n "$pg_uri" ]; then
+  for t in test_store test_records test_task test_feed test_writer; do
+    cmocka_run "unit-pg/$t" "$BUILD/asan/tests/$t" "$logdir/pg-$t.log" TF_TEST_PG="$pg_uri"
+  done
+else
+  count unit-pg/start-postgresql 0 1
+  cat "$logdir/pg-start.log"
+fi
 
 # --- the writer thread under ThreadSanitizer ---------------------------------
 t="$BUILD/tsan/tests/test_writer"
@@ -57,20 +79,29 @@ if grep -q '^fuzz-regress:' Makefile; then
 fi
 
 # --- python suites (upstream self-test, integration) -------------------------
-pysuite() { # name dir
-  local out="$logdir/$1.log"
-  timeout 1500 python3 tests/pyrun.py "$2" >"$out" 2>&1
+pysuite() { # name dir [test names...]
+  local name=$1 out="$logdir/$1.log"; shift
+  timeout 1500 python3 tests/pyrun.py "$@" >"$out" 2>&1
   local rc=$? line
   line=$(grep -E '^pyrun: [0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
-  local p f
+  local p f s
   p=$(echo "$line" | awk '{print $2}'); f=$(echo "$line" | awk '{print $4}')
-  p=${p:-0}; f=${f:-0}
+  s=$(echo "$line" | awk '{print $6}')
+  p=${p:-0}; f=${f:-0}; s=${s:-0}
   if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-  count "$1" "$p" "$f"
+  count "$name" "$p" "$f" "$s"
   if [ "$f" -gt 0 ]; then grep -E -A 30 '^(FAIL|ERROR):' "$out" | head -n 150; tail -n 20 "$out"; fi
 }
 pysuite upstream tests/upstream
 pysuite integration tests/integration
+# Runs, every cancel path, kills, the queue and the API through lighttpd,
+# again on PostgreSQL (each test gets its own migrated schema).
+if [ -n "$pg_uri" ]; then
+  TF_IT_PG="$pg_uri" pysuite integration-pg tests/integration \
+    test_runs.CompleteAndIncremental test_runs.Cancels test_runs.Queue test_runs.QueueLimits \
+    test_runs.Crashes test_api.Basics test_api.Runs test_api.Pollers test_api.HandlerKilled \
+    test_shapes
+fi
 
 # --- browser ------------------------------------------------------------------
 if ls tests/browser/*.test.mjs >/dev/null 2>&1; then
@@ -85,5 +116,5 @@ fi
 
 echo
 if ((${#failures[@]})); then echo "failing suites: ${failures[*]} (logs in $logdir/)"; fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -1,5 +1,8 @@
 """Runs the unittest files of one directory and prints "pyrun: N passed, N failed".
 
+`pyrun.py DIR NAME...` runs only the named tests (module, module.Class or
+module.Class.test) of DIR.
+
 Used by scripts/test.sh so every layer reports in the same words.
 """
 import os
@@ -11,7 +14,10 @@ def main() -> int:
     start = sys.argv[1]
     sys.path.insert(0, os.path.abspath(start))
     sys.path.insert(0, os.path.abspath("tests/integration"))
-    suite = unittest.defaultTestLoader.discover(start, pattern="test_*.py", top_level_dir=start)
+    if len(sys.argv) > 2:
+        suite = unittest.defaultTestLoader.loadTestsFromNames(sys.argv[2:])
+    else:
+        suite = unittest.defaultTestLoader.discover(start, pattern="test_*.py", top_level_dir=start)
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
     passed = result.testsRun - failed - len(result.skipped)

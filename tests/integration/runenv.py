@@ -48,6 +48,26 @@ class Upstream:
         return data
 
 
+_pg_counter = [0]
+
+
+def store_location(state_dir, cli_path):
+    """A new, empty store: a directory, or with TF_IT_PG=<postgresql URI> (set
+    by scripts/test.sh for the PostgreSQL pass) a new schema of that database,
+    migrated by the CLI the way an operator would."""
+    base = os.environ.get("TF_IT_PG")
+    if not base:
+        return os.path.join(state_dir, "db")
+    _pg_counter[0] += 1
+    schema = "it_%d_%d" % (os.getpid(), _pg_counter[0])
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", base, "-c", "CREATE SCHEMA " + schema],
+                   check=True, stdout=subprocess.DEVNULL)
+    uri = "%s%soptions=-csearch_path%%3D%s" % (base, "&" if "?" in base else "?", schema)
+    subprocess.run([cli_path, "db", "migrate"], check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, THREATFEED_DB=uri))
+    return uri
+
+
 class RunEnv:
     def __init__(self, conf=None, bin_dir=None):
         bin_dir = bin_dir or os.environ.get("TF_BIN_DIR") or os.path.join(REPO, "build")
@@ -55,7 +75,7 @@ class RunEnv:
         root = os.path.join(REPO, "build", "test-tmp")
         os.makedirs(root, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix="runs-", dir=root)
-        self.db = os.path.join(self.dir, "db")
+        self.db = store_location(self.dir, self.cli_path)
         self.log = os.path.join(self.dir, "runs.log")
         self.env = dict(os.environ, THREATFEED_DB=self.db, THREATFEED_STATE_DIR=self.dir,
                         THREATFEED_RUN_LOG=self.log)

@@ -424,8 +424,10 @@ class Stack:
             self.cli_path = os.path.join(bdir, "threatfeed")
             self.www = os.path.join(self.state_dir, "www")
             shutil.copytree(os.path.join(REPO, "www"), self.www)
-        self.db_dir = os.path.join(self.state_dir, "db")
-        os.makedirs(self.db_dir)
+        from runenv import store_location
+        self.db_dir = store_location(self.state_dir, self.cli_path)
+        if not self.db_dir.startswith("postgresql:"):
+            os.makedirs(self.db_dir)
         self.conf_path = os.path.join(self.state_dir, "threatfeed.conf")
         with open(self.conf_path, "w") as f:
             f.write("# written by tests/integration/stack.py\n")

@@ -7,6 +7,8 @@ BUILD   ?= build
 CC      ?= cc
 PORT    ?= 8080
 STATE_DIR ?= ./var
+# empty: LMDB under STATE_DIR; postgresql://…: that PostgreSQL database
+DB      ?=
 
 PKGS      := fcgi libcurl json-c lmdb libpq
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -98,7 +100,7 @@ check: all asan $(UNIT_BINS) $(TSAN_BIN)
 
 run: deps-run
 	@$(MAKE) --no-print-directory all
-	@PORT=$(PORT) STATE_DIR=$(STATE_DIR) BUILD=$(BUILD) scripts/run.sh
+	@PORT=$(PORT) STATE_DIR=$(STATE_DIR) DB=$(DB) BUILD=$(BUILD) scripts/run.sh
 
 # Bench-only programs: the FastCGI floor and the rollback timer.
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(call obj,$(BUILD),$(LIB_SRC))

@@ -60,8 +60,14 @@ fi
 mkdir -p "$STATE_DIR" || die "cannot create STATE_DIR '$STATE_DIR'"
 STATE_DIR=$(cd "$STATE_DIR" && pwd)
 cd "$here"
-DB=$STATE_DIR/db
-mkdir -p "$DB"
+# make run DB=postgresql://… serves the same on PostgreSQL: the schema is
+# created (or upgraded) first, as an operator would with `threatfeed db migrate`.
+if [[ ${DB:-} == postgres://* || ${DB:-} == postgresql://* ]]; then
+  THREATFEED_DB=$DB "$CLI" db migrate >/dev/null || die "cannot migrate the PostgreSQL store $DB"
+else
+  DB=$STATE_DIR/db
+  mkdir -p "$DB"
+fi
 export THREATFEED_STATE_DIR=$STATE_DIR THREATFEED_DB=$DB THREATFEED_WORKER=$CLI
 CONF=
 if [[ -f $STATE_DIR/threatfeed.conf ]]; then

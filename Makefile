@@ -9,6 +9,8 @@ PORT    ?= 8080
 STATE_DIR ?= ./var
 # empty: LMDB under STATE_DIR; postgresql://…: that PostgreSQL database
 DB      ?=
+# make bench STORE=postgres: the bench figures on a PostgreSQL it starts
+STORE   ?= lmdb
 
 PKGS      := fcgi libcurl json-c lmdb libpq
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -109,7 +111,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(call obj,$(BUILD),$(LIB_SRC))
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/floor $(BUILD)/bench/rollback
-	@BUILD=$(BUILD) python3 bench/bench.py
+	@BUILD=$(BUILD) STORE=$(STORE) python3 bench/bench.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/threatfeed \

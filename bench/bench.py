@@ -20,7 +20,7 @@ import http.client
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-from runenv import RunEnv, TERMINAL, COLLECTION, _pdeathsig  # noqa: E402
+from runenv import RunEnv, TERMINAL, COLLECTION, _pdeathsig, store_location  # noqa: E402
 
 BUILD = os.path.join(REPO, os.environ.get("BUILD", "build"))
 TRIALS = int(os.environ.get("BENCH_TRIALS", "60"))
@@ -299,7 +299,8 @@ def bench_ingest():
 def bench_rollback():
     d = tempfile.mkdtemp(prefix="bench-rollback-", dir=os.path.join(REPO, "build"))
     try:
-        res = subprocess.run([os.path.join(BUILD, "bench", "rollback"), d], capture_output=True,
+        loc = store_location(d, os.path.join(BUILD, "threatfeed"))
+        res = subprocess.run([os.path.join(BUILD, "bench", "rollback"), loc], capture_output=True,
                              text=True, check=True)
         n, ms = res.stdout.split()
         out("rollback_100k_ms", ms, "ms")
@@ -307,12 +308,35 @@ def bench_rollback():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def with_postgres(fn):
+    """STORE=postgres: the same figures on a PostgreSQL started for the bench
+    (Debian's server, default durability: fsync and synchronous commits for
+    the handler; the workers' lazy commits as with LMDB)."""
+    d = tempfile.mkdtemp(prefix="threatfeed-bench-pg-")
+    try:
+        uri = subprocess.run([os.path.join(REPO, "scripts", "pg.sh"), "start", d],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        os.environ["TF_IT_PG"] = uri
+        fn()
+    finally:
+        subprocess.run([os.path.join(REPO, "scripts", "pg.sh"), "stop", d])
+
+
 def main():
-    print("# threatfeed bench on %s, %d cores; %d cancel trials" % (
-        os.uname().nodename, os.cpu_count(), TRIALS), flush=True)
+    store = os.environ.get("STORE") or "lmdb"
+    print("# threatfeed bench on %s, %d cores; %d cancel trials; store %s" % (
+        os.uname().nodename, os.cpu_count(), TRIALS, store), flush=True)
     which = sys.argv[1:] or ["cancel", "status", "ingest", "rollback"]
-    for name in which:
-        globals()["bench_" + name]()
+
+    def run_all():
+        for name in which:
+            globals()["bench_" + name]()
+    if store == "postgres":
+        with_postgres(run_all)
+    elif store == "lmdb":
+        run_all()
+    else:
+        raise SystemExit("bench: STORE must be lmdb or postgres")
 
 
 if __name__ == "__main__":

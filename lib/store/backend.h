@@ -9,6 +9,7 @@
 #define TF_STORE_BACKEND_H
 
 #include "store.h"
+#include "util.h"
 
 typedef struct tf_store_ops tf_store_ops;
 
@@ -44,6 +45,9 @@ struct tf_store_ops {
 	                  const void **k, size_t *kl, const void **v, size_t *vl);
 	int (*cursor_del)(tf_cursor *c);
 	void (*cursor_close)(tf_cursor *c);
+	/* Optional (NULL: journal.c walks the entries): undoes (restore = 1)
+	 * or forgets (0) every undo entry of task_id at once. */
+	int (*undo_all)(tf_store *st, const char *task_id, int restore, uint64_t *records);
 	int (*set_lazy)(tf_store *st, int lazy);
 	int (*sync)(tf_store *st);
 	size_t (*map_size)(tf_store *st);
@@ -53,6 +57,11 @@ struct tf_store_ops {
 /* Writes the transaction's undo sequence back (journal.c); every backend's
  * update calls it after fn succeeded, before the commit. */
 int tf_journal_flush(tf_txn *t);
+
+/* Undo entries (journal.c): key task_id (TF_UUID_LEN) + big-endian
+ * sequence; value table(1) had_prior(1) key length(4, little-endian) key
+ * prior-value. pg.c reads them in SQL. */
+#define TF_UNDO_KEY_LEN (TF_UUID_LEN + 8)
 
 extern const tf_store_ops tf_lmdb_ops;
 extern const tf_store_ops tf_pg_ops;

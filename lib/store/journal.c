@@ -72,7 +72,7 @@ int tf_journal_flush(tf_txn *t)
 	return rc;
 }
 
-/* Undo entry: table(1) had_prior(1) klen(4, native) key prior-value.
+/* Undo entry: table(1) had_prior(1) klen(4, little-endian) key prior-value.
  * prior is the caller's copy: a value read from the store is only valid
  * until the next write, and the undo entry is such a write. */
 static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
@@ -95,7 +95,8 @@ static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key
 		return TF_ENOMEM;
 	entry[0] = (unsigned char)tbl;
 	entry[1] = prior != NULL;
-	memcpy(entry + 2, &kl32, 4);
+	for (int i = 0; i < 4; i++) /* little-endian: pg.c decodes it in SQL */
+		entry[2 + i] = (unsigned char)(kl32 >> (8 * i));
 	memcpy(entry + 6, key, klen);
 	if (plen)
 		memcpy(entry + 6 + klen, prior, plen);
@@ -169,7 +170,7 @@ static int restore_one(tf_txn *t, const unsigned char *e, size_t elen, uint64_t 
 
 	if (elen < 6)
 		return TF_ESTORE;
-	memcpy(&klen, e + 2, 4);
+	klen = (uint32_t)e[2] | (uint32_t)e[3] << 8 | (uint32_t)e[4] << 16 | (uint32_t)e[5] << 24;
 	if (e[0] >= TF_TBL__COUNT || 6 + (size_t)klen > elen)
 		return TF_ESTORE;
 	tbl = (tf_table)e[0];
@@ -232,13 +233,24 @@ static int undo_all(tf_store *st, const char *task_id, int restore, uint64_t *re
 	return TF_OK;
 }
 
+/* A backend may undo a whole run in one set operation (PostgreSQL: one
+ * statement instead of a round trip per entry); the result must be the
+ * same as walking the entries newest first. */
 int tf_store_rollback(tf_store *st, const char *task_id, uint64_t *records)
 {
+	if (strlen(task_id) != TF_UUID_LEN)
+		return TF_EINVAL;
+	if (st->ops->undo_all)
+		return st->ops->undo_all(st, task_id, 1, records);
 	return undo_all(st, task_id, 1, records);
 }
 
 int tf_store_undo_drop(tf_store *st, const char *task_id)
 {
+	if (strlen(task_id) != TF_UUID_LEN)
+		return TF_EINVAL;
+	if (st->ops->undo_all)
+		return st->ops->undo_all(st, task_id, 0, NULL);
 	return undo_all(st, task_id, 0, NULL);
 }
 

@@ -674,6 +674,72 @@ static void pg_cursor_close(tf_cursor *bc)
 	free(c);
 }
 
+/* ---- rollback in one statement ----------------------------------------------- */
+
+/* Every undo entry of the run is deleted; restoring, each journaled key gets
+ * the prior value of its *oldest* entry in the run (or is deleted when that
+ * entry says it was absent) — what replaying the entries newest first ends
+ * with. The key length is journal.c's little-endian 4 bytes at offset 2. */
+static const char undo_sql[] =
+	"WITH u AS (DELETE FROM tf_kv WHERE tbl = $1 AND k >= $2 AND k < $3 RETURNING k, v), "
+	"x AS (SELECT k, v, get_byte(v, 2) + (get_byte(v, 3) << 8) + (get_byte(v, 4) << 16) + "
+	"      (get_byte(v, 5) << 24) AS kl FROM u), "
+	"e AS (SELECT DISTINCT ON (t, key) t, had, key, prior FROM "
+	"      (SELECT k, get_byte(v, 0)::smallint AS t, get_byte(v, 1) AS had, "
+	"              substr(v, 7, kl) AS key, substr(v, 7 + kl) AS prior FROM x) y "
+	"      ORDER BY t, key, k), "
+	"d AS (DELETE FROM tf_kv USING e WHERE $4 AND e.had = 0 AND tf_kv.tbl = e.t "
+	"      AND tf_kv.k = e.key RETURNING 1), "
+	"i AS (INSERT INTO tf_kv (tbl, k, v) SELECT t, key, prior FROM e WHERE $4 AND had = 1 "
+	"      ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v RETURNING 1) "
+	"SELECT (SELECT count(*) FROM x WHERE get_byte(v, 0) = $5), "
+	"       (SELECT count(*) FROM d), (SELECT count(*) FROM i)";
+
+struct undo_req {
+	const char *task_id;
+	int restore;
+	uint64_t records;
+};
+
+static int undo_txn(tf_txn *bt, void *ctx)
+{
+	pg_txn *t = (pg_txn *)bt;
+	struct undo_req *u = ctx;
+	unsigned char lo[TF_UUID_LEN], hi[TF_UNDO_KEY_LEN + 1];
+	char tbl[8], rec[8];
+	const char *values[5] = {tbl, (const char *)lo, (const char *)hi,
+	                         u->restore ? "true" : "false", rec};
+	int lengths[5] = {0, TF_UUID_LEN, sizeof hi, 0, 0}, formats[5] = {0, 1, 1, 0, 0};
+	PGresult *res;
+	int rc = TF_OK;
+
+	snprintf(tbl, sizeof tbl, "%d", (int)TF_TBL_UNDO);
+	snprintf(rec, sizeof rec, "%d", (int)TF_TBL_RECORDS);
+	memcpy(lo, u->task_id, TF_UUID_LEN);
+	memcpy(hi, u->task_id, TF_UUID_LEN);
+	memset(hi + TF_UUID_LEN, 0xff, sizeof hi - TF_UUID_LEN);
+	res = PQexecParams(t->c->conn, undo_sql, 5, NULL, values, lengths, formats, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		rc = failed(t, res);
+	else
+		u->records = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	for (int i = 0; i < TF_TBL__COUNT; i++)
+		t->wgen[i]++;
+	return rc;
+}
+
+static int pg_undo_all(tf_store *bst, const char *task_id, int restore, uint64_t *records)
+{
+	pg_store *st = (pg_store *)bst;
+	struct undo_req u = {task_id, restore, 0};
+	int rc = transact(st, &st->w, 1, undo_txn, &u);
+
+	if (!rc && records)
+		*records = restore ? u.records : 0;
+	return rc;
+}
+
 /* ---- durability ------------------------------------------------------------ */
 
 static int pg_set_lazy(tf_store *bst, int lazy)
@@ -715,6 +781,6 @@ const tf_store_ops tf_pg_ops = {
 	.name = "postgresql", .open = pg_open, .close = pg_close_store, .update = pg_update,
 	.view = pg_view, .get = pg_get, .put = pg_put, .del = pg_del,
 	.cursor_open = pg_cursor_open, .cursor_get = pg_cursor_get, .cursor_del = pg_cursor_del,
-	.cursor_close = pg_cursor_close, .set_lazy = pg_set_lazy, .sync = pg_sync,
+	.cursor_close = pg_cursor_close, .undo_all = pg_undo_all, .set_lazy = pg_set_lazy, .sync = pg_sync,
 	.map_size = pg_map_size, .migrate = pg_migrate,
 };

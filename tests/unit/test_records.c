@@ -559,7 +559,7 @@ static void test_kill_at_random_instant(void **state)
 	tf_store_close(st);
 	for (int round = 0; round < 8; round++) {
 		char task[TF_UUID_LEN + 1], *exp, *cur;
-		int ready[2], counts[1000] = {0}, maxb = -1;
+		int ready[2], done[2], counts[1000] = {0}, maxb = -1;
 		size_t n;
 		uint64_t recs;
 		pid_t pid;
@@ -567,12 +567,14 @@ static void test_kill_at_random_instant(void **state)
 
 		new_id(task);
 		assert_int_equal(pipe(ready), 0);
+		assert_int_equal(pipe(done), 0);
 		pid = fork();
 		assert_true(pid >= 0);
 		if (pid == 0) {
 			tf_store *cs;
 			tf_batch *b;
 			close(ready[0]);
+			close(done[0]);
 			if (tf_store_open(&cs, path, 0, NULL, 0) || tf_batch_new(&b))
 				_exit(2);
 			/* odd rounds: the worker's lazy durability (a killed process
@@ -603,15 +605,26 @@ static void test_kill_at_random_instant(void **state)
 					if (tf_store_update(cs, apply_txn, &ac))
 						_exit(3);
 				}
+				/* one byte per committed batch (ignored once the
+				 * parent stops reading: the pipe holds 64 KiB) */
+				if (write(done[1], "b", 1) != 1)
+					_exit(2);
 				json_object_put(cj);
 			}
 			_exit(0);
 		}
 		close(ready[1]);
+		close(done[1]);
 		assert_int_equal(read(ready[0], &c, 1), 1);
 		close(ready[0]);
+		/* half the rounds wait for a few committed batches first, so a
+		 * partial state is reached however slow the machine (or the store
+		 * backend) is; the kill itself stays at a random instant */
+		for (uint64_t k = round % 2 ? 0 : 1 + tu_below(&r, 4); k > 0; k--)
+			assert_int_equal(read(done[0], &c, 1), 1);
 		usleep((useconds_t)(2000 + tu_below(&r, 60000)));
 		kill(pid, SIGKILL);
+		close(done[0]);
 		tu_wait(pid);
 
 		st = tu_open(path, 0);

@@ -1087,11 +1087,73 @@ static void test_open_while_map_grows(void **state)
 	assert_true(opens > 0);
 }
 
+/* ---- PostgreSQL only: schema versions and dropped connections ------------- */
+
+static void pg_exec(const char *loc, const char *sql)
+{
+	PGconn *conn = PQconnectdb(loc);
+	PGresult *res = PQexec(conn, sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		fail_msg("%s: %s", sql, PQerrorMessage(conn));
+	PQclear(res);
+	PQfinish(conn);
+}
+
+static void test_pg_schema_versions(void **state)
+{
+	TU_PG_ONLY();
+	char loc[TU_PATH], bare[TU_PATH + 64], err[512] = "";
+	tf_store *st = NULL;
+	int from = -1, to = -1;
+	(void)state;
+
+	/* a database without the schema: refused, and told what to do */
+	tu_store_loc(loc, sizeof loc, "schema");
+	snprintf(bare, sizeof bare, "%s%coptions=-csearch_path%%3Dno_such_schema", tu_pg(),
+	         strchr(tu_pg(), '?') ? '&' : '?');
+	assert_int_equal(tf_store_open(&st, bare, 0, err, sizeof err), TF_ESTORE);
+	assert_null(st);
+	assert_non_null(strstr(err, "threatfeed db migrate"));
+	/* migrating again is harmless */
+	assert_int_equal(tf_store_migrate(loc, &from, &to, err, sizeof err), TF_OK);
+	assert_int_equal(from, to);
+	assert_true(to >= 1);
+	/* a schema newer than this build: refused by open and by migrate */
+	pg_exec(loc, "INSERT INTO tf_schema (version) VALUES (999)");
+	assert_int_equal(tf_store_open(&st, loc, 0, err, sizeof err), TF_ESTORE);
+	assert_non_null(strstr(err, "999"));
+	assert_int_equal(tf_store_migrate(loc, &from, &to, err, sizeof err), TF_ESTORE);
+	assert_non_null(strstr(err, "newer"));
+}
+
+/* The server ends our sessions (a restart, a failover, an admin): the next
+ * transaction reconnects and nothing written before is lost or doubled. */
+static void test_pg_reconnects_after_dropped_connection(void **state)
+{
+	TU_PG_ONLY();
+	char loc[TU_PATH];
+	tf_store *st = tu_new_store("drop", loc, sizeof loc);
+	struct kv a = {TF_TBL_META, "a", "1", 0, 0}, b = {TF_TBL_META, "b", "2", 0, 0};
+	(void)state;
+
+	assert_int_equal(tf_store_update(st, put_kv, &a), TF_OK);
+	assert_val(st, TF_TBL_META, "a", "1");
+	pg_exec(tu_pg(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+	                 "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' "
+	                 "AND query NOT LIKE '%pg_terminate_backend%'");
+	assert_int_equal(tf_store_update(st, put_kv, &b), TF_OK);
+	assert_val(st, TF_TBL_META, "a", "1");
+	assert_val(st, TF_TBL_META, "b", "2");
+	tf_store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_open_while_map_grows),
 		cmocka_unit_test(test_crud),
+		cmocka_unit_test(test_pg_schema_versions),
+		cmocka_unit_test(test_pg_reconnects_after_dropped_connection),
 		cmocka_unit_test(test_data_survives_reopen),
 		cmocka_unit_test(test_open_modes),
 		cmocka_unit_test(test_cursors),

@@ -89,8 +89,8 @@ enum stmt { S_GET, S_PUT, S_DEL, S_FIRST, S_LAST, S_GE, S_GT, S_LT, S__COUNT };
 
 static const char *const stmt_sql[S__COUNT] = {
 	[S_GET] = "SELECT v FROM tf_kv WHERE tbl = $1 AND k = $2",
-	[S_PUT] = "INSERT INTO tf_kv (tbl, k, v) VALUES ($1, $2, $3) "
-	          "ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v",
+	[S_PUT] = ("INSERT INTO tf_kv (tbl, k, v) VALUES ($1, $2, $3) "
+	           "ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v"),
 	[S_DEL] = "DELETE FROM tf_kv WHERE tbl = $1 AND k = $2",
 	[S_FIRST] = "SELECT k, v FROM tf_kv WHERE tbl = $1 ORDER BY k LIMIT $2",
 	[S_LAST] = "SELECT k, v FROM tf_kv WHERE tbl = $1 ORDER BY k DESC LIMIT $2",

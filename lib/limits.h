@@ -51,4 +51,11 @@
 #define TF_DEFAULT_MAX_RUNS    4     /* max_concurrent_runs (SPEC §3) */
 #define TF_DEFAULT_HISTORY_KEEP 50   /* finished tasks kept per feed by gc */
 
+/* TAXII discovery: API roots searched for a feed's collection (a discovery
+ * document may list any number), and what the error that names them keeps:
+ * its length and the readable collections it lists per root. */
+#define TF_MAX_API_ROOTS             16
+#define TF_MAX_ROOT_NOTES            900 /* within TF_MAX_ERROR_LEN */
+#define TF_MAX_ROOT_NOTE_COLLECTIONS 5
+
 #endif

@@ -223,6 +223,11 @@ void tf_run_warn(tf_run *r, const char *fmt, ...)
 	r->dirty = 1;
 }
 
+const char *tf_run_error(const tf_run *r)
+{
+	return r->error;
+}
+
 void tf_run_fail(tf_run *r, const char *fmt, ...)
 {
 	va_list ap;

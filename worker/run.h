@@ -44,6 +44,10 @@ int tf_run_key_header(tf_run *r, const char *name, char *buf, size_t len);
  * trailing slash), malloc'd; or NULL after failing the run with a message
  * that shows example. For APIs addressed by path below a base (OTX, VT). */
 char *tf_run_base_url(tf_run *r, const char *example);
+/* The error text set so far ("" when none): a driver that tries several
+ * ways (e.g. TAXII API roots) reads what one failure said, then clears it
+ * with tf_run_fail(r, "%s", "") when another way works. */
+const char *tf_run_error(const tf_run *r);
 /* Sets the task's error text; the driver then returns its error code. */
 void tf_run_fail(tf_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Before fetching another page, pages already fetched: TF_OK, or TF_ELIMIT

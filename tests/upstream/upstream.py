@@ -733,6 +733,7 @@ class State:
         self.next_page = 0
         self.token_nonce = 0
         self.bundle_cache = {}
+        self.sessions = {}     # --session-next: token -> where its chain stands
 
     @property
     def base_url(self):
@@ -1239,6 +1240,8 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- routing --------------------------------------------------------
 
+    # --api-roots multi|missing: roots beside api1 that do not have the collection
+    OTHER_ROOTS = re.compile(r"^/(api0|api403|api404)/(collections/)?$")
     TAXII_ROUTES = [
         (re.compile(r"^/taxii2/$"), "discovery"),
         (re.compile(r"^/%s/$" % API_ROOT), "root"),
@@ -1251,8 +1254,25 @@ class Handler(BaseHTTPRequestHandler):
     VT_LOOKUP = re.compile(r"^/api/v3/(files|domains|ip_addresses|urls|analyses)/([^/]+)$")
     BUNDLE = re.compile(r"^/bundles/([A-Za-z0-9][A-Za-z0-9._-]*)\.json$")
 
+    def other_root(self, name, collections):
+        """The extra API roots of --api-roots: api0 holds another collection,
+        api403 refuses its collections, api404 has none."""
+        self.state.count("other_root")
+        if not collections:
+            return self.taxii_json({"title": "Root %s" % name, "versions": [TAXII_MEDIA]})
+        if name == "api403":
+            return self.taxii_fail(403, "Forbidden", "Not for these credentials")
+        if name == "api404":
+            return self.taxii_fail(404, "Not Found", "No collections here")
+        return self.taxii_json({"collections": [{
+            "id": "0b5b8c1e-2f0a-4a8e-9d43-3f7c0d2f0a11", "title": "Community sharing",
+            "can_read": True, "can_write": False, "media_types": [STIX_MEDIA]}]})
+
     def route_get(self):
         path = self.url_path
+        m = self.OTHER_ROOTS.match(path)
+        if m and self.state.args.api_roots != "one":
+            return self.other_root(m.group(1), bool(m.group(2)))
         for pattern, kind in self.TAXII_ROUTES:
             m = pattern.match(path) or pattern.match(path + "/")
             if m:
@@ -1406,11 +1426,20 @@ class Handler(BaseHTTPRequestHandler):
                                    "Send Accept: %s" % TAXII_MEDIA)
         base = self.state.base_url
         if kind == "discovery":
+            roots, default = ["%s/%s/" % (base, API_ROOT)], "%s/%s/" % (base, API_ROOT)
+            if args.api_roots != "one":
+                # the collection's root listed last, after a root with another
+                # collection (the default), one refusing, one empty and one
+                # that nothing answers (port 9 on loopback)
+                default = "%s/api0/" % base
+                roots = [default, "%s/api403/" % base, "%s/api404/" % base,
+                         "http://127.0.0.1:9/dead/"]
+                if args.api_roots == "multi":
+                    roots.append("%s/%s/" % (base, API_ROOT))
             return self.taxii_json({"title": "threatfeed synthetic TAXII 2.1 server",
                                     "description": "Loopback test upstream",
                                     "contact": "threatfeed tests",
-                                    "default": "%s/%s/" % (base, API_ROOT),
-                                    "api_roots": ["%s/%s/" % (base, API_ROOT)]})
+                                    "default": default, "api_roots": roots})
         if kind == "root":
             return self.taxii_json({"title": "Synthetic API root",
                                     "description": "Synthetic STIX 2.1 data",
@@ -1488,7 +1517,17 @@ class Handler(BaseHTTPRequestHandler):
                          self.csv("match[id]"), self.csv("match[spec_version]"))
         fhash = filter_hash(q)
         chain_start, first_after = time.time(), after
-        if "next" in q:
+        session = None
+        if args.session_next and "next" in q:
+            # the reference server: one token for the whole paging session,
+            # the server remembering where the session stands
+            with state.lock:
+                session = q["next"] if q["next"] in state.sessions else None
+            if session is None:
+                return self.taxii_fail(400, "Bad next", "unknown paging session")
+            with state.lock:
+                after = state.sessions[session]
+        elif "next" in q:
             token = read_token(q["next"])
             if token is None or token[1] != fhash:
                 return self.taxii_fail(400, "Bad next", "'next' is not valid for this query")
@@ -1514,6 +1553,15 @@ class Handler(BaseHTTPRequestHandler):
         head = b'{"more":false,"objects":['
         if more and "no_next" in faults:
             head = b'{"more":true,"objects":['
+        elif more and args.session_next:
+            if session is None:
+                session = "session-%d" % state.new_nonce()
+            with state.lock:
+                if not ("loop_next" in faults and q.get("next")):   # a stuck session loops
+                    state.sessions[session] = next_after
+                else:
+                    state.sessions[session] = after
+            head = b'{"more":true,"next":"%s","objects":[' % session.encode()
         elif more:
             head = b'{"more":true,"next":"%s","objects":[' % \
                 make_token(next_after, fhash, chain_start).encode()
@@ -1716,6 +1764,12 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--page-delay-ms", type=int, help="delay before each data page")
     p.add_argument("--username", help="require HTTP Basic on TAXII endpoints")
+    p.add_argument("--api-roots", choices=("one", "multi", "missing"), default="one",
+                   help="multi: discovery lists other roots first and the collection's "
+                        "root last; missing: the same without the collection's root")
+    p.add_argument("--session-next", action="store_true",
+                   help="one next token per paging session, repeated on every page "
+                        "(the OASIS reference server's way)")
     p.add_argument("--password")
     p.add_argument("--demo", action="store_true",
                    help="5000 objects, pages of 100, 400 ms per page (~20 s run)")

@@ -12,6 +12,7 @@
  * TF_MAX_PAGES pages or TF_MAX_RUN_S seconds. What is skipped with a
  * warning: single malformed objects (see stix.h). */
 #include <ctype.h>
+#include <stdarg.h>
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,8 @@ typedef struct taxii {
 	char *committed;            /* added_after of the last committed page (or the
 	                             * run's starting cursor), NULL: none */
 	tf_stix_stats st;
-	tf_seen seen;               /* next tokens used (loop guard) */
+	tf_seen seen;               /* digests of the pages read (loop guard):
+	                             * one per page, so bounded by the page budget */
 } taxii;
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -233,62 +235,37 @@ static int check_versions(taxii *t, json_object *root, const char *url)
 	return TF_EUPSTREAM;
 }
 
-static int discover(taxii *t, const char *feed_url)
-{
-	json_object *doc = NULL, *roots;
-	char *url = with_slash(feed_url);
-	const char *pick;
-	int rc;
+/* What the search through the API roots found out, for the error that
+ * names every root tried when none has the collection. */
+typedef struct root_notes {
+	char text[TF_MAX_ROOT_NOTES];
+	size_t len;
+} root_notes;
 
-	if (!url)
-		goto nomem;
-	if ((rc = tf_run_stage(t->r, TF_SG_DISCOVERING, "reading %s", url)))
-		goto out;
-	if ((rc = get_json(t, url, "discovery", TF_SG_DISCOVERING, TAXII_MAX_META_BYTES, 0, &doc, NULL,
-	                   NULL, NULL, NULL)))
-		goto out;
-	if (json_object_object_get_ex(doc, "versions", NULL)) {
-		/* The feed's URL is an API root already. */
-		rc = check_versions(t, doc, url);
-		t->root = url;
-		url = NULL;
-		goto out;
-	}
-	pick = tf_json_str(doc, "default");
-	if (!pick && json_object_object_get_ex(doc, "api_roots", &roots) &&
-	    json_object_is_type(roots, json_type_array) && json_object_array_length(roots) > 0)
-		pick = json_object_get_string(json_object_array_get_idx(roots, 0));
-	if (!pick || !*pick) {
-		tf_run_fail(t->r, "%s is neither a TAXII 2.1 discovery document with an API root nor "
-		                  "an API root", url);
-		rc = TF_EPARSE;
-		goto out;
-	}
-	if (!(t->root = resolve(url, pick))) {
-		tf_run_fail(t->r, "discovery: API root \"%.200s\" is not a valid URL", pick);
-		rc = TF_EPARSE;
-		goto out;
-	}
-	json_object_put(doc);
-	doc = NULL;
-	if ((rc = get_json(t, t->root, "API root", TF_SG_DISCOVERING, TAXII_MAX_META_BYTES, 0, &doc,
-	                   NULL, NULL, NULL, NULL)))
-		goto out;
-	rc = check_versions(t, doc, t->root);
-out:
-	json_object_put(doc);
-	free(url);
-	return rc;
-nomem:
-	tf_run_fail(t->r, "out of memory");
-	return TF_ENOMEM;
+static void note(root_notes *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(root_notes *n, const char *fmt, ...)
+{
+	va_list ap;
+	int w;
+
+	if (n->len >= sizeof n->text - 1)
+		return;
+	va_start(ap, fmt);
+	w = vsnprintf(n->text + n->len, sizeof n->text - n->len, fmt, ap);
+	va_end(ap);
+	if (w > 0)
+		n->len += (size_t)w < sizeof n->text - n->len ? (size_t)w : sizeof n->text - 1 - n->len;
 }
 
-static int find_collection(taxii *t)
+/* Looks for the collection in root's collection list. TF_OK: found and
+ * readable; TF_ENOTFOUND: not there (the readable ones are noted); another
+ * code: the root failed or the collection is not readable (the run's error
+ * says why). */
+static int collection_in(taxii *t, const char *root, root_notes *notes)
 {
-	json_object *doc = NULL, *list, *found = NULL;
-	char *url = cat3(t->root, "collections/", "");
-	int rc, can_read = 0;
+	json_object *doc = NULL, *list = NULL, *found = NULL;
+	char *url = cat3(root, "collections/", "");
+	int rc, can_read = 0, listed = 0;
 	long status;
 
 	if (!url) {
@@ -299,38 +276,162 @@ static int find_collection(taxii *t)
 	              &status, NULL, NULL, NULL);
 	free(url);
 	if (rc == TF_ENOTFOUND) {
-		tf_run_fail(t->r, "collection %s not found", t->collection);
+		note(notes, "; %s: no collections (HTTP 404)", root);
 		return TF_ENOTFOUND;
 	}
 	if (rc)
 		return rc;
-	if (json_object_object_get_ex(doc, "collections", &list)) {
-		if (!json_object_is_type(list, json_type_array)) {
-			tf_run_fail(t->r, "collections: \"collections\" is not an array");
-			rc = TF_EPARSE;
-			goto out;
+	if (json_object_object_get_ex(doc, "collections", &list) &&
+	    !json_object_is_type(list, json_type_array)) {
+		tf_run_fail(t->r, "collections: \"collections\" is not an array");
+		json_object_put(doc);
+		return TF_EPARSE;
+	}
+	note(notes, "; %s: ", root);
+	for (size_t i = 0; list && i < json_object_array_length(list) && !found; i++) {
+		json_object *c = json_object_array_get_idx(list, i);
+		const char *id = tf_json_str(c, "id"), *title = tf_json_str(c, "title");
+		char pid[80], ptitle[80];
+		if (id && !strcmp(id, t->collection)) {
+			found = c;
+			break;
 		}
-		for (size_t i = 0; i < json_object_array_length(list) && !found; i++) {
-			json_object *c = json_object_array_get_idx(list, i);
-			const char *id = tf_json_str(c, "id");
-			if (id && !strcmp(id, t->collection))
-				found = c;
+		if (id && listed < TF_MAX_ROOT_NOTE_COLLECTIONS &&
+		    (tf_json_get_bool(c, "can_read", &can_read) != TF_OK || can_read)) {
+			tf_printable(pid, sizeof pid, id, 64, '?');
+			tf_printable(ptitle, sizeof ptitle, title ? title : "", 64, '?');
+			note(notes, "%s%s \"%s\"", listed++ ? ", " : "readable collections ", pid, ptitle);
 		}
 	}
 	if (!found) {
-		tf_run_fail(t->r, "collection %s not found", t->collection);
-		rc = TF_ENOTFOUND;
-		goto out;
+		if (!listed)
+			note(notes, "no readable collections");
+		json_object_put(doc);
+		return TF_ENOTFOUND;
 	}
+	can_read = 0;
+	rc = TF_OK;
 	if (tf_json_get_bool(found, "can_read", &can_read) == TF_OK && !can_read) {
 		tf_run_fail(t->r, "collection %s is not readable with these credentials (can_read is "
 		                  "false)", t->collection);
 		rc = TF_EPERM;
+	}
+	json_object_put(doc);
+	return rc;
+}
+
+/* One API root: it must offer TAXII 2.1 and list the collection. */
+static int try_root(taxii *t, const char *root, root_notes *notes)
+{
+	json_object *doc = NULL;
+	int rc = get_json(t, root, "API root", TF_SG_DISCOVERING, TAXII_MAX_META_BYTES, 0, &doc,
+	                  NULL, NULL, NULL, NULL);
+
+	if (!rc)
+		rc = check_versions(t, doc, root);
+	json_object_put(doc);
+	return rc ? rc : collection_in(t, root, notes);
+}
+
+/* The roots to search: the default first, then each listed root, once. */
+static size_t root_candidates(json_object *doc, const char **out, size_t max)
+{
+	json_object *roots;
+	size_t n = 0;
+	const char *def = tf_json_str(doc, "default");
+
+	if (def && *def)
+		out[n++] = def;
+	if (!json_object_object_get_ex(doc, "api_roots", &roots) ||
+	    !json_object_is_type(roots, json_type_array))
+		return n;
+	for (size_t i = 0; i < json_object_array_length(roots) && n < max; i++) {
+		const char *r = json_object_get_string(json_object_array_get_idx(roots, i));
+		int dup = !r || !*r;
+		for (size_t j = 0; j < n && !dup; j++)
+			dup = !strcmp(out[j], r);
+		if (!dup)
+			out[n++] = r;
+	}
+	return n;
+}
+
+/* Searches the roots in order and keeps the first that has the collection.
+ * A root that fails (refused, unreachable, not TAXII 2.1) is noted and the
+ * search goes on; a cancel ends it at once. */
+static int search_roots(taxii *t, const char *url, json_object *doc)
+{
+	const char *cand[TF_MAX_API_ROOTS];
+	size_t n = root_candidates(doc, cand, TF_MAX_API_ROOTS);
+	root_notes notes = {.len = 0};
+	int rc = TF_ENOTFOUND, failed_any = 0;
+
+	if (!n) {
+		tf_run_fail(t->r, "%s is neither a TAXII 2.1 discovery document with an API root nor "
+		                  "an API root", url);
+		return TF_EPARSE;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char *root = resolve(url, cand[i]);
+		if (!root) {
+			note(&notes, "; \"%.100s\": not a valid URL", cand[i]);
+			continue;
+		}
+		rc = try_root(t, root, &notes);
+		if (rc == TF_OK) {
+			t->root = root;
+			tf_run_fail(t->r, "%s", ""); /* failures of earlier roots do not count */
+			return TF_OK;
+		}
+		/* a cancel ends the search; so does the collection found but not
+		 * readable (that is the answer); a refused root is only noted */
+		if (rc == TF_ECANCELLED || rc == TF_ENOMEM ||
+		    (rc == TF_EPERM && strstr(tf_run_error(t->r), "can_read"))) {
+			free(root);
+			return rc;
+		}
+		if (rc != TF_ENOTFOUND) {
+			note(&notes, "; %s: %s", root, tf_run_error(t->r));
+			failed_any = 1;
+		}
+		free(root);
+	}
+	tf_run_fail(t->r, "collection %s not found in the %zu API root%s searched%s", t->collection,
+	            n, n == 1 ? "" : "s", notes.text);
+	return failed_any ? TF_EUPSTREAM : TF_ENOTFOUND;
+}
+
+static int discover(taxii *t, const char *feed_url)
+{
+	json_object *doc = NULL;
+	char *url = with_slash(feed_url);
+	root_notes notes = {.len = 0};
+	int rc;
+
+	if (!url) {
+		tf_run_fail(t->r, "out of memory");
+		return TF_ENOMEM;
+	}
+	if ((rc = tf_run_stage(t->r, TF_SG_DISCOVERING, "reading %s", url)))
+		goto out;
+	if ((rc = get_json(t, url, "discovery", TF_SG_DISCOVERING, TAXII_MAX_META_BYTES, 0, &doc, NULL,
+	                   NULL, NULL, NULL)))
+		goto out;
+	if (!json_object_object_get_ex(doc, "versions", NULL)) {
+		rc = search_roots(t, url, doc);
 		goto out;
 	}
-	rc = TF_OK;
+	/* The feed's URL is an API root already. */
+	if (!(rc = check_versions(t, doc, url)) && (rc = collection_in(t, url, &notes)) == TF_ENOTFOUND)
+		tf_run_fail(t->r, "collection %s not found in API root %s%s", t->collection, url,
+		            notes.text);
+	if (!rc) {
+		t->root = url;
+		url = NULL;
+	}
 out:
 	json_object_put(doc);
+	free(url);
 	return rc;
 }
 
@@ -556,21 +657,28 @@ static int fetch_objects(taxii *t)
 
 		if (!more)
 			break;
-		/* Loop guards: a page with nothing, or exactly the previous page
-		 * again, is no progress; a next token used before is a loop. */
+		/* Loop guards. A next token may come back unchanged (the OASIS
+		 * reference server keeps one per paging session: docs/FEEDS.md), so
+		 * a loop is judged by what comes back: a page with objects that
+		 * repeats an earlier page of this run (same ids and versions) is a
+		 * loop; an empty page, or exactly the previous one, is no progress. */
 		no_progress = n == 0 || (prev_had_objects && t->st.digest == prev_digest);
 		prev_had_objects = n > 0;
 		prev_digest = t->st.digest;
-		if (token) {
-			int s = tf_seen_add(&t->seen, token);
-			if (s < 0)
+		if (n) {
+			char key[24];
+			int s;
+			snprintf(key, sizeof key, "%016llx", (unsigned long long)t->st.digest);
+			if ((s = tf_seen_add(&t->seen, key)) < 0)
 				goto nomem;
 			if (s) {
-				tf_run_fail(t->r, "page %d: the upstream's paging loops (a next token came "
-				                  "back)", page);
+				tf_run_fail(t->r, "page %d: the upstream's paging loops (page %d repeats the "
+				                  "objects of an earlier page)", page, page);
 				rc = TF_EUPSTREAM;
 				goto out;
 			}
+		}
+		if (token) {
 			if (set_str(&next, token))
 				goto nomem;
 		} else {
@@ -664,7 +772,7 @@ int tf_taxii_run(tf_run *r)
 		return TF_ENOMEM;
 	}
 
-	if ((rc = discover(&t, url)) || (rc = find_collection(&t)))
+	if ((rc = discover(&t, url)))
 		goto out;
 	if (!(t.objects = malloc(strlen(t.root) + strlen(t.collection) + 32))) {
 		tf_run_fail(r, "out of memory");

@@ -280,8 +280,13 @@ class QueueLimits(unittest.TestCase):
             self.assertLessEqual(most, 2)
             self.assertEqual(most, 2)
             self.assertEqual([t["status"] for t in done], ["completed"] * 10)
+            # Oldest first: when two slots free at once, the two oldest waiting
+            # runs may claim them in either order, so a run may start at most
+            # one place (max_concurrent_runs - 1) from its place in line.
             started = [t["started_at"] for t in done]
-            self.assertEqual(started, sorted(started), "runs did not start oldest first")
+            rank = sorted(range(10), key=lambda i: started[i])
+            for place, i in enumerate(rank):
+                self.assertLess(abs(place - i), 2, ("runs did not start oldest first", started))
         finally:
             env.close()
 

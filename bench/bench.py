@@ -1,4 +1,4 @@
-"""`make bench`: the figures of SPEC §7, one `name: value unit` line each.
+"""`make bench`: the figures of docs/SPEC.md §7, one `name: value unit` line each.
 
 Everything runs on this machine over loopback: the test upstream, lighttpd
 with the deploy config (plus the floor responder on /floor/ and a static file

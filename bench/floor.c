@@ -1,6 +1,6 @@
 /* The bench's floor: the least a FastCGI responder serving a task status can
  * do — one store read of the task, its bytes written back. `make bench`
- * compares the real handler with this on the same lighttpd (SPEC §7). Built
+ * compares the real handler with this on the same lighttpd (docs/SPEC.md §7). Built
  * only by the bench. Usage: floor [TASK_ID] (THREATFEED_DB names the store,
  * FLOOR_TASK the task when no argument is given). */
 #include "err.h"

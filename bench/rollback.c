@@ -1,4 +1,4 @@
-/* rollback_100k_ms (SPEC §7): a run that wrote 100,000 records (created and
+/* rollback_100k_ms (docs/SPEC.md §7): a run that wrote 100,000 records (created and
  * updated, with their undo entries, committed in pages of 1000) is rolled back
  * with the store's own code; prints the time that took. Usage: rollback DIR */
 #include "err.h"

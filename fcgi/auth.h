@@ -1,4 +1,4 @@
-/* Who may call the API and from where (SPEC §2 auth). Decisions only read the
+/* Who may call the API and from where (docs/SPEC.md §2 auth). Decisions only read the
  * request's CGI parameters and the config, so they are unit-testable. The
  * token is never logged, echoed or copied into a response. */
 #ifndef TF_AUTH_H

@@ -1,5 +1,5 @@
 /* Feeds: list, create, read, change, remove, and the feed-level actions
- * (consume, cancel_consumption, indicators, test_connection). SPEC §2. */
+ * (consume, cancel_consumption, indicators, test_connection). docs/SPEC.md §2. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -41,7 +41,7 @@ static int no_such_feed(tf_resp *resp)
 }
 
 /* A task whose processes died still holds its feed's active slot until
- * someone looks (SPEC §3: "detected on the next access"): when an operation
+ * someone looks (docs/SPEC.md §3: "detected on the next access"): when an operation
  * is refused because of active_id, reap it and say whether that freed it. */
 static int reaped_stale(tf_store *st, const char *active_id)
 {
@@ -265,7 +265,7 @@ int tf_h_cancel_mode(const tf_req *req, tf_resp *resp, int *mode)
 		*mode = (int)m;
 		return 0;
 	}
-	if (rc == TF_ENOTFOUND) {   /* absent or null: the default (SPEC §2) */
+	if (rc == TF_ENOTFOUND) {   /* absent or null: the default (docs/SPEC.md §2) */
 		*mode = (int)TF_CANCEL_STOP_NOW;
 		return 0;
 	}
@@ -289,7 +289,7 @@ int tf_h_feed_cancel(tf_app *app, tf_req *req, tf_resp *resp)
 	if (rc)
 		return tf_h_answer(resp, rc, 0, json, len);
 	/* Durable first (above), then the wake-up: a lost signal costs only
-	 * latency, never the cancel (SPEC §3). */
+	 * latency, never the cancel (docs/SPEC.md §3). */
 	if (task_id[0] && tf_runctl_wake(app->st, task_id))
 		tf_debug("tf_h_feed_cancel: wake %s failed", task_id);
 	tf_h_fresh_task(app, task_id, &json, &len);

@@ -1,5 +1,5 @@
 /* Tasks: status (polled by dashboards, hence ETags — set by the pipeline for
- * every 200 GET), cancel, list, and clearing finished history. SPEC §2, §3. */
+ * every 200 GET), cancel, list, and clearing finished history. docs/SPEC.md §2, §3. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +18,7 @@ int tf_h_task_status(tf_app *app, tf_req *req, tf_resp *resp)
 
 	if (tf_app_store(app, resp))
 		return -1;
-	/* A run whose processes died must not be reported running (SPEC §3).
+	/* A run whose processes died must not be reported running (docs/SPEC.md §3).
 	 * Cheap while the run lives: one read and a /proc lookup. */
 	if ((rc = tf_runctl_reap(app->st, req->task_id, &reaped)) && rc != TF_ENOTFOUND)
 		tf_debug("tf_h_task_status: reap %s: %s", req->task_id, tf_strerror(rc));
@@ -44,7 +44,7 @@ int tf_h_task_cancel(tf_app *app, tf_req *req, tf_resp *resp)
 		return tf_resp_error(resp, 409, "task_finished", "the task has already finished");
 	if (rc)
 		return tf_h_answer(resp, rc, 0, json, len);
-	/* Durable first, then the wake-up (SPEC §3). */
+	/* Durable first, then the wake-up (docs/SPEC.md §3). */
 	if (tf_runctl_wake(app->st, req->task_id))
 		tf_debug("tf_h_task_cancel: wake %s failed", req->task_id);
 	tf_h_fresh_task(app, req->task_id, &json, &len);

@@ -1,4 +1,4 @@
-/* threatfeed.fcgi — the FastCGI responder for /api/ (SPEC §2).
+/* threatfeed.fcgi — the FastCGI responder for /api/ (docs/SPEC.md §2).
  *
  *   threatfeed.fcgi              accept on fd 0 (lighttpd bin-path, spawn-fcgi,
  *                                mod_fcgid), or run once as plain CGI when fd 0

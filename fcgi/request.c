@@ -114,7 +114,7 @@ static int clean_raw(const char *s, size_t n)
 /* Splits the raw path into segments, decoding each exactly once (so "%2F"
  * stays inside its segment and "%252e%252e" stays literal), finds the first
  * "api" segment, keeps the raw prefix before it and the decoded segments from
- * it on. A trailing slash is optional (SPEC §2): the final empty segment is
+ * it on. A trailing slash is optional (docs/SPEC.md §2): the final empty segment is
  * dropped. */
 static int parse_path(tf_req *r, const char *raw, size_t n, tf_resp *resp)
 {

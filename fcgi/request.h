@@ -79,7 +79,7 @@ int tf_req_parse(tf_req *r, tf_resp *resp);
 int tf_req_read_body(tf_req *r, tf_read_fn rd, void *ctx, tf_resp *resp);
 
 /* A decoded query parameter, or NULL when absent. Empty values count as
- * absent (SPEC §2 shows "?active=1&feed_id=&limit="). */
+ * absent (docs/SPEC.md §2 shows "?active=1&feed_id=&limit="). */
 const tf_qparam *tf_req_query(const tf_req *r, const char *name);
 
 /* Percent-decodes src[0..n) into out (outsz bytes, NUL-terminated); '+' is a

@@ -1,4 +1,4 @@
-/* The one place that shapes HTTP responses (SPEC §2): a tf_resp is filled by
+/* The one place that shapes HTTP responses (docs/SPEC.md §2): a tf_resp is filled by
  * the pipeline or a handler, then written once by tf_resp_emit() as CGI
  * output ("Status:" line, fixed headers, body). Every error body goes through
  * tf_resp_error(): {"error":"human text","code":"machine_code"}. */

@@ -1,4 +1,4 @@
-/* The route table (SPEC §2): one static array of {methods, pattern, query
+/* The route table (docs/SPEC.md §2): one static array of {methods, pattern, query
  * validators, handler}. Path parameters are validated by type while matching
  * ({feed} by tf_valid_feed_id, {task} by tf_valid_uuid), so a handler never
  * sees — and the store is never asked about — an invalid id: such paths are

@@ -298,7 +298,7 @@ static void api_run_fields(tf_txn *txn, const char *id, json_object *o)
 	}
 }
 
-/* SPEC §2: every field in every answer, null when unset, built field by field
+/* docs/SPEC.md §2: every field in every answer, null when unset, built field by field
  * from the stored form, so the secret (and anything else stored) cannot slip
  * through. */
 static int api_form(tf_txn *txn, json_object *stored, json_object **out)

@@ -1,4 +1,4 @@
-/* Feeds (SPEC §2 `feed`): validation of API bodies, the stored form (which
+/* Feeds (docs/SPEC.md §2 `feed`): validation of API bodies, the stored form (which
  * keeps the secret), and the API form (which never carries it). */
 #ifndef TF_FEED_H
 #define TF_FEED_H

@@ -4,7 +4,7 @@
 #define TF_LIMITS_H
 
 /* API requests (fcgi/) */
-#define TF_MAX_BODY            (64 * 1024)  /* request body bytes (SPEC §2: 413 above) */
+#define TF_MAX_BODY            (64 * 1024)  /* request body bytes (docs/SPEC.md §2: 413 above) */
 #define TF_MAX_PATH            1024         /* request path bytes after the mount prefix */
 #define TF_MAX_QUERY           2048         /* query string bytes */
 #define TF_MAX_QUERY_PARAMS    16
@@ -18,7 +18,7 @@
 #define TF_MAX_URL             2048
 #define TF_MAX_FIELD           1024         /* collection, username, secret */
 #define TF_MAX_TARGETS         10000        /* virustotal target list */
-#define TF_MAX_WARNINGS        100          /* task warnings kept (SPEC §2) */
+#define TF_MAX_WARNINGS        100          /* task warnings kept (docs/SPEC.md §2) */
 #define TF_MAX_WARNING_LEN     300
 #define TF_MAX_MESSAGE_LEN     300
 #define TF_MAX_ERROR_LEN       1000
@@ -40,15 +40,15 @@
 #define TF_MAX_BACKOFF_S       300
 
 /* Cancellation */
-#define TF_SIGNAL_TTL_S        300   /* per-feed cancel signal expiry (SPEC §3) */
-#define TF_DEFAULT_GRACE_S     5     /* supervisor's grace period (SPEC §3) */
+#define TF_SIGNAL_TTL_S        300   /* per-feed cancel signal expiry (docs/SPEC.md §3) */
+#define TF_DEFAULT_GRACE_S     5     /* supervisor's grace period (docs/SPEC.md §3) */
 #define TF_PROGRESS_INTERVAL_MS 100  /* at most one progress write per interval */
 /* A run's pages waiting for its store writer (worker/writer.h): the driver
  * fetches on while they wait, and stops when either bound is reached. */
 #define TF_WRITER_MAX_QUEUED       2
 #define TF_WRITER_MAX_QUEUED_BYTES (16L * 1024 * 1024)
 #define TF_WRITER_MAX_WARNINGS     32
-#define TF_DEFAULT_MAX_RUNS    4     /* max_concurrent_runs (SPEC §3) */
+#define TF_DEFAULT_MAX_RUNS    4     /* max_concurrent_runs (docs/SPEC.md §3) */
 #define TF_DEFAULT_HISTORY_KEEP 50   /* finished tasks kept per feed by gc */
 
 /* TAXII discovery: API roots searched for a feed's collection (a discovery

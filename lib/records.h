@@ -1,4 +1,4 @@
-/* Records (SPEC §4): what a feed ingested, one per STIX object / OTX
+/* Records (docs/SPEC.md §4): what a feed ingested, one per STIX object / OTX
  * indicator / VT verdict, keyed by feed and source id. A run writes them in
  * batches; each batch commits atomically with its undo entries, the feed's
  * count and cursor, and the task's progress (written by the caller in the

@@ -1,6 +1,6 @@
 /* Run control shared by the handler and the CLI: starting a run's processes,
  * waking a run after a cancel, noticing runs whose processes are gone, and
- * ending a run in its proper terminal state (SPEC §3). */
+ * ending a run in its proper terminal state (docs/SPEC.md §3). */
 #ifndef TF_RUNCTL_H
 #define TF_RUNCTL_H
 

@@ -17,7 +17,7 @@ static const char *const stage_names[TF_SG__COUNT] = {
 	"storing", "rate_limited", "stopping", "rolling_back", "done",
 };
 
-/* SPEC §2/§3 state machine. A cancel moves queued/running to stopping or
+/* docs/SPEC.md §2/§3 state machine. A cancel moves queued/running to stopping or
  * cancelling; stopping may rise to cancelling (stop_now → cancel_job). A
  * queued run cancelled before it starts ends without ever running. failed is
  * reachable from every active state (crash, worker lost). */
@@ -781,7 +781,7 @@ static int delete_txn(tf_txn *txn, void *vctx)
 		snprintf(id, sizeof id, "%.*s", (int)vl, (const char *)v);
 		rc = tf_task_load(txn, id, &t);
 		if (rc == TF_OK) {
-			/* SPEC §2 finished_before: the time the run ended */
+			/* docs/SPEC.md §2 finished_before: the time the run ended */
 			const char *fa = tf_json_str(t->obj, "finished_at");
 			if (fa)
 				tf_time_parse(fa, &finished);

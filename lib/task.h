@@ -1,4 +1,4 @@
-/* The task model (SPEC §2, §3): states and the only legal transitions, the
+/* The task model (docs/SPEC.md §2, §3): states and the only legal transitions, the
  * task's JSON (kept in the store exactly in its API shape, so a status read is
  * one lookup), and the task operations both binaries share. */
 #ifndef TF_TASK_H
@@ -34,7 +34,7 @@ const char *tf_stage_name(tf_stage s);
 const char *tf_cancel_mode_name(tf_cancel_mode m);             /* "stop_now"/"cancel_job" */
 int tf_cancel_mode_parse(const char *name, tf_cancel_mode *out);
 
-/* Counters of SPEC §2 `progress`. percent and pages_total: -1 = null. */
+/* Counters of docs/SPEC.md §2 `progress`. percent and pages_total: -1 = null. */
 typedef struct tf_progress {
 	int percent;
 	int64_t pages_done, pages_total, objects_processed;
@@ -83,7 +83,7 @@ const char *tf_task_json(tf_task *t, size_t *len);
  * copied to active_id. task_id and active_id: >= TF_UUID_LEN + 1 bytes. */
 int tf_task_create(tf_store *st, const char *feed_id, char *task_id, char *active_id);
 
-/* `tick` (SPEC §1): like tf_task_create, but only when the feed is enabled,
+/* `tick` (docs/SPEC.md §1): like tf_task_create, but only when the feed is enabled,
  * has an interval, has no active run, and its last run began at least
  * interval_s ago — decided in the same transaction, so two ticks racing start
  * one run. TF_ENOTFOUND no feed; TF_ECONFLICT not due (or a run is active). */
@@ -96,7 +96,7 @@ int tf_task_number_queue(tf_txn *txn);
 /* A malloc'd copy of the task's JSON text (caller frees). TF_ENOTFOUND. */
 int tf_task_read(tf_store *st, const char *task_id, char **json, size_t *len);
 
-/* Records a cancel durably (SPEC §3) and returns the task's new JSON (caller
+/* Records a cancel durably (docs/SPEC.md §3) and returns the task's new JSON (caller
  * frees). TF_ENOTFOUND, TF_ECONFLICT (already finished). Does not wake the
  * run: call tf_runctl_wake() after it. */
 int tf_task_cancel(tf_store *st, const char *task_id, tf_cancel_mode mode, const char *by,

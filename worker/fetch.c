@@ -3,7 +3,7 @@
  * the multi handle's cache): one for the request being waited for, one for a
  * request started ahead (tf_fetch_prefetch). Transfers are driven by
  * curl_multi_poll() together with the run's wake-up fd: a cancel ends even a
- * transfer whose server sends nothing, within one poll wake-up (SPEC §3, §7).
+ * transfer whose server sends nothing, within one poll wake-up (docs/SPEC.md §3, §7).
  *
  * Every transfer is bounded the curl way (docs/examples/crawler.c): a
  * protocol allow-list for the URL and for redirects, TF_MAX_REDIRECTS, TLS

@@ -1,4 +1,4 @@
-/* `threatfeed test-connection FEED` (SPEC §2 test_connection): one short
+/* `threatfeed test-connection FEED` (docs/SPEC.md §2 test_connection): one short
  * request to the feed's upstream with its credentials, answered as
  * {"ok":bool,"detail":"…"} — without starting a run or storing anything. */
 #ifndef TF_PROBE_H

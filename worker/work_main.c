@@ -29,7 +29,7 @@ static int load_feed(tf_txn *txn, void *vctx)
 }
 
 /* Prints {"ok":bool,"detail":"…"} and exits 0 whatever the upstream said;
- * the handler relays that line (SPEC §2 test_connection). */
+ * the handler relays that line (docs/SPEC.md §2 test_connection). */
 static int test_connection(const tf_config *cfg, const char *feed_id)
 {
 	struct feed_ctx fc = {.id = feed_id};

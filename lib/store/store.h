@@ -5,7 +5,7 @@
  * and values in key order, transactions run through a callback (so a full map
  * can be grown, or a dropped connection re-made, and the transaction
  * replayed), and journaled writes whose undo entries let a run be rolled back
- * exactly (SPEC §3 cancel_job).
+ * exactly (docs/SPEC.md §3 cancel_job).
  *
  * Concurrency, on both backends: any number of processes read while one
  * writes; readers never block and never see half a transaction; writers are

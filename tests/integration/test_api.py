@@ -1,4 +1,4 @@
-"""The REST API (SPEC §2) through a real lighttpd and the FastCGI handler
+"""The REST API (docs/SPEC.md §2) through a real lighttpd and the FastCGI handler
 (deploy/lighttpd/threatfeed.conf, ASan binaries under `make test`).
 
 Every non-2xx answer is checked for the error shape {"error","code"} by the
@@ -330,7 +330,7 @@ class Runs(ApiCase):
         done = self.wait(task_id)
         self.assertEqual(done["status"], "cancelled", done)
         _, feed = self.expect(200, "GET", "/api/threat-feeds/cj/")
-        self.assertEqual(feed["indicator_count"], 0)   # rolled back (SPEC §3)
+        self.assertEqual(feed["indicator_count"], 0)   # rolled back (docs/SPEC.md §3)
         _, page = self.expect(200, "GET", "/api/threat-feeds/cj/indicators/")
         self.assertEqual(page["indicators"], [])
         # a new run may start at once
@@ -422,7 +422,7 @@ class Runs(ApiCase):
 
 class TokenStack(Stack):
     """stack.py waits for GET /api/health without a token, which is 401 with
-    api_token set (SPEC §2: every /api/ request): send it while starting."""
+    api_token set (docs/SPEC.md §2: every /api/ request): send it while starting."""
     starting = False
 
     def request(self, method, path, body=None, headers=None, timeout=30):

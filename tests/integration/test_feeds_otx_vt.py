@@ -2,7 +2,7 @@
 (CLI → supervisor → worker → the test upstream's OTX and VirusTotal look-alikes
 → store): exact counts, the incremental OTX cursor, stop_now keeping whole
 pages, VT's rate-limit budget (and cancelling during its wait), 429 with
-Retry-After, 404 as a result, and hostile content (SPEC §3, §4). Every wait is
+Retry-After, 404 as a result, and hostile content (docs/SPEC.md §3, §4). Every wait is
 bounded generously; nothing asserts speed."""
 import importlib.util
 import json
@@ -32,7 +32,7 @@ def lines(text):
 
 
 def pacing_lines(task):
-    """The VT driver's one "paced at N requests/min" warning (SPEC §2: rate-limit
+    """The VT driver's one "paced at N requests/min" warning (docs/SPEC.md §2: rate-limit
     waits appear in warnings, once for the run, not once per wait)."""
     return [w for w in task["warnings"] if w.startswith("paced at ")]
 

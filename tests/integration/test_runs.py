@@ -1,6 +1,6 @@
 """Runs end to end with real processes (CLI → supervisor → worker → upstream
 → store): counts, incremental runs, every cancel path, crashes and kills, and
-hostile upstream content (SPEC §3, §4). No web server involved: the API tests
+hostile upstream content (docs/SPEC.md §3, §4). No web server involved: the API tests
 cover that side. Every wait is bounded generously; nothing asserts speed."""
 import json
 import os

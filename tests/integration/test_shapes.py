@@ -1,4 +1,4 @@
-"""The JSON shapes of SPEC §2 through the real API (lighttpd + handler +
+"""The JSON shapes of docs/SPEC.md §2 through the real API (lighttpd + handler +
 workers): every feed answer (POST, GET, list, PATCH) of every feed type, with
 and without its optional fields, has exactly the feed's fields — null when
 unset, never `secret`; every task answer (task-status, the tasks list, the
@@ -16,7 +16,7 @@ from stack import COLLECTION, Stack, TERMINAL
 
 SECRET = "s3cret-shape-XYZZY"
 
-# SPEC §2 feed fields, plus the options object and our created_at/updated_at.
+# docs/SPEC.md §2 feed fields, plus the options object and our created_at/updated_at.
 FEED_KEYS = {"id", "name", "type", "url", "collection", "username", "has_secret", "enabled",
              "interval_s", "options", "last_task_id", "last_status", "last_run_at",
              "active_task_id", "indicator_count", "created_at", "updated_at"}

@@ -291,7 +291,7 @@ static void test_query_parse(void **state)
 	assert_int_equal(parse_query("active=1&feed_id=&limit=20&q=a+b%21&flag", &r, &resp), 0);
 	assert_int_equal(r.nquery, 5);
 	assert_string_equal(tf_req_query(&r, "active")->value, "1");
-	assert_null(tf_req_query(&r, "feed_id"));     /* empty = absent (SPEC §2) */
+	assert_null(tf_req_query(&r, "feed_id"));     /* empty = absent (docs/SPEC.md §2) */
 	assert_string_equal(tf_req_query(&r, "q")->value, "a b!");
 	assert_null(tf_req_query(&r, "flag"));
 	assert_null(tf_req_query(&r, "missing"));

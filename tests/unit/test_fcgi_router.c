@@ -53,7 +53,7 @@ static void expect_route(const char *method, const char *uri, tf_handler h)
 		fail_msg("%s %s did not route: %s", method, uri, resp.body);
 	assert_ptr_equal(rt->handler, h);
 	tf_resp_free(&resp);
-	/* trailing slash optional (SPEC §2) */
+	/* trailing slash optional (docs/SPEC.md §2) */
 	snprintf(slash, sizeof slash, "%s/", uri);
 	rt = route(method, slash, &r, &resp);
 	assert_non_null(rt);
@@ -548,7 +548,7 @@ static void test_pipe_consume_cancel(void **state)
 	assert_non_null(strstr(o->body, "\"requested_by\":\"anonymous\""));
 	assert_non_null(strstr(o->body, "\"mode\":\"stop_now\""));
 	/* the run never started (the worker is /bin/true): the wake-up ended it
-	 * at once, and the answer shows that (SPEC §3) */
+	 * at once, and the answer shows that (docs/SPEC.md §3) */
 	assert_string_equal(tf_json_str(o->json, "status"), "stopped");
 	snprintf(uri, sizeof uri, "/api/threat-feeds/cancel-task/%s/", task);
 	o = call("POST", uri, "{\"mode\":\"cancel_job\"}", NULL);

@@ -689,7 +689,7 @@ static void test_list_sorted_and_ids(void **state)
 	tf_store_close(st);
 }
 
-/* ---- the API shape (SPEC §2) ---------------------------------------------------------- */
+/* ---- the API shape (docs/SPEC.md §2) ---------------------------------------------------------- */
 
 /* Written out from the SPEC, independently of lib/feed.c: every field in every
  * answer (created_at/updated_at are ours, also always there), never secret. */

@@ -1,6 +1,6 @@
 /* worker/feeds/otx: the OTX page envelope, pulses, indicators → records, next-URL
  * checks, on the fixtures of tests/data/otx (synthetic pages in the shapes of
- * FEEDS.md) with exact counts, and every wrong-type and hostile case the
+ * docs/FEEDS.md) with exact counts, and every wrong-type and hostile case the
  * driver must survive. Run from the repository root (scripts/test.sh does),
  * or set TF_TEST_DATA to the tests/data directory. */
 #include <setjmp.h>

@@ -97,7 +97,7 @@ static void assert_time_between(const char *s, int64_t lo, int64_t hi)
 
 /* ---- state machine ------------------------------------------------------------ */
 
-/* SPEC §2/§3, written out independently of lib/task.c. */
+/* docs/SPEC.md §2/§3, written out independently of lib/task.c. */
 static int spec_legal(tf_status f, tf_status t)
 {
 	switch (f) {
@@ -1037,7 +1037,7 @@ static void assert_feed_last(tf_store *st, const char *feed, const char *id, con
 	json_object_put(o);
 }
 
-/* ---- the API shape in every state (SPEC §2) ------------------------------------- */
+/* ---- the API shape in every state (docs/SPEC.md §2) ------------------------------------- */
 
 static void assert_exact_keys(json_object *o, const char *const *keys, size_t n, const char *what)
 {

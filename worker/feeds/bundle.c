@@ -1,4 +1,4 @@
-/* The stix_bundle feed driver (SPEC §4): one STIX 2.x bundle
+/* The stix_bundle feed driver (docs/SPEC.md §4): one STIX 2.x bundle
  * {"type":"bundle","objects":[…]} at a URL, fetched once (at most
  * TF_MAX_PAGE_BYTES), stored in batches of BUNDLE_BATCH objects with a
  * commit each. A bundle has no cursor: every run reads it whole, and objects

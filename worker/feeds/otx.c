@@ -1,4 +1,4 @@
-/* The otx feed driver (SPEC §4, FEEDS.md "AlienVault OTX").
+/* The otx feed driver (docs/SPEC.md §4, docs/FEEDS.md "AlienVault OTX").
  *
  * Paging: GET {url}/api/v1/pulses/subscribed?limit=N[&modified_since=C] with
  * X-OTX-API-KEY, then each page's `next`: an absolute http(s) URL that must
@@ -9,7 +9,7 @@
  * is committed.
  *
  * One page = one batch = one tf_run_commit(), with the cursor
- * {"modified_since": the newest pulse `modified` committed so far} — SPEC §3:
+ * {"modified_since": the newest pulse `modified` committed so far} — docs/SPEC.md §3:
  * the cursor never runs ahead of what is stored. That holds as long as the
  * upstream lists pulses oldest first (it does for modified_since queries); if
  * a pulse ever comes older than the one before it, the order is not one we
@@ -477,7 +477,7 @@ int tf_otx_next_ok(const char *base, const char *next, char *err, size_t errlen)
 	struct url_parts b, n;
 	int rc = TF_EINVAL;
 
-	/* Absolute only (FEEDS.md): a scheme, then "//". */
+	/* Absolute only (docs/FEEDS.md): a scheme, then "//". */
 	if (!next || strncasecmp(next, "http", 4) || !strstr(next, "://")) {
 		tf_set_err(err, errlen, "next is not an absolute http(s) URL");
 		return TF_EINVAL;
@@ -865,7 +865,7 @@ static int fetch_pulses(otx *o)
 		last = page.next == NULL;
 		if (!rc) {
 			p->pages_done++;
-			/* inactive/expired indicators count as skipped (SPEC §2) */
+			/* inactive/expired indicators count as skipped (docs/SPEC.md §2) */
 			p->indicators_skipped += ps.inactive + ps.expired;
 			run_pulses += (int64_t)page.n;
 			if (last)

@@ -1,4 +1,4 @@
-/* AlienVault OTX DirectConnect v1 content (SPEC §4, FEEDS.md "AlienVault
+/* AlienVault OTX DirectConnect v1 content (docs/SPEC.md §4, docs/FEEDS.md "AlienVault
  * OTX"): the pure half of the otx feed driver — a page envelope, a pulse, an
  * indicator → one record, and the checks on a `next` URL. No I/O and no run:
  * the unit tests and the fuzzer call these directly; otx.c drives them.

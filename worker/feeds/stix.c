@@ -1,4 +1,4 @@
-/* STIX 2.x objects → records, patterns → observables (SPEC §4). See stix.h
+/* STIX 2.x objects → records, patterns → observables (docs/SPEC.md §4). See stix.h
  * for what is skipped and what fails. The pattern reader follows the STIX 2.1
  * patterning grammar (STIX 2.1 §9) closely enough to tell a malformed pattern
  * from a well-formed one; it extracts only equality comparisons on the

@@ -1,4 +1,4 @@
-/* STIX 2.x content (SPEC §4): one STIX object → one record (key, type,
+/* STIX 2.x content (docs/SPEC.md §4): one STIX object → one record (key, type,
  * version time, observables), indicator patterns → observables, and the
  * pieces the two STIX feed drivers (taxii.c, bundle.c) share: feeding an
  * `objects` array into a run and one GET with the upstream retry policy.

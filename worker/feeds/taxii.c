@@ -1,9 +1,9 @@
-/* The taxii21 feed driver (SPEC §4, FEEDS.md "TAXII 2.1"): discovery → API
+/* The taxii21 feed driver (docs/SPEC.md §4, docs/FEEDS.md "TAXII 2.1"): discovery → API
  * root → collection → objects/ paged with limit, next/more and added_after.
  *
  * One page = one batch = one commit, and the feed's cursor (the page's
  * X-TAXII-Date-Added-Last) is written with it: the cursor never runs ahead
- * of what is stored (SPEC §3 stop_now), and the next run starts from it.
+ * of what is stored (docs/SPEC.md §3 stop_now), and the next run starts from it.
  *
  * What fails the run: any request that still fails after the retries of
  * tf_stix_http_get, a non-JSON or unparsable page, a wrong envelope (objects
@@ -546,7 +546,7 @@ static int fetch_objects(taxii *t)
 		rc = get_json(t, url, what, TF_SG_FETCHING, 0, next ? ALLOW_400 | ALLOW_404 : ALLOW_404,
 		              &doc, &status, &dal_raw, &dal_copy, &body);
 		if (rc == TF_ENOTFOUND && next && fallback_armed) {
-			/* FEEDS.md: next tokens expire; continue from the last
+			/* docs/FEEDS.md: next tokens expire; continue from the last
 			 * committed page instead, once per committed page. */
 			tf_run_warn(t->r, "page %d: next token refused (HTTP %ld), probably expired; "
 			                  "continuing from added_after=%s", page + 1, status,

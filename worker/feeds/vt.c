@@ -1,4 +1,4 @@
-/* The virustotal feed driver (SPEC §4, FEEDS.md "VirusTotal API v3"): one
+/* The virustotal feed driver (docs/SPEC.md §4, docs/FEEDS.md "VirusTotal API v3"): one
  * lookup GET {url}/api/v3/{collection}/{id} (header x-apikey) per configured
  * target, paced to options.requests_per_minute (default 4, the public API's
  * budget) — the long, slow run a user will want to stop, so every wait is a
@@ -59,7 +59,7 @@
 #include "stix.h"
 #include "util.h"
 
-#define VT_DEFAULT_RPM 4              /* public API budget (FEEDS.md) */
+#define VT_DEFAULT_RPM 4              /* public API budget (docs/FEEDS.md) */
 #define VT_QUOTA_WAIT_S 60            /* a 429 without Retry-After: one window */
 #define VT_MAX_SKIP_WARNINGS 20       /* detailed warnings; then only the total */
 #define VT_ACCEPT "application/json"
@@ -760,7 +760,7 @@ int tf_vt_run(tf_run *r)
 	v.next_at = tf_mono_us();
 	if (!opts || !json_object_object_get_ex(opts, "targets", &list) ||
 	    !json_object_is_type(list, json_type_array) || json_object_array_length(list) == 0) {
-		/* SPEC §4: no list → the store's own indicators of those types. */
+		/* docs/SPEC.md §4: no list → the store's own indicators of those types. */
 		if (!(from_store = json_object_new_array()) ||
 		    (rc = tf_run_store_observables(r, TF_MAX_TARGETS, from_store))) {
 			tf_run_fail(r, "cannot read the store's indicators");
@@ -798,7 +798,7 @@ int tf_vt_run(tf_run *r)
 	}
 	p->pages_total = (int64_t)(v.n - start);
 	p->percent = 0;
-	/* SPEC §2: rate-limit waits appear in warnings — said once for the whole
+	/* docs/SPEC.md §2: rate-limit waits appear in warnings — said once for the whole
 	 * run (each 429 still gets its own line), as soon as more than one lookup
 	 * means the budget will make the run wait. */
 	if (v.n - start > 1) {

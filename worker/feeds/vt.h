@@ -1,4 +1,4 @@
-/* VirusTotal API v3 content (SPEC §4, FEEDS.md "VirusTotal API v3"): the pure
+/* VirusTotal API v3 content (docs/SPEC.md §4, docs/FEEDS.md "VirusTotal API v3"): the pure
  * half of the virustotal feed driver — what a configured target is, what a
  * lookup answer says, and the record kept for it. No I/O and no run: the
  * unit tests and the fuzzer call these directly; vt.c drives them. */

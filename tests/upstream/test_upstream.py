@@ -583,6 +583,49 @@ class UpstreamTest(unittest.TestCase):
         self.assertEqual(self.c.get("/bundles/missing.json")[0], 404)
 
 
+class RealServerModesTest(unittest.TestCase):
+    """--api-roots and --session-next: what real TAXII servers do that the
+    default mode does not."""
+
+    def test_api_roots_multi_and_missing(self):
+        for mode, has in (("multi", True), ("missing", False)):
+            proc, port, _ = start_server("--api-roots", mode)
+            try:
+                c = Client(port)
+                status, _, doc = c.taxii("/taxii2/")
+                self.assertEqual(status, 200)
+                self.assertTrue(doc["default"].endswith("/api0/"))
+                self.assertEqual(any(r.endswith("/api1/") for r in doc["api_roots"]), has)
+                self.assertIn("http://127.0.0.1:9/dead/", doc["api_roots"])
+                self.assertEqual(c.taxii("/api403/collections/")[0], 403)
+                self.assertEqual(c.taxii("/api404/collections/")[0], 404)
+                status, _, cols = c.taxii("/api0/collections/")
+                self.assertEqual(status, 200)
+                self.assertNotIn(COLL, [x["id"] for x in cols["collections"]])
+            finally:
+                stop_server(proc)
+
+    def test_session_next_repeats_one_token_and_pages_forward(self):
+        proc, port, _ = start_server("--session-next", "--objects", "250", "--page-size", "100")
+        try:
+            c = Client(port)
+            base = "/api1/collections/%s/objects/?limit=100" % COLL
+            status, _, page = c.taxii(base)
+            self.assertEqual(status, 200)
+            token, ids = page["next"], [o["id"] for o in page["objects"]]
+            while page.get("more"):
+                status, _, page = c.taxii(base + "&next=" + token)
+                self.assertEqual(status, 200)
+                if page.get("more"):
+                    self.assertEqual(page["next"], token)   # the same token each time
+                ids += [o["id"] for o in page["objects"]]
+            self.assertEqual(len(ids), 250)
+            self.assertEqual(len(set(ids)), 250)
+            self.assertEqual(c.taxii(base + "&next=unknown")[0], 400)
+        finally:
+            stop_server(proc)
+
+
 class LifecycleTest(unittest.TestCase):
     def test_sigterm_lifetime_and_parent_death(self):
         proc, port, port_file = start_server()

@@ -320,15 +320,6 @@ int tf_content_type_is_json(const char *ct)
 	return 1;
 }
 
-static int all_digits(const char *s)
-{
-	if (!*s)
-		return 0;
-	for (; *s; s++)
-		if (!isdigit((unsigned char)*s))
-			return 0;
-	return 1;
-}
 
 static int read_fully(tf_read_fn rd, void *ctx, char *buf, size_t len)
 {
@@ -351,12 +342,11 @@ int tf_req_read_body(tf_req *r, tf_read_fn rd, void *ctx, tf_resp *resp)
 	int rc;
 
 	if (cl && *cl) {
-		/* Digits only: strtoll would take "+5", " 5" and "-0". Twenty
-		 * digits or more are over any limit anyway. */
-		if (!all_digits(cl))
+		rc = tf_parse_i64(cl, 0, TF_MAX_BODY, &len);
+		if (rc == TF_EINVAL)
 			return tf_resp_error(resp, 400, "invalid_content_length",
 			                     "malformed Content-Length");
-		if (strlen(cl) > 18 || tf_parse_i64(cl, 0, INT64_MAX, &len) || len > TF_MAX_BODY)
+		if (rc)
 			return tf_resp_error(resp, 413, "payload_too_large",
 			                     "request body over %d KiB", TF_MAX_BODY / 1024);
 	}

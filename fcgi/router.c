@@ -139,17 +139,6 @@ static int printable_token(const char *s, size_t max)
 	return 1;
 }
 
-/* strtoll also takes "+5" and " 5": numbers in URLs are plain digits. */
-static int digits(const char *s)
-{
-	if (!*s)
-		return 0;
-	for (; *s; s++)
-		if (*s < '0' || *s > '9')
-			return 0;
-	return 1;
-}
-
 /* One validator per type; the message names the parameter, never echoes its
  * value. */
 static int check_param(const tf_qspec *q, tf_qparam *p, tf_resp *resp)
@@ -167,7 +156,7 @@ static int check_param(const tf_qspec *q, tf_qparam *p, tf_resp *resp)
 			                     q->name);
 		return 0;
 	case TF_Q_LIMIT:
-		if (!digits(v) || tf_parse_i64(v, 1, TF_MAX_LIST_LIMIT, &p->num))
+		if (tf_parse_i64(v, 1, TF_MAX_LIST_LIMIT, &p->num))
 			return tf_resp_error(resp, 400, "invalid_parameter",
 			                     "%s: must be an integer from 1 to %d", q->name,
 			                     TF_MAX_LIST_LIMIT);

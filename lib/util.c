@@ -224,16 +224,36 @@ int tf_proc_alive(pid_t pid, uint64_t start)
 
 int tf_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
-	char *end;
-	long long v;
+	uint64_t v = 0, limit;
+	int neg = 0, over = 0;
 
-	if (!s || !*s || isspace((unsigned char)*s))
+	if (!s)
 		return TF_EINVAL;
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno || *end || v < min || v > max)
+	if (*s == '-' && min < 0)
+		neg = 1, s++;
+	if (!*s)
 		return TF_EINVAL;
-	*out = v;
+	limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return TF_EINVAL;
+		if (v > (limit - (uint64_t)(*s - '0')) / 10)
+			over = 1; /* keep reading: "1e9999…" is malformed, not too big */
+		else
+			v = v * 10 + (uint64_t)(*s - '0');
+	}
+	if (over)
+		return TF_ELIMIT;
+	if (neg) {
+		int64_t x = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+		if (x < min || x > max)
+			return TF_ELIMIT;
+		*out = x;
+		return TF_OK;
+	}
+	if ((int64_t)v < min || (int64_t)v > max)
+		return TF_ELIMIT;
+	*out = (int64_t)v;
 	return TF_OK;
 }
 

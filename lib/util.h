@@ -34,7 +34,9 @@ uint64_t tf_proc_start(pid_t pid);
 /* True when PID exists and still has the given start time. */
 int tf_proc_alive(pid_t pid, uint64_t start);
 
-/* Bounded number parsing (never atoi): TF_OK or TF_EINVAL. */
+/* Bounded, strict number parsing (never atoi/strtoll): decimal digits only —
+ * no sign, space or "+", a '-' only when min < 0. TF_EINVAL when s is not
+ * such a number, TF_ELIMIT when it is one outside [min, max] (or int64). */
 int tf_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 
 /* A set of strings by their 64-bit hash (open addressing, doubled at half

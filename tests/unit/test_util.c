@@ -63,11 +63,47 @@ static void parses_what_timegm_did(void **state)
 	}
 }
 
+/* Numbers from requests, configs and headers: digits only, bounded. */
+static void parse_i64_is_strict(void **state)
+{
+	int64_t v = -7;
+	static const char *const malformed[] = {"", "+5", " 5", "5 ", "-1", "0x10", "1e3",
+	                                        "5\n", "--5", "1_000", "12a"};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof malformed / sizeof *malformed; i++) {
+		if (tf_parse_i64(malformed[i], 0, 100, &v) != TF_EINVAL)
+			fail_msg("'%s' was accepted", malformed[i]);
+	}
+	assert_int_equal(tf_parse_i64(NULL, 0, 100, &v), TF_EINVAL);
+	assert_int_equal(v, -7); /* untouched on failure */
+	assert_int_equal(tf_parse_i64("0", 0, 100, &v), TF_OK);
+	assert_int_equal(v, 0);
+	assert_int_equal(tf_parse_i64("007", 0, 100, &v), TF_OK);
+	assert_int_equal(v, 7);
+	assert_int_equal(tf_parse_i64("100", 0, 100, &v), TF_OK);
+	assert_int_equal(tf_parse_i64("101", 0, 100, &v), TF_ELIMIT);
+	assert_int_equal(tf_parse_i64("0", 1, 100, &v), TF_ELIMIT);
+	assert_int_equal(tf_parse_i64("9223372036854775807", 0, INT64_MAX, &v), TF_OK);
+	assert_true(v == INT64_MAX);
+	assert_int_equal(tf_parse_i64("9223372036854775808", 0, INT64_MAX, &v), TF_ELIMIT);
+	assert_int_equal(tf_parse_i64("99999999999999999999999", 0, INT64_MAX, &v), TF_ELIMIT);
+	assert_int_equal(tf_parse_i64("99999999999999999999x", 0, INT64_MAX, &v), TF_EINVAL);
+	/* a sign only where negative numbers are allowed */
+	assert_int_equal(tf_parse_i64("-5", -10, 10, &v), TF_OK);
+	assert_int_equal(v, -5);
+	assert_int_equal(tf_parse_i64("-", -10, 10, &v), TF_EINVAL);
+	assert_int_equal(tf_parse_i64("-9223372036854775808", INT64_MIN, 0, &v), TF_OK);
+	assert_true(v == INT64_MIN);
+	assert_int_equal(tf_parse_i64("-11", -10, 10, &v), TF_ELIMIT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(agrees_with_libc),
 		cmocka_unit_test(parses_what_timegm_did),
+		cmocka_unit_test(parse_i64_is_strict),
 	};
 	tu_init("util");
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,9 +26,6 @@ enum {
 /* Methods that change state: they need CSRF checks and may carry JSON. */
 #define TF_M_WRITE (TF_M_POST | TF_M_PUT | TF_M_PATCH | TF_M_DELETE)
 
-/* Deeper than any route (the deepest has 4 segments after "api"): a longer
- * path cannot match and is answered 404 without looking further. */
-#define TF_MAX_SEGMENTS 8
 
 /* Reads up to len bytes; returns the count, 0 at end of input, -1 on error. */
 typedef long (*tf_read_fn)(void *ctx, char *buf, size_t len);

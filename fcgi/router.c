@@ -7,8 +7,6 @@
 #include "limits.h"
 #include "util.h"
 
-/* Opaque paging cursors are ours (records.c); anything longer is not one. */
-#define TF_MAX_CURSOR 512
 
 /* Order matters only between literal and parameter segments at the same
  * place; the reserved feed ids ("tasks", "task-status", "cancel-task") can

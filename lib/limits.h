@@ -58,4 +58,25 @@
 #define TF_MAX_ROOT_NOTES            900 /* within TF_MAX_ERROR_LEN */
 #define TF_MAX_ROOT_NOTE_COLLECTIONS 5
 
+/* Untrusted input that the request router reads (fcgi/). */
+/* Opaque paging cursors are ours (records.c); anything longer is not one. */
+#define TF_MAX_CURSOR 512
+/* Deeper than any route (the deepest has 4 segments after "api"): a longer
+ * path cannot match and is answered 404 without looking further. */
+#define TF_MAX_SEGMENTS 8
+
+/* STIX content (worker/feeds/stix.c). */
+/* Nesting of ( and [ in one pattern; deeper patterns are malformed. */
+#define TF_STIX_MAX_PATTERN_DEPTH 32
+/* Objects in one stix_bundle document (the body is also capped at
+ * TF_MAX_PAGE_BYTES). */
+#define TF_STIX_MAX_BUNDLE_OBJECTS 200000
+/* Detailed warnings for skipped objects per run; beyond it only the total. */
+#define TF_STIX_MAX_SKIP_WARNINGS 20
+/* Distinct observables kept per object (a pattern is bounded by
+ * TF_MAX_OBJECT_BYTES, but a megabyte of ORs is not worth indexing whole). */
+#define TF_STIX_MAX_OBSERVABLES 1000
+/* Longest STIX `type` accepted (the spec allows 250 characters). */
+#define TF_STIX_MAX_TYPE_LEN 250
+
 #endif

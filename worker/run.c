@@ -31,7 +31,6 @@
 #include <unistd.h>
 
 #define CHECK_EVERY_US 100000
-#define MAX_PENDING_WARNINGS 32
 
 struct tf_run {
 	tf_store *st;
@@ -45,7 +44,7 @@ struct tf_run {
 	tf_stage stage;
 	char message[TF_MAX_MESSAGE_LEN + 1];
 	char error[TF_MAX_ERROR_LEN + 1];
-	char *warnings[MAX_PENDING_WARNINGS];
+	char *warnings[TF_WRITER_MAX_WARNINGS];
 	int nwarnings;
 	tf_cancel_mode cancel;
 	int64_t started_us, last_write_us, last_check_us;
@@ -216,9 +215,9 @@ void tf_run_warn(tf_run *r, const char *fmt, ...)
 		r->dirty = 1;
 		return;
 	}
-	if (r->nwarnings == MAX_PENDING_WARNINGS)
+	if (r->nwarnings == TF_WRITER_MAX_WARNINGS)
 		write_progress(r);
-	if (r->nwarnings < MAX_PENDING_WARNINGS && (r->warnings[r->nwarnings] = strdup(line)))
+	if (r->nwarnings < TF_WRITER_MAX_WARNINGS && (r->warnings[r->nwarnings] = strdup(line)))
 		r->nwarnings++;
 	r->dirty = 1;
 }

@@ -18,10 +18,6 @@
 #include "limits.h"
 #include "util.h"
 
-/* Distinct observables kept per object (a pattern is bounded by
- * TF_MAX_OBJECT_BYTES, but a megabyte of ORs is not worth indexing whole). */
-#define STIX_MAX_OBSERVABLES 1000
-#define STIX_MAX_TYPE_LEN 250
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -269,7 +265,7 @@ static int add_observable(json_object *arr, const char *type, const char *value,
 	size_t n = json_object_array_length(arr);
 	json_object *o;
 
-	if (!vlen || n >= STIX_MAX_OBSERVABLES)
+	if (!vlen || n >= TF_STIX_MAX_OBSERVABLES)
 		return TF_OK;
 	for (size_t i = 0; i < n; i++) {
 		json_object *e = json_object_array_get_idx(arr, i);
@@ -478,7 +474,7 @@ static int valid_type(const char *t)
 {
 	size_t n = strlen(t);
 
-	if (!n || n > STIX_MAX_TYPE_LEN)
+	if (!n || n > TF_STIX_MAX_TYPE_LEN)
 		return 0;
 	for (; *t; t++)
 		if (!((*t >= 'a' && *t <= 'z') || isdigit((unsigned char)*t) || *t == '-'))

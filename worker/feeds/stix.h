@@ -20,13 +20,6 @@
 #include "run.h"
 #include "task.h"
 
-/* Nesting of ( and [ in one pattern; deeper patterns are malformed. */
-#define TF_STIX_MAX_PATTERN_DEPTH 32
-/* Objects in one stix_bundle document (the body is also capped at
- * TF_MAX_PAGE_BYTES). Proposed for lib/limits.h. */
-#define TF_STIX_MAX_BUNDLE_OBJECTS 200000
-/* Detailed warnings for skipped objects per run; beyond it only the total. */
-#define TF_STIX_MAX_SKIP_WARNINGS 20
 
 typedef struct tf_stix_rec {
 	const char *key;          /* the object's id; points into the object */

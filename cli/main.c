@@ -160,7 +160,7 @@ static int feed_body_from_opts(int argc, char **argv, json_object **body)
 		}
 		case 'I': {
 			int64_t v;
-			if (tf_parse_i64(optarg, 0, 366L * 86400, &v)) {
+			if (tf_parse_i64(optarg, 0, TF_MAX_INTERVAL_S, &v)) {
 				fprintf(stderr, "threatfeed: --interval: not a number of seconds\n");
 				json_object_put(b);
 				return TF_EINVAL;

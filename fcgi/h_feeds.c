@@ -18,10 +18,6 @@
 #include "task.h"
 #include "util.h"
 
-/* test_connection: the whole check, upstream timeout included, must end
- * well before a web server's FastCGI timeout and the dashboard's 20 s. */
-#define TF_TEST_CONNECTION_TIMEOUT_S 10
-#define TF_TEST_CONNECTION_OUTPUT   4096
 /* Exit codes meaning "this CLI has no such command" (usage error). */
 #define TF_EXIT_USAGE     2
 #define TF_EXIT_EX_USAGE  64

@@ -351,7 +351,7 @@ int tf_req_read_body(tf_req *r, tf_read_fn rd, void *ctx, tf_resp *resp)
 			                     "request body over %d KiB", TF_MAX_BODY / 1024);
 	}
 	if (len == 0) {
-		/* An empty write means "no fields" (SPEC: consume needs no body). */
+		/* An empty write means "no fields" (docs/SPEC.md §2: consume needs no body). */
 		if (!(r->json = json_object_new_object()))
 			return tf_resp_fail(resp, TF_ENOMEM, NULL);
 		return 0;

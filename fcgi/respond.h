@@ -49,12 +49,21 @@ int tf_resp_error(tf_resp *r, int status, const char *code, const char *fmt, ...
 int tf_resp_error_with(tf_resp *r, int status, const char *code, const char *key,
                        const char *value, const char *fmt, ...)
 	__attribute__((format(printf, 6, 7)));
-/* Maps a tf_err to its status and code (below) and writes the error. detail is
- * shown for 4xx answers only (the lib's one-line reason, e.g. from feed
- * validation); 5xx answers get a generic text. Returns -1. */
+/* Maps a TF_E* code (err.h, tf_rc) to its status and code (below) and writes
+ * the error. detail is shown for 4xx answers only (the lib's one-line reason,
+ * e.g. from feed validation); 5xx answers get a generic text. Returns -1. */
 int tf_resp_fail(tf_resp *r, int err, const char *detail);
-/* The mapping itself: TF_EINVAL 400, TF_ENOTFOUND 404, TF_EEXIST/TF_ECONFLICT/
- * TF_ESTATE 409, TF_ELIMIT 413, TF_ESTORE/TF_EPERM 503, anything else 500.
+/* The mapping itself (status, machine code):
+ *   TF_EINVAL     400 bad_request
+ *   TF_ENOTFOUND  404 not_found
+ *   TF_EEXIST     409 exists
+ *   TF_ECONFLICT  409 conflict
+ *   TF_ESTATE     409 conflict
+ *   TF_ELIMIT     413 payload_too_large
+ *   TF_ESTORE     503 store_unavailable
+ *   TF_EPERM      503 store_not_writable
+ *   TF_ENOSPACE   507 store_disk_full
+ *   anything else 500 internal_error
  * *code (if not NULL) gets the static machine code. */
 int tf_http_status_of(int err, const char **code);
 

@@ -63,7 +63,7 @@ static int apply(tf_config *cfg, const char *k, const char *v)
 	else if (!strcmp(k, "max_concurrent_runs"))
 		return set_int(&cfg->max_concurrent_runs, v, 1, 1000);
 	else if (!strcmp(k, "grace_period_s"))
-		return set_int(&cfg->grace_period_s, v, 0, 3600);
+		return set_int(&cfg->grace_period_s, v, 0, TF_MAX_GRACE_S);
 	else if (!strcmp(k, "history_keep"))
 		return set_int(&cfg->history_keep, v, 1, 100000);
 	else if (!strcmp(k, "worker"))

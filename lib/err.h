@@ -1,10 +1,13 @@
-/* One error vocabulary for every module: functions return TF_OK or a tf_err,
- * and exactly one place (the CLI's main, the HTTP error writer) turns it into
- * words or a status code. */
+/* One error vocabulary for every module: functions return TF_OK or one of
+ * the TF_E* codes below (as a plain int), and exactly one place (the CLI's
+ * main, the HTTP error writer) turns it into words or a status code.
+ *
+ * The type is tf_rc ("return code"), not tf_err: tf_err(...) is the error
+ * logging macro of log.h. */
 #ifndef TF_ERR_H
 #define TF_ERR_H
 
-typedef enum tf_err {
+typedef enum tf_rc {
 	TF_OK = 0,
 	TF_ENOMEM,      /* allocation failed */
 	TF_EINVAL,      /* bad argument or malformed input */
@@ -23,7 +26,7 @@ typedef enum tf_err {
 	TF_ESYS,        /* a system call failed (errno kept by the caller) */
 	TF_ENOSPACE,    /* the store's disk (or quota) is full */
 	TF_ERR__COUNT
-} tf_err;
+} tf_rc;
 
 /* Static English text for an error code; never NULL. */
 const char *tf_strerror(int err);

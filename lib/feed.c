@@ -118,11 +118,12 @@ static int check_options(json_object *opts, char *err, size_t errlen)
 		if (!strcmp(k, "page_size"))
 			rc = check_int(v, "options.page_size", 1, TF_MAX_PAGE_OBJECTS, err, errlen);
 		else if (!strcmp(k, "requests_per_minute"))
-			rc = check_int(v, "options.requests_per_minute", 1, 1000, err, errlen);
+			rc = check_int(v, "options.requests_per_minute", 1, TF_MAX_REQUESTS_PER_MINUTE, err,
+			               errlen);
 		else if (!strcmp(k, "targets"))
 			rc = check_targets(v, err, errlen);
 		else /* grace_period_s, the last of all_options */
-			rc = check_int(v, "options.grace_period_s", 0, 3600, err, errlen);
+			rc = check_int(v, "options.grace_period_s", 0, TF_MAX_GRACE_S, err, errlen);
 		if (rc)
 			return rc;
 	}
@@ -151,7 +152,7 @@ static int check_field(const char *k, json_object *v, char *err, size_t errlen)
 		return json_object_is_type(v, json_type_boolean) ? TF_OK
 		                                                 : FAIL("enabled: must be true or false");
 	if (!strcmp(k, "interval_s"))
-		return check_int(v, k, 0, 366L * 86400, err, errlen);
+		return check_int(v, k, 0, TF_MAX_INTERVAL_S, err, errlen);
 	if (!strcmp(k, "options"))
 		return check_options(v, err, errlen);
 	return FAIL("%.64s: unknown field", k);

@@ -1,9 +1,7 @@
 #include "json.h"
 #include "err.h"
+#include "limits.h"
 #include "util.h"
-
-/* Depth of the finite-number walk; json-c already capped nesting. */
-#define TF_JSON_WALK_MAX 1024
 
 #include <math.h>
 #include <stdio.h>

@@ -79,4 +79,57 @@
 /* Longest STIX `type` accepted (the spec allows 250 characters). */
 #define TF_STIX_MAX_TYPE_LEN 250
 
+/* Feed options (lib/feed.c; the API and the CLI validate against these). */
+/* options.requests_per_minute: VirusTotal's premium tiers allow a few hundred
+ * a minute; more than 1000 is a typo, not a budget. */
+#define TF_MAX_REQUESTS_PER_MINUTE 1000
+/* options.grace_period_s (and the config's grace_period_s): a cancelled run
+ * may keep its slot this long before it is killed; an hour is already more
+ * than any run needs to stop. */
+#define TF_MAX_GRACE_S             3600
+/* interval_s: at most a (leap) year between scheduled runs. */
+#define TF_MAX_INTERVAL_S          (366L * 86400)
+
+/* Records (lib/records.c): bytes of a record's source key (its STIX id,
+ * "otx:…"); stored after the feed id, so it bounds every store key. A
+ * longer key is refused (TF_ELIMIT); no real id is near this. */
+#define TF_MAX_RECORD_KEY          511
+
+/* JSON (lib/json.c): depth of our own recursive walks over parsed JSON.
+ * json-c already capped nesting when parsing (TF_MAX_JSON_DEPTH,
+ * TF_MAX_FEED_JSON_DEPTH); this keeps the recursion bounded regardless. */
+#define TF_JSON_WALK_MAX           1024
+
+/* test_connection (fcgi/h_feeds.c, worker/probe.c): the whole check must
+ * end well before a web server's FastCGI timeout and the dashboard's 20 s
+ * (www/app.js TEST_CONNECTION_TIMEOUT_MS); the probe's own upstream request
+ * gives up first, so the handler gets its answer rather than a timeout. */
+#define TF_TEST_CONNECTION_TIMEOUT_S 10
+#define TF_PROBE_TIMEOUT_S           8     /* below TF_TEST_CONNECTION_TIMEOUT_S */
+/* Bytes of the probe's output the handler reads: one JSON line with a
+ * short detail; anything longer is not an answer. */
+#define TF_TEST_CONNECTION_OUTPUT    4096
+
+/* Upstream responses (worker/fetch.c): a captured response header value
+ * (Retry-After, X-TAXII-Date-Added-Last, Location) longer than this is
+ * dropped — no real value is near it, and it is kept in memory per page. */
+#define TF_FETCH_MAX_HEADER_VALUE 2048
+
+/* TAXII (worker/feeds/taxii.c): body of a discovery, API root or
+ * collections document — small documents; a megabyte is not one of them. */
+#define TF_TAXII_MAX_META_BYTES (1024 * 1024)
+
+/* OTX (worker/feeds/otx.c, otx.h). */
+#define TF_OTX_MAX_ID    64   /* bytes of a pulse id (OTX: 24 hex digits) */
+#define TF_OTX_MAX_TYPE  64   /* bytes of an indicator type name */
+/* /pulses/{id}/indicators pages of one pulse (more_indicators): a pulse that
+ * pages on beyond this is a loop or an abuse, not data. */
+#define TF_OTX_MAX_INDICATOR_PAGES 1000
+
+/* VirusTotal (worker/feeds/vt.c, vt.h). */
+/* Longest domain name target (RFC 1035 §2.3.4, without the trailing dot). */
+#define TF_VT_MAX_DOMAIN 253
+/* Detailed warnings for skipped targets per run; beyond it only the total. */
+#define TF_VT_MAX_SKIP_WARNINGS 20
+
 #endif

@@ -12,7 +12,7 @@
  * The prefix lets "latest modified wins" be decided without parsing. */
 #define VAL_HDR 8
 /* Stored key: feed_id NUL source key. */
-#define MAX_KEY (TF_MAX_FEED_ID + 1 + 511)
+#define MAX_KEY (TF_MAX_FEED_ID + 1 + TF_MAX_RECORD_KEY)
 
 struct entry {
 	char *key, *type, *value, *observables, *object; /* one allocation, key first */
@@ -79,7 +79,7 @@ int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *val
 	struct entry *e;
 	char *p;
 
-	if (len > TF_MAX_OBJECT_BYTES || kl == 0 || kl > MAX_KEY - TF_MAX_FEED_ID - 1)
+	if (len > TF_MAX_OBJECT_BYTES || kl == 0 || kl > TF_MAX_RECORD_KEY)
 		return TF_ELIMIT;
 	if (observables)
 		obs = tf_json_text(observables, &ol);

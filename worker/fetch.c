@@ -28,7 +28,6 @@
 #define FETCH_USER_AGENT "threatfeed/1.0 (+libcurl)"
 #define FETCH_POLL_MS 1000             /* longest wait in one curl_multi_poll */
 #define FETCH_INITIAL_BUF (16 * 1024)
-#define FETCH_MAX_HEADER_VALUE 2048    /* longer captured header values are dropped */
 
 /* One transfer and what it has received so far. */
 struct xfer {
@@ -211,7 +210,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 static void keep_header(char **slot, const char *v, size_t n)
 {
 	free(*slot);
-	*slot = n <= FETCH_MAX_HEADER_VALUE ? tf_strndup(v, n) : NULL;
+	*slot = n <= TF_FETCH_MAX_HEADER_VALUE ? tf_strndup(v, n) : NULL;
 }
 
 /* Captures the headers drivers need from the last response (every redirect

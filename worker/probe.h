@@ -7,8 +7,6 @@
 #include <json-c/json.h>
 #include <stddef.h>
 
-#define TF_PROBE_TIMEOUT_S 8  /* below the handler's 10 s deadline */
-
 /* Probes the feed described by its stored form. Returns 1 when the upstream
  * answered as expected with the credentials, 0 otherwise; detail gets one
  * line for a human (never the secret). */

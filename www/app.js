@@ -32,6 +32,9 @@
   const POLL_HIDDEN_MS = 15000;  // tab in the background: keep the server quiet
   const POLL_AGAIN_MS = 100;     // follow-up round right after a user action
   const REQUEST_TIMEOUT_MS = 5000;
+  // test_connection: the server gives up on the upstream after 10 s
+  // (TF_TEST_CONNECTION_TIMEOUT_S in lib/limits.h); wait longer than that.
+  const TEST_CONNECTION_TIMEOUT_MS = 20000;
   const HEALTH_EVERY_MS = 5000;
   const MAX_ALERTS = 6;
   const MAX_STATUS_FETCHES = 5;  // per round; the task lists normally make these unnecessary
@@ -192,7 +195,9 @@
     if (cached) headers['If-None-Match'] = cached.etag;
 
     const ctrl = new AbortController();
-    const timer = setTimeout(() => ctrl.abort(), opts.timeoutMs || REQUEST_TIMEOUT_MS);
+    const timeoutMs = opts.timeoutMs || REQUEST_TIMEOUT_MS;
+    const timeoutText = `${Math.round(timeoutMs / 100) / 10} s`;   // "5 s", "20 s", "2.5 s"
+    const timer = setTimeout(() => ctrl.abort(), timeoutMs);
     try {
       let res;
       try {
@@ -208,7 +213,7 @@
           signal: ctrl.signal,
         });
       } catch (e) {
-        throw new NetworkError(ctrl.signal.aborted ? 'no answer within 5 s' : (e && e.message) || 'network error');
+        throw new NetworkError(ctrl.signal.aborted ? `no answer within ${timeoutText}` : (e && e.message) || 'network error');
       }
 
       if (res.status === 304 && cached) {
@@ -221,7 +226,7 @@
       try {
         text = await res.text();
       } catch (e) {
-        throw new NetworkError(ctrl.signal.aborted ? 'answer cut off after 5 s' : 'answer cut off');
+        throw new NetworkError(ctrl.signal.aborted ? `answer cut off after ${timeoutText}` : 'answer cut off');
       }
       let data = null;
       let isJson = true;
@@ -269,7 +274,7 @@
     cancelTask: (taskId, mode) => request('POST', 'threat-feeds/cancel-task/' + enc(taskId) + '/', { body: { mode } }),
     cancelFeed: (feedId, mode) => request('POST', 'threat-feeds/' + enc(feedId) + '/cancel_consumption/', { body: { mode } }),
     testConnection: (feedId) => request('POST', 'threat-feeds/' + enc(feedId) + '/test_connection/', {
-      body: {}, timeoutMs: 20000, // the server applies its own short upstream timeout
+      body: {}, timeoutMs: TEST_CONNECTION_TIMEOUT_MS,
     }),
     createFeed: (feed) => request('POST', 'threat-feeds/', { body: feed }),
     removeFeed: (feedId) => request('DELETE', 'threat-feeds/' + enc(feedId) + '/', { body: {} }),

@@ -3,7 +3,7 @@ workers): every feed answer (POST, GET, list, PATCH) of every feed type, with
 and without its optional fields, has exactly the feed's fields — null when
 unset, never `secret`; every task answer (task-status, the tasks list, the
 202 of a cancel) has exactly the task's fields in every state, queued to
-terminal. The expected key sets are written out here from the SPEC, not taken
+terminal. The expected key sets are written out here from docs/SPEC.md, not taken
 from the code. Runs that must stay active are held by a stalled upstream
 (never by timing); every wait is bounded generously and nothing asserts speed.
 """

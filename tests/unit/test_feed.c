@@ -691,7 +691,7 @@ static void test_list_sorted_and_ids(void **state)
 
 /* ---- the API shape (docs/SPEC.md §2) ---------------------------------------------------------- */
 
-/* Written out from the SPEC, independently of lib/feed.c: every field in every
+/* Written out from docs/SPEC.md, independently of lib/feed.c: every field in every
  * answer (created_at/updated_at are ours, also always there), never secret. */
 static const char *const feed_keys[] = {
 	"id", "name", "type", "url", "collection", "username", "has_secret", "enabled",

@@ -1050,7 +1050,7 @@ static void assert_exact_keys(json_object *o, const char *const *keys, size_t n,
 		fail_msg("%s has extra members: %s", what, json_object_to_json_string(o));
 }
 
-/* Written out from the SPEC, independently of lib/task.c. */
+/* Written out from docs/SPEC.md, independently of lib/task.c. */
 static void assert_task_shape(json_object *o, const char *want_status)
 {
 	static const char *const keys[] = {

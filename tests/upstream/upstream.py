@@ -24,8 +24,8 @@ prints ``listening on http://127.0.0.1:PORT``. It stops on SIGTERM/SIGINT, after
 delay per page (about 20 s for a full run); explicit options still win.
 Every request runs in its own daemon thread: a stalled response never blocks others.
 
-TAXII 2.1 (see /work/shared/FEEDS.md)
--------------------------------------
+TAXII 2.1 (see docs/FEEDS.md "TAXII 2.1")
+-----------------------------------------
   GET /taxii2/                          discovery (api_roots ["http://127.0.0.1:PORT/api1/"])
   GET /api1/                            API root
   GET /api1/collections/                collections: 91a7b528-80eb-42ed-a74d-c6fbd5a26116

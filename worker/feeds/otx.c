@@ -34,8 +34,8 @@
  *    next that leaves the host, is not http(s), or loops back;
  *  - paging without progress: TF_MAX_EMPTY_PAGES empty (or repeated) pages
  *    in a row that still have a next; more than TF_MAX_PAGES pages or
- *    TF_MAX_RUN_S seconds; a pulse with more than OTX_MAX_INDICATOR_PAGES
- *    pages of indicators.
+ *    TF_MAX_RUN_S seconds; a pulse with more than
+ *    TF_OTX_MAX_INDICATOR_PAGES pages of indicators.
  * What is SKIPPED, counted, and summed up in one warning per page (the run
  * goes on): a malformed pulse or indicator (wrong JSON type of any field we
  * read, missing id, unreadable timestamps — see otx.h), an indicator over
@@ -62,7 +62,6 @@
 
 #define OTX_DEFAULT_LIMIT 50          /* the OTX SDK's page size */
 #define OTX_INDICATOR_LIMIT 1000      /* per /pulses/{id}/indicators page */
-#define OTX_MAX_INDICATOR_PAGES 1000  /* of one pulse */
 #define OTX_ACCEPT "application/json"
 #define OTX_SUBSCRIBED "/api/v1/pulses/subscribed"
 
@@ -630,9 +629,9 @@ static int more_indicators(otx *o, const tf_otx_pulse *p, int page_no, page_stat
 	}
 	sprintf(url, "%s/api/v1/pulses/%s/indicators?limit=%d", o->base, p->id, OTX_INDICATOR_LIMIT);
 	for (n = 0;; n++) {
-		if (n >= OTX_MAX_INDICATOR_PAGES) {
+		if (n >= TF_OTX_MAX_INDICATOR_PAGES) {
 			tf_run_fail(o->r, "page %d: pulse %s has more than %d pages of indicators",
-			            page_no, p->id, OTX_MAX_INDICATOR_PAGES);
+			            page_no, p->id, TF_OTX_MAX_INDICATOR_PAGES);
 			rc = TF_ELIMIT;
 			goto out;
 		}

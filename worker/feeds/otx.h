@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TF_OTX_MAX_ID 64          /* bytes of a pulse id (OTX: 24 hex digits) */
-#define TF_OTX_MAX_TYPE 64        /* bytes of an indicator type name */
+#include "limits.h"   /* TF_OTX_MAX_ID, TF_OTX_MAX_TYPE */
+
 /* "otx:" + pulse id + ":" + a 64-bit indicator id + NUL */
 #define TF_OTX_KEY_LEN (4 + TF_OTX_MAX_ID + 1 + 20 + 1)
 #define TF_OTX_TIME_LEN 26        /* "2023-08-22T09:43:18.855000" */

@@ -28,7 +28,6 @@
 
 #define TAXII_MEDIA "application/taxii+json;version=2.1"
 #define TAXII_DEFAULT_LIMIT 1000   /* objects per page we ask for; servers may cap it */
-#define TAXII_MAX_META_BYTES (1024 * 1024) /* discovery, API root, collections */
 
 typedef struct taxii {
 	tf_run *r;
@@ -272,7 +271,7 @@ static int collection_in(taxii *t, const char *root, root_notes *notes)
 		tf_run_fail(t->r, "out of memory");
 		return TF_ENOMEM;
 	}
-	rc = get_json(t, url, "collections", TF_SG_DISCOVERING, TAXII_MAX_META_BYTES, ALLOW_404, &doc,
+	rc = get_json(t, url, "collections", TF_SG_DISCOVERING, TF_TAXII_MAX_META_BYTES, ALLOW_404, &doc,
 	              &status, NULL, NULL, NULL);
 	free(url);
 	if (rc == TF_ENOTFOUND) {
@@ -324,7 +323,7 @@ static int collection_in(taxii *t, const char *root, root_notes *notes)
 static int try_root(taxii *t, const char *root, root_notes *notes)
 {
 	json_object *doc = NULL;
-	int rc = get_json(t, root, "API root", TF_SG_DISCOVERING, TAXII_MAX_META_BYTES, 0, &doc,
+	int rc = get_json(t, root, "API root", TF_SG_DISCOVERING, TF_TAXII_MAX_META_BYTES, 0, &doc,
 	                  NULL, NULL, NULL, NULL);
 
 	if (!rc)
@@ -414,7 +413,7 @@ static int discover(taxii *t, const char *feed_url)
 	}
 	if ((rc = tf_run_stage(t->r, TF_SG_DISCOVERING, "reading %s", url)))
 		goto out;
-	if ((rc = get_json(t, url, "discovery", TF_SG_DISCOVERING, TAXII_MAX_META_BYTES, 0, &doc, NULL,
+	if ((rc = get_json(t, url, "discovery", TF_SG_DISCOVERING, TF_TAXII_MAX_META_BYTES, 0, &doc, NULL,
 	                   NULL, NULL, NULL)))
 		goto out;
 	if (!json_object_object_get_ex(doc, "versions", NULL)) {

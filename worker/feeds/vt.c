@@ -61,7 +61,6 @@
 
 #define VT_DEFAULT_RPM 4              /* public API budget (docs/FEEDS.md) */
 #define VT_QUOTA_WAIT_S 60            /* a 429 without Retry-After: one window */
-#define VT_MAX_SKIP_WARNINGS 20       /* detailed warnings; then only the total */
 #define VT_ACCEPT "application/json"
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -465,7 +464,7 @@ static void skip_target(vt *v, const char *target, const char *fmt, ...)
 	char why[240], shown[80];
 	va_list ap;
 
-	if (++v->skipped > VT_MAX_SKIP_WARNINGS)
+	if (++v->skipped > TF_VT_MAX_SKIP_WARNINGS)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof why, fmt, ap);
@@ -750,9 +749,9 @@ int tf_vt_run(tf_run *r)
 		goto out;
 	json_object_object_get_ex(feed, "options", &opts);
 	if (opts && tf_json_get_int(opts, "requests_per_minute", &rpm) == TF_OK &&
-	    (rpm < 1 || rpm > 1000)) {
-		tf_run_warn(r, "options.requests_per_minute %lld is out of range (1..1000): using %d",
-		            (long long)rpm, VT_DEFAULT_RPM);
+	    (rpm < 1 || rpm > TF_MAX_REQUESTS_PER_MINUTE)) {
+		tf_run_warn(r, "options.requests_per_minute %lld is out of range (1..%d): using %d",
+		            (long long)rpm, TF_MAX_REQUESTS_PER_MINUTE, VT_DEFAULT_RPM);
 		rpm = VT_DEFAULT_RPM;
 	}
 	v.rpm = (int)rpm;

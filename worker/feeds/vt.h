@@ -9,10 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum tf_vt_kind { TF_VT_FILE, TF_VT_DOMAIN, TF_VT_IP, TF_VT_URL } tf_vt_kind;
+#include "limits.h"   /* TF_VT_MAX_DOMAIN */
 
-/* Longest domain name (RFC 1035 §2.3.4, without the trailing dot). */
-#define TF_VT_MAX_DOMAIN 253
+typedef enum tf_vt_kind { TF_VT_FILE, TF_VT_DOMAIN, TF_VT_IP, TF_VT_URL } tf_vt_kind;
 
 /* One lookup. Strings are owned: tf_vt_target_free(). */
 typedef struct tf_vt_target {

@@ -338,7 +338,9 @@ class QueueLimits(unittest.TestCase):
             for pid in procs:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.3)
-            self.assertEqual(env.status(tb)["status"], "queued")
+            # Usually still queued; a waiting supervisor of b may also find
+            # a's slot dead and take it first (the queue never strands).
+            self.assertIn(env.status(tb)["status"], {"queued", "running"})
             env.cli("tick")
             self.assertEqual(env.status(ta)["status"], "failed")
             self.assertEqual(env.wait(tb, TERMINAL, timeout=90)["status"], "completed")

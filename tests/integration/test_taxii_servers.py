@@ -43,10 +43,16 @@ class RepeatedNextToken(RunTest):
         self.assertEqual(p["indicators_created"], 1000)
         self.assertEqual(p["pages_done"], 1000 // PAGE)
         self.assertEqual(len(lines(self.env.export("f"))), 1000)
-        # every page after the first went out with the one session token
-        nexts = {e.get("query", {}).get("next") for e in up.ctl("stats").get("log", {})
-                 .get("objects", []) if isinstance(e, dict) and e.get("query", {}).get("next")}
-        self.assertLessEqual(len(nexts), 1, nexts)
+        # the prefetch matches a page by its request, and with one session
+        # token pages 2.. ask the same URL: each page must still go out
+        # exactly once, in order, the first without a token
+        reqs = up.ctl("stats")["objects_requests"]
+        self.assertEqual(len(reqs), 1000 // PAGE, reqs)
+        self.assertEqual([r["page"] for r in reqs], sorted(r["page"] for r in reqs))
+        self.assertFalse(reqs[0].get("next"))
+        self.assertEqual(len({r.get("next") for r in reqs[1:]}), 1, reqs)
+        self.assertTrue(reqs[1].get("next"))
+        self.assertEqual({r["status"] for r in reqs}, {200})
 
     def test_session_that_serves_the_same_page_again_fails_clearly(self):
         up = self.feed_up("f", "--session-next")

@@ -172,15 +172,39 @@ int tf_valid_feed_id(const char *s)
 	return 1;
 }
 
-uint64_t tf_hash64(const void *data, size_t len)
+uint64_t tf_hash64_more(uint64_t h, const void *data, size_t len)
 {
 	const unsigned char *p = data;
-	uint64_t h = 1469598103934665603ULL;
 	for (size_t i = 0; i < len; i++) {
 		h ^= p[i];
 		h *= 1099511628211ULL;
 	}
 	return h;
+}
+
+/* The ETag seed is not FNV's offset basis (a digit short); ETags only need
+ * to be stable, and changing it would change every ETag clients hold. */
+uint64_t tf_hash64(const void *data, size_t len)
+{
+	return tf_hash64_more(1469598103934665603ULL, data, len);
+}
+
+void tf_url_enc_append(char *dst, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	dst += strlen(dst);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+			*dst++ = (char)c;
+		} else {
+			*dst++ = '%';
+			*dst++ = hex[c >> 4];
+			*dst++ = hex[c & 15];
+		}
+	}
+	*dst = '\0';
 }
 
 uint64_t tf_proc_start(pid_t pid)

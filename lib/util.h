@@ -27,6 +27,13 @@ int tf_valid_feed_id(const char *s);   /* [a-z0-9][a-z0-9_-]{0,63}, not reserved
 
 /* FNV-1a 64-bit, for ETags. */
 uint64_t tf_hash64(const void *data, size_t len);
+/* FNV-1a continued from h over data: digests built from several fields
+ * (the page loop guards of the feed drivers). Start from TF_FNV_OFFSET. */
+#define TF_FNV_OFFSET 14695981039346656037ULL
+uint64_t tf_hash64_more(uint64_t h, const void *data, size_t len);
+/* Appends s to the string dst, percent-encoded for a URL query value
+ * (RFC 3986 unreserved characters kept); dst needs 3 * strlen(s) more bytes. */
+void tf_url_enc_append(char *dst, const char *s);
 
 /* Process identity that survives pid reuse: start time in clock ticks since
  * boot from /proc/PID/stat, or 0 when the process does not exist. */

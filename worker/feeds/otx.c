@@ -693,24 +693,12 @@ out:
 	return rc;
 }
 
-#define FNV_PRIME 1099511628211ULL
-
-static uint64_t fnv(uint64_t h, const void *data, size_t len)
-{
-	const unsigned char *b = data;
-	for (size_t i = 0; i < len; i++) {
-		h ^= b[i];
-		h *= FNV_PRIME;
-	}
-	return h;
-}
-
 /* Every pulse of a page into the batch. */
 static int ingest_page(otx *o, const tf_otx_page *page, int page_no, page_stats *ps,
                        int64_t *page_newest)
 {
 	tf_progress *p = tf_run_progress(o->r);
-	uint64_t h = 14695981039346656037ULL;
+	uint64_t h = TF_FNV_OFFSET;
 	int rc = TF_OK;
 
 	for (size_t i = 0; i < page->n; i++) {
@@ -732,8 +720,8 @@ static int ingest_page(otx *o, const tf_otx_page *page, int page_no, page_stats 
 			tf_run_fail(o->r, "%s: out of memory", where);
 			return rc;
 		}
-		h = fnv(h, pulse.id, strlen(pulse.id) + 1);
-		h = fnv(h, &pulse.modified_us, sizeof pulse.modified_us);
+		h = tf_hash64_more(h, pulse.id, strlen(pulse.id) + 1);
+		h = tf_hash64_more(h, &pulse.modified_us, sizeof pulse.modified_us);
 		if (pulse.modified_us < o->last_us)
 			o->ascending = 0;
 		o->last_us = pulse.modified_us;
@@ -773,25 +761,6 @@ static void page_summary(otx *o, int page_no, const page_stats *ps)
 		            (long long)ps->too_large, ps->first_bad);
 }
 
-/* RFC 3986 percent-encoding of a query value. */
-static void append_enc(char *dst, const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-
-	dst += strlen(dst);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-			*dst++ = (char)c;
-		} else {
-			*dst++ = '%';
-			*dst++ = hex[c >> 4];
-			*dst++ = hex[c & 15];
-		}
-	}
-	*dst = '\0';
-}
-
 static char *first_url(otx *o)
 {
 	char since[TF_OTX_TIME_LEN + 1];
@@ -804,7 +773,7 @@ static char *first_url(otx *o)
 	if (o->committed_us >= 0) {
 		tf_otx_format_time(o->committed_us, since, sizeof since);
 		strcat(u, "&modified_since=");
-		append_enc(u, since);
+		tf_url_enc_append(u, since);
 	}
 	return u;
 }

@@ -670,20 +670,6 @@ void tf_stix_rec_free(tf_stix_rec *rec)
 
 /* ---- feeding a run --------------------------------------------------------- */
 
-#define FNV_OFFSET 14695981039346656037ULL
-#define FNV_PRIME 1099511628211ULL
-
-static uint64_t fnv(uint64_t h, const void *data, size_t len)
-{
-	const unsigned char *p = data;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= FNV_PRIME;
-	}
-	return h;
-}
-
 static void skip_warn(tf_run *r, tf_stix_stats *st, int64_t *counter, const char *where,
                       size_t i, json_object *obj, const char *why)
 {
@@ -853,7 +839,7 @@ int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, c
                    const tf_stix_span *spans, const char *where, tf_stix_stats *st)
 {
 	tf_progress *p = tf_run_progress(r);
-	uint64_t h = FNV_OFFSET;
+	uint64_t h = TF_FNV_OFFSET;
 	char err[200];
 	int rc;
 
@@ -905,8 +891,8 @@ int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, c
 		}
 		rc = tf_run_add(r, rec.key, rec.type, rec.value, rec.observables, rec.modified_us, otext,
 		                len);
-		h = fnv(h, rec.key, strlen(rec.key) + 1);
-		h = fnv(h, &rec.modified_us, sizeof rec.modified_us);
+		h = tf_hash64_more(h, rec.key, strlen(rec.key) + 1);
+		h = tf_hash64_more(h, &rec.modified_us, sizeof rec.modified_us);
 		tf_stix_rec_free(&rec);
 		if (rc == TF_ELIMIT) {
 			skip_warn(r, st, &st->too_large, where, i, obj, "too large to store");

@@ -59,25 +59,6 @@ static char *cat3(const char *a, const char *b, const char *c)
 	return s;
 }
 
-/* RFC 3986 percent-encoding of a query value. */
-static void append_enc(char *dst, const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-
-	dst += strlen(dst);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-			*dst++ = (char)c;
-		} else {
-			*dst++ = '%';
-			*dst++ = hex[c >> 4];
-			*dst++ = hex[c & 15];
-		}
-	}
-	*dst = '\0';
-}
-
 /* A URL with a trailing '/' (TAXII 2.1 §1.6.3: every URL ends in one). */
 static char *with_slash(const char *url)
 {
@@ -447,11 +428,11 @@ static char *page_url(taxii *t, const char *after, const char *next)
 	snprintf(u, n, "%s?limit=%ld", t->objects, t->limit);
 	if (after) {
 		strcat(u, "&added_after=");
-		append_enc(u, after);
+		tf_url_enc_append(u, after);
 	}
 	if (next) {
 		strcat(u, "&next=");
-		append_enc(u, next);
+		tf_url_enc_append(u, next);
 	}
 	return u;
 }

@@ -220,6 +220,7 @@ static int check_versions(taxii *t, json_object *root, const char *url)
 typedef struct root_notes {
 	char text[TF_MAX_ROOT_NOTES];
 	size_t len;
+	int unreadable; /* a root lists the collection, can_read false: the answer */
 } root_notes;
 
 static void note(root_notes *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -239,8 +240,8 @@ static void note(root_notes *n, const char *fmt, ...)
 
 /* Looks for the collection in root's collection list. TF_OK: found and
  * readable; TF_ENOTFOUND: not there (the readable ones are noted); another
- * code: the root failed or the collection is not readable (the run's error
- * says why). */
+ * code: the root failed, or it lists the collection as not readable
+ * (notes->unreadable is set); the run's error says which. */
 static int collection_in(taxii *t, const char *root, root_notes *notes)
 {
 	json_object *doc = NULL, *list = NULL, *found = NULL;
@@ -292,6 +293,7 @@ static int collection_in(taxii *t, const char *root, root_notes *notes)
 	can_read = 0;
 	rc = TF_OK;
 	if (tf_json_get_bool(found, "can_read", &can_read) == TF_OK && !can_read) {
+		notes->unreadable = 1;
 		tf_run_fail(t->r, "collection %s is not readable with these credentials (can_read is "
 		                  "false)", t->collection);
 		rc = TF_EPERM;
@@ -365,8 +367,7 @@ static int search_roots(taxii *t, const char *url, json_object *doc)
 		}
 		/* a cancel ends the search; so does the collection found but not
 		 * readable (that is the answer); a refused root is only noted */
-		if (rc == TF_ECANCELLED || rc == TF_ENOMEM ||
-		    (rc == TF_EPERM && strstr(tf_run_error(t->r), "can_read"))) {
+		if (rc == TF_ECANCELLED || rc == TF_ENOMEM || notes.unreadable) {
 			free(root);
 			return rc;
 		}

@@ -215,6 +215,9 @@ static int undo_chunk(tf_txn *t, void *vctx)
 	return rc == TF_ENOTFOUND ? TF_OK : rc;
 }
 
+/* A backend may undo a whole run in one set operation (PostgreSQL: one
+ * statement instead of a round trip per entry); the result must be the
+ * same as walking the entries newest first, as done here otherwise. */
 static int undo_all(tf_store *st, const char *task_id, int restore, uint64_t *records)
 {
 	struct undo_ctx u = {.task_id = task_id, .restore = restore};
@@ -223,6 +226,8 @@ static int undo_all(tf_store *st, const char *task_id, int restore, uint64_t *re
 
 	if (strlen(task_id) != TF_UUID_LEN)
 		return TF_EINVAL;
+	if (st->ops->undo_all)
+		return st->ops->undo_all(st, task_id, restore, records);
 	do {
 		if ((rc = tf_store_update(st, undo_chunk, &u)))
 			return rc;
@@ -233,24 +238,13 @@ static int undo_all(tf_store *st, const char *task_id, int restore, uint64_t *re
 	return TF_OK;
 }
 
-/* A backend may undo a whole run in one set operation (PostgreSQL: one
- * statement instead of a round trip per entry); the result must be the
- * same as walking the entries newest first. */
 int tf_store_rollback(tf_store *st, const char *task_id, uint64_t *records)
 {
-	if (strlen(task_id) != TF_UUID_LEN)
-		return TF_EINVAL;
-	if (st->ops->undo_all)
-		return st->ops->undo_all(st, task_id, 1, records);
 	return undo_all(st, task_id, 1, records);
 }
 
 int tf_store_undo_drop(tf_store *st, const char *task_id)
 {
-	if (strlen(task_id) != TF_UUID_LEN)
-		return TF_EINVAL;
-	if (st->ops->undo_all)
-		return st->ops->undo_all(st, task_id, 0, NULL);
 	return undo_all(st, task_id, 0, NULL);
 }
 

@@ -58,13 +58,7 @@ fi
 # --- the writer thread under ThreadSanitizer ---------------------------------
 t="$BUILD/tsan/tests/test_writer"
 if [ -x "$t" ]; then
-  out="$logdir/tsan-test_writer.log"
-  TSAN_OPTIONS="halt_on_error=1" timeout 300 "$t" >"$out" 2>&1; rc=$?
-  p=$(grep -oE '^\[  PASSED  \] [0-9]+' "$out" | awk '{s+=$4} END {print s+0}')
-  f=$(grep -oE '^\[  FAILED  \] [0-9]+' "$out" | awk '{s+=$4} END {print s+0}')
-  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-  count unit-tsan/test_writer "$p" "$f"
-  if [ "$f" -gt 0 ]; then tail -n 40 "$out"; fi
+  cmocka_run unit-tsan/test_writer "$t" "$logdir/tsan-test_writer.log" TSAN_OPTIONS=halt_on_error=1
 fi
 
 # --- fuzz regression: every libFuzzer harness over its seed corpus ------------

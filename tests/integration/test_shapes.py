@@ -8,11 +8,11 @@ from the code. Runs that must stay active are held by a stalled upstream
 (never by timing); every wait is bounded generously and nothing asserts speed.
 """
 import json
-import os
 import time
 import unittest
 
-from stack import COLLECTION, Stack, TERMINAL
+from stack import COLLECTION, TERMINAL
+from test_api import ApiCase
 
 SECRET = "s3cret-shape-XYZZY"
 
@@ -38,29 +38,14 @@ ACTIVE = frozenset(("queued", "running", "stopping", "cancelling"))
 STALL = {"stall": {"page": 0, "after_bytes": -1, "seconds": 600}}
 
 
-def bin_dir():
-    return os.environ.get("TF_BIN_DIR", "build/asan")
+class ShapeCase(ApiCase):
+    """The API test stack (test_api.ApiCase, which also checks every error
+    answer's shape) with a small upstream."""
+    upstream_args = ["--objects", "200"]
 
-
-class ShapeCase(unittest.TestCase):
-    conf = {}
-
-    @classmethod
-    def setUpClass(cls):
-        cls.stack = Stack("lighttpd", bin_dir=bin_dir(), conf=cls.conf,
-                          upstream_args=["--objects", "200"])
-        cls.stack.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.stack.stop()
-        if cls.stack.sanitizer_reports:
-            raise AssertionError("sanitizer reports: %s" % cls.stack.sanitizer_reports[:5])
-
-    def expect(self, status, method, path, body=None):
-        got, _, data = self.stack.request(method, path, body=body)
-        self.assertEqual(got, status, (method, path, data))
-        return data
+    def answer(self, status, method, path, body=None):
+        """The JSON of an answer that must have this status."""
+        return self.expect(status, method, path, body)[1]
 
     def assert_feed(self, feed, what):
         self.assertEqual(set(feed), FEED_KEYS, (what, feed))
@@ -127,38 +112,38 @@ class FeedShapes(ShapeCase):
             n += 1
             fid = "shape-%d" % n
             with self.subTest(type=ftype, full=full):
-                made = self.expect(201, "POST", "/api/threat-feeds/", dict(body, id=fid))
+                made = self.answer(201, "POST", "/api/threat-feeds/", dict(body, id=fid))
                 self.assert_feed(made, "POST")
                 self.check_values(made, body, full)
-                read = self.expect(200, "GET", "/api/threat-feeds/%s/" % fid)
+                read = self.answer(200, "GET", "/api/threat-feeds/%s/" % fid)
                 self.assert_feed(read, "GET")
                 self.assertEqual(read, made)
-                listed = self.expect(200, "GET", "/api/threat-feeds/")
+                listed = self.answer(200, "GET", "/api/threat-feeds/")
                 self.assertEqual(set(listed), {"feeds"})
                 for f in listed["feeds"]:
                     self.assert_feed(f, "list")
                 self.assertIn(made, listed["feeds"])
-                renamed = self.expect(200, "PATCH", "/api/threat-feeds/%s/" % fid,
+                renamed = self.answer(200, "PATCH", "/api/threat-feeds/%s/" % fid,
                                       {"name": "renamed"})
                 self.assert_feed(renamed, "PATCH")
                 self.assertEqual(renamed["name"], "renamed")
                 # what was read, nulls included, is a valid PATCH body
-                back = self.expect(200, "PATCH", "/api/threat-feeds/%s/" % fid, read)
+                back = self.answer(200, "PATCH", "/api/threat-feeds/%s/" % fid, read)
                 self.assert_feed(back, "PATCH (read back)")
                 self.check_values(back, body, full)
 
     def test_clearing_optional_fields_leaves_them_null(self):
-        self.expect(201, "POST", "/api/threat-feeds/",
+        self.answer(201, "POST", "/api/threat-feeds/",
                     self.stack.demo_feed("clear", username="u", secret=SECRET,
                                          options={"page_size": 5}))
-        cleared = self.expect(200, "PATCH", "/api/threat-feeds/clear/",
+        cleared = self.answer(200, "PATCH", "/api/threat-feeds/clear/",
                               {"username": None, "secret": None, "options": {}})
         self.assert_feed(cleared, "PATCH clearing")
         self.assertIsNone(cleared["username"])
         self.assertIs(cleared["has_secret"], False)
         self.assertEqual(cleared["options"], {"page_size": None, "grace_period_s": None})
         # a type change shows the new type's options
-        bundle = self.expect(200, "PATCH", "/api/threat-feeds/clear/",
+        bundle = self.answer(200, "PATCH", "/api/threat-feeds/clear/",
                              {"type": "stix_bundle", "collection": None})
         self.assert_feed(bundle, "PATCH type")
         self.assertIsNone(bundle["collection"])
@@ -176,18 +161,18 @@ class TaskShapes(ShapeCase):
         self.addCleanup(self.stack.upstream_ctl, "reset", {})
 
     def consume(self, feed_id):
-        data = self.expect(202, "POST", "/api/threat-feeds/%s/consume/" % feed_id)
+        data = self.answer(202, "POST", "/api/threat-feeds/%s/consume/" % feed_id)
         self.assertEqual(set(data), {"task_id", "feed_id", "status", "status_url"}, data)
         return data["task_id"]
 
     def task(self, task_id, status, what):
         """task-status and the task's entry in the tasks list (and in the
         active list while it is active)."""
-        t = self.expect(200, "GET", "/api/threat-feeds/task-status/%s/" % task_id)
+        t = self.answer(200, "GET", "/api/threat-feeds/task-status/%s/" % task_id)
         self.assert_task(t, status, what)
         queries = ["limit=100"] + (["active=1"] if t["status"] in ACTIVE else [])
         for q in queries:
-            listed = self.expect(200, "GET", "/api/threat-feeds/tasks/?" + q)
+            listed = self.answer(200, "GET", "/api/threat-feeds/tasks/?" + q)
             self.assertEqual(set(listed), {"tasks"})
             mine = [x for x in listed["tasks"] if x["task_id"] == task_id]
             self.assertEqual(len(mine), 1, (q, listed))
@@ -196,7 +181,7 @@ class TaskShapes(ShapeCase):
 
     def cancel(self, task_id, mode, statuses, what):
         """The 202 answer of a cancel is a task too."""
-        t = self.expect(202, "POST", "/api/threat-feeds/cancel-task/%s/" % task_id,
+        t = self.answer(202, "POST", "/api/threat-feeds/cancel-task/%s/" % task_id,
                         {"mode": mode})
         self.assert_task(t, statuses, what)
         self.assertEqual(t["cancel"]["mode"], mode, t)
@@ -222,12 +207,12 @@ class TaskShapes(ShapeCase):
 
     def test_queued_running_cancelled_completed_failed(self):
         st = self.stack
-        self.expect(201, "POST", "/api/threat-feeds/", st.demo_feed("held"))
-        self.expect(201, "POST", "/api/threat-feeds/", st.demo_feed("waits"))
+        self.answer(201, "POST", "/api/threat-feeds/", st.demo_feed("held"))
+        self.answer(201, "POST", "/api/threat-feeds/", st.demo_feed("waits"))
 
         held = self.hold("held")
         self.task(held, "running", "running")
-        self.assert_feed(self.expect(200, "GET", "/api/threat-feeds/held/"), "feed during a run")
+        self.assert_feed(self.answer(200, "GET", "/api/threat-feeds/held/"), "feed during a run")
 
         waits = self.consume("waits")
         self.task(waits, "queued", "queued")
@@ -245,12 +230,12 @@ class TaskShapes(ShapeCase):
         done = self.consume("waits")
         self.wait(done)
         self.task(done, "completed", "completed")
-        feed = self.expect(200, "GET", "/api/threat-feeds/waits/")
+        feed = self.answer(200, "GET", "/api/threat-feeds/waits/")
         self.assert_feed(feed, "feed after a run")
         self.assertEqual((feed["last_task_id"], feed["last_status"]), (done, "completed"))
 
         # failed: an otx feed without an API key fails before any request
-        self.expect(201, "POST", "/api/threat-feeds/",
+        self.answer(201, "POST", "/api/threat-feeds/",
                     {"id": "nokey", "name": "no key", "type": "otx", "url": "http://127.0.0.1:9/"})
         bad = self.consume("nokey")
         self.wait(bad)
@@ -259,7 +244,7 @@ class TaskShapes(ShapeCase):
         self.assertIsNone(t["cancel"])
 
     def test_stopping_and_stopped(self):
-        self.expect(201, "POST", "/api/threat-feeds/", self.stack.demo_feed("stops"))
+        self.answer(201, "POST", "/api/threat-feeds/", self.stack.demo_feed("stops"))
         task = self.hold("stops")
         self.task(task, "running", "running")
         self.cancel(task, "stop_now", {"stopping", "stopped"}, "stop_now, running")

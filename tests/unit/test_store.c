@@ -1089,16 +1089,6 @@ static void test_open_while_map_grows(void **state)
 
 /* ---- PostgreSQL only: schema versions and dropped connections ------------- */
 
-static void pg_exec(const char *loc, const char *sql)
-{
-	PGconn *conn = PQconnectdb(loc);
-	PGresult *res = PQexec(conn, sql);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-		fail_msg("%s: %s", sql, PQerrorMessage(conn));
-	PQclear(res);
-	PQfinish(conn);
-}
-
 static void test_pg_schema_versions(void **state)
 {
 	TU_PG_ONLY();
@@ -1119,7 +1109,7 @@ static void test_pg_schema_versions(void **state)
 	assert_int_equal(from, to);
 	assert_true(to >= 1);
 	/* a schema newer than this build: refused by open and by migrate */
-	pg_exec(loc, "INSERT INTO tf_schema (version) VALUES (999)");
+	tu_pg_exec(loc, "INSERT INTO tf_schema (version) VALUES (999)");
 	assert_int_equal(tf_store_open(&st, loc, 0, err, sizeof err), TF_ESTORE);
 	assert_non_null(strstr(err, "999"));
 	assert_int_equal(tf_store_migrate(loc, &from, &to, err, sizeof err), TF_ESTORE);
@@ -1138,7 +1128,7 @@ static void test_pg_reconnects_after_dropped_connection(void **state)
 
 	assert_int_equal(tf_store_update(st, put_kv, &a), TF_OK);
 	assert_val(st, TF_TBL_META, "a", "1");
-	pg_exec(tu_pg(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+	tu_pg_exec(tu_pg(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
 	                 "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' "
 	                 "AND query NOT LIKE '%pg_terminate_backend%'");
 	assert_int_equal(tf_store_update(st, put_kv, &b), TF_OK);

@@ -160,6 +160,18 @@ static inline const char *tu_pg(void)
 #define TU_LMDB_ONLY() do { if (tu_pg()) { skip(); } } while (0)
 #define TU_PG_ONLY() do { if (!tu_pg()) { skip(); } } while (0)
 
+/* Runs one SQL statement on the PostgreSQL at loc; a failure fails the test. */
+static inline void tu_pg_exec(const char *loc, const char *sql)
+{
+	PGconn *conn = PQconnectdb(loc);
+	PGresult *res = PQexec(conn, sql);
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		fail_msg("testutil: %s: %s", sql, PQerrorMessage(conn));
+	PQclear(res);
+	PQfinish(conn);
+}
+
 /* A location for a new, empty store: a directory path, or on PostgreSQL the
  * URI of a new schema (created and migrated here). */
 static inline void tu_store_loc(char *buf, size_t len, const char *what)
@@ -167,8 +179,6 @@ static inline void tu_store_loc(char *buf, size_t len, const char *what)
 	const char *base = tu_pg();
 	char schema[96], sql[160], err[512];
 	int from, to;
-	PGconn *conn;
-	PGresult *res;
 
 	if (!base) {
 		tu_path(buf, len, what);
@@ -178,14 +188,8 @@ static inline void tu_store_loc(char *buf, size_t len, const char *what)
 	for (char *p = schema; *p; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
 			*p = '_';
-	if (!(conn = PQconnectdb(base)) || PQstatus(conn) != CONNECTION_OK)
-		fail_msg("testutil: cannot connect to %s: %s", base, PQerrorMessage(conn));
 	snprintf(sql, sizeof sql, "CREATE SCHEMA %s", schema);
-	res = PQexec(conn, sql);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		fail_msg("testutil: %s: %s", sql, PQerrorMessage(conn));
-	PQclear(res);
-	PQfinish(conn);
+	tu_pg_exec(base, sql);
 	snprintf(buf, len, "%s%coptions=-csearch_path%%3D%s", base, strchr(base, '?') ? '&' : '?',
 	         schema);
 	if (tf_store_migrate(buf, &from, &to, err, sizeof err))

@@ -1,6 +1,7 @@
 /* `threatfeed`: the admin CLI (same store, same rules as the API) and the
  * entry points of a run's two processes (`supervise`, `work`).
  * Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict. */
+#include "agent.h"
 #include "config.h"
 #include "err.h"
 #include "feed.h"
@@ -273,11 +274,10 @@ static int cmd_consume(struct ctx *c, int argc, char **argv)
 		       EXIT_CONFLICT;
 	if (rc)
 		return fail(rc, argv[1]);
-	if ((rc = tf_runctl_spawn(&c->cfg, id))) {
+	if ((rc = tf_runctl_start(&c->cfg, c->st, id))) {
 		tf_runctl_finish(c->st, id, TF_ST_FAILED, 0, "could not start the run");
 		return fail(rc, "spawn");
 	}
-	tf_runctl_drain(&c->cfg, c->st, id, NULL);
 	printf("{\"task_id\":\"%s\",\"feed_id\":\"%s\",\"status\":\"queued\"}\n", id, argv[1]);
 	return 0;
 }
@@ -405,7 +405,9 @@ static int cmd_tick(struct ctx *c, int argc, char **argv)
 		free(ids[i]);
 	}
 	free(ids);
-	if ((rc = tf_runctl_drain(&c->cfg, c->st, NULL, &started)))
+	/* With agents, they start what is queued; tick only wakes them. */
+	if ((rc = c->cfg.run_by_agents ? tf_runctl_kick(&c->cfg, c->st)
+	                               : tf_runctl_drain(&c->cfg, c->st, NULL, &started)))
 		return fail(rc, "tick");
 	printf("{\"runs_created\":%d,\"supervisors_started\":%d}\n", created, started);
 	return 0;
@@ -448,6 +450,15 @@ static int cmd_db(struct ctx *c, int argc, char **argv)
 	return 0;
 }
 
+static int cmd_agent(struct ctx *c, int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1)
+		return fprintf(stderr, "usage: threatfeed agent\n"), EXIT_USAGE;
+	tf_log_init("threatfeed-agent", 1);
+	return tf_agent_main(&c->cfg);
+}
+
 static const struct cmd commands[] = {
 	{"db", cmd_db, "db migrate", "create or upgrade the store's schema (PostgreSQL)"},
 	{"feed", cmd_feed, "feed add|list|show|rm …", "manage feeds"},
@@ -460,6 +471,8 @@ static const struct cmd commands[] = {
 	 "end runs whose processes are gone; drop expired cancel signals, finished tasks beyond "
 	 "history_keep per feed, and leftover undo entries"},
 	{"tick", cmd_tick, "tick", "start due scheduled runs (interval_s) and the queue; for cron"},
+	{"agent", cmd_agent, "agent",
+	 "a worker host's daemon: start queued runs here, end lost runs anywhere"},
 	{"test-connection", exec_runner, "test-connection FEED",
 	 "reach the feed's upstream with its credentials; prints {\"ok\",\"detail\"}"},
 	{"supervise", cmd_supervise, "supervise TASK", "(internal) a run's supervising process"},

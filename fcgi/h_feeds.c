@@ -222,9 +222,10 @@ int tf_h_feed_consume(tf_app *app, tf_req *req, tf_resp *resp)
 		return no_such_feed(resp);
 	if (rc)
 		return tf_resp_fail(resp, rc, NULL);
-	/* The task is durable and queued; the run starts detached and the
-	 * answer goes out now: a handler never waits on a run. */
-	if ((rc = tf_runctl_spawn(&app->cfg, task_id))) {
+	/* The task is durable and queued; the run starts detached (or an agent
+	 * is woken to start it) and the answer goes out now: a handler never
+	 * waits on a run. */
+	if ((rc = tf_runctl_start(&app->cfg, app->st, task_id))) {
 		int e = errno;
 		snprintf(msg, sizeof msg, "could not start the run: %s",
 		         rc == TF_ESYS && e ? strerror(e) : tf_strerror(rc));
@@ -234,8 +235,6 @@ int tf_h_feed_consume(tf_app *app, tf_req *req, tf_resp *resp)
 		return tf_resp_error_with(resp, 500, "spawn_failed", "task_id", task_id,
 		                          "could not start the run");
 	}
-	/* Older queued runs go first; make sure someone is there to start them. */
-	tf_runctl_drain(&app->cfg, app->st, task_id, NULL);
 	return consume_answer(req, resp, task_id);
 }
 

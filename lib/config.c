@@ -1,6 +1,7 @@
 #include "config.h"
 #include "err.h"
 #include "limits.h"
+#include "store.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -72,6 +73,8 @@ static int apply(tf_config *cfg, const char *k, const char *v)
 		copy(cfg->db_path, sizeof cfg->db_path, v);
 	else if (!strcmp(k, "log_debug"))
 		return set_int(&cfg->log_debug, v, 0, 1);
+	else if (!strcmp(k, "runs") && (!strcmp(v, "local") || !strcmp(v, "agents")))
+		cfg->run_by_agents = !strcmp(v, "agents");
 	else
 		return TF_EINVAL;
 	return TF_OK;
@@ -115,6 +118,7 @@ int tf_config_load(tf_config *cfg, const char *argv0, char *err, size_t errlen)
 	cfg->max_concurrent_runs = TF_DEFAULT_MAX_RUNS;
 	cfg->grace_period_s = TF_DEFAULT_GRACE_S;
 	cfg->history_keep = TF_DEFAULT_HISTORY_KEEP;
+	cfg->run_by_agents = -1; /* not set: decided by the store below */
 	copy(cfg->state_dir, sizeof cfg->state_dir,
 	     (env = getenv("THREATFEED_STATE_DIR")) && *env ? env : "/var/lib/threatfeed");
 	default_worker(cfg, argv0);
@@ -124,6 +128,12 @@ int tf_config_load(tf_config *cfg, const char *argv0, char *err, size_t errlen)
 		copy(cfg->db_path, sizeof cfg->db_path, env);
 	if (!cfg->db_path[0])
 		snprintf(cfg->db_path, sizeof cfg->db_path, "%.500s/db", cfg->state_dir);
+	if ((env = getenv("THREATFEED_RUNS")) && *env && apply(cfg, "runs", env)) {
+		snprintf(err, errlen, "THREATFEED_RUNS must be local or agents");
+		return TF_EINVAL;
+	}
+	if (cfg->run_by_agents < 0)
+		cfg->run_by_agents = tf_store_is_pg(cfg->db_path);
 	if ((env = getenv("THREATFEED_WORKER")) && *env)
 		copy(cfg->worker, sizeof cfg->worker, env);
 	{

@@ -17,6 +17,11 @@ typedef struct tf_config {
 	int grace_period_s;
 	int history_keep;          /* finished tasks kept per feed by gc */
 	int log_debug;
+	/* Who starts runs: 0 — the process that queued one forks it (one host);
+	 * 1 — `threatfeed agent`s on the worker hosts, woken by the store; the
+	 * handler and the CLI only enqueue. `runs = local|agents` in the file;
+	 * agents by default on a PostgreSQL store. */
+	int run_by_agents;
 } tf_config;
 
 /* Fills cfg from defaults, the environment and the config file. argv0 is used

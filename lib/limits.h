@@ -132,4 +132,24 @@
 /* Detailed warnings for skipped targets per run; beyond it only the total. */
 #define TF_VT_MAX_SKIP_WARNINGS 20
 
+/* Many hosts (PostgreSQL store, lib/store/pg.c, lib/runctl.c). */
+/* Channels one store handle listens on: a supervisor listens on its run's
+ * cancel channel, an agent on the queue's. */
+#define TF_MAX_CHANNELS 4
+/* Leases one store handle holds (a supervisor or worker holds its run's). */
+#define TF_MAX_LEASES 4
+/* TCP keepalives on every connection to a PostgreSQL store, both ends: a
+ * silent peer is declared dead after IDLE + INTERVAL * COUNT seconds, so a
+ * run whose host lost power or network loses its lease in about
+ * TF_LEASE_DEAD_S and any handler, agent or `tick` ends it "worker lost". */
+#define TF_PG_KEEPALIVE_IDLE_S     4
+#define TF_PG_KEEPALIVE_INTERVAL_S 2
+#define TF_PG_KEEPALIVE_COUNT      3
+#define TF_LEASE_DEAD_S \
+	(TF_PG_KEEPALIVE_IDLE_S + TF_PG_KEEPALIVE_INTERVAL_S * TF_PG_KEEPALIVE_COUNT)
+/* An agent sweeps (ends lost runs, starts queued ones) at least this often
+ * even without a notification: a notification sent while it was
+ * reconnecting is not lost for longer. */
+#define TF_AGENT_SWEEP_MS 2000
+
 #endif

@@ -70,6 +70,9 @@ int tf_runctl_spawn(const tf_config *cfg, const char *task_id)
 
 /* ---- run records ------------------------------------------------------------ */
 
+/* Entries written before runs had a host (32 bytes) are this host's. */
+#define RUNINFO_V1_LEN offsetof(tf_runinfo, host)
+
 static int info_get(tf_txn *txn, const char *task_id, tf_runinfo *ri)
 {
 	const void *v;
@@ -77,10 +80,32 @@ static int info_get(tf_txn *txn, const char *task_id, tf_runinfo *ri)
 	int rc = tf_txn_get(txn, TF_TBL_RUNS, task_id, strlen(task_id), &v, &vl);
 	if (rc)
 		return rc;
-	if (vl != sizeof *ri)
+	if (vl != sizeof *ri && vl != RUNINFO_V1_LEN)
 		return TF_ESTORE;
-	memcpy(ri, v, sizeof *ri);
+	memset(ri, 0, sizeof *ri);
+	memcpy(ri, v, vl);
+	if (!ri->host)
+		ri->host = tf_host_id();
 	return TF_OK;
+}
+
+int tf_runctl_alive(tf_txn *txn, const char *task_id, const tf_runinfo *ri, int *alive)
+{
+	if (ri->host == tf_host_id()) {
+		*alive = tf_proc_alive(ri->sup_pid, ri->sup_start) ||
+		         tf_proc_alive(ri->worker_pid, ri->worker_start);
+		return TF_OK;
+	}
+	/* Another host's run: only the store can tell (a single-host store
+	 * never has one, but a copied store might: judged gone). */
+	if (tf_txn_lease_held(txn, task_id, alive) == TF_EINVAL)
+		*alive = 0;
+	return TF_OK;
+}
+
+void tf_runctl_cancel_channel(const char *task_id, char *buf)
+{
+	snprintf(buf, TF_UUID_LEN + 3, "c_%s", task_id);
 }
 
 struct info_ctx {
@@ -105,13 +130,20 @@ int tf_runctl_info(tf_store *st, const char *task_id, tf_runinfo *ri)
 
 int tf_runctl_wake(tf_store *st, const char *task_id)
 {
+	char chan[TF_UUID_LEN + 3];
 	tf_runinfo ri;
-	int reaped = 0, rc = tf_runctl_reap(st, task_id, &reaped);
+	int reaped = 0, rc;
 
-	if (rc || reaped)
+	/* First, before anything that reads: the wake-up is what a user waits
+	 * for. The cancel it announces is committed already. */
+	tf_runctl_cancel_channel(task_id, chan);
+	if (tf_store_notify(st, chan))
+		tf_warn("runctl: could not notify run %s (it sees the cancel at its next check)",
+		        task_id);
+	if ((rc = tf_runctl_reap(st, task_id, &reaped)) || reaped)
 		return rc;
-	if (tf_runctl_info(st, task_id, &ri))
-		return TF_OK; /* not started yet: the supervisor reads the cancel at claim */
+	if (tf_runctl_info(st, task_id, &ri) || ri.host != tf_host_id())
+		return TF_OK; /* not started yet (the claim reads the cancel), or elsewhere */
 	if (tf_proc_alive(ri.worker_pid, ri.worker_start))
 		kill(ri.worker_pid, SIGUSR1);
 	if (tf_proc_alive(ri.sup_pid, ri.sup_start))
@@ -318,7 +350,7 @@ int tf_runctl_finish(tf_store *st, const char *task_id, tf_status final, int for
 struct reap_ctx {
 	const char *task_id;
 	tf_status status;
-	int has_run;
+	int has_run, alive;
 	tf_runinfo ri;
 };
 
@@ -331,7 +363,9 @@ static int reap_peek(tf_txn *txn, void *vctx)
 		return rc;
 	c->status = p.status;
 	c->has_run = info_get(txn, c->task_id, &c->ri) == TF_OK;
-	return TF_OK;
+	return c->has_run && tf_status_active(c->status)
+	           ? tf_runctl_alive(txn, c->task_id, &c->ri, &c->alive)
+	           : TF_OK;
 }
 
 int tf_runctl_reap(tf_store *st, const char *task_id, int *reaped)
@@ -352,8 +386,7 @@ int tf_runctl_reap(tf_store *st, const char *task_id, int *reaped)
 		                        c.status == TF_ST_CANCELLING ? TF_ST_CANCELLED : TF_ST_STOPPED,
 		                        0, NULL);
 	}
-	if (tf_proc_alive(c.ri.sup_pid, c.ri.sup_start) ||
-	    tf_proc_alive(c.ri.worker_pid, c.ri.worker_start))
+	if (c.alive)
 		return TF_OK;
 	*reaped = 1;
 	tf_warn("runctl: run %s lost its processes; ending it", task_id);
@@ -438,12 +471,16 @@ static int live_runs(tf_txn *txn, const char *except, int *n)
 		return rc;
 	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
 	while (rc == TF_OK) {
+		char id[TF_UUID_LEN + 1];
 		tf_runinfo ri;
-		if (vl == sizeof ri && (!except || kl != TF_UUID_LEN || memcmp(k, except, kl))) {
-			memcpy(&ri, v, sizeof ri);
-			if (tf_proc_alive(ri.sup_pid, ri.sup_start) ||
-			    tf_proc_alive(ri.worker_pid, ri.worker_start))
-				(*n)++;
+		int alive = 0;
+		if (kl == TF_UUID_LEN && (!except || memcmp(k, except, kl))) {
+			memcpy(id, k, TF_UUID_LEN);
+			id[TF_UUID_LEN] = '\0';
+			/* info_get: the cursor's pointers may not survive a get */
+			if ((rc = info_get(txn, id, &ri)) || (rc = tf_runctl_alive(txn, id, &ri, &alive)))
+				break;
+			*n += alive;
 		}
 		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
 	}
@@ -501,6 +538,7 @@ static int claim_txn(tf_txn *txn, void *vctx)
 		goto out; /* no slot, or the free ones belong to older queued tasks */
 	ri.sup_pid = (int32_t)getpid();
 	ri.sup_start = tf_proc_start(getpid());
+	ri.host = tf_host_id();
 	if ((rc = tf_txn_put(txn, TF_TBL_RUNS, c->task_id, TF_UUID_LEN, &ri, sizeof ri)) ||
 	    (rc = queue_remove(txn, c->task_id)) || (rc = tf_task_set_status(t, TF_ST_RUNNING)))
 		goto out;
@@ -643,11 +681,39 @@ int tf_runctl_counts(tf_store *st, int *active_workers, int *queued)
 	return rc;
 }
 
+int tf_runctl_start(const tf_config *cfg, tf_store *st, const char *task_id)
+{
+	int rc;
+
+	if (cfg->run_by_agents)
+		return tf_store_notify(st, TF_CHAN_QUEUE);
+	if ((rc = tf_runctl_spawn(cfg, task_id)))
+		return rc;
+	/* Older queued tasks go first: start them too (their claims decide). */
+	tf_runctl_drain(cfg, st, task_id, NULL);
+	return TF_OK;
+}
+
+int tf_runctl_kick(const tf_config *cfg, tf_store *st)
+{
+	if (cfg->run_by_agents)
+		return tf_store_notify(st, TF_CHAN_QUEUE);
+	return tf_runctl_drain(cfg, st, NULL, NULL);
+}
+
 int tf_runctl_drain(const tf_config *cfg, tf_store *st, const char *skip, int *started)
 {
 	char ids[64][TF_UUID_LEN + 1];
 	size_t n = 0, max = cfg->max_concurrent_runs < 64 ? (size_t)cfg->max_concurrent_runs : 64;
-	int rc = tf_runctl_queued(st, ids, max, &n);
+	int live = 0, queued = 0, rc = tf_runctl_counts(st, &live, &queued);
+
+	/* No more supervisors than free slots (on every host together): the
+	 * claims would turn the rest away anyway, one process each. */
+	if (rc || live >= cfg->max_concurrent_runs || !queued)
+		return rc;
+	if ((size_t)(cfg->max_concurrent_runs - live) < max)
+		max = (size_t)(cfg->max_concurrent_runs - live);
+	rc = tf_runctl_queued(st, ids, max, &n);
 
 	for (size_t i = 0; !rc && i < n; i++)
 		if ((!skip || strcmp(ids[i], skip)) && !tf_runctl_spawn(cfg, ids[i]) && started)

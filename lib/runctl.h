@@ -15,8 +15,24 @@
  * fds, reparented to init: never a zombie of the caller) and returns at once. */
 int tf_runctl_spawn(const tf_config *cfg, const char *task_id);
 
-/* Signals the run's supervisor and worker (SIGUSR1) so they look at the
- * cancel now instead of at their next check. Harmless when they are gone. */
+/* A task was just queued: start it. On one host (cfg->run_by_agents 0) this
+ * process spawns its supervisor and any older queued ones a slot allows; with
+ * agents it only wakes them (the handler never forks a run there). */
+int tf_runctl_start(const tf_config *cfg, tf_store *st, const char *task_id);
+/* A slot may have freed (a run ended) or a run may be stranded (`tick`):
+ * drain the queue here, or wake the agents to. */
+int tf_runctl_kick(const tf_config *cfg, tf_store *st);
+
+/* Store channels (tf_store_listen): the queue's, which agents listen on,
+ * and a run's cancel channel, which its supervisor listens on. */
+#define TF_CHAN_QUEUE "queue"
+/* "c_" + task id: buf needs TF_UUID_LEN + 3 bytes. */
+void tf_runctl_cancel_channel(const char *task_id, char *buf);
+
+/* Wakes the run so it looks at the cancel now instead of at its next check:
+ * a notification on its cancel channel (any host) and SIGUSR1 to its
+ * supervisor and worker when they are on this host. Harmless when they are
+ * gone. */
 int tf_runctl_wake(tf_store *st, const char *task_id);
 
 /* If task_id is active but its processes are gone (killed, reboot), ends it:
@@ -37,12 +53,19 @@ int tf_runctl_finish(tf_store *st, const char *task_id, tf_status final, int for
  * run counts against max_concurrent_runs even after its task is terminal. */
 int tf_runctl_release(tf_store *st, const char *task_id);
 
-/* Process identity of a run, kept in TF_TBL_RUNS. */
+/* Process identity of a run, kept in TF_TBL_RUNS. Its processes are alive
+ * when, on their host (tf_host_id), one of the pids is; seen from another
+ * host, when the store says a lease on the task id is held (both processes
+ * take one: tf_store_lease). */
 typedef struct tf_runinfo {
 	int32_t sup_pid, worker_pid;
 	uint64_t sup_start, worker_start;
+	uint64_t host;
 } tf_runinfo;
 int tf_runctl_info(tf_store *st, const char *task_id, tf_runinfo *ri);
+
+/* Whether the run's processes are alive (inside any transaction). */
+int tf_runctl_alive(tf_txn *txn, const char *task_id, const tf_runinfo *ri, int *alive);
 
 /* Supervisor start: claims a run slot (at most max_runs live runs, and older
  * waiting tasks first) and moves the task queued → running with this process

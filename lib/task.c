@@ -679,6 +679,12 @@ int tf_task_cancel_requested(tf_txn *txn, const char *task_id, const char *feed_
 	if (rc)
 		return rc;
 	*mode = tf_task_cancel_mode(t);
+	/* A run whose task ended without it — judged lost by a reaper while its
+	 * host was cut off from the store — must stop at once and commit
+	 * nothing more: the strongest cancel says so, and its finish then finds
+	 * the task ended and changes nothing. */
+	if (tf_status_terminal(tf_task_status(t)))
+		*mode = TF_CANCEL_JOB;
 	tf_task_free(t);
 	/* A signal counts only when it names this very run and has not expired. */
 	if (feed_id && !tf_txn_get(txn, TF_TBL_SIGNALS, feed_id, strlen(feed_id), &v, &vl) &&

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 int64_t tf_now_us(void)
 {
@@ -205,6 +206,26 @@ void tf_url_enc_append(char *dst, const char *s)
 		}
 	}
 	*dst = '\0';
+}
+
+uint64_t tf_host_id(void)
+{
+	static uint64_t id;
+	char boot[64] = "", ns[64] = "";
+	FILE *f;
+	ssize_t n;
+
+	if (id)
+		return id;
+	if ((f = fopen("/proc/sys/kernel/random/boot_id", "r"))) {
+		if (!fgets(boot, sizeof boot, f))
+			boot[0] = '\0';
+		fclose(f);
+	}
+	if ((n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1)) > 0)
+		ns[n] = '\0';
+	id = tf_hash64_more(tf_hash64(boot, strlen(boot)), ns, strlen(ns));
+	return id ? id : 1;
 }
 
 uint64_t tf_proc_start(pid_t pid)

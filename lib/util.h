@@ -40,6 +40,10 @@ void tf_url_enc_append(char *dst, const char *s);
 uint64_t tf_proc_start(pid_t pid);
 /* True when PID exists and still has the given start time. */
 int tf_proc_alive(pid_t pid, uint64_t start);
+/* Which process ids this process can see: the kernel's boot id and the PID
+ * namespace, hashed (never 0). Two processes with the same host id can judge
+ * each other's liveness by pid; across hosts a store lease answers. */
+uint64_t tf_host_id(void);
 
 /* Bounded, strict number parsing (never atoi/strtoll): decimal digits only —
  * no sign, space or "+", a '-' only when min < 0. TF_EINVAL when s is not

@@ -463,6 +463,13 @@ int tf_work_main(const tf_config *cfg, const char *task_id)
 		tf_err("%s", err);
 		return 1;
 	}
+	/* Seen from another host, the run is alive while this lease is held
+	 * (the supervisor holds one too: either keeps the run alive). */
+	if (tf_store_shared(run.st) && (rc = tf_store_lease(run.st, task_id))) {
+		tf_err("work %s: cannot hold the run's lease: %s", task_id, tf_strerror(rc));
+		run_free(&run);
+		return 1;
+	}
 	if ((rc = tf_store_view(run.st, load_txn, &lc)) || !tf_status_active(lc.status)) {
 		tf_err("work %s: cannot load the run: %s", task_id, tf_strerror(rc));
 		run_free(&run);
@@ -488,7 +495,7 @@ int tf_work_main(const tf_config *cfg, const char *task_id)
 	 * process has exited; if the supervisor was killed, this does. */
 	if (getppid() != supervisor) {
 		tf_runctl_release(run.st, task_id);
-		tf_runctl_drain(cfg, run.st, task_id, NULL);
+		tf_runctl_kick(cfg, run.st);
 	}
 	run_free(&run);
 	return rc ? 1 : 0;

@@ -10,9 +10,11 @@
 #include "util.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +29,8 @@ struct sup {
 	int64_t deadline_us;   /* 0: no cancel seen yet */
 	int forced;
 	int grace_s;
+	int sig_fd;            /* the blocked signals, as an fd */
+	int note_fd;           /* the run's cancel channel (-1: none, LMDB) */
 };
 
 static pid_t start_worker(const tf_config *cfg, const char *task_id, const sigset_t *old)
@@ -79,8 +83,9 @@ static void look(struct sup *s)
 		return;
 	if (!s->deadline_us) {
 		s->deadline_us = tf_mono_us() + (int64_t)p.grace_s * 1000000;
-		tf_info("supervise %s: %s requested, grace %d s", s->task_id,
-		        tf_cancel_mode_name(p.mode), p.grace_s);
+		if (!tf_status_terminal(p.status)) /* else: ended elsewhere (a reaper) */
+			tf_info("supervise %s: %s requested, grace %d s", s->task_id,
+			        tf_cancel_mode_name(p.mode), p.grace_s);
 	}
 	kill(s->worker, SIGUSR1);
 }
@@ -95,13 +100,33 @@ static void stop_requested(struct sup *s)
 	free(json);
 }
 
-static int wait_worker(struct sup *s, const sigset_t *set, int *status)
+/* A notification on the run's cancel channel: the cancel may come from
+ * another host, so no signal arrived. The worker is woken first (a local
+ * signal, the same path as on one host), then the store is read. */
+static void on_note(struct sup *s)
+{
+	int n = 0;
+	tf_store_notifications(s->st, &n, &s->note_fd);
+	if (n > 0) {
+		kill(s->worker, SIGUSR1);
+		look(s);
+	}
+}
+
+/* Next signal from sig_fd: 0 when none is pending. */
+static int next_signal(struct sup *s)
+{
+	struct signalfd_siginfo si;
+	return read(s->sig_fd, &si, sizeof si) == (ssize_t)sizeof si ? (int)si.ssi_signo : 0;
+}
+
+static int wait_worker(struct sup *s, int *status)
 {
 	for (;;) {
 		int64_t wait_us = POLL_US;
-		struct timespec ts;
-		siginfo_t si;
-		int sig;
+		struct pollfd p[2] = {{.fd = s->sig_fd, .events = POLLIN},
+		                      {.fd = s->note_fd, .events = POLLIN}};
+		int sig, n;
 		pid_t w = waitpid(s->worker, status, WNOHANG);
 
 		if (w == s->worker)
@@ -119,12 +144,17 @@ static int wait_worker(struct sup *s, const sigset_t *set, int *status)
 				wait_us = left;
 			}
 		}
-		ts.tv_sec = wait_us / 1000000;
-		ts.tv_nsec = (wait_us % 1000000) * 1000;
-		sig = sigtimedwait(set, &si, &ts);
-		if (sig == SIGTERM || sig == SIGINT)
-			stop_requested(s);
-		else if (sig == SIGUSR1 || (sig < 0 && errno == EAGAIN))
+		n = poll(p, 2, (int)((wait_us + 999) / 1000));
+		if (n < 0 && errno != EINTR)
+			return TF_ESYS;
+		if (n > 0 && p[1].revents)
+			on_note(s);
+		while ((sig = next_signal(s)))
+			if (sig == SIGTERM || sig == SIGINT)
+				stop_requested(s);
+			else if (sig == SIGUSR1)
+				look(s);
+		if (n == 0)
 			look(s);
 	}
 }
@@ -159,17 +189,19 @@ static int settle(struct sup *s, int status)
 	return tf_runctl_finish(s->st, s->task_id, TF_ST_FAILED, s->forced, why);
 }
 
-/* The ending run hands its slot to the oldest queued ones: no daemon needed. */
+/* The ending run hands its slot to the oldest queued ones: no daemon needed
+ * on one host; with agents, they are woken to. */
 static void start_next(struct sup *s)
 {
-	tf_runctl_drain(s->cfg, s->st, s->task_id, NULL);
+	tf_runctl_kick(s->cfg, s->st);
 }
 
 int tf_supervise_main(const tf_config *cfg, const char *task_id)
 {
-	struct sup s = {.cfg = cfg, .task_id = task_id, .grace_s = cfg->grace_period_s};
+	struct sup s = {.cfg = cfg, .task_id = task_id, .grace_s = cfg->grace_period_s,
+	                .note_fd = -1};
 	sigset_t set, old;
-	char err[256];
+	char err[256], chan[TF_UUID_LEN + 3];
 	int claimed = 0, reaped, status = 0, rc;
 
 	if (!tf_valid_uuid(task_id))
@@ -180,8 +212,19 @@ int tf_supervise_main(const tf_config *cfg, const char *task_id)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigprocmask(SIG_BLOCK, &set, &old);
+	if ((s.sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0)
+		return 1;
 	if (tf_store_open(&s.st, cfg->db_path, 0, err, sizeof err)) {
 		tf_err("%s", err);
+		return 1;
+	}
+	/* Lease before the claim: from the claim's commit on, any host must
+	 * find the run alive. Listening before it too: no cancel slips between. */
+	tf_runctl_cancel_channel(task_id, chan);
+	if (tf_store_shared(s.st) &&
+	    ((rc = tf_store_lease(s.st, task_id)) || (rc = tf_store_listen(s.st, chan, &s.note_fd)))) {
+		tf_err("supervise %s: cannot hold the run's lease: %s", task_id, tf_strerror(rc));
+		tf_store_close(s.st);
 		return 1;
 	}
 	if ((rc = tf_runctl_claim(s.st, task_id, cfg->max_concurrent_runs, &claimed)) || !claimed) {
@@ -198,7 +241,7 @@ int tf_supervise_main(const tf_config *cfg, const char *task_id)
 	}
 	tf_runctl_set_worker(s.st, task_id, s.worker);
 	look(&s); /* a cancel recorded between claim and now */
-	if ((rc = wait_worker(&s, &set, &status)) == TF_OK)
+	if ((rc = wait_worker(&s, &status)) == TF_OK)
 		rc = settle(&s, status);
 	tf_runctl_release(s.st, task_id);   /* the worker has exited: the slot is free */
 	start_next(&s);

@@ -52,6 +52,13 @@ struct tf_store_ops {
 	int (*sync)(tf_store *st);
 	size_t (*map_size)(tf_store *st);
 	int (*migrate)(const char *location, int *from, int *to, char *err, size_t errlen);
+	/* Optional, all or none (NULL: a single-host backend): store.h's
+	 * leases and notifications. */
+	int (*lease)(tf_store *st, const char *name);
+	int (*lease_held)(tf_txn *t, const char *name, int *held);
+	int (*notify)(tf_store *st, const char *channel);
+	int (*listen)(tf_store *st, const char *channel, int *fd);
+	int (*notifications)(tf_store *st, int *n, int *fd);
 };
 
 /* Writes the transaction's undo sequence back (journal.c); every backend's

@@ -22,7 +22,9 @@
  * Two connections per store, each used by one transaction at a time: the
  * writer's and the readers'. A worker's driver thread peeks for a cancel
  * (a view) while its writer thread commits (an update): on one connection
- * the peek would wait for the commit. */
+ * the peek would wait for the commit. A third, the session's, is made only
+ * by a process that holds a lease or listens (store.h "runs on many hosts"):
+ * it stays idle between wake-ups, so a lease never waits behind a commit. */
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -32,6 +34,7 @@
 
 #include "backend.h"
 #include "err.h"
+#include "limits.h"
 #include "log.h"
 
 /* The schema version this build reads and writes; `threatfeed db migrate`
@@ -54,10 +57,20 @@ typedef struct pg_link {
 	int lazy;
 } pg_link;
 
+/* Longest lease or channel name (a task id; "queue"). */
+#define PG_MAX_NAME 64
+
 typedef struct pg_store {
 	tf_store base;
 	char *uri;
 	pg_link w, r; /* writer's, readers' */
+	pg_link s;    /* the session's: leases and LISTEN */
+	/* Channels are qualified by the schema, so that stores sharing a
+	 * database do not wake each other: "tf_<name>_<schema hash>". */
+	char chan_suffix[24];
+	char leases[TF_MAX_LEASES][PG_MAX_NAME];
+	char channels[TF_MAX_CHANNELS][PG_MAX_NAME];
+	int nleases, nchannels;
 } pg_store;
 
 typedef struct pg_txn {
@@ -137,9 +150,19 @@ static void quiet(void *arg, const char *message)
 	(void)arg, (void)message;
 }
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* Keepalives on our side too: a commit or a wait on a server that vanished
+ * fails after TF_LEASE_DEAD_S instead of hanging for the kernel's hours.
+ * Given before the URI, so the URI's own settings win. */
 static PGconn *connect_to(const char *uri, char *err, size_t errlen)
 {
-	PGconn *conn = PQconnectdb(uri);
+	static const char *const keys[] = {"keepalives", "keepalives_idle", "keepalives_interval",
+	                                   "keepalives_count", "dbname", NULL};
+	const char *vals[] = {"1", STR(TF_PG_KEEPALIVE_IDLE_S), STR(TF_PG_KEEPALIVE_INTERVAL_S),
+	                      STR(TF_PG_KEEPALIVE_COUNT), uri, NULL};
+	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 
 	if (conn && PQstatus(conn) == CONNECTION_OK) {
 		PQsetNoticeProcessor(conn, quiet, NULL);
@@ -266,12 +289,27 @@ out:
 
 /* ---- open / close ---------------------------------------------------------- */
 
+static int schema_suffix(pg_store *st)
+{
+	PGresult *res = PQexec(st->r.conn, "SELECT current_schema()");
+	int ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+
+	if (ok) {
+		const char *schema = PQgetvalue(res, 0, 0);
+		snprintf(st->chan_suffix, sizeof st->chan_suffix, "_%016llx",
+		         (unsigned long long)tf_hash64(schema, strlen(schema)));
+	}
+	PQclear(res);
+	return ok ? TF_OK : TF_ESTORE;
+}
+
 static void pg_close_store(tf_store *bst)
 {
 	pg_store *st = (pg_store *)bst;
 
 	conn_close(&st->w);
 	conn_close(&st->r);
+	conn_close(&st->s);
 	free(st->uri);
 	free(st);
 }
@@ -294,6 +332,7 @@ static int pg_open(tf_store **out, const char *location, size_t map_size, char *
 	st->base.ops = &tf_pg_ops;
 	pthread_mutex_init(&st->w.mu, NULL);
 	pthread_mutex_init(&st->r.mu, NULL);
+	pthread_mutex_init(&st->s.mu, NULL);
 	/* The readers' connection checks the schema; the writer's is made on
 	 * the first update (a handler that only reads never opens it). */
 	if (!(st->r.conn = connect_to(st->uri, err, errlen))) {
@@ -319,6 +358,10 @@ static int pg_open(tf_store **out, const char *location, size_t map_size, char *
 	}
 	if ((rc = prepare_all(&st->r))) {
 		snprintf(err, errlen, "cannot prepare the store's statements: %s", msg(st->r.conn));
+		goto fail;
+	}
+	if ((rc = schema_suffix(st))) {
+		snprintf(err, errlen, "cannot read the store's schema name: %s", msg(st->r.conn));
 		goto fail;
 	}
 	*out = &st->base;
@@ -777,10 +820,194 @@ static size_t pg_map_size(tf_store *st)
 	return 0;
 }
 
+/* ---- leases and notifications (store.h "runs on many hosts") ---------------- */
+
+/* A lease is a shared session advisory lock keyed by the schema and the
+ * name: shared, because a run's supervisor and worker each hold one, and
+ * either alive keeps the run alive. The server drops it with the session. */
+static const char lease_sql[] =
+	"SELECT pg_advisory_lock_shared(hashtext(current_schema()), hashtext($1))";
+static const char held_sql[] =
+	"SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+	"AND objsubid = 2 AND database = (SELECT oid FROM pg_database "
+	"WHERE datname = current_database()) AND classid = hashtext(current_schema())::oid "
+	"AND objid = hashtext($1)::oid)";
+/* The server's side of the keepalives (ignored on a unix socket): it is the
+ * server that must notice a vanished host and release that host's leases.
+ * tcp_user_timeout covers a peer gone while data is unacknowledged. */
+static int session_settings(PGconn *conn)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof sql,
+	         "SET tcp_keepalives_idle = %d; SET tcp_keepalives_interval = %d; "
+	         "SET tcp_keepalives_count = %d; SET tcp_user_timeout = %d",
+	         TF_PG_KEEPALIVE_IDLE_S, TF_PG_KEEPALIVE_INTERVAL_S, TF_PG_KEEPALIVE_COUNT,
+	         TF_LEASE_DEAD_S * 1000);
+	return exec_simple(conn, sql);
+}
+
+static int exec_name(PGconn *conn, const char *sql, const char *name)
+{
+	const char *v[1] = {name};
+	PGresult *res = PQexecParams(conn, sql, 1, NULL, v, NULL, NULL, 0);
+	ExecStatusType s = PQresultStatus(res);
+	PQclear(res);
+	return s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK ? TF_OK : TF_ESTORE;
+}
+
+static int listen_on(pg_store *st, const char *name)
+{
+	char chan[PG_MAX_NAME + 32], sql[2 * sizeof chan + 16];
+	char *id;
+	int rc;
+
+	snprintf(chan, sizeof chan, "tf_%s%s", name, st->chan_suffix);
+	if (!(id = PQescapeIdentifier(st->s.conn, chan, strlen(chan))))
+		return TF_ESTORE;
+	snprintf(sql, sizeof sql, "LISTEN %s", id);
+	PQfreemem(id);
+	rc = exec_simple(st->s.conn, sql);
+	return rc;
+}
+
+/* (Re)makes the session with every lease and channel it had. Called with
+ * s.mu held. *remade = 1 when a new connection was made. */
+static int session_ready(pg_store *st, int *remade)
+{
+	pg_link *c = &st->s;
+
+	*remade = 0;
+	if (c->conn && PQstatus(c->conn) == CONNECTION_OK)
+		return TF_OK;
+	if (c->conn)
+		PQfinish(c->conn);
+	if (!(c->conn = connect_to(st->uri, NULL, 0)))
+		return TF_ESTORE;
+	*remade = 1;
+	if (session_settings(c->conn))
+		goto fail;
+	for (int i = 0; i < st->nleases; i++)
+		if (exec_name(c->conn, lease_sql, st->leases[i]))
+			goto fail;
+	for (int i = 0; i < st->nchannels; i++)
+		if (listen_on(st, st->channels[i]))
+			goto fail;
+	return TF_OK;
+fail:
+	tf_err("store: cannot set up the session: %s", msg(c->conn));
+	PQfinish(c->conn);
+	c->conn = NULL;
+	return TF_ESTORE;
+}
+
+/* Adds name to list (no duplicates) when there is room. */
+static int remember(char (*list)[PG_MAX_NAME], int *n, int max, const char *name)
+{
+	for (int i = 0; i < *n; i++)
+		if (!strcmp(list[i], name))
+			return TF_OK;
+	if (*n >= max || strlen(name) >= PG_MAX_NAME)
+		return TF_ELIMIT;
+	snprintf(list[(*n)++], PG_MAX_NAME, "%s", name);
+	return TF_OK;
+}
+
+static int pg_lease(tf_store *bst, const char *name)
+{
+	pg_store *st = (pg_store *)bst;
+	int remade, rc;
+
+	pthread_mutex_lock(&st->s.mu);
+	if (!(rc = remember(st->leases, &st->nleases, TF_MAX_LEASES, name)) &&
+	    !(rc = session_ready(st, &remade)) && !remade)
+		rc = exec_name(st->s.conn, lease_sql, name); /* a new session took it already */
+	pthread_mutex_unlock(&st->s.mu);
+	return rc;
+}
+
+static int pg_lease_held(tf_txn *bt, const char *name, int *held)
+{
+	pg_txn *t = (pg_txn *)bt;
+	const char *v[1] = {name};
+	PGresult *res = PQexecParams(t->c->conn, held_sql, 1, NULL, v, NULL, NULL, 0);
+	int rc = TF_OK;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		rc = failed(t, res);
+	else
+		*held = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	return rc;
+}
+
+/* On the writer's connection, outside any transaction: NOTIFY is delivered
+ * at its commit, which is at once. */
+static int pg_notify(tf_store *bst, const char *name)
+{
+	pg_store *st = (pg_store *)bst;
+	char chan[PG_MAX_NAME + 32];
+	int rc = TF_ESTORE;
+
+	snprintf(chan, sizeof chan, "tf_%s%s", name, st->chan_suffix);
+	pthread_mutex_lock(&st->w.mu);
+	for (int i = 0; i < 2 && rc; i++) /* once more on a fresh connection */
+		if (!(rc = conn_ready(st, &st->w, NULL, 0)) &&
+		    (rc = exec_name(st->w.conn, "SELECT pg_notify($1, '')", chan)) &&
+		    PQstatus(st->w.conn) != CONNECTION_OK) {
+			PQfinish(st->w.conn);
+			st->w.conn = NULL;
+		}
+	pthread_mutex_unlock(&st->w.mu);
+	return rc;
+}
+
+static int pg_listen(tf_store *bst, const char *name, int *fd)
+{
+	pg_store *st = (pg_store *)bst;
+	int remade, rc;
+
+	pthread_mutex_lock(&st->s.mu);
+	if (!(rc = remember(st->channels, &st->nchannels, TF_MAX_CHANNELS, name)) &&
+	    !(rc = session_ready(st, &remade)) && !remade)
+		rc = listen_on(st, name);
+	*fd = rc ? -1 : PQsocket(st->s.conn);
+	pthread_mutex_unlock(&st->s.mu);
+	return rc;
+}
+
+static int pg_notifications(tf_store *bst, int *n, int *fd)
+{
+	pg_store *st = (pg_store *)bst;
+	PGnotify *note;
+	int remade = 0, rc = TF_OK;
+
+	pthread_mutex_lock(&st->s.mu);
+	if (!st->s.conn || !PQconsumeInput(st->s.conn) || PQstatus(st->s.conn) != CONNECTION_OK) {
+		tf_warn("store: session to PostgreSQL lost; re-making it");
+		if (st->s.conn)
+			PQfinish(st->s.conn);
+		st->s.conn = NULL;
+		rc = session_ready(st, &remade);
+		*n = 1;
+	} else {
+		while ((note = PQnotifies(st->s.conn))) {
+			(*n)++;
+			PQfreemem(note);
+		}
+	}
+	if (fd)
+		*fd = st->s.conn ? PQsocket(st->s.conn) : -1;
+	pthread_mutex_unlock(&st->s.mu);
+	return rc;
+}
+
 const tf_store_ops tf_pg_ops = {
 	.name = "postgresql", .open = pg_open, .close = pg_close_store, .update = pg_update,
 	.view = pg_view, .get = pg_get, .put = pg_put, .del = pg_del,
 	.cursor_open = pg_cursor_open, .cursor_get = pg_cursor_get, .cursor_del = pg_cursor_del,
 	.cursor_close = pg_cursor_close, .undo_all = pg_undo_all, .set_lazy = pg_set_lazy, .sync = pg_sync,
-	.map_size = pg_map_size, .migrate = pg_migrate,
+	.map_size = pg_map_size, .migrate = pg_migrate, .lease = pg_lease,
+	.lease_held = pg_lease_held, .notify = pg_notify, .listen = pg_listen,
+	.notifications = pg_notifications,
 };

@@ -107,3 +107,36 @@ size_t tf_store_map_size(tf_store *st)
 {
 	return st->ops->map_size(st);
 }
+
+int tf_store_shared(const tf_store *st)
+{
+	return st->ops->lease != NULL;
+}
+
+int tf_store_lease(tf_store *st, const char *name)
+{
+	return st->ops->lease ? st->ops->lease(st, name) : TF_OK;
+}
+
+int tf_txn_lease_held(tf_txn *t, const char *name, int *held)
+{
+	*held = 0;
+	return t->ops->lease_held ? t->ops->lease_held(t, name, held) : TF_EINVAL;
+}
+
+int tf_store_notify(tf_store *st, const char *channel)
+{
+	return st->ops->notify ? st->ops->notify(st, channel) : TF_OK;
+}
+
+int tf_store_listen(tf_store *st, const char *channel, int *fd)
+{
+	*fd = -1;
+	return st->ops->listen ? st->ops->listen(st, channel, fd) : TF_EINVAL;
+}
+
+int tf_store_notifications(tf_store *st, int *n, int *fd)
+{
+	*n = 0;
+	return st->ops->notifications ? st->ops->notifications(st, n, fd) : TF_EINVAL;
+}

@@ -124,4 +124,38 @@ int tf_store_sync(tf_store *st);
 /* Current map size in bytes (tests). */
 size_t tf_store_map_size(tf_store *st);
 
+/* ---- runs on many hosts ------------------------------------------------------
+ * A PostgreSQL store is shared by processes on several hosts: whether a run
+ * elsewhere is alive cannot be read from process ids, and a cancel cannot be
+ * sent as a signal. Two primitives cover both, kept by the database itself:
+ *
+ *   leases — held by a process's own database session, released by the
+ *   server when the session ends: the process exits or is killed, or its
+ *   host stops answering TCP keepalives (about TF_LEASE_DEAD_S);
+ *   notifications — a wake-up on a named channel, delivered at once to every
+ *   process listening on it (LISTEN/NOTIFY).
+ *
+ * On LMDB (one host) neither exists: leases are not needed (process ids
+ * answer) and wake-ups are signals. */
+
+/* Whether runs of this store may live on other hosts (PostgreSQL). */
+int tf_store_shared(const tf_store *st);
+/* Holds a lease on name until this process ends or closes the store. A
+ * dropped session is re-made, with its leases and channels, by the next
+ * tf_store_notifications(). No-op returning TF_OK on LMDB. */
+int tf_store_lease(tf_store *st, const char *name);
+/* *held = whether any process holds a lease on name. TF_EINVAL on LMDB. */
+int tf_txn_lease_held(tf_txn *t, const char *name, int *held);
+/* Wakes every process listening on channel (committed state is already
+ * visible to them when they wake). No-op returning TF_OK on LMDB. */
+int tf_store_notify(tf_store *st, const char *channel);
+/* Listens on channel (up to TF_MAX_CHANNELS per store); *fd becomes readable
+ * when a notification may have arrived. TF_EINVAL on LMDB. */
+int tf_store_listen(tf_store *st, const char *channel, int *fd);
+/* Reads what arrived: *n notifications (0 when the fd woke for nothing).
+ * When the session was lost it is re-made with its leases and channels and
+ * *fd (may be NULL) is the new descriptor; *n is then 1, since a wake-up may
+ * have been missed. */
+int tf_store_notifications(tf_store *st, int *n, int *fd);
+
 #endif

@@ -86,6 +86,17 @@ class RunEnv:
                     f.write("%s = %s\n" % (k, v))
             self.env["THREATFEED_CONF"] = path
         self.upstreams = []
+        self.agent = None
+        if self.db.startswith("postgresql:"):
+            self.start_agent()
+
+    def start_agent(self):
+        """On PostgreSQL, consumes only enqueue: an agent starts the runs, as
+        on a worker host (README "Scaling out")."""
+        with open(self.log, "ab") as out:
+            self.agent = subprocess.Popen([self.cli_path, "agent"], env=self.env,
+                                          stdout=out, stderr=subprocess.STDOUT,
+                                          preexec_fn=_pdeathsig)
 
     # processes --------------------------------------------------------------
     def upstream(self, *args, start_s=20):

@@ -253,6 +253,9 @@ class Stack:
             if self.want_upstream:
                 self._start_upstream()
             self._start_server_with_retries()
+            if self.db_dir.startswith("postgresql:"):
+                # The handler only enqueues there: an agent starts the runs.
+                self._spawn("agent", [self.cli_path, "agent"], user=self.user)
             self._note("%s is up at %s (state %s)" % (self.server, self.base_url, self.state_dir))
         except BaseException:
             self._failed = True

@@ -102,13 +102,16 @@
 
 /* test_connection (fcgi/h_feeds.c, worker/probe.c): the whole check must
  * end well before a web server's FastCGI timeout and the dashboard's 20 s
- * (www/app.js TEST_CONNECTION_TIMEOUT_MS); the probe's own upstream request
- * gives up first, so the handler gets its answer rather than a timeout. */
+ * (www/app.js TEST_CONNECTION_TIMEOUT_MS); the probe's requests together
+ * (a TAXII feed's discovery and API roots, each asked once) give up first,
+ * so the handler gets its answer rather than a timeout. */
 #define TF_TEST_CONNECTION_TIMEOUT_S 10
 #define TF_PROBE_TIMEOUT_S           8     /* below TF_TEST_CONNECTION_TIMEOUT_S */
 /* Bytes of the probe's output the handler reads: one JSON line with a
- * short detail; anything longer is not an answer. */
-#define TF_TEST_CONNECTION_OUTPUT    4096
+ * detail of at most TF_MAX_ERROR_LEN and an API root URL (under
+ * TF_MAX_URL), each at most doubled by JSON escapes (URLs and the notes
+ * carry no control characters); anything longer is not an answer. */
+#define TF_TEST_CONNECTION_OUTPUT    8192
 
 /* Upstream responses (worker/fetch.c): a captured response header value
  * (Retry-After, X-TAXII-Date-Added-Last, Location) longer than this is

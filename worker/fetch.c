@@ -146,6 +146,14 @@ void tf_fetch_free(tf_fetch *f)
 	free(f);
 }
 
+void tf_fetch_basic(tf_fetch_req *req, const char *username, const char *secret)
+{
+	int auth = username && *username;
+
+	req->username = auth ? username : NULL;
+	req->password = auth ? secret : NULL;
+}
+
 void tf_fetch_resp_free(tf_fetch_resp *resp)
 {
 	if (!resp)

@@ -341,10 +341,9 @@ static int relay_test_result(tf_resp *resp, char *out)
 	if ((o = json_object_new_object())) {
 		json_object_object_add(o, "ok", json_object_new_boolean(ok));
 		json_object_object_add(o, "detail", json_object_new_string(detail ? detail : ""));
-		if (json_object_object_get_ex(in, "api_root", &root))
-			json_object_object_add(o, "api_root", tf_json_str(in, "api_root")
-			                                          ? json_object_get(root)
-			                                          : NULL);
+		if (json_object_object_get_ex(in, "api_root", &root) &&
+		    (!root || json_object_is_type(root, json_type_string)))
+			json_object_object_add(o, "api_root", json_object_get(root));
 		if ((text = tf_json_text(o, &len)))
 			rc = tf_resp_json_copy(resp, 200, text, len);
 		json_object_put(o);

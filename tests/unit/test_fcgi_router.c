@@ -638,6 +638,24 @@ static void test_pipe_test_connection(void **state)
 	o = call("POST", "/api/threat-feeds/tc/test_connection/", "{}", NULL);
 	assert_int_equal(o->status, 200);
 	assert_string_equal(o->body, "{\"ok\":false,\"detail\":\"HTTP 401 for tc\"}");
+	/* a taxii21 feed's api_root, string or null, is relayed too; any other
+	 * type of it is not an api_root */
+	assert_non_null(f = fopen(script, "w"));
+	fprintf(f, "#!/bin/sh\necho '{\"ok\":true,\"detail\":\"d\",\"api_root\":\"http://u/a/\"}'\n");
+	fclose(f);
+	o = call("POST", "/api/threat-feeds/tc/test_connection/", "{}", NULL);
+	assert_int_equal(o->status, 200);
+	assert_string_equal(o->body, "{\"ok\":true,\"detail\":\"d\",\"api_root\":\"http://u/a/\"}");
+	assert_non_null(f = fopen(script, "w"));
+	fprintf(f, "#!/bin/sh\necho '{\"ok\":false,\"detail\":\"d\",\"api_root\":null}'\n");
+	fclose(f);
+	o = call("POST", "/api/threat-feeds/tc/test_connection/", "{}", NULL);
+	assert_string_equal(o->body, "{\"ok\":false,\"detail\":\"d\",\"api_root\":null}");
+	assert_non_null(f = fopen(script, "w"));
+	fprintf(f, "#!/bin/sh\necho '{\"ok\":false,\"detail\":\"d\",\"api_root\":7}'\n");
+	fclose(f);
+	o = call("POST", "/api/threat-feeds/tc/test_connection/", "{}", NULL);
+	assert_string_equal(o->body, "{\"ok\":false,\"detail\":\"d\"}");
 	/* a CLI without the command */
 	assert_non_null(f = fopen(script, "w"));
 	fprintf(f, "#!/bin/sh\necho usage >&2\nexit 2\n");

@@ -118,7 +118,7 @@
  * dropped — no real value is near it, and it is kept in memory per page. */
 #define TF_FETCH_MAX_HEADER_VALUE 2048
 
-/* TAXII (worker/feeds/taxii.c): body of a discovery, API root or
+/* TAXII (worker/feeds/taxii_find.c): body of a discovery, API root or
  * collections document — small documents; a megabyte is not one of them. */
 #define TF_TAXII_MAX_META_BYTES (1024 * 1024)
 

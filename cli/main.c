@@ -21,7 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define VERSION "0.1.0"
+#ifndef TF_VERSION
+#error "TF_VERSION comes from the VERSION file (the Makefile passes -DTF_VERSION)"
+#endif
 
 enum { EXIT_USAGE = 2, EXIT_NOTFOUND = 3, EXIT_CONFLICT = 4 };
 
@@ -510,7 +512,7 @@ int main(int argc, char **argv)
 
 	tf_log_init("threatfeed", 1);
 	if (argc == 2 && !strcmp(argv[1], "--version"))
-		return puts("threatfeed " VERSION), 0;
+		return puts("threatfeed " TF_VERSION), 0;
 	if (tf_config_load(&c.cfg, argv[0], err, sizeof err)) {
 		fprintf(stderr, "threatfeed: %s\n", err);
 		return 1;

@@ -239,13 +239,14 @@ static int feed_rm(struct ctx *c, int argc, char **argv)
 	return 0;
 }
 
+/* usage strings without "feed ": dispatch() prints the prefix */
 static const struct cmd feed_cmds[] = {
-	{"add", feed_add, "feed add [--json FILE|-] [--id ID] --name N --type T --url URL "
+	{"add", feed_add, "add [--json FILE|-] [--id ID] --name N --type T --url URL "
 	                  "[--collection C] [--username U] [--secret-env VAR] [--interval S] [--disabled]",
 	 "create a feed (same JSON as POST /api/threat-feeds/)"},
-	{"list", feed_list, "feed list", "list feeds as JSON"},
-	{"show", feed_show, "feed show FEED", "one feed as JSON (exit 3 when unknown)"},
-	{"rm", feed_rm, "feed rm FEED", "remove a feed and its records (exit 4 while a run is active)"},
+	{"list", feed_list, "list", "list feeds as JSON"},
+	{"show", feed_show, "show FEED", "one feed as JSON (exit 3 when unknown)"},
+	{"rm", feed_rm, "rm FEED", "remove a feed and its records (exit 4 while a run is active)"},
 };
 
 static int dispatch(const struct cmd *cmds, size_t n, struct ctx *c, int argc, char **argv,

@@ -126,6 +126,9 @@ install: all
 	cp -R www/. $(DESTDIR)$(PREFIX)/share/threatfeed/www/
 	cp -R deploy $(DESTDIR)$(PREFIX)/share/doc/threatfeed/
 	install -m 0644 README.md LICENSE $(DESTDIR)$(PREFIX)/share/doc/threatfeed/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 
 # build/threatfeed_VERSION_ARCH.deb from the release binaries, www/, deploy/,
 # man/ and packaging/debian/ (scripts/mkdeb.sh; README "Installing the Debian

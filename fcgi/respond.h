@@ -25,6 +25,7 @@ typedef struct tf_resp {
 	char allow[64];             /* "GET, HEAD, POST" on a 405 */
 	char location[TF_LOCATION_MAX];
 	int www_authenticate;       /* adds WWW-Authenticate: Bearer (401) */
+	const char *content_type;   /* static; NULL: JSON (every error is JSON) */
 } tf_resp;
 
 void tf_resp_init(tf_resp *r);
@@ -37,6 +38,9 @@ void tf_resp_free(tf_resp *r);
 int tf_resp_json(tf_resp *r, int status, char *body, size_t len);
 /* Same with a copy of body. */
 int tf_resp_json_copy(tf_resp *r, int status, const char *body, size_t len);
+/* A success body that is not JSON (the metrics' text format), taken over as
+ * by tf_resp_json; content_type is a static string. */
+int tf_resp_text(tf_resp *r, int status, char *body, size_t len, const char *content_type);
 /* A response without a body (204). */
 void tf_resp_empty(tf_resp *r, int status);
 

@@ -227,7 +227,7 @@ int tf_etag_matches(const char *if_none_match, const char *etag)
 
 void tf_resp_etag(tf_resp *r, const char *if_none_match)
 {
-	if (r->status != 200 || !r->body)
+	if (r->status != 200 || !r->body || r->no_etag)
 		return;
 	snprintf(r->etag, sizeof r->etag, "\"%016llx\"",
 	         (unsigned long long)tf_hash64(r->body, r->len));

@@ -26,6 +26,7 @@ typedef struct tf_resp {
 	char location[TF_LOCATION_MAX];
 	int www_authenticate;       /* adds WWW-Authenticate: Bearer (401) */
 	const char *content_type;   /* static; NULL: JSON (every error is JSON) */
+	int no_etag;                /* an answer nobody asks for conditionally */
 } tf_resp;
 
 void tf_resp_init(tf_resp *r);
@@ -74,9 +75,10 @@ int tf_http_status_of(int err, const char **code);
 /* Static reason phrase ("Not Found"); "Unknown" for unlisted codes. */
 const char *tf_http_reason(int status);
 
-/* Sets the ETag of a 200 answer from its body (FNV-1a 64, strong) and, when
- * if_none_match (the request's If-None-Match, may be NULL) names it or is
- * "*", turns the answer into a 304 without a body (RFC 9110 §13.1.2). */
+/* Sets the ETag of a 200 answer (unless no_etag) from its body (FNV-1a 64,
+ * strong) and, when if_none_match (the request's If-None-Match, may be NULL)
+ * names it or is "*", turns the answer into a 304 without a body
+ * (RFC 9110 §13.1.2). */
 void tf_resp_etag(tf_resp *r, const char *if_none_match);
 /* RFC 9110 weak comparison of one ETag against an If-None-Match list. */
 int tf_etag_matches(const char *if_none_match, const char *etag);

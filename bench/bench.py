@@ -202,10 +202,15 @@ def bench_status():
                 f.write(body)
             base = "http://127.0.0.1:%d" % web.port
             rps, p99 = wrk(base + "/api/threat-feeds/task-status/%s/" % task)
+            # The scrape reads a few keys (one per feed), the run slots and
+            # the queue: it must cost no more than a status read.
+            mrps, mp99 = wrk(base + "/api/metrics")
             floor, _ = wrk(base + "/floor/")
             static, _ = wrk(base + "/status.json")
             out("status_rps", "%.0f" % rps, "req/s")
             out("status_p99_ms", "%.2f" % p99, "ms")
+            out("metrics_rps", "%.0f" % mrps, "req/s")
+            out("metrics_p99_ms", "%.2f" % mp99, "ms")
             out("floor_rps", "%.0f" % floor, "req/s")
             out("static_rps", "%.0f" % static, "req/s")
             out("status_body_bytes", len(body), "bytes")

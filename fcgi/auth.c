@@ -48,19 +48,32 @@ static void set_who(tf_req *req, const char *auth, const char *remote_user)
 		snprintf(req->requested_by, sizeof req->requested_by, "%s", remote_user);
 	else
 		snprintf(req->requested_by, sizeof req->requested_by, "%s",
-		         !strcmp(auth, "token") ? "api-token" : "anonymous");
+		         !strcmp(auth, "token")           ? "api-token"
+		         : !strcmp(auth, "metrics_token") ? "metrics-token"
+		                                          : "anonymous");
+}
+
+/* The one route the metrics token opens (matched here, before routing, on
+ * the parsed segments: nothing else is revealed to its holder). */
+static int metrics_request(const tf_req *req)
+{
+	return (req->method & (TF_M_GET | TF_M_HEAD)) && req->nseg == 2 &&
+	       !strcmp(req->seg[0], "api") && !strcmp(req->seg[1], "metrics");
 }
 
 int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp)
 {
 	const char *user = tf_req_env(req, "REMOTE_USER");
-	const char *tok;
 	size_t len = 0;
+	const char *tok = bearer_token(tf_req_env(req, "HTTP_AUTHORIZATION"), &len);
 
-	if (cfg->api_token[0] &&
-	    (tok = bearer_token(tf_req_env(req, "HTTP_AUTHORIZATION"), &len)) &&
-	    tf_auth_ct_equal(cfg->api_token, tok, len)) {
+	if (cfg->api_token[0] && tok && tf_auth_ct_equal(cfg->api_token, tok, len)) {
 		set_who(req, "token", user);
+		return 0;
+	}
+	if (cfg->metrics_token[0] && tok && metrics_request(req) &&
+	    tf_auth_ct_equal(cfg->metrics_token, tok, len)) {
+		set_who(req, "metrics_token", user);
 		return 0;
 	}
 	if (cfg->trust_remote_user && user && *user) {

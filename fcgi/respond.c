@@ -27,6 +27,7 @@ static void drop_body(tf_resp *r)
 	r->body = NULL;
 	r->len = 0;
 	r->body_static = 0;
+	r->content_type = NULL;
 }
 
 void tf_resp_free(tf_resp *r)
@@ -53,6 +54,14 @@ int tf_resp_json(tf_resp *r, int status, char *body, size_t len)
 	r->status = status;
 	r->body = body;
 	r->len = len;
+	return 0;
+}
+
+int tf_resp_text(tf_resp *r, int status, char *body, size_t len, const char *content_type)
+{
+	if (tf_resp_json(r, status, body, len))
+		return -1;
+	r->content_type = content_type;
 	return 0;
 }
 
@@ -218,7 +227,7 @@ int tf_etag_matches(const char *if_none_match, const char *etag)
 
 void tf_resp_etag(tf_resp *r, const char *if_none_match)
 {
-	if (r->status != 200 || !r->body)
+	if (r->status != 200 || !r->body || r->no_etag)
 		return;
 	snprintf(r->etag, sizeof r->etag, "\"%016llx\"",
 	         (unsigned long long)tf_hash64(r->body, r->len));
@@ -251,7 +260,8 @@ int tf_resp_emit(const tf_resp *r, int head_only, tf_write_fn w, void *ctx)
 	fail |= put_header(head, sizeof head, &used, "Status", num);
 	if (has_body)
 		fail |= put_header(head, sizeof head, &used, "Content-Type",
-		                   "application/json; charset=utf-8");
+		                   r->content_type ? r->content_type
+		                                   : "application/json; charset=utf-8");
 	/* Task status changes under the client: caches must always ask (the
 	 * ETag makes asking cheap). */
 	fail |= put_header(head, sizeof head, &used, "Cache-Control", "no-store");

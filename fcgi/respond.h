@@ -25,6 +25,8 @@ typedef struct tf_resp {
 	char allow[64];             /* "GET, HEAD, POST" on a 405 */
 	char location[TF_LOCATION_MAX];
 	int www_authenticate;       /* adds WWW-Authenticate: Bearer (401) */
+	const char *content_type;   /* static; NULL: JSON (every error is JSON) */
+	int no_etag;                /* an answer nobody asks for conditionally */
 } tf_resp;
 
 void tf_resp_init(tf_resp *r);
@@ -37,6 +39,9 @@ void tf_resp_free(tf_resp *r);
 int tf_resp_json(tf_resp *r, int status, char *body, size_t len);
 /* Same with a copy of body. */
 int tf_resp_json_copy(tf_resp *r, int status, const char *body, size_t len);
+/* A success body that is not JSON (the metrics' text format), taken over as
+ * by tf_resp_json; content_type is a static string. */
+int tf_resp_text(tf_resp *r, int status, char *body, size_t len, const char *content_type);
 /* A response without a body (204). */
 void tf_resp_empty(tf_resp *r, int status);
 
@@ -70,9 +75,10 @@ int tf_http_status_of(int err, const char **code);
 /* Static reason phrase ("Not Found"); "Unknown" for unlisted codes. */
 const char *tf_http_reason(int status);
 
-/* Sets the ETag of a 200 answer from its body (FNV-1a 64, strong) and, when
- * if_none_match (the request's If-None-Match, may be NULL) names it or is
- * "*", turns the answer into a 304 without a body (RFC 9110 §13.1.2). */
+/* Sets the ETag of a 200 answer (unless no_etag) from its body (FNV-1a 64,
+ * strong) and, when if_none_match (the request's If-None-Match, may be NULL)
+ * names it or is "*", turns the answer into a 304 without a body
+ * (RFC 9110 §13.1.2). */
 void tf_resp_etag(tf_resp *r, const char *if_none_match);
 /* RFC 9110 weak comparison of one ETag against an If-None-Match list. */
 int tf_etag_matches(const char *if_none_match, const char *etag);

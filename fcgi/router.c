@@ -13,6 +13,7 @@
  * never match {feed}, so the task routes cannot be shadowed either way. */
 static const tf_route routes[] = {
 	{TF_M_GET, "/api/health", tf_h_health, "health", {{0}}},
+	{TF_M_GET, "/api/metrics", tf_h_metrics, "metrics", {{0}}},
 	{TF_M_GET, "/api/threat-feeds", tf_h_feed_list, "feed_list", {{0}}},
 	{TF_M_POST, "/api/threat-feeds", tf_h_feed_create, "feed_create", {{0}}},
 	{TF_M_GET, "/api/threat-feeds/tasks", tf_h_task_list, "task_list",

@@ -2,6 +2,7 @@
 #include "err.h"
 #include "json.h"
 #include "limits.h"
+#include "metrics.h"
 #include "records.h"
 #include "task.h"
 #include "util.h"
@@ -411,7 +412,7 @@ static int create_txn(tf_txn *txn, void *vctx)
 	}
 	tf_time_format(tf_now_us(), ts, sizeof ts);
 	json_object_object_add(f, "created_at", json_object_new_string(ts));
-	if (!(rc = save(txn, f)))
+	if (!(rc = save(txn, f)) && !(rc = tf_metrics_feed_created(txn, id)))
 		rc = api_text(txn, f, &c->json, &c->len);
 out:
 	json_object_put(f);
@@ -495,7 +496,7 @@ static int delete_txn(tf_txn *txn, void *vctx)
 		return rc;
 	tf_txn_del(txn, TF_TBL_FEEDRUN, id, strlen(id));
 	tf_txn_del(txn, TF_TBL_SIGNALS, id, strlen(id));
-	return TF_OK;
+	return tf_metrics_feed_deleted(txn, id);
 }
 
 int tf_feed_delete(tf_store *st, const char *id)

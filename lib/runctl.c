@@ -3,6 +3,7 @@
 #include "feed.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <errno.h>
@@ -247,6 +248,8 @@ static int finish_txn(tf_txn *txn, void *vctx)
 		rc = tf_feed_note_run(txn, tf_task_feed_id(t), c->task_id, tf_status_name(final), sa);
 		started = obj;
 	}
+	if (!rc) /* metrics: counted in the transaction that ends the run */
+		rc = tf_metrics_run_finished(txn, t, c->forced, c->rolled_back);
 	c->final = final;
 out:
 	json_object_put(started);
@@ -638,6 +641,15 @@ int tf_runctl_counts(tf_store *st, int *active_workers, int *queued)
 {
 	struct counts_ctx c = {0, 0};
 	int rc = tf_store_view(st, counts_txn, &c);
+	*active_workers = c.active;
+	*queued = c.queued;
+	return rc;
+}
+
+int tf_runctl_counts_txn(tf_txn *txn, int *active_workers, int *queued)
+{
+	struct counts_ctx c = {0, 0};
+	int rc = counts_txn(txn, &c);
 	*active_workers = c.active;
 	*queued = c.queued;
 	return rc;

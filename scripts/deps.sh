@@ -8,7 +8,7 @@ build_pkgs=(build-essential pkg-config libfcgi-dev libfcgi-bin libcurl4-openssl-
             libjson-c-dev liblmdb-dev lmdb-utils libpq-dev python3 curl ca-certificates)
 run_pkgs=(lighttpd)
 test_pkgs=(libcmocka-dev lighttpd nginx-light apache2 libapache2-mod-fcgid spawn-fcgi
-           chromium nodejs npm clang libclang-rt-14-dev postgresql)
+           chromium nodejs npm clang libclang-rt-14-dev postgresql prometheus)
 bench_pkgs=(lighttpd wrk postgresql)
 # `make deb`: dpkg-shlibdeps (dpkg-dev) for Depends, lintian to check it
 deb_pkgs=(dpkg-dev lintian)
@@ -50,8 +50,9 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts daemons on install where it can; we never want system copies
-  # of the web servers competing for ports with the ones the tests start.
-  for svc in lighttpd nginx apache2; do
+  # of the web servers (or of Prometheus, on :9090) competing for ports with
+  # the ones the tests start.
+  for svc in lighttpd nginx apache2 prometheus; do
     if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
   done
 fi

@@ -23,6 +23,7 @@
 
 #include "err.h"
 #include "limits.h"
+#include "metrics.h"
 #include "util.h"
 
 #define FETCH_USER_AGENT "threatfeed/1.0 (+libcurl)"
@@ -570,6 +571,9 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 	if ((rc = wait_done(f, x, &result, err, errlen)))
 		goto out;
 	if (result != CURLE_OK) {
+		long code = 0; /* an answer cut short (over the cap) still had a status */
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+		tf_metrics_note_upstream(code);
 		rc = transfer_error(x, req, result, err, errlen);
 		goto out;
 	}
@@ -582,6 +586,7 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 	*resp = x->resp;
 	memset(&x->resp, 0, sizeof x->resp);
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+	tf_metrics_note_upstream(resp->status);
 	resp->body = x->buf;
 	resp->len = x->len;
 	x->buf = NULL;

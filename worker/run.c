@@ -49,6 +49,7 @@ struct tf_run {
 	tf_cancel_mode cancel;
 	int64_t started_us, last_write_us, last_check_us;
 	int dirty;
+	tf_metrics_taken taken; /* by the driver's own progress writes */
 };
 
 static int wake_pipe[2] = {-1, -1};
@@ -151,7 +152,7 @@ static int progress_txn(tf_txn *txn, void *vctx)
 	tf_run_view v;
 
 	view_of(r, &v);
-	return tf_run_view_save(txn, r->task_id, &v, r->warnings, r->nwarnings);
+	return tf_run_view_save(txn, r->task_id, &v, r->warnings, r->nwarnings, &r->taken);
 }
 
 /* With the writer running this only publishes; before it starts and after it
@@ -166,6 +167,8 @@ static int write_progress(tf_run *r)
 		tf_writer_show(r->writer, &v);
 	} else if ((rc = tf_store_update(r->st, progress_txn, r))) {
 		return rc;
+	} else {
+		tf_metrics_taken_done(&r->taken);
 	}
 	forget_warnings(r);
 	r->dirty = 0;

@@ -777,10 +777,27 @@ static size_t pg_map_size(tf_store *st)
 	return 0;
 }
 
+/* One statement in the caller's transaction: no map, only the table. */
+static int pg_space(tf_txn *bt, uint64_t *used, uint64_t *map)
+{
+	pg_txn *t = (pg_txn *)bt;
+	PGresult *res = PQexec(t->c->conn, "SELECT pg_total_relation_size('tf_kv')");
+	int rc = TF_OK;
+
+	*used = *map = 0;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		rc = failed(t, res);
+	else
+		*used = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return rc;
+}
+
 const tf_store_ops tf_pg_ops = {
 	.name = "postgresql", .open = pg_open, .close = pg_close_store, .update = pg_update,
 	.view = pg_view, .get = pg_get, .put = pg_put, .del = pg_del,
 	.cursor_open = pg_cursor_open, .cursor_get = pg_cursor_get, .cursor_del = pg_cursor_del,
 	.cursor_close = pg_cursor_close, .undo_all = pg_undo_all, .set_lazy = pg_set_lazy, .sync = pg_sync,
 	.map_size = pg_map_size, .migrate = pg_migrate,
+	.space = pg_space,
 };

@@ -107,3 +107,8 @@ size_t tf_store_map_size(tf_store *st)
 {
 	return st->ops->map_size(st);
 }
+
+int tf_txn_space(tf_txn *t, uint64_t *used, uint64_t *map)
+{
+	return t->ops->space(t, used, map);
+}

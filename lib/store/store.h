@@ -121,6 +121,13 @@ int tf_store_undo_count(tf_store *st, const char *task_id, uint64_t *n);
 int tf_store_set_lazy(tf_store *st, int lazy);
 int tf_store_sync(tf_store *st);
 
+/* Space the store takes, inside a transaction (metrics): *used is LMDB's
+ * pages up to the highest one in use (free-list pages included) times the
+ * page size, or PostgreSQL's tf_kv table with its index and TOAST
+ * (pg_total_relation_size); *map is LMDB's current map size (what can be
+ * used before the map grows), 0 on PostgreSQL, which has no map. */
+int tf_txn_space(tf_txn *t, uint64_t *used, uint64_t *map);
+
 /* Current map size in bytes (tests). */
 size_t tf_store_map_size(tf_store *st);
 

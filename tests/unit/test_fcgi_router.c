@@ -69,6 +69,8 @@ static void test_every_route(void **state)
 
 	expect_route("GET", "/api/health", tf_h_health);
 	expect_route("HEAD", "/api/health", tf_h_health);
+	expect_route("GET", "/api/metrics", tf_h_metrics);
+	expect_route("HEAD", "/api/metrics", tf_h_metrics);
 	expect_route("GET", "/api/threat-feeds", tf_h_feed_list);
 	expect_route("POST", "/api/threat-feeds", tf_h_feed_create);
 	expect_route("GET", "/api/threat-feeds/" FEED, tf_h_feed_read);
@@ -131,6 +133,7 @@ static void test_wrong_method(void **state)
 {
 	(void)state;
 	expect_status("POST", "/api/health", 405, "GET, HEAD");
+	expect_status("POST", "/api/metrics", 405, "GET, HEAD");
 	expect_status("DELETE", "/api/threat-feeds/", 405, "GET, HEAD, POST");
 	expect_status("PUT", "/api/threat-feeds/" FEED, 405, "GET, HEAD, PATCH, DELETE");
 	expect_status("GET", "/api/threat-feeds/" FEED "/consume", 405, "POST");

@@ -23,6 +23,13 @@ int tf_h_feed_cancel(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_feed_indicators(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_feed_test(tf_app *app, tf_req *req, tf_resp *resp);
 
+/* h_indicators.c: lookup and browsing of the observable index. */
+int tf_h_indicators(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_indicators_lookup(tf_app *app, tf_req *req, tf_resp *resp);
+/* h_export.c: lists a device can poll (streamed). */
+int tf_h_feed_export(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_export(tf_app *app, tf_req *req, tf_resp *resp);
+
 int tf_h_task_status(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_task_cancel(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_task_list(tf_app *app, tf_req *req, tf_resp *resp);

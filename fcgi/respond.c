@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 #include "json.h"
@@ -237,6 +238,29 @@ void tf_resp_etag(tf_resp *r, const char *if_none_match)
 	}
 }
 
+void tf_resp_last_modified(tf_resp *r, int64_t us)
+{
+	time_t t = (time_t)(us / 1000000);
+	struct tm tm;
+
+	r->last_modified[0] = '\0';
+	if (us > 0 && gmtime_r(&t, &tm))
+		strftime(r->last_modified, sizeof r->last_modified, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+int tf_not_modified_since(const char *if_modified_since, int64_t us)
+{
+	struct tm tm;
+	const char *end;
+
+	if (!if_modified_since || us <= 0)
+		return 0;
+	memset(&tm, 0, sizeof tm);
+	end = strptime(if_modified_since, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	/* An unreadable date is ignored (RFC 9110 §13.1.3): the full answer. */
+	return end && !*end && (int64_t)timegm(&tm) >= us / 1000000;
+}
+
 static int put_header(char *buf, size_t size, size_t *used, const char *name, const char *value)
 {
 	int n = snprintf(buf + *used, size - *used, "%s: %s\r\n", name, value);
@@ -268,6 +292,8 @@ int tf_resp_emit(const tf_resp *r, int head_only, tf_write_fn w, void *ctx)
 	fail |= put_header(head, sizeof head, &used, "X-Content-Type-Options", "nosniff");
 	if (r->etag[0])
 		fail |= put_header(head, sizeof head, &used, "ETag", r->etag);
+	if (r->last_modified[0])
+		fail |= put_header(head, sizeof head, &used, "Last-Modified", r->last_modified);
 	if (r->allow[0])
 		fail |= put_header(head, sizeof head, &used, "Allow", r->allow);
 	if (r->location[0])
@@ -287,5 +313,45 @@ int tf_resp_emit(const tf_resp *r, int head_only, tf_write_fn w, void *ctx)
 		return -1;
 	if (has_body && !head_only && r->len && w(ctx, r->body, r->len))
 		return -1;
+	return 0;
+}
+
+int tf_resp_stream_begin(tf_resp *r, const char *content_type)
+{
+	char head[512];
+	size_t used = 0;
+	int fail = 0;
+
+	r->status = 200;
+	r->streamed = 1;
+	fail |= put_header(head, sizeof head, &used, "Status", "200 OK");
+	fail |= put_header(head, sizeof head, &used, "Content-Type", content_type);
+	fail |= put_header(head, sizeof head, &used, "Cache-Control", "no-store");
+	fail |= put_header(head, sizeof head, &used, "X-Content-Type-Options", "nosniff");
+	if (r->etag[0])
+		fail |= put_header(head, sizeof head, &used, "ETag", r->etag);
+	if (r->last_modified[0])
+		fail |= put_header(head, sizeof head, &used, "Last-Modified", r->last_modified);
+	if (fail || used + 2 >= sizeof head) {
+		r->stream_failed = 1;
+		return -1;
+	}
+	memcpy(head + used, "\r\n", 2);
+	used += 2;
+	if (!r->wr || r->wr(r->wctx, head, used)) {
+		r->stream_failed = 1;
+		return -1;
+	}
+	return 0;
+}
+
+int tf_resp_stream(tf_resp *r, const char *buf, size_t len)
+{
+	if (r->head_only || !len)
+		return 0;
+	if (r->stream_failed || r->wr(r->wctx, buf, len)) {
+		r->stream_failed = 1;
+		return -1;
+	}
 	return 0;
 }

@@ -60,6 +60,8 @@ static int apply(tf_config *cfg, const char *k, const char *v)
 		copy(cfg->api_token, sizeof cfg->api_token, v);
 	else if (!strcmp(k, "metrics_token"))
 		copy(cfg->metrics_token, sizeof cfg->metrics_token, v);
+	else if (!strcmp(k, "export_token"))
+		copy(cfg->export_token, sizeof cfg->export_token, v);
 	else if (!strcmp(k, "trust_remote_user"))
 		return set_int(&cfg->trust_remote_user, v, 0, 1);
 	else if (!strcmp(k, "max_concurrent_runs"))

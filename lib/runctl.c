@@ -1,4 +1,5 @@
 #include "runctl.h"
+#include "index.h"
 #include "err.h"
 #include "feed.h"
 #include "json.h"
@@ -302,6 +303,10 @@ int tf_runctl_finish(tf_store *st, const char *task_id, tf_status final, int for
 			tf_store_update(st, mark_rolling_back, (void *)task_id);
 			if ((rc = tf_store_rollback(st, task_id, &c.rolled_back)))
 				return rc;
+			/* Exports' Last-Modified moves on (their ETag follows the
+			 * restored index by itself). */
+			if (c.rolled_back)
+				tf_index_touch(st);
 			c.rolled = 1;
 		}
 		rc = tf_store_update(st, finish_txn, &c);

@@ -356,6 +356,11 @@ int tf_run_add(tf_run *r, const char *key, const char *type, const char *value,
 	return tf_batch_add(r->batch, key, type, value, observables, modified_us, object, len);
 }
 
+int tf_run_set_life(tf_run *r, int64_t valid_until_us, int revoked)
+{
+	return tf_batch_set_life(r->batch, valid_until_us, revoked);
+}
+
 int tf_run_store_observables(tf_run *r, size_t max, json_object *out)
 {
 	return tf_records_observables(r->st, r->feed_id, max, out);

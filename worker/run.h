@@ -69,6 +69,8 @@ int tf_run_store_observables(tf_run *r, size_t max, json_object *out);
 /* Adds a record to the batch in flight (see tf_batch_add). */
 int tf_run_add(tf_run *r, const char *key, const char *type, const char *value,
                json_object *observables, int64_t modified_us, const char *object, size_t len);
+/* The record just added expires or is revoked (see tf_batch_set_life). */
+int tf_run_set_life(tf_run *r, int64_t valid_until_us, int revoked);
 /* Hands the batch in flight to the run's writer thread (writer.h), which
  * commits it with the progress and, if cursor is not NULL, the feed's new
  * cursor (a reference is taken) in one transaction, while the driver goes on

@@ -36,6 +36,11 @@ typedef enum tf_table {
 	TF_TBL_RUNS,    /* task_id → process identity of the run */
 	TF_TBL_UNDO,    /* task_id seq(8 BE) → undo entry */
 	TF_TBL_QUEUE,   /* seq (8 BE) → task_id waiting for a run slot */
+	/* The observable index (lib/index.c), written with the records: */
+	TF_TBL_OBS,     /* kind value NUL feed_id NUL hash(record key) → entry  [journaled] */
+	TF_TBL_OBSSTAT, /* feed_id → digest and count of its index entries    [journaled] */
+	TF_TBL_OBSTIME, /* feed_id NUL 's'|'v' time(8 BE) → entries seen/valid until then
+	                 *                                                      [journaled] */
 	TF_TBL__COUNT
 } tf_table;
 

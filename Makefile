@@ -11,6 +11,9 @@ STATE_DIR ?= ./var
 DB      ?=
 # make bench STORE=postgres: the bench figures on a PostgreSQL it starts
 STORE   ?= lmdb
+# The one place the version is written: the binaries (--version, /api/health)
+# and the Debian package take it from here.
+VERSION := $(shell cat VERSION)
 
 PKGS      := fcgi libcurl json-c lmdb libpq
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -21,7 +24,7 @@ CLI_LIBS   = $(shell pkg-config --libs json-c lmdb libpq 2>/dev/null)
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
            -Wmissing-prototypes -Wvla -Wundef -Wpointer-arith -Wno-format-nonliteral
 CPPFLAGS += -D_GNU_SOURCE -iquote lib -iquote lib/store -iquote worker -iquote worker/feeds \
-            -iquote fcgi -iquote cli
+            -iquote fcgi -iquote cli -DTF_VERSION='"$(VERSION)"'
 OPT     ?= -O2 -g
 SAN     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
@@ -32,7 +35,8 @@ WORKER_SRC := $(filter-out worker/work_main.c,$(wildcard worker/*.c worker/feeds
 RUN_SRC    := $(filter-out worker/supervisor.c,$(WORKER_SRC))
 FCGI_SRC   := $(filter-out fcgi/main.c,$(wildcard fcgi/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
-HDRS       := $(wildcard lib/*.h lib/store/*.h worker/*.h worker/feeds/*.h fcgi/*.h cli/*.h)
+# VERSION: a new version rebuilds the objects that print it (all of them, simply)
+HDRS       := $(wildcard lib/*.h lib/store/*.h worker/*.h worker/feeds/*.h fcgi/*.h cli/*.h) VERSION
 
 # Two variants of every object: the release build and the ASan+UBSan build.
 obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
@@ -41,7 +45,7 @@ obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
 # and print that as the last line, after the summary.
 .SECONDARY:
 
-.PHONY: all asan test check unit integration browser fuzz-regress run bench install clean deps-build deps-test deps-run deps-bench
+.PHONY: all asan test check unit integration browser fuzz-regress run bench install deb clean deps-build deps-test deps-run deps-bench deps-deb
 all: $(BUILD)/threatfeed $(BUILD)/threatfeed-worker $(BUILD)/threatfeed.fcgi
 
 asan: $(BUILD)/asan/threatfeed $(BUILD)/asan/threatfeed-worker $(BUILD)/asan/threatfeed.fcgi
@@ -91,7 +95,7 @@ $(TSAN_BIN): $(call obj,$(BUILD)/tsan,tests/unit/test_writer.c worker/writer.c $
 	$(CC) $(TSAN) -pthread $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka
 
 # ---- the two commands ------------------------------------------------------
-deps-build deps-run deps-test deps-bench: deps-%:
+deps-build deps-run deps-test deps-bench deps-deb: deps-%:
 	@scripts/deps.sh $*
 
 test: deps-test
@@ -122,6 +126,16 @@ install: all
 	cp -R www/. $(DESTDIR)$(PREFIX)/share/threatfeed/www/
 	cp -R deploy $(DESTDIR)$(PREFIX)/share/doc/threatfeed/
 	install -m 0644 README.md LICENSE $(DESTDIR)$(PREFIX)/share/doc/threatfeed/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+
+# build/threatfeed_VERSION_ARCH.deb from the release binaries, www/, deploy/,
+# man/ and packaging/debian/ (scripts/mkdeb.sh; README "Installing the Debian
+# package").
+deb: deps-deb
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) VERSION=$(VERSION) scripts/mkdeb.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -202,10 +202,15 @@ def bench_status():
                 f.write(body)
             base = "http://127.0.0.1:%d" % web.port
             rps, p99 = wrk(base + "/api/threat-feeds/task-status/%s/" % task)
+            # The scrape reads a few keys (one per feed), the run slots and
+            # the queue: it must cost no more than a status read.
+            mrps, mp99 = wrk(base + "/api/metrics")
             floor, _ = wrk(base + "/floor/")
             static, _ = wrk(base + "/status.json")
             out("status_rps", "%.0f" % rps, "req/s")
             out("status_p99_ms", "%.2f" % p99, "ms")
+            out("metrics_rps", "%.0f" % mrps, "req/s")
+            out("metrics_p99_ms", "%.2f" % mp99, "ms")
             out("floor_rps", "%.0f" % floor, "req/s")
             out("static_rps", "%.0f" % static, "req/s")
             out("status_body_bytes", len(body), "bytes")
@@ -296,6 +301,97 @@ def bench_ingest():
         host.close()
 
 
+def handler_processes(web):
+    """pids of the FastCGI handlers lighttpd spawned."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == web.proc.pid and comm.startswith("threatfeed.fcg"):
+            pids.append(int(d))
+    return pids
+
+
+def status_kb(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        m = re.search(r"%s:\s+(\d+) kB" % key, f.read())
+    return int(m.group(1)) if m else 0
+
+
+def bench_lookup():
+    """GET /api/indicators/?value= of one value in an index of INGEST_N
+    objects (every feed, the networks that could hold it probed too)."""
+    env = RunEnv(bin_dir=BUILD)
+    try:
+        up = env.upstream("--objects", str(INGEST_N), "--page-size", "1000")
+        env.add_feed("look", up, options={"page_size": 1000})
+        finished(env, env.consume("look"), 0.2)
+        web = Web(env)
+        try:
+            status, data = web.get("/api/indicators/?type=ipv4-addr&limit=500")
+            if status != 200 or not data["indicators"]:
+                raise SystemExit("bench: no indicators to look up: %r" % (data,))
+            value = data["indicators"][-1]["value"]
+            base = "http://127.0.0.1:%d" % web.port
+            rps, p99 = wrk(base + "/api/indicators/?value=" + value)
+            out("lookup_rps", "%.0f" % rps, "req/s")
+            out("lookup_p99_ms", "%.2f" % p99, "ms")
+        finally:
+            web.stop()
+    finally:
+        env.close()
+
+
+def bench_export():
+    """GET /api/export?format=txt over the index of EXPORT_N objects: the
+    time to the last byte, and the handler's memory (its peak RSS, which
+    counts the store pages it read, and its own heap, RssAnon)."""
+    n = int(os.environ.get("BENCH_EXPORT", "1000000"))
+    env = RunEnv(bin_dir=BUILD)
+    try:
+        up = env.upstream("--objects", str(n), "--page-size", "1000", start_s=300)
+        env.add_feed("exp", up, options={"page_size": 1000})
+        finished(env, env.consume("exp"), 0.5, timeout=1800)
+        web = Web(env)
+        try:
+            web.get("/api/health")
+            pids = handler_processes(web)
+            anon0 = {p: status_kb(p, "RssAnon") for p in pids}
+            conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=600)
+            t0 = time.monotonic()
+            conn.request("GET", "/api/export?format=txt")
+            resp = conn.getresponse()
+            lines = total = 0
+            anon_peak = 0
+            while True:
+                chunk = resp.read(1 << 20)
+                if not chunk:
+                    break
+                lines += chunk.count(b"\n")
+                total += len(chunk)
+                for p in pids:
+                    anon_peak = max(anon_peak, status_kb(p, "RssAnon") - anon0.get(p, 0))
+            secs = time.monotonic() - t0
+            conn.close()
+            if resp.status != 200:
+                raise SystemExit("bench: export answered %d" % resp.status)
+            out("export_txt_1m_s", "%.2f" % secs, "s")
+            out("export_txt_lines", lines, "lines")
+            out("export_txt_bytes", total, "bytes")
+            out("export_handler_anon_growth_mb", "%.1f" % (anon_peak / 1024.0), "MiB")
+        finally:
+            web.stop()
+    finally:
+        env.close()
+
+
 def bench_rollback():
     d = tempfile.mkdtemp(prefix="bench-rollback-", dir=os.path.join(REPO, "build"))
     try:
@@ -326,7 +422,7 @@ def main():
     store = os.environ.get("STORE") or "lmdb"
     print("# threatfeed bench on %s, %d cores; %d cancel trials; store %s" % (
         os.uname().nodename, os.cpu_count(), TRIALS, store), flush=True)
-    which = sys.argv[1:] or ["cancel", "status", "ingest", "rollback"]
+    which = sys.argv[1:] or ["cancel", "status", "ingest", "rollback", "lookup", "export"]
 
     def run_all():
         for name in which:

@@ -22,7 +22,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define VERSION "0.1.0"
+#ifndef TF_VERSION
+#error "TF_VERSION comes from the VERSION file (the Makefile passes -DTF_VERSION)"
+#endif
 
 enum { EXIT_USAGE = 2, EXIT_NOTFOUND = 3, EXIT_CONFLICT = 4 };
 
@@ -238,13 +240,14 @@ static int feed_rm(struct ctx *c, int argc, char **argv)
 	return 0;
 }
 
+/* usage strings without "feed ": dispatch() prints the prefix */
 static const struct cmd feed_cmds[] = {
-	{"add", feed_add, "feed add [--json FILE|-] [--id ID] --name N --type T --url URL "
+	{"add", feed_add, "add [--json FILE|-] [--id ID] --name N --type T --url URL "
 	                  "[--collection C] [--username U] [--secret-env VAR] [--interval S] [--disabled]",
 	 "create a feed (same JSON as POST /api/threat-feeds/)"},
-	{"list", feed_list, "feed list", "list feeds as JSON"},
-	{"show", feed_show, "feed show FEED", "one feed as JSON (exit 3 when unknown)"},
-	{"rm", feed_rm, "feed rm FEED", "remove a feed and its records (exit 4 while a run is active)"},
+	{"list", feed_list, "list", "list feeds as JSON"},
+	{"show", feed_show, "show FEED", "one feed as JSON (exit 3 when unknown)"},
+	{"rm", feed_rm, "rm FEED", "remove a feed and its records (exit 4 while a run is active)"},
 };
 
 static int dispatch(const struct cmd *cmds, size_t n, struct ctx *c, int argc, char **argv,
@@ -523,7 +526,7 @@ int main(int argc, char **argv)
 
 	tf_log_init("threatfeed", 1);
 	if (argc == 2 && !strcmp(argv[1], "--version"))
-		return puts("threatfeed " VERSION), 0;
+		return puts("threatfeed " TF_VERSION), 0;
 	if (tf_config_load(&c.cfg, argv[0], err, sizeof err)) {
 		fprintf(stderr, "threatfeed: %s\n", err);
 		return 1;

@@ -65,6 +65,8 @@ static void pipeline(tf_app *app, tf_req *req, tf_resp *resp, tf_read_fn rd, voi
 	    !(rt = tf_router_match(req, resp)) || tf_auth_csrf(req, resp) ||
 	    tf_router_check_query(rt, req, resp))
 		return;
+	resp->head_only = req->method == TF_M_HEAD;
+	req->max_body = rt->max_body;
 	if ((req->method & TF_M_WRITE) && tf_req_read_body(req, rd, rctx, resp))
 		return;
 	if (rt->handler(app, req, resp))
@@ -102,6 +104,8 @@ void tf_app_handle(tf_app *app, char **envp, tf_read_fn rd, void *rctx, tf_write
 
 	tf_req_init(&req, envp);
 	tf_resp_init(&resp);
+	resp.wr = wr;
+	resp.wctx = wctx;
 	pipeline(app, &req, &resp, rd, rctx);
 	if (!resp.status)   /* a handler that forgot to answer is a bug: say so */
 		tf_resp_fail(&resp, TF_ESYS, NULL);
@@ -110,7 +114,8 @@ void tf_app_handle(tf_app *app, char **envp, tf_read_fn rd, void *rctx, tf_write
 	 * reopened by the next request rather than kept for the process's life. */
 	if (resp.status == 503 && app->st)
 		tf_app_close(app);
-	tf_resp_emit(&resp, req.method == TF_M_HEAD, wr, wctx);
+	if (!resp.streamed)
+		tf_resp_emit(&resp, req.method == TF_M_HEAD, wr, wctx);
 	tf_resp_free(&resp);
 	tf_req_free(&req);
 }

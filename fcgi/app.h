@@ -11,7 +11,7 @@
 #include "store.h"
 
 #ifndef TF_VERSION
-#define TF_VERSION "0.1.0"
+#error "TF_VERSION comes from the VERSION file (the Makefile passes -DTF_VERSION)"
 #endif
 
 typedef struct tf_app {

@@ -1,4 +1,5 @@
 #include "auth.h"
+#include "router.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -48,19 +49,55 @@ static void set_who(tf_req *req, const char *auth, const char *remote_user)
 		snprintf(req->requested_by, sizeof req->requested_by, "%s", remote_user);
 	else
 		snprintf(req->requested_by, sizeof req->requested_by, "%s",
-		         !strcmp(auth, "token") ? "api-token" : "anonymous");
+		         !strcmp(auth, "token")           ? "api-token"
+		         : !strcmp(auth, "metrics_token") ? "metrics-token"
+		                                          : "anonymous");
+}
+
+/* The one route the metrics token opens (matched here, before routing, on
+ * the parsed segments: nothing else is revealed to its holder). */
+static int metrics_request(const tf_req *req)
+{
+	return (req->method & (TF_M_GET | TF_M_HEAD)) && req->nseg == 2 &&
+	       !strcmp(req->seg[0], "api") && !strcmp(req->seg[1], "metrics");
+}
+
+/* The export token (config export_token) opens the export routes only, for
+ * reading, given as a Bearer token or, for devices that cannot send
+ * headers, as ?token= (README.md says what that costs). */
+static int export_token_ok(const tf_config *cfg, const tf_req *req)
+{
+	const tf_qparam *q = tf_req_query(req, "token");
+	const tf_route *rt;
+	const char *tok;
+	size_t len = 0;
+
+	if (!cfg->export_token[0] || !(req->method & (TF_M_GET | TF_M_HEAD)) ||
+	    !(rt = tf_router_peek(req)) || !rt->export_token)
+		return 0;
+	if ((tok = bearer_token(tf_req_env(req, "HTTP_AUTHORIZATION"), &len)) &&
+	    tf_auth_ct_equal(cfg->export_token, tok, len))
+		return 1;
+	return q && tf_auth_ct_equal(cfg->export_token, q->value, strlen(q->value));
 }
 
 int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp)
 {
 	const char *user = tf_req_env(req, "REMOTE_USER");
-	const char *tok;
 	size_t len = 0;
+	const char *tok = bearer_token(tf_req_env(req, "HTTP_AUTHORIZATION"), &len);
 
-	if (cfg->api_token[0] &&
-	    (tok = bearer_token(tf_req_env(req, "HTTP_AUTHORIZATION"), &len)) &&
-	    tf_auth_ct_equal(cfg->api_token, tok, len)) {
+	if (export_token_ok(cfg, req)) {
+		set_who(req, "export_token", user);
+		return 0;
+	}
+	if (cfg->api_token[0] && tok && tf_auth_ct_equal(cfg->api_token, tok, len)) {
 		set_who(req, "token", user);
+		return 0;
+	}
+	if (cfg->metrics_token[0] && tok && metrics_request(req) &&
+	    tf_auth_ct_equal(cfg->metrics_token, tok, len)) {
+		set_who(req, "metrics_token", user);
 		return 0;
 	}
 	if (cfg->trust_remote_user && user && *user) {

@@ -17,7 +17,11 @@ const char *tf_auth_mode(const tf_config *cfg);
 /* Authentication. Required when api_token is set or trust_remote_user is on
  * (an admin who turned on web-server auth wants it enforced):
  *   Authorization: Bearer <api_token>   (constant-time compare), or
- *   a non-empty REMOTE_USER when trust_remote_user = 1.
+ *   a non-empty REMOTE_USER when trust_remote_user = 1, or
+ *   for GET/HEAD /api/metrics only: Bearer <metrics_token> (a scrape
+ *   credential that reads counters and nothing else).
+ * On the export routes, the export token (config export_token), as a Bearer
+ * token or ?token=, also passes (auth "export_token").
  * Sets req->auth and req->requested_by (REMOTE_USER, else "api-token" for a
  * token, else "anonymous"). 0, or -1 with a 401 + WWW-Authenticate in resp. */
 int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp);

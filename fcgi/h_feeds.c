@@ -318,12 +318,13 @@ int tf_h_feed_indicators(tf_app *app, tf_req *req, tf_resp *resp)
 	return tf_h_answer(resp, rc, 200, json, len);
 }
 
-/* The CLI's answer: its last non-empty line, {"ok":bool,"detail":string}.
- * Only those two fields are relayed, rebuilt by us. */
+/* The CLI's answer: its last non-empty line, {"ok":bool,"detail":string}
+ * and, for a taxii21 feed, "api_root" (string or null). Only those fields
+ * are relayed, rebuilt by us. */
 static int relay_test_result(tf_resp *resp, char *out)
 {
 	char *line = out, *nl;
-	json_object *in = NULL, *o;
+	json_object *in = NULL, *o, *root;
 	const char *detail = NULL, *text;
 	size_t len;
 	int ok, rc = -1;
@@ -339,6 +340,9 @@ static int relay_test_result(tf_resp *resp, char *out)
 	if ((o = json_object_new_object())) {
 		json_object_object_add(o, "ok", json_object_new_boolean(ok));
 		json_object_object_add(o, "detail", json_object_new_string(detail ? detail : ""));
+		if (json_object_object_get_ex(in, "api_root", &root) &&
+		    (!root || json_object_is_type(root, json_type_string)))
+			json_object_object_add(o, "api_root", json_object_get(root));
 		if ((text = tf_json_text(o, &len)))
 			rc = tf_resp_json_copy(resp, 200, text, len);
 		json_object_put(o);

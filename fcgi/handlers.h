@@ -1,4 +1,4 @@
-/* API handlers by resource (h_health.c, h_feeds.c, h_tasks.c). Each runs after
+/* API handlers by resource (h_health.c, h_metrics.c, h_feeds.c, h_tasks.c). Each runs after
  * the router validated its path and query parameters, fills resp (success or
  * error through the error writer) and returns 0 or -1 (error answered). */
 #ifndef TF_HANDLERS_H
@@ -11,6 +11,7 @@
 typedef int (*tf_handler)(tf_app *app, tf_req *req, tf_resp *resp);
 
 int tf_h_health(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_metrics(tf_app *app, tf_req *req, tf_resp *resp);
 
 int tf_h_feed_list(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_feed_create(tf_app *app, tf_req *req, tf_resp *resp);
@@ -21,6 +22,13 @@ int tf_h_feed_consume(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_feed_cancel(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_feed_indicators(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_feed_test(tf_app *app, tf_req *req, tf_resp *resp);
+
+/* h_indicators.c: lookup and browsing of the observable index. */
+int tf_h_indicators(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_indicators_lookup(tf_app *app, tf_req *req, tf_resp *resp);
+/* h_export.c: lists a device can poll (streamed). */
+int tf_h_feed_export(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_export(tf_app *app, tf_req *req, tf_resp *resp);
 
 int tf_h_task_status(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_task_cancel(tf_app *app, tf_req *req, tf_resp *resp);

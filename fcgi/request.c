@@ -337,18 +337,18 @@ static int read_fully(tf_read_fn rd, void *ctx, char *buf, size_t len)
 int tf_req_read_body(tf_req *r, tf_read_fn rd, void *ctx, tf_resp *resp)
 {
 	const char *cl = tf_req_env(r, "CONTENT_LENGTH");
-	int64_t len = 0;
+	int64_t len = 0, max = r->max_body ? (int64_t)r->max_body : TF_MAX_BODY;
 	char err[256];
 	int rc;
 
 	if (cl && *cl) {
-		rc = tf_parse_i64(cl, 0, TF_MAX_BODY, &len);
+		rc = tf_parse_i64(cl, 0, max, &len);
 		if (rc == TF_EINVAL)
 			return tf_resp_error(resp, 400, "invalid_content_length",
 			                     "malformed Content-Length");
 		if (rc)
 			return tf_resp_error(resp, 413, "payload_too_large",
-			                     "request body over %d KiB", TF_MAX_BODY / 1024);
+			                     "request body over %lld KiB", (long long)(max / 1024));
 	}
 	if (len == 0) {
 		/* An empty write means "no fields" (docs/SPEC.md §2: consume needs no body). */

@@ -53,6 +53,7 @@ typedef struct tf_req {
 	char *body;                 /* owned, NUL-terminated */
 	size_t body_len;
 	json_object *json;          /* the body of a write, {} when empty; owned */
+	size_t max_body;            /* the route's body limit; 0: TF_MAX_BODY */
 	/* Path parameters, validated by the router before any handler runs. */
 	const char *feed_id, *task_id;
 	/* Set by the auth check (auth.c). */
@@ -69,7 +70,7 @@ const char *tf_req_env(const tf_req *r, const char *name);
 /* Method, path and query. 0, or -1 with resp set to a 400 (malformed or over
  * a limit) — the route is not known yet. */
 int tf_req_parse(tf_req *r, tf_resp *resp);
-/* Content-Length (400 malformed, 413 over TF_MAX_BODY), the body (400 when
+/* Content-Length (400 malformed, 413 over r->max_body, else TF_MAX_BODY), the body (400 when
  * shorter than announced), Content-Type (415 unless application/json when
  * there is a body) and the JSON (400 with the parser's reason; must be an
  * object). 0 or -1 with resp set. */

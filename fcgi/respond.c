@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 #include "json.h"
@@ -27,6 +28,7 @@ static void drop_body(tf_resp *r)
 	r->body = NULL;
 	r->len = 0;
 	r->body_static = 0;
+	r->content_type = NULL;
 }
 
 void tf_resp_free(tf_resp *r)
@@ -53,6 +55,14 @@ int tf_resp_json(tf_resp *r, int status, char *body, size_t len)
 	r->status = status;
 	r->body = body;
 	r->len = len;
+	return 0;
+}
+
+int tf_resp_text(tf_resp *r, int status, char *body, size_t len, const char *content_type)
+{
+	if (tf_resp_json(r, status, body, len))
+		return -1;
+	r->content_type = content_type;
 	return 0;
 }
 
@@ -218,7 +228,7 @@ int tf_etag_matches(const char *if_none_match, const char *etag)
 
 void tf_resp_etag(tf_resp *r, const char *if_none_match)
 {
-	if (r->status != 200 || !r->body)
+	if (r->status != 200 || !r->body || r->no_etag)
 		return;
 	snprintf(r->etag, sizeof r->etag, "\"%016llx\"",
 	         (unsigned long long)tf_hash64(r->body, r->len));
@@ -226,6 +236,29 @@ void tf_resp_etag(tf_resp *r, const char *if_none_match)
 		drop_body(r);
 		r->status = 304;
 	}
+}
+
+void tf_resp_last_modified(tf_resp *r, int64_t us)
+{
+	time_t t = (time_t)(us / 1000000);
+	struct tm tm;
+
+	r->last_modified[0] = '\0';
+	if (us > 0 && gmtime_r(&t, &tm))
+		strftime(r->last_modified, sizeof r->last_modified, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+int tf_not_modified_since(const char *if_modified_since, int64_t us)
+{
+	struct tm tm;
+	const char *end;
+
+	if (!if_modified_since || us <= 0)
+		return 0;
+	memset(&tm, 0, sizeof tm);
+	end = strptime(if_modified_since, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	/* An unreadable date is ignored (RFC 9110 §13.1.3): the full answer. */
+	return end && !*end && (int64_t)timegm(&tm) >= us / 1000000;
 }
 
 static int put_header(char *buf, size_t size, size_t *used, const char *name, const char *value)
@@ -251,13 +284,16 @@ int tf_resp_emit(const tf_resp *r, int head_only, tf_write_fn w, void *ctx)
 	fail |= put_header(head, sizeof head, &used, "Status", num);
 	if (has_body)
 		fail |= put_header(head, sizeof head, &used, "Content-Type",
-		                   "application/json; charset=utf-8");
+		                   r->content_type ? r->content_type
+		                                   : "application/json; charset=utf-8");
 	/* Task status changes under the client: caches must always ask (the
 	 * ETag makes asking cheap). */
 	fail |= put_header(head, sizeof head, &used, "Cache-Control", "no-store");
 	fail |= put_header(head, sizeof head, &used, "X-Content-Type-Options", "nosniff");
 	if (r->etag[0])
 		fail |= put_header(head, sizeof head, &used, "ETag", r->etag);
+	if (r->last_modified[0])
+		fail |= put_header(head, sizeof head, &used, "Last-Modified", r->last_modified);
 	if (r->allow[0])
 		fail |= put_header(head, sizeof head, &used, "Allow", r->allow);
 	if (r->location[0])
@@ -277,5 +313,45 @@ int tf_resp_emit(const tf_resp *r, int head_only, tf_write_fn w, void *ctx)
 		return -1;
 	if (has_body && !head_only && r->len && w(ctx, r->body, r->len))
 		return -1;
+	return 0;
+}
+
+int tf_resp_stream_begin(tf_resp *r, const char *content_type)
+{
+	char head[512];
+	size_t used = 0;
+	int fail = 0;
+
+	r->status = 200;
+	r->streamed = 1;
+	fail |= put_header(head, sizeof head, &used, "Status", "200 OK");
+	fail |= put_header(head, sizeof head, &used, "Content-Type", content_type);
+	fail |= put_header(head, sizeof head, &used, "Cache-Control", "no-store");
+	fail |= put_header(head, sizeof head, &used, "X-Content-Type-Options", "nosniff");
+	if (r->etag[0])
+		fail |= put_header(head, sizeof head, &used, "ETag", r->etag);
+	if (r->last_modified[0])
+		fail |= put_header(head, sizeof head, &used, "Last-Modified", r->last_modified);
+	if (fail || used + 2 >= sizeof head) {
+		r->stream_failed = 1;
+		return -1;
+	}
+	memcpy(head + used, "\r\n", 2);
+	used += 2;
+	if (!r->wr || r->wr(r->wctx, head, used)) {
+		r->stream_failed = 1;
+		return -1;
+	}
+	return 0;
+}
+
+int tf_resp_stream(tf_resp *r, const char *buf, size_t len)
+{
+	if (r->head_only || !len)
+		return 0;
+	if (r->stream_failed || r->wr(r->wctx, buf, len)) {
+		r->stream_failed = 1;
+		return -1;
+	}
 	return 0;
 }

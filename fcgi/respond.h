@@ -6,6 +6,7 @@
 #define TF_RESPOND_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "limits.h"
 
@@ -25,6 +26,16 @@ typedef struct tf_resp {
 	char allow[64];             /* "GET, HEAD, POST" on a 405 */
 	char location[TF_LOCATION_MAX];
 	int www_authenticate;       /* adds WWW-Authenticate: Bearer (401) */
+	const char *content_type;   /* static; NULL: JSON (every error is JSON) */
+	int no_etag;                /* an answer nobody asks for conditionally */
+	char last_modified[40];     /* an IMF-fixdate, or empty */
+	/* A streamed answer (exports): the handler writes the head and the
+	 * body itself through wr, in constant memory; nothing is buffered. */
+	tf_write_fn wr;             /* set by the pipeline before the handler */
+	void *wctx;
+	int head_only;              /* HEAD: the head without the body */
+	int streamed;               /* the head went out: emit nothing more */
+	int stream_failed;          /* a write failed (the client went away) */
 } tf_resp;
 
 void tf_resp_init(tf_resp *r);
@@ -37,6 +48,9 @@ void tf_resp_free(tf_resp *r);
 int tf_resp_json(tf_resp *r, int status, char *body, size_t len);
 /* Same with a copy of body. */
 int tf_resp_json_copy(tf_resp *r, int status, const char *body, size_t len);
+/* A success body that is not JSON (the metrics' text format), taken over as
+ * by tf_resp_json; content_type is a static string. */
+int tf_resp_text(tf_resp *r, int status, char *body, size_t len, const char *content_type);
 /* A response without a body (204). */
 void tf_resp_empty(tf_resp *r, int status);
 
@@ -70,12 +84,26 @@ int tf_http_status_of(int err, const char **code);
 /* Static reason phrase ("Not Found"); "Unknown" for unlisted codes. */
 const char *tf_http_reason(int status);
 
-/* Sets the ETag of a 200 answer from its body (FNV-1a 64, strong) and, when
- * if_none_match (the request's If-None-Match, may be NULL) names it or is
- * "*", turns the answer into a 304 without a body (RFC 9110 §13.1.2). */
+/* Sets the ETag of a 200 answer (unless no_etag) from its body (FNV-1a 64,
+ * strong) and, when if_none_match (the request's If-None-Match, may be NULL)
+ * names it or is "*", turns the answer into a 304 without a body
+ * (RFC 9110 §13.1.2). */
 void tf_resp_etag(tf_resp *r, const char *if_none_match);
 /* RFC 9110 weak comparison of one ETag against an If-None-Match list. */
 int tf_etag_matches(const char *if_none_match, const char *etag);
+
+/* Sets Last-Modified (RFC 9110 §8.8.2) from a time in µs since the epoch. */
+void tf_resp_last_modified(tf_resp *r, int64_t us);
+/* Does If-Modified-Since (may be NULL) say the client has what changed at
+ * us? Only when the request has no If-None-Match (RFC 9110 §13.1.3). */
+int tf_not_modified_since(const char *if_modified_since, int64_t us);
+
+/* Starts a streamed 200 answer: writes the head (Status, Content-Type,
+ * Cache-Control, nosniff, ETag, Last-Modified; no Content-Length: the body
+ * ends with the stream) through r->wr. 0, or -1 when the write failed. */
+int tf_resp_stream_begin(tf_resp *r, const char *content_type);
+/* Writes len bytes of the streamed body (nothing for HEAD). 0 or -1. */
+int tf_resp_stream(tf_resp *r, const char *buf, size_t len);
 
 /* Writes the response as CGI output: Status, Content-Type, Cache-Control,
  * nosniff, optional ETag/Allow/Location/WWW-Authenticate, Content-Length,

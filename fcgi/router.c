@@ -5,6 +5,7 @@
 
 #include "err.h"
 #include "limits.h"
+#include "observable.h"
 #include "util.h"
 
 
@@ -12,24 +13,39 @@
  * place; the reserved feed ids ("tasks", "task-status", "cancel-task") can
  * never match {feed}, so the task routes cannot be shadowed either way. */
 static const tf_route routes[] = {
-	{TF_M_GET, "/api/health", tf_h_health, "health", {{0}}},
-	{TF_M_GET, "/api/threat-feeds", tf_h_feed_list, "feed_list", {{0}}},
-	{TF_M_POST, "/api/threat-feeds", tf_h_feed_create, "feed_create", {{0}}},
+	{TF_M_GET, "/api/health", tf_h_health, "health", {{0}}, 0, 0},
+	{TF_M_GET, "/api/metrics", tf_h_metrics, "metrics", {{0}}, 0, 0},
+	{TF_M_GET, "/api/threat-feeds", tf_h_feed_list, "feed_list", {{0}}, 0, 0},
+	{TF_M_POST, "/api/threat-feeds", tf_h_feed_create, "feed_create", {{0}}, 0, 0},
 	{TF_M_GET, "/api/threat-feeds/tasks", tf_h_task_list, "task_list",
-	 {{"active", TF_Q_BOOL}, {"feed_id", TF_Q_FEED}, {"limit", TF_Q_LIMIT}}},
+	 {{"active", TF_Q_BOOL}, {"feed_id", TF_Q_FEED}, {"limit", TF_Q_LIMIT}}, 0, 0},
 	{TF_M_DELETE, "/api/threat-feeds/tasks", tf_h_task_purge, "task_purge",
-	 {{"finished_before", TF_Q_TIME}}},
-	{TF_M_GET, "/api/threat-feeds/task-status/{task}", tf_h_task_status, "task_status", {{0}}},
-	{TF_M_POST, "/api/threat-feeds/cancel-task/{task}", tf_h_task_cancel, "task_cancel", {{0}}},
-	{TF_M_GET, "/api/threat-feeds/{feed}", tf_h_feed_read, "feed_read", {{0}}},
-	{TF_M_PATCH, "/api/threat-feeds/{feed}", tf_h_feed_patch, "feed_patch", {{0}}},
-	{TF_M_DELETE, "/api/threat-feeds/{feed}", tf_h_feed_delete, "feed_delete", {{0}}},
-	{TF_M_POST, "/api/threat-feeds/{feed}/consume", tf_h_feed_consume, "feed_consume", {{0}}},
+	 {{"finished_before", TF_Q_TIME}}, 0, 0},
+	{TF_M_GET, "/api/threat-feeds/task-status/{task}", tf_h_task_status, "task_status", {{0}}, 0, 0},
+	{TF_M_POST, "/api/threat-feeds/cancel-task/{task}", tf_h_task_cancel, "task_cancel", {{0}}, 0, 0},
+	{TF_M_GET, "/api/threat-feeds/{feed}", tf_h_feed_read, "feed_read", {{0}}, 0, 0},
+	{TF_M_PATCH, "/api/threat-feeds/{feed}", tf_h_feed_patch, "feed_patch", {{0}}, 0, 0},
+	{TF_M_DELETE, "/api/threat-feeds/{feed}", tf_h_feed_delete, "feed_delete", {{0}}, 0, 0},
+	{TF_M_POST, "/api/threat-feeds/{feed}/consume", tf_h_feed_consume, "feed_consume", {{0}}, 0, 0},
 	{TF_M_POST, "/api/threat-feeds/{feed}/cancel_consumption", tf_h_feed_cancel, "feed_cancel",
-	 {{0}}},
+	 {{0}}, 0, 0},
 	{TF_M_GET, "/api/threat-feeds/{feed}/indicators", tf_h_feed_indicators, "feed_indicators",
-	 {{"limit", TF_Q_LIMIT}, {"cursor", TF_Q_CURSOR}}},
-	{TF_M_POST, "/api/threat-feeds/{feed}/test_connection", tf_h_feed_test, "feed_test", {{0}}},
+	 {{"limit", TF_Q_LIMIT}, {"cursor", TF_Q_CURSOR}}, 0, 0},
+	{TF_M_POST, "/api/threat-feeds/{feed}/test_connection", tf_h_feed_test, "feed_test", {{0}}, 0, 0},
+	{TF_M_GET, "/api/threat-feeds/{feed}/export", tf_h_feed_export, "feed_export",
+	 {{"format", TF_Q_FORMAT}, {"type", TF_Q_KINDS}, {"limit", TF_Q_COUNT},
+	  {"include_expired", TF_Q_BOOL}},
+	 0, 1},
+	{TF_M_GET, "/api/export", tf_h_export, "export",
+	 {{"format", TF_Q_FORMAT}, {"type", TF_Q_KINDS}, {"limit", TF_Q_COUNT},
+	  {"include_expired", TF_Q_BOOL}},
+	 0, 1},
+	{TF_M_GET, "/api/indicators", tf_h_indicators, "indicators",
+	 {{"value", TF_Q_VALUE}, {"type", TF_Q_KINDS}, {"feed_id", TF_Q_FEED}, {"limit", TF_Q_LIMIT},
+	  {"cursor", TF_Q_CURSOR}, {"include_expired", TF_Q_BOOL}, {"include_object", TF_Q_BOOL}},
+	 0, 0},
+	{TF_M_POST, "/api/indicators/lookup", tf_h_indicators_lookup, "indicators_lookup", {{0}},
+	 TF_MAX_LOOKUP_BODY, 0},
 };
 
 const tf_route *tf_router_table(size_t *n)
@@ -99,6 +115,17 @@ static int match(const char *pat, const tf_req *req, const char **feed, const ch
 	return i == req->nseg;
 }
 
+const tf_route *tf_router_peek(const tf_req *req)
+{
+	for (size_t i = 0; req->nseg && !req->too_deep && i < sizeof routes / sizeof *routes; i++) {
+		const char *feed, *task;
+		if ((with_head(routes[i].methods) & req->method) &&
+		    match(routes[i].pattern, req, &feed, &task))
+			return &routes[i];
+	}
+	return NULL;
+}
+
 const tf_route *tf_router_match(tf_req *req, tf_resp *resp)
 {
 	unsigned allowed = 0;
@@ -135,6 +162,49 @@ static int printable_token(const char *s, size_t max)
 		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || n >= max)
 			return 0;
 	return 1;
+}
+
+int tf_router_kinds(const char *list, unsigned *kinds)
+{
+	static const struct { const char *name; unsigned bits; } aliases[] = {
+		{"ip", 1u << TF_OBS_IPV4 | 1u << TF_OBS_IPV6},
+		{"ipv4", 1u << TF_OBS_IPV4},
+		{"ipv6", 1u << TF_OBS_IPV6},
+		{"domain", 1u << TF_OBS_DOMAIN},
+		{"url", 1u << TF_OBS_URL},
+		{"email", 1u << TF_OBS_EMAIL},
+		{"md5", 1u << TF_OBS_MD5},
+		{"sha1", 1u << TF_OBS_SHA1},
+		{"sha256", 1u << TF_OBS_SHA256},
+		{"sha512", 1u << TF_OBS_SHA512},
+		{"hash", 1u << TF_OBS_MD5 | 1u << TF_OBS_SHA1 | 1u << TF_OBS_SHA256 |
+		         1u << TF_OBS_SHA512},
+	};
+	char name[64];
+
+	*kinds = 0;
+	for (const char *p = list; *p;) {
+		size_t n = strcspn(p, ",");
+		unsigned bits = 0;
+		int k;
+
+		if (!n || n >= sizeof name)
+			return TF_EINVAL;
+		memcpy(name, p, n);
+		name[n] = '\0';
+		if ((k = tf_obs_kind_of(name)))
+			bits = 1u << k;
+		for (size_t i = 0; !bits && i < sizeof aliases / sizeof *aliases; i++)
+			if (!strcmp(name, aliases[i].name))
+				bits = aliases[i].bits;
+		if (!bits)
+			return TF_EINVAL;
+		*kinds |= bits;
+		p += n;
+		if (*p == ',' && !*++p)
+			return TF_EINVAL;
+	}
+	return *kinds ? TF_OK : TF_EINVAL;
 }
 
 /* One validator per type; the message names the parameter, never echoes its
@@ -174,6 +244,39 @@ static int check_param(const tf_qspec *q, tf_qparam *p, tf_resp *resp)
 		if (!printable_token(v, TF_MAX_CURSOR))
 			return tf_resp_error(resp, 400, "invalid_parameter", "%s: not a valid cursor",
 			                     q->name);
+		return 0;
+	case TF_Q_VALUE:
+		if (strlen(v) > TF_MAX_OBS_VALUE)
+			return tf_resp_error(resp, 400, "invalid_parameter",
+			                     "%s: longer than %d bytes", q->name, TF_MAX_OBS_VALUE);
+		return 0;
+	case TF_Q_KINDS: {
+		unsigned kinds;
+		if (tf_router_kinds(v, &kinds))
+			return tf_resp_error(resp, 400, "invalid_parameter",
+			                     "%s: not a list of ipv4-addr, ipv6-addr, domain-name, url, "
+			                     "email-addr, file:hashes.MD5|SHA-1|SHA-256|SHA-512 (or ip, "
+			                     "ipv4, ipv6, domain, email, md5, sha1, sha256, sha512, hash)",
+			                     q->name);
+		p->num = kinds;
+		return 0;
+	}
+	case TF_Q_FORMAT:
+		if (!strcmp(v, "txt"))
+			p->num = TF_FMT_TXT;
+		else if (!strcmp(v, "csv"))
+			p->num = TF_FMT_CSV;
+		else if (!strcmp(v, "stix"))
+			p->num = TF_FMT_STIX;
+		else
+			return tf_resp_error(resp, 400, "invalid_parameter",
+			                     "%s: must be txt, csv or stix", q->name);
+		return 0;
+	case TF_Q_COUNT:
+		if (tf_parse_i64(v, 1, TF_MAX_EXPORT_LIMIT, &p->num))
+			return tf_resp_error(resp, 400, "invalid_parameter",
+			                     "%s: must be an integer from 1 to %d", q->name,
+			                     TF_MAX_EXPORT_LIMIT);
 		return 0;
 	}
 	return tf_resp_fail(resp, TF_EINVAL, NULL);

@@ -18,15 +18,22 @@ typedef enum tf_qtype {
 	TF_Q_LIMIT,   /* 1..TF_MAX_LIST_LIMIT → num */
 	TF_Q_FEED,    /* a valid feed id */
 	TF_Q_TIME,    /* RFC 3339 → num (µs since the epoch) */
-	TF_Q_CURSOR   /* opaque paging token: printable ASCII, no spaces */
+	TF_Q_CURSOR,  /* opaque paging token: printable ASCII, no spaces */
+	TF_Q_VALUE,   /* an observable value: 1..TF_MAX_OBS_VALUE bytes */
+	TF_Q_KINDS,   /* observable types, comma-separated → num (bit per kind) */
+	TF_Q_FORMAT,  /* export format: txt, csv or stix → num (tf_export_format) */
+	TF_Q_COUNT    /* 1..TF_MAX_EXPORT_LIMIT → num */
 } tf_qtype;
+
+/* Export formats (TF_Q_FORMAT). */
+enum tf_export_format { TF_FMT_TXT, TF_FMT_CSV, TF_FMT_STIX };
 
 typedef struct tf_qspec {
 	const char *name;
 	tf_qtype type;
 } tf_qspec;
 
-#define TF_ROUTE_MAX_QUERY 4
+#define TF_ROUTE_MAX_QUERY 8
 
 typedef struct tf_route {
 	unsigned methods;            /* TF_M_* bits; GET implies HEAD */
@@ -34,6 +41,8 @@ typedef struct tf_route {
 	tf_handler handler;
 	const char *name;            /* for logs and tests */
 	tf_qspec query[TF_ROUTE_MAX_QUERY];   /* known parameters; others are ignored */
+	size_t max_body;             /* request body limit; 0: TF_MAX_BODY */
+	int export_token;            /* the export token may read it (auth.h) */
 } tf_route;
 
 /* The table, for tests and docs. */
@@ -47,6 +56,16 @@ const tf_route *tf_router_match(tf_req *req, tf_resp *resp);
 /* Runs the route's query validators, storing numbers in tf_qparam.num.
  * 0, or -1 with a 400 invalid_parameter in resp. */
 int tf_router_check_query(const tf_route *rt, tf_req *req, tf_resp *resp);
+
+/* The route req's path and method match (no answer written), or NULL: auth
+ * asks whether the export token may read it before routing answers. */
+const tf_route *tf_router_peek(const tf_req *req);
+
+/* The kinds (bit per observable.h kind) of a comma-separated type list:
+ * STIX names ("ipv4-addr", "file:hashes.SHA-256") and the short forms ip,
+ * ipv4, ipv6, domain, url, email, md5, sha1, sha256, sha512, hash.
+ * TF_EINVAL when a name is unknown. */
+int tf_router_kinds(const char *list, unsigned *kinds);
 
 /* "GET, HEAD, POST" for a method mask, into buf. */
 void tf_router_allow(unsigned methods, char *buf, size_t len);

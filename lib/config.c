@@ -59,6 +59,10 @@ static int apply(tf_config *cfg, const char *k, const char *v)
 {
 	if (!strcmp(k, "api_token"))
 		copy(cfg->api_token, sizeof cfg->api_token, v);
+	else if (!strcmp(k, "metrics_token"))
+		copy(cfg->metrics_token, sizeof cfg->metrics_token, v);
+	else if (!strcmp(k, "export_token"))
+		copy(cfg->export_token, sizeof cfg->export_token, v);
 	else if (!strcmp(k, "trust_remote_user"))
 		return set_int(&cfg->trust_remote_user, v, 0, 1);
 	else if (!strcmp(k, "max_concurrent_runs"))

@@ -12,6 +12,8 @@ typedef struct tf_config {
 	char worker[512];          /* the `threatfeed` binary runs are spawned with */
 	char runner[512];          /* `threatfeed-worker`, beside it: the curl side */
 	char api_token[256];       /* empty: no token required */
+	char metrics_token[256];   /* also admits GET /api/metrics; empty: none */
+	char export_token[256];    /* reads exports only, also as ?token= (empty: none) */
 	int trust_remote_user;
 	int max_concurrent_runs;
 	int grace_period_s;

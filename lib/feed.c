@@ -2,6 +2,7 @@
 #include "err.h"
 #include "json.h"
 #include "limits.h"
+#include "metrics.h"
 #include "records.h"
 #include "task.h"
 #include "util.h"
@@ -23,15 +24,15 @@ static const char *const read_only[] = {"has_secret", "last_task_id", "last_stat
  * worker/feeds/, and worker/supervisor.c for grace_period_s): the API form
  * shows each option of the feed's type, null when unset. */
 static const char *const all_options[] = {"page_size", "requests_per_minute", "targets",
-                                          "grace_period_s"};
+                                          "grace_period_s", "ttl_days"};
 static const struct {
 	const char *type;
-	const char *const options[4];
+	const char *const options[5];
 } type_options[] = {
-	{"taxii21", {"page_size", "grace_period_s"}},
-	{"otx", {"page_size", "grace_period_s"}},
-	{"virustotal", {"targets", "requests_per_minute", "grace_period_s"}},
-	{"stix_bundle", {"grace_period_s"}},
+	{"taxii21", {"page_size", "grace_period_s", "ttl_days"}},
+	{"otx", {"page_size", "grace_period_s", "ttl_days"}},
+	{"virustotal", {"targets", "requests_per_minute", "grace_period_s", "ttl_days"}},
+	{"stix_bundle", {"grace_period_s", "ttl_days"}},
 };
 
 #define FAIL(...) (snprintf(err, errlen, __VA_ARGS__), TF_EINVAL)
@@ -122,7 +123,9 @@ static int check_options(json_object *opts, char *err, size_t errlen)
 			               errlen);
 		else if (!strcmp(k, "targets"))
 			rc = check_targets(v, err, errlen);
-		else /* grace_period_s, the last of all_options */
+		else if (!strcmp(k, "ttl_days")) /* lib/index.c: expiry of unrefreshed values */
+			rc = check_int(v, "options.ttl_days", 1, TF_MAX_TTL_DAYS, err, errlen);
+		else /* grace_period_s */
 			rc = check_int(v, "options.grace_period_s", 0, TF_MAX_GRACE_S, err, errlen);
 		if (rc)
 			return rc;
@@ -411,7 +414,7 @@ static int create_txn(tf_txn *txn, void *vctx)
 	}
 	tf_time_format(tf_now_us(), ts, sizeof ts);
 	json_object_object_add(f, "created_at", json_object_new_string(ts));
-	if (!(rc = save(txn, f)))
+	if (!(rc = save(txn, f)) && !(rc = tf_metrics_feed_created(txn, id)))
 		rc = api_text(txn, f, &c->json, &c->len);
 out:
 	json_object_put(f);
@@ -495,7 +498,7 @@ static int delete_txn(tf_txn *txn, void *vctx)
 		return rc;
 	tf_txn_del(txn, TF_TBL_FEEDRUN, id, strlen(id));
 	tf_txn_del(txn, TF_TBL_SIGNALS, id, strlen(id));
-	return TF_OK;
+	return tf_metrics_feed_deleted(txn, id);
 }
 
 int tf_feed_delete(tf_store *st, const char *id)

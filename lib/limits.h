@@ -59,8 +59,10 @@
 #define TF_MAX_ROOT_NOTE_COLLECTIONS 5
 
 /* Untrusted input that the request router reads (fcgi/). */
-/* Opaque paging cursors are ours (records.c); anything longer is not one. */
-#define TF_MAX_CURSOR 512
+/* Opaque paging cursors are ours (records.c, and the index's: the hex of a
+ * value's key, at most 2 * (TF_OBS_KEY_VALUE + 2) = 604 characters);
+ * anything longer is not one. */
+#define TF_MAX_CURSOR 640
 /* Deeper than any route (the deepest has 4 segments after "api"): a longer
  * path cannot match and is answered 404 without looking further. */
 #define TF_MAX_SEGMENTS 8
@@ -102,20 +104,23 @@
 
 /* test_connection (fcgi/h_feeds.c, worker/probe.c): the whole check must
  * end well before a web server's FastCGI timeout and the dashboard's 20 s
- * (www/app.js TEST_CONNECTION_TIMEOUT_MS); the probe's own upstream request
- * gives up first, so the handler gets its answer rather than a timeout. */
+ * (www/app.js TEST_CONNECTION_TIMEOUT_MS); the probe's requests together
+ * (a TAXII feed's discovery and API roots, each asked once) give up first,
+ * so the handler gets its answer rather than a timeout. */
 #define TF_TEST_CONNECTION_TIMEOUT_S 10
 #define TF_PROBE_TIMEOUT_S           8     /* below TF_TEST_CONNECTION_TIMEOUT_S */
 /* Bytes of the probe's output the handler reads: one JSON line with a
- * short detail; anything longer is not an answer. */
-#define TF_TEST_CONNECTION_OUTPUT    4096
+ * detail of at most TF_MAX_ERROR_LEN and an API root URL (under
+ * TF_MAX_URL), each at most doubled by JSON escapes (URLs and the notes
+ * carry no control characters); anything longer is not an answer. */
+#define TF_TEST_CONNECTION_OUTPUT    8192
 
 /* Upstream responses (worker/fetch.c): a captured response header value
  * (Retry-After, X-TAXII-Date-Added-Last, Location) longer than this is
  * dropped — no real value is near it, and it is kept in memory per page. */
 #define TF_FETCH_MAX_HEADER_VALUE 2048
 
-/* TAXII (worker/feeds/taxii.c): body of a discovery, API root or
+/* TAXII (worker/feeds/taxii_find.c): body of a discovery, API root or
  * collections document — small documents; a megabyte is not one of them. */
 #define TF_TAXII_MAX_META_BYTES (1024 * 1024)
 
@@ -151,5 +156,32 @@
  * even without a notification: a notification sent while it was
  * reconnecting is not lost for longer. */
 #define TF_AGENT_SWEEP_MS 2000
+
+/* The observable index (lib/index.c) and its API (fcgi/h_indicators.c,
+ * fcgi/h_export.c). */
+/* Bytes of one observable value: the longest feed URL we accept; a longer
+ * value is not indexed (it is still kept in its record). */
+#define TF_MAX_OBS_VALUE           TF_MAX_URL
+/* Bytes of a value that go into an index key as they are; a longer value is
+ * keyed by this many bytes and a digest of the rest, so every key stays
+ * below LMDB's 511-byte key limit with a 64-byte feed id. */
+#define TF_OBS_KEY_VALUE           300
+/* Values in one bulk lookup (POST /api/indicators/lookup): a SIEM's
+ * enrichment batch; more is refused with 413, not cut. */
+#define TF_MAX_LOOKUP_VALUES       1000
+/* Body of a bulk lookup: 1000 values of up to TF_MAX_OBS_VALUE bytes each,
+ * quoted, with room for the JSON around them (the 64 KiB of other writes
+ * would not hold 1000 SHA-256 hashes). */
+#define TF_MAX_LOOKUP_BODY         (TF_MAX_LOOKUP_VALUES * (TF_MAX_OBS_VALUE + 8) + 4096)
+/* Sources (feed records) listed per hit: one value in a thousand records of
+ * one feed is not worth listing whole; "sources_total" says how many. */
+#define TF_MAX_HIT_SOURCES         100
+/* ?limit= of an export: lines (or objects). Firewalls cap their lists at
+ * some 10^5 to 10^6 entries; the bound only rejects typos. */
+#define TF_MAX_EXPORT_LIMIT        100000000
+/* options.ttl_days of a feed: at most ten years. */
+#define TF_MAX_TTL_DAYS            3650
+/* Bytes of the export token (config export_token), like api_token. */
+#define TF_MAX_TOKEN               255
 
 #endif

@@ -1,5 +1,6 @@
 #include "records.h"
 #include "err.h"
+#include "index.h"
 #include "json.h"
 #include "limits.h"
 #include "util.h"
@@ -16,8 +17,11 @@
 
 struct entry {
 	char *key, *type, *value, *observables, *object; /* one allocation, key first */
-	size_t object_len;
+	char *packed;       /* the observables for the index (index.h), same allocation */
+	size_t object_len, packed_len;
 	int64_t modified_us;
+	int64_t valid_until_us;
+	int revoked;
 };
 
 struct tf_batch {
@@ -26,6 +30,10 @@ struct tf_batch {
 	/* Scratch for tf_batch_apply, reused from record to record. */
 	char *val, *prior;
 	size_t val_cap, prior_cap;
+	/* Scratch for tf_batch_add's packed observables, and the index writer. */
+	char *pack;
+	size_t pack_cap;
+	tf_index_writer *ix;
 };
 
 int tf_batch_new(tf_batch **out)
@@ -59,6 +67,8 @@ void tf_batch_free(tf_batch *b)
 	free(b->e);
 	free(b->val);
 	free(b->prior);
+	free(b->pack);
+	tf_index_writer_free(b->ix);
 	free(b);
 }
 
@@ -74,7 +84,7 @@ static char *pack(char **p, const char *s, size_t n)
 int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *value,
                  json_object *observables, int64_t modified_us, const char *object, size_t len)
 {
-	size_t kl = strlen(key), tl = strlen(type), vl = value ? strlen(value) : 0, ol = 0;
+	size_t kl = strlen(key), tl = strlen(type), vl = value ? strlen(value) : 0, ol = 0, pl = 0;
 	const char *obs = NULL;
 	struct entry *e;
 	char *p;
@@ -83,6 +93,8 @@ int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *val
 		return TF_ELIMIT;
 	if (observables)
 		obs = tf_json_text(observables, &ol);
+	if (tf_index_pack(observables, &b->pack, &b->pack_cap, &pl))
+		return TF_ENOMEM;
 	if (b->n == b->cap) {
 		size_t cap = b->cap ? b->cap * 2 : 256;
 		struct entry *grown = realloc(b->e, cap * sizeof *grown);
@@ -91,9 +103,9 @@ int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *val
 		b->e = grown;
 		b->cap = cap;
 	}
-	if (!(p = malloc(kl + tl + vl + ol + len + 5)))
+	if (!(p = malloc(kl + tl + vl + ol + len + pl + 5)))
 		return TF_ENOMEM;
-	b->bytes += kl + tl + vl + ol + len + 5;
+	b->bytes += kl + tl + vl + ol + len + pl + 5;
 	e = &b->e[b->n++];
 	e->key = pack(&p, key, kl);
 	e->type = pack(&p, type, tl);
@@ -101,6 +113,10 @@ int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *val
 	e->observables = obs ? pack(&p, obs, ol) : (pack(&p, "", 0), NULL);
 	e->object = pack(&p, object, len);
 	e->object_len = len;
+	e->packed = pl ? memcpy(p, b->pack, pl) : NULL;
+	e->packed_len = pl;
+	e->valid_until_us = 0;
+	e->revoked = 0;
 	/* Export writes one record per line: a raw line break can only be
 	 * insignificant whitespace in JSON text, so it becomes a space. */
 	for (char *nl = e->object; (nl = memchr(nl, '\n', len - (size_t)(nl - e->object)));)
@@ -108,6 +124,15 @@ int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *val
 	for (char *cr = e->object; (cr = memchr(cr, '\r', len - (size_t)(cr - e->object)));)
 		*cr = ' ';
 	e->modified_us = modified_us;
+	return TF_OK;
+}
+
+int tf_batch_set_life(tf_batch *b, int64_t valid_until_us, int revoked)
+{
+	if (!b->n)
+		return TF_EINVAL;
+	b->e[b->n - 1].valid_until_us = valid_until_us;
+	b->e[b->n - 1].revoked = revoked != 0;
 	return TF_OK;
 }
 
@@ -203,7 +228,7 @@ static int apply_one(tf_txn *txn, const char *feed_id, const char *task_id, tf_b
 	char k[MAX_KEY + 1];
 	size_t kl = record_key(k, feed_id, e->key), vl, oldl = 0;
 	const void *old;
-	int rc = tf_txn_get(txn, TF_TBL_RECORDS, k, kl, &old, &oldl);
+	int rc = tf_txn_get(txn, TF_TBL_RECORDS, k, kl, &old, &oldl), found;
 
 	if (rc != TF_OK && rc != TF_ENOTFOUND)
 		return rc;
@@ -215,7 +240,8 @@ static int apply_one(tf_txn *txn, const char *feed_id, const char *task_id, tf_b
 			return TF_OK;
 		}
 	}
-	if (rc == TF_OK) {
+	found = rc == TF_OK;
+	if (found) {
 		/* The undo entry needs the old value after writes that may move it. */
 		if (reserve(&b->prior, &b->prior_cap, oldl ? oldl : 1))
 			return TF_ENOMEM;
@@ -224,10 +250,16 @@ static int apply_one(tf_txn *txn, const char *feed_id, const char *task_id, tf_b
 	} else {
 		p->indicators_created++, (*delta)++;
 	}
+	/* The index first: it reads the prior record from b->prior, which the
+	 * record's own write below still needs. */
+	if ((rc = tf_index_record(b->ix, e->key, found && oldl >= VAL_HDR ? b->prior + VAL_HDR : NULL,
+	                          found && oldl >= VAL_HDR ? oldl - VAL_HDR : 0, e->packed,
+	                          e->packed_len, e->valid_until_us, e->revoked)))
+		return rc;
 	if (compose(b, e, feed_id, task_id, &vl))
 		return TF_ENOMEM;
-	return tf_txn_replace_j(txn, task_id, TF_TBL_RECORDS, k, kl, rc == TF_OK ? b->prior : NULL,
-	                        oldl, b->val, vl);
+	return tf_txn_replace_j(txn, task_id, TF_TBL_RECORDS, k, kl, found ? b->prior : NULL, oldl,
+	                        b->val, vl);
 }
 
 int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_batch *b,
@@ -237,9 +269,15 @@ int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_bat
 	uint64_t count;
 	int rc;
 
+	if (!b->ix && (rc = tf_index_writer_new(&b->ix)))
+		return rc;
+	if ((rc = tf_index_begin(b->ix, txn, feed_id, task_id, tf_now_us())))
+		return rc;
 	for (size_t i = 0; i < b->n; i++)
 		if ((rc = apply_one(txn, feed_id, task_id, b, &b->e[i], p, &delta)))
 			return rc;
+	if ((rc = tf_index_end(b->ix)))
+		return rc;
 	if (!delta)
 		return TF_OK;
 	if ((rc = count_get(txn, feed_id, &count)))
@@ -406,6 +444,26 @@ int tf_records_drop_feed(tf_txn *txn, const char *feed_id)
 		return rc;
 	tf_txn_del(txn, TF_TBL_COUNTS, feed_id, fl);
 	tf_txn_del(txn, TF_TBL_CURSORS, feed_id, fl);
+	return tf_index_drop_feed(txn, feed_id);
+}
+
+int tf_records_get(tf_txn *txn, const char *feed_id, const char *key, const char **json,
+                   size_t *len)
+{
+	char k[MAX_KEY + 1];
+	const void *v;
+	size_t vl;
+	int rc;
+
+	if (strlen(feed_id) > TF_MAX_FEED_ID || strlen(key) > TF_MAX_RECORD_KEY)
+		return TF_ENOTFOUND;
+	rc = tf_txn_get(txn, TF_TBL_RECORDS, k, record_key(k, feed_id, key), &v, &vl);
+	if (rc)
+		return rc;
+	if (vl < VAL_HDR)
+		return TF_ESTORE;
+	*json = (const char *)v + VAL_HDR;
+	*len = vl - VAL_HDR;
 	return TF_OK;
 }
 

@@ -28,6 +28,11 @@ int tf_batch_new(tf_batch **out);
  * TF_ELIMIT when the object exceeds TF_MAX_OBJECT_BYTES. */
 int tf_batch_add(tf_batch *b, const char *key, const char *type, const char *value,
                  json_object *observables, int64_t modified_us, const char *object, size_t len);
+/* The last record added stops being valid at valid_until_us (STIX
+ * `valid_until`, OTX `expiration`; 0: never) or is revoked (STIX `revoked`):
+ * the index leaves it out of lookups and exports (index.h). TF_EINVAL when
+ * the batch is empty. */
+int tf_batch_set_life(tf_batch *b, int64_t valid_until_us, int revoked);
 size_t tf_batch_count(const tf_batch *b);
 /* Memory the batch holds (its records and index). */
 size_t tf_batch_bytes(const tf_batch *b);
@@ -44,6 +49,10 @@ int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_bat
 int tf_records_put_cursor(tf_txn *txn, const char *feed_id, const char *task_id,
                           json_object *cursor);
 
+/* The stored JSON of one record (valid until the transaction's next write
+ * or its end). TF_ENOTFOUND. */
+int tf_records_get(tf_txn *txn, const char *feed_id, const char *key, const char **json,
+                   size_t *len);
 /* Number of records of feed_id. */
 int tf_records_count(tf_txn *txn, const char *feed_id, uint64_t *n);
 /* {"indicators":[…],"next_cursor":"…"|null}, at most limit records after the
@@ -57,7 +66,8 @@ int tf_records_page(tf_store *st, const char *feed_id, const char *cursor, int l
 int tf_records_observables(tf_store *st, const char *except_feed, size_t max, json_object *out);
 /* Every record of feed_id (NULL: all feeds) as JSON lines in key order. */
 int tf_records_export(tf_store *st, const char *feed_id, FILE *out);
-/* Removes every record, the count and the cursor of feed_id (not journaled). */
+/* Removes every record, the count, the cursor and the index entries of
+ * feed_id (not journaled). */
 int tf_records_drop_feed(tf_txn *txn, const char *feed_id);
 
 #endif

@@ -1,8 +1,10 @@
 #include "runctl.h"
+#include "index.h"
 #include "err.h"
 #include "feed.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <errno.h>
@@ -279,6 +281,8 @@ static int finish_txn(tf_txn *txn, void *vctx)
 		rc = tf_feed_note_run(txn, tf_task_feed_id(t), c->task_id, tf_status_name(final), sa);
 		started = obj;
 	}
+	if (!rc) /* metrics: counted in the transaction that ends the run */
+		rc = tf_metrics_run_finished(txn, t, c->forced, c->rolled_back);
 	c->final = final;
 out:
 	json_object_put(started);
@@ -331,6 +335,10 @@ int tf_runctl_finish(tf_store *st, const char *task_id, tf_status final, int for
 			tf_store_update(st, mark_rolling_back, (void *)task_id);
 			if ((rc = tf_store_rollback(st, task_id, &c.rolled_back)))
 				return rc;
+			/* Exports' Last-Modified moves on (their ETag follows the
+			 * restored index by itself). */
+			if (c.rolled_back)
+				tf_index_touch(st);
 			c.rolled = 1;
 		}
 		rc = tf_store_update(st, finish_txn, &c);
@@ -699,6 +707,15 @@ int tf_runctl_kick(const tf_config *cfg, tf_store *st)
 	if (cfg->run_by_agents)
 		return tf_store_notify(st, TF_CHAN_QUEUE);
 	return tf_runctl_drain(cfg, st, NULL, NULL);
+}
+
+int tf_runctl_counts_txn(tf_txn *txn, int *active_workers, int *queued)
+{
+	struct counts_ctx c = {0, 0};
+	int rc = counts_txn(txn, &c);
+	*active_workers = c.active;
+	*queued = c.queued;
+	return rc;
 }
 
 int tf_runctl_drain(const tf_config *cfg, tf_store *st, const char *skip, int *started)

@@ -89,5 +89,8 @@ int tf_runctl_queued(tf_store *st, char (*ids)[TF_UUID_LEN + 1], size_t max, siz
 int tf_runctl_gc_undo(tf_store *st, uint64_t *runs);
 /* Counts of live runs and queued tasks (for /api/health). */
 int tf_runctl_counts(tf_store *st, int *active_workers, int *queued);
+/* The same inside the caller's transaction (a metrics scrape reads them
+ * from the snapshot it reads its counters from). */
+int tf_runctl_counts_txn(tf_txn *txn, int *active_workers, int *queued);
 
 #endif

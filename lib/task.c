@@ -2,6 +2,7 @@
 #include "err.h"
 #include "json.h"
 #include "limits.h"
+#include "metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +254,16 @@ tf_cancel_mode tf_task_cancel_mode(const tf_task *t)
 	if (json_object_object_get_ex(t->obj, "cancel", &c) && c)
 		tf_cancel_mode_parse(tf_json_str(c, "mode"), &m);
 	return m;
+}
+
+int64_t tf_task_cancel_requested_us(const tf_task *t)
+{
+	json_object *c;
+	int64_t us;
+	if (json_object_object_get_ex(t->obj, "cancel", &c) && c &&
+	    !tf_time_parse(tf_json_str(c, "requested_at"), &us))
+		return us;
+	return 0;
 }
 
 int tf_task_set_status(tf_task *t, tf_status s)
@@ -582,11 +593,16 @@ static int cancel_task_in(tf_txn *txn, struct cancel_ctx *c, const char *task_id
 {
 	tf_task *t;
 	const char *text;
+	tf_cancel_mode before;
 	int rc = tf_task_load(txn, task_id, &t);
 
 	if (rc)
 		return rc;
-	if (!(rc = tf_task_request_cancel(t, c->mode, c->by)) && !(rc = tf_task_save(txn, t))) {
+	before = tf_task_cancel_mode(t);
+	/* A request that raised the mode is counted (metrics.h); a repeat is not. */
+	if (!(rc = tf_task_request_cancel(t, c->mode, c->by)) && !(rc = tf_task_save(txn, t)) &&
+	    (tf_task_cancel_mode(t) == before ||
+	     !(rc = tf_metrics_cancel_requested(txn, t->feed_id, c->mode)))) {
 		text = tf_task_json(t, &c->len);
 		if (!(c->json = tf_strndup(text, c->len)))
 			rc = TF_ENOMEM;

@@ -55,6 +55,9 @@ const char *tf_task_id(const tf_task *t);
 const char *tf_task_feed_id(const tf_task *t);
 tf_status tf_task_status(const tf_task *t);
 tf_cancel_mode tf_task_cancel_mode(const tf_task *t);
+/* When the first cancel of the task was recorded (µs since the epoch), 0
+ * when none was. */
+int64_t tf_task_cancel_requested_us(const tf_task *t);
 /* Moves to status s; TF_ESTATE if the state machine forbids it. Sets
  * started_at on running and finished_at (and stage done) on terminal states. */
 int tf_task_set_status(tf_task *t, tf_status s);

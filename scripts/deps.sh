@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages (and npm modules) a target needs, and only the
 # missing ones, so `make run` / `make test` work on a fresh Debian 12 machine.
-# Usage: scripts/deps.sh build|run|test|bench
+# Usage: scripts/deps.sh build|run|test|bench|deb
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libfcgi-dev libfcgi-bin libcurl4-openssl-dev
             libjson-c-dev liblmdb-dev lmdb-utils libpq-dev python3 curl ca-certificates)
 run_pkgs=(lighttpd)
 test_pkgs=(libcmocka-dev lighttpd nginx-light apache2 libapache2-mod-fcgid spawn-fcgi
-           chromium nodejs npm clang libclang-rt-14-dev postgresql)
+           chromium nodejs npm clang libclang-rt-14-dev postgresql prometheus)
 bench_pkgs=(lighttpd wrk postgresql)
+# `make deb`: dpkg-shlibdeps (dpkg-dev) for Depends, lintian to check it
+deb_pkgs=(dpkg-dev lintian)
+# tests/integration/test_deb.py installs the package (adduser: its Depends)
+# and checks its units with systemd-analyze (systemd; not PID 1 needed)
+test_pkgs+=("${deb_pkgs[@]}" adduser systemd)
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in
@@ -17,7 +22,8 @@ case "${1:-build}" in
   run)   want+=("${run_pkgs[@]}") ;;
   test)  want+=("${test_pkgs[@]}") ;;
   bench) want+=("${bench_pkgs[@]}") ;;
-  *) echo "deps.sh: unknown target '$1' (build|run|test|bench)" >&2; exit 2 ;;
+  deb)   want+=("${deb_pkgs[@]}") ;;
+  *) echo "deps.sh: unknown target '$1' (build|run|test|bench|deb)" >&2; exit 2 ;;
 esac
 
 installed() {
@@ -44,8 +50,9 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts daemons on install where it can; we never want system copies
-  # of the web servers competing for ports with the ones the tests start.
-  for svc in lighttpd nginx apache2; do
+  # of the web servers (or of Prometheus, on :9090) competing for ports with
+  # the ones the tests start.
+  for svc in lighttpd nginx apache2 prometheus; do
     if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
   done
 fi

@@ -23,6 +23,7 @@
 
 #include "err.h"
 #include "limits.h"
+#include "metrics.h"
 #include "util.h"
 
 #define FETCH_USER_AGENT "threatfeed/1.0 (+libcurl)"
@@ -144,6 +145,14 @@ void tf_fetch_free(tf_fetch *f)
 		curl_multi_cleanup(f->multi);
 	free(f->noproxy);
 	free(f);
+}
+
+void tf_fetch_basic(tf_fetch_req *req, const char *username, const char *secret)
+{
+	int auth = username && *username;
+
+	req->username = auth ? username : NULL;
+	req->password = auth ? secret : NULL;
 }
 
 void tf_fetch_resp_free(tf_fetch_resp *resp)
@@ -562,6 +571,9 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 	if ((rc = wait_done(f, x, &result, err, errlen)))
 		goto out;
 	if (result != CURLE_OK) {
+		long code = 0; /* an answer cut short (over the cap) still had a status */
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+		tf_metrics_note_upstream(code);
 		rc = transfer_error(x, req, result, err, errlen);
 		goto out;
 	}
@@ -574,6 +586,7 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 	*resp = x->resp;
 	memset(&x->resp, 0, sizeof x->resp);
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+	tf_metrics_note_upstream(resp->status);
 	resp->body = x->buf;
 	resp->len = x->len;
 	x->buf = NULL;

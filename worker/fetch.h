@@ -33,6 +33,12 @@ typedef struct tf_fetch_resp {
 	char *location;               /* Location on 3xx, or NULL */
 } tf_fetch_resp;
 
+/* Sets req's HTTP Basic credentials from a feed's username and secret, the
+ * one rule for every feed type that uses Basic (taxii21, stix_bundle; README
+ * "Feed types"): a username is needed for auth, so an absent or empty
+ * username sends none, even with a secret. */
+void tf_fetch_basic(tf_fetch_req *req, const char *username, const char *secret);
+
 /* wake_fd: an fd that becomes readable when the run may have been told to
  * stop; the fetch then calls cancel(ctx) and, if nonzero, aborts with
  * TF_ECANCELLED. The fetch never reads from wake_fd: draining is the

@@ -49,6 +49,7 @@ struct tf_run {
 	tf_cancel_mode cancel;
 	int64_t started_us, last_write_us, last_check_us;
 	int dirty;
+	tf_metrics_taken taken; /* by the driver's own progress writes */
 };
 
 static int wake_pipe[2] = {-1, -1};
@@ -151,7 +152,7 @@ static int progress_txn(tf_txn *txn, void *vctx)
 	tf_run_view v;
 
 	view_of(r, &v);
-	return tf_run_view_save(txn, r->task_id, &v, r->warnings, r->nwarnings);
+	return tf_run_view_save(txn, r->task_id, &v, r->warnings, r->nwarnings, &r->taken);
 }
 
 /* With the writer running this only publishes; before it starts and after it
@@ -166,6 +167,8 @@ static int write_progress(tf_run *r)
 		tf_writer_show(r->writer, &v);
 	} else if ((rc = tf_store_update(r->st, progress_txn, r))) {
 		return rc;
+	} else {
+		tf_metrics_taken_done(&r->taken);
 	}
 	forget_warnings(r);
 	r->dirty = 0;
@@ -235,37 +238,48 @@ void tf_run_fail(tf_run *r, const char *fmt, ...)
 	va_end(ap);
 }
 
-int tf_run_key_header(tf_run *r, const char *name, char *buf, size_t len)
+int tf_feed_key_header(json_object *feed, const char *name, char *buf, size_t len, char *err,
+                       size_t errlen)
 {
-	const char *secret = tf_json_str(r->feed, "secret");
+	const char *secret = tf_json_str(feed, "secret");
 
 	if (!secret || !*secret) {
-		tf_run_fail(r, "feed has no API key (secret)");
+		tf_set_err(err, errlen, "feed has no API key (secret)");
 		return TF_EINVAL;
 	}
 	for (const char *c = secret; *c; c++)
 		if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-			tf_run_fail(r, "the API key contains control characters");
+			tf_set_err(err, errlen, "the API key contains control characters");
 			return TF_EINVAL;
 		}
 	if (strlen(secret) > TF_MAX_FIELD) {
-		tf_run_fail(r, "the API key is longer than %d bytes", TF_MAX_FIELD);
+		tf_set_err(err, errlen, "the API key is longer than %d bytes", TF_MAX_FIELD);
 		return TF_EINVAL;
 	}
 	snprintf(buf, len, "%s: %s", name, secret);
 	return TF_OK;
 }
 
-char *tf_run_base_url(tf_run *r, const char *example)
+int tf_run_key_header(tf_run *r, const char *name, char *buf, size_t len)
 {
-	const char *url = tf_json_str(r->feed, "url");
+	char err[128];
+	int rc = tf_feed_key_header(r->feed, name, buf, len, err, sizeof err);
+
+	if (rc)
+		tf_run_fail(r, "%s", err);
+	return rc;
+}
+
+char *tf_feed_base_url(json_object *feed, const char *example, char *err, size_t errlen)
+{
+	const char *url = tf_json_str(feed, "url");
 	CURLU *u;
 	char *scheme = NULL, *b;
 	int ok = 0;
 	size_t n;
 
 	if (!url || !*url) {
-		tf_run_fail(r, "feed has no url");
+		tf_set_err(err, errlen, "feed has no url");
 		return NULL;
 	}
 	if (strlen(url) <= TF_MAX_URL && !strpbrk(url, "?# \t\r\n") && (u = curl_url())) {
@@ -276,15 +290,25 @@ char *tf_run_base_url(tf_run *r, const char *example)
 		curl_url_cleanup(u);
 	}
 	if (!ok) {
-		tf_run_fail(r, "feed url is not an http(s) base URL such as %s", example);
+		tf_set_err(err, errlen, "feed url is not an http(s) base URL such as %s", example);
 		return NULL;
 	}
 	if (!(b = strdup(url))) {
-		tf_run_fail(r, "out of memory");
+		tf_set_err(err, errlen, "out of memory");
 		return NULL;
 	}
 	for (n = strlen(b); n > 0 && b[n - 1] == '/'; n--)
 		b[n - 1] = '\0';
+	return b;
+}
+
+char *tf_run_base_url(tf_run *r, const char *example)
+{
+	char err[TF_MAX_URL + 128];
+	char *b = tf_feed_base_url(r->feed, example, err, sizeof err);
+
+	if (!b)
+		tf_run_fail(r, "%s", err);
 	return b;
 }
 
@@ -330,6 +354,11 @@ int tf_run_add(tf_run *r, const char *key, const char *type, const char *value,
                json_object *observables, int64_t modified_us, const char *object, size_t len)
 {
 	return tf_batch_add(r->batch, key, type, value, observables, modified_us, object, len);
+}
+
+int tf_run_set_life(tf_run *r, int64_t valid_until_us, int revoked)
+{
+	return tf_batch_set_life(r->batch, valid_until_us, revoked);
 }
 
 int tf_run_store_observables(tf_run *r, size_t max, json_object *out)

@@ -44,6 +44,11 @@ int tf_run_key_header(tf_run *r, const char *name, char *buf, size_t len);
  * trailing slash), malloc'd; or NULL after failing the run with a message
  * that shows example. For APIs addressed by path below a base (OTX, VT). */
 char *tf_run_base_url(tf_run *r, const char *example);
+/* The two above without a run, for test_connection (probe.c) to check a
+ * feed as its run will: err gets the text the run fails with. */
+int tf_feed_key_header(json_object *feed, const char *name, char *buf, size_t len, char *err,
+                       size_t errlen);
+char *tf_feed_base_url(json_object *feed, const char *example, char *err, size_t errlen);
 /* The error text set so far ("" when none): a driver that tries several
  * ways (e.g. TAXII API roots) reads what one failure said, then clears it
  * with tf_run_fail(r, "%s", "") when another way works. */
@@ -64,6 +69,8 @@ int tf_run_store_observables(tf_run *r, size_t max, json_object *out);
 /* Adds a record to the batch in flight (see tf_batch_add). */
 int tf_run_add(tf_run *r, const char *key, const char *type, const char *value,
                json_object *observables, int64_t modified_us, const char *object, size_t len);
+/* The record just added expires or is revoked (see tf_batch_set_life). */
+int tf_run_set_life(tf_run *r, int64_t valid_until_us, int revoked);
 /* Hands the batch in flight to the run's writer thread (writer.h), which
  * commits it with the progress and, if cursor is not NULL, the feed's new
  * cursor (a reference is taken) in one transaction, while the driver goes on

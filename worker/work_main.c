@@ -28,15 +28,16 @@ static int load_feed(tf_txn *txn, void *vctx)
 	return tf_feed_load(txn, fc->id, &fc->feed);
 }
 
-/* Prints {"ok":bool,"detail":"…"} and exits 0 whatever the upstream said;
- * the handler relays that line (docs/SPEC.md §2 test_connection). */
+/* Prints {"ok":bool,"detail":"…"} (with "api_root", string or null, for a
+ * taxii21 feed) and exits 0 whatever the upstream said; the handler relays
+ * that line (docs/SPEC.md §2 test_connection). */
 static int test_connection(const tf_config *cfg, const char *feed_id)
 {
 	struct feed_ctx fc = {.id = feed_id};
 	json_object *o;
 	tf_store *st;
-	char detail[512], err[256];
-	const char *text;
+	char detail[TF_PROBE_DETAIL], err[256], *api_root;
+	const char *text, *type;
 	size_t n;
 	int rc, ok;
 
@@ -48,12 +49,19 @@ static int test_connection(const tf_config *cfg, const char *feed_id)
 	tf_store_close(st);
 	if (rc)
 		return fprintf(stderr, "threatfeed: %s: %s\n", feed_id, tf_strerror(rc)), rc == TF_ENOTFOUND ? 3 : 1;
-	ok = tf_probe_feed(fc.feed, detail, sizeof detail);
-	json_object_put(fc.feed);
-	if (!(o = json_object_new_object()))
+	ok = tf_probe_feed(fc.feed, detail, sizeof detail, &api_root);
+	type = tf_json_str(fc.feed, "type");
+	if (!(o = json_object_new_object())) {
+		free(api_root);
+		json_object_put(fc.feed);
 		return 1;
+	}
 	json_object_object_add(o, "ok", json_object_new_boolean(ok));
 	json_object_object_add(o, "detail", json_object_new_string(detail));
+	if (type && !strcmp(type, "taxii21"))
+		json_object_object_add(o, "api_root", api_root ? json_object_new_string(api_root) : NULL);
+	free(api_root);
+	json_object_put(fc.feed);
 	text = tf_json_text(o, &n);
 	fwrite(text, 1, n, stdout);
 	fputc('\n', stdout);

@@ -56,25 +56,31 @@ struct txn_ctx {
 	int nwarnings;
 	int64_t created, updated, skipped; /* totals after this transaction */
 	tf_cancel_mode cancel;
+	tf_metrics_taken taken; /* upstream counts the transaction took */
 };
 
 /* Stage and message are the run's until a cancel is recorded: from then on
  * the cancel's own stage ("stopping", "rolling_back") stays visible. */
 int tf_run_view_save(tf_txn *txn, const char *task_id, const tf_run_view *v,
-                     char *const *warnings, int nwarnings)
+                     char *const *warnings, int nwarnings, tf_metrics_taken *taken)
 {
 	tf_task *t;
+	tf_progress before;
 	int rc = tf_task_load(txn, task_id, &t);
 
+	if (taken)
+		memset(taken, 0, sizeof *taken);
 	if (rc)
 		return rc;
 	if (!tf_status_terminal(tf_task_status(t))) {
+		tf_task_get_progress(t, &before);
 		tf_task_set_progress(t, &v->prog);
 		if (tf_task_status(t) == TF_ST_RUNNING)
 			tf_task_set_stage(t, v->stage, v->message[0] ? v->message : NULL);
 		for (int i = 0; i < nwarnings; i++)
 			tf_task_add_warning(t, warnings[i]);
-		rc = tf_task_save(txn, t);
+		if (!(rc = tf_task_save(txn, t)))
+			rc = tf_metrics_run_progress(txn, tf_task_feed_id(t), &before, &v->prog, taken);
 	}
 	tf_task_free(t);
 	return rc;
@@ -89,7 +95,7 @@ static int show_txn(tf_txn *txn, void *vctx)
 	v.prog.indicators_created += c->created;
 	v.prog.indicators_updated += c->updated;
 	v.prog.indicators_skipped += c->skipped;
-	return tf_run_view_save(txn, c->w->task_id, &v, c->warnings, c->nwarnings);
+	return tf_run_view_save(txn, c->w->task_id, &v, c->warnings, c->nwarnings, &c->taken);
 }
 
 static int commit_txn(tf_txn *txn, void *vctx)
@@ -147,17 +153,22 @@ static int write_round(tf_writer *w, struct txn_ctx *c)
 		rc = tf_store_update(w->st, show_txn, c);
 		if (rc)
 			tf_debug("run %s: progress write failed: %s", w->task_id, tf_strerror(rc));
+		else
+			tf_metrics_taken_done(&c->taken);
 		return TF_OK;
 	}
 	rc = tf_store_update(w->st, commit_txn, c);
 	if (rc == TF_ECANCELLED)
 		atomic_store(&w->cancel, (int)c->cancel);
+	if (!rc)
+		tf_metrics_taken_done(&c->taken);
 	if (rc) {
 		/* The pages are lost, not the warnings and stage that came with them. */
 		struct txn_ctx show = *c;
 		show.n = 0;
 		show.created = w->created, show.updated = w->updated, show.skipped = w->skipped;
-		tf_store_update(w->st, show_txn, &show);
+		if (!tf_store_update(w->st, show_txn, &show))
+			tf_metrics_taken_done(&show.taken);
 	}
 	return rc;
 }

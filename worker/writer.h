@@ -15,6 +15,7 @@
 #include <json-c/json.h>
 
 #include "limits.h"
+#include "metrics.h"
 #include "records.h"
 #include "store.h"
 #include "task.h"
@@ -32,9 +33,12 @@ typedef struct tf_run_view {
 
 /* Writes the view and warnings into task_id inside txn, unless the task has
  * ended; the stage only while it is running. Every progress write of a run
- * goes through here, the writer's and the driver's own. */
+ * goes through here, the writer's and the driver's own, and with it the
+ * feed's metrics: what the run did since the progress stored before, and
+ * the upstream requests pending in this process (taken: give it to
+ * tf_metrics_taken_done() once txn committed; see metrics.h). */
 int tf_run_view_save(tf_txn *txn, const char *task_id, const tf_run_view *v,
-                     char *const *warnings, int nwarnings);
+                     char *const *warnings, int nwarnings, tf_metrics_taken *taken);
 
 /* Starts the thread; initial is the view the run starts from. The writer
  * uses st from its own thread between tf_writer_start and tf_writer_stop;

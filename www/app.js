@@ -1127,10 +1127,12 @@
     virustotal: 'API key',
     stix_bundle: 'Secret (optional)',
   };
+  // The run appends the API's paths (OTX /api/v1/…, VirusTotal /api/v3/…):
+  // the hint is the base, as README "Feed types" asks for.
   const URL_HINT = {
     taxii21: 'https://taxii.example/taxii2/',
-    otx: 'https://otx.example',
-    virustotal: 'https://vt.example/api/v3',
+    otx: 'https://otx.alienvault.com',
+    virustotal: 'https://www.virustotal.com',
     stix_bundle: 'https://example/bundle.json',
   };
 

@@ -52,6 +52,7 @@ struct tf_store_ops {
 	int (*sync)(tf_store *st);
 	size_t (*map_size)(tf_store *st);
 	int (*migrate)(const char *location, int *from, int *to, char *err, size_t errlen);
+	int (*space)(tf_txn *t, uint64_t *used, uint64_t *map);
 	/* Optional, all or none (NULL: a single-host backend): store.h's
 	 * leases and notifications. */
 	int (*lease)(tf_store *st, const char *name);

@@ -18,7 +18,7 @@
 
 static const char *const table_names[TF_TBL__COUNT] = {
 	"meta", "feeds", "feedrun", "cursors", "counts", "records", "tasks",
-	"torder", "active", "signals", "runs", "undo", "queue",
+	"torder", "active", "signals", "runs", "undo", "queue", "obs", "obsstat", "obstime",
 };
 
 typedef struct lm_store {
@@ -349,6 +349,22 @@ static int o_set_lazy(tf_store *st, int lazy) { return lm_set_lazy(LS(st), lazy)
 static int o_sync(tf_store *st) { return lm_sync(LS(st)); }
 static size_t o_map_size(tf_store *st) { return lm_map_size(LS(st)); }
 
+/* The environment's figures as of its newest commit (a read snapshot may be
+ * older, by at most the commits made since it began: close enough for a
+ * gauge). */
+static int o_space(tf_txn *t, uint64_t *used, uint64_t *map)
+{
+	MDB_envinfo info;
+	MDB_stat stat;
+	int rc = mdb_env_info(LT(t)->st->env, &info);
+
+	if (rc || (rc = mdb_env_stat(LT(t)->st->env, &stat)))
+		return map_err(rc);
+	*used = ((uint64_t)info.me_last_pgno + 1) * stat.ms_psize;
+	*map = info.me_mapsize;
+	return TF_OK;
+}
+
 /* LMDB has no schema to migrate: its tables are created on open. */
 static int o_migrate(const char *location, int *from, int *to, char *err, size_t errlen)
 {
@@ -367,4 +383,5 @@ const tf_store_ops tf_lmdb_ops = {
 	.get = o_get, .put = o_put, .del = o_del, .cursor_open = o_cursor_open,
 	.cursor_get = o_cursor_get, .cursor_del = o_cursor_del, .cursor_close = o_cursor_close,
 	.set_lazy = o_set_lazy, .sync = o_sync, .map_size = o_map_size, .migrate = o_migrate,
+	.space = o_space,
 };

@@ -941,6 +941,22 @@ static int pg_lease_held(tf_txn *bt, const char *name, int *held)
 	return rc;
 }
 
+/* One statement in the caller's transaction: no map, only the table. */
+static int pg_space(tf_txn *bt, uint64_t *used, uint64_t *map)
+{
+	pg_txn *t = (pg_txn *)bt;
+	PGresult *res = PQexec(t->c->conn, "SELECT pg_total_relation_size('tf_kv')");
+	int rc = TF_OK;
+
+	*used = *map = 0;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		rc = failed(t, res);
+	else
+		*used = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return rc;
+}
+
 /* On the writer's connection, outside any transaction: NOTIFY is delivered
  * at its commit, which is at once. */
 static int pg_notify(tf_store *bst, const char *name)
@@ -1010,4 +1026,5 @@ const tf_store_ops tf_pg_ops = {
 	.map_size = pg_map_size, .migrate = pg_migrate, .lease = pg_lease,
 	.lease_held = pg_lease_held, .notify = pg_notify, .listen = pg_listen,
 	.notifications = pg_notifications,
+	.space = pg_space,
 };

@@ -140,3 +140,8 @@ int tf_store_notifications(tf_store *st, int *n, int *fd)
 	*n = 0;
 	return st->ops->notifications ? st->ops->notifications(st, n, fd) : TF_EINVAL;
 }
+
+int tf_txn_space(tf_txn *t, uint64_t *used, uint64_t *map)
+{
+	return t->ops->space(t, used, map);
+}

@@ -36,6 +36,11 @@ typedef enum tf_table {
 	TF_TBL_RUNS,    /* task_id → process identity of the run */
 	TF_TBL_UNDO,    /* task_id seq(8 BE) → undo entry */
 	TF_TBL_QUEUE,   /* seq (8 BE) → task_id waiting for a run slot */
+	/* The observable index (lib/index.c), written with the records: */
+	TF_TBL_OBS,     /* kind value NUL feed_id NUL hash(record key) → entry  [journaled] */
+	TF_TBL_OBSSTAT, /* feed_id → digest and count of its index entries    [journaled] */
+	TF_TBL_OBSTIME, /* feed_id NUL 's'|'v' time(8 BE) → entries seen/valid until then
+	                 *                                                      [journaled] */
 	TF_TBL__COUNT
 } tf_table;
 
@@ -120,6 +125,13 @@ int tf_store_undo_count(tf_store *st, const char *task_id, uint64_t *n);
  * commits since the last sync. Every other writer keeps synchronous commits. */
 int tf_store_set_lazy(tf_store *st, int lazy);
 int tf_store_sync(tf_store *st);
+
+/* Space the store takes, inside a transaction (metrics): *used is LMDB's
+ * pages up to the highest one in use (free-list pages included) times the
+ * page size, or PostgreSQL's tf_kv table with its index and TOAST
+ * (pg_total_relation_size); *map is LMDB's current map size (what can be
+ * used before the map grows), 0 on PostgreSQL, which has no map. */
+int tf_txn_space(tf_txn *t, uint64_t *used, uint64_t *map);
 
 /* Current map size in bytes (tests). */
 size_t tf_store_map_size(tf_store *st);

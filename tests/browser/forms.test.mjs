@@ -13,6 +13,15 @@ dashTest('adding a feed through the form: the new row appears; a server validati
       await waitText(page.locator('[data-testid="feeds-empty"]'), /No feeds yet/, { what: 'the empty-table text' });
     });
 
+    await step('the URL hint of each API type is its base: the run adds /api/v1 or /api/v3 itself', async () => {
+      for (const [type, path] of [['otx', /\/api\/v1/], ['virustotal', /\/api\/v3/]]) {
+        await page.selectOption('#f-type', type);
+        const hint = await page.getAttribute('#f-url', 'placeholder');
+        assert.match(hint, /^https:\/\/[^/]+$/, `${type}: "${hint}" is a base URL`);
+        assert.doesNotMatch(hint, path, `${type}: "${hint}"`);
+      }
+    });
+
     await step('fill in the form for a TAXII 2.1 feed and submit', async () => {
       await page.fill('#f-name', 'Form-made feed');
       await page.fill('#f-id', 'from-form');

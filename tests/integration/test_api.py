@@ -105,7 +105,8 @@ class Basics(ApiCase):
         self.assertEqual(data["auth"], "none")
         self.assertIsInstance(data["active_workers"], int)
         self.assertIsInstance(data["queued"], int)
-        self.assertEqual(data["version"], "0.1.0")
+        with open(os.path.join(REPO, "VERSION")) as f:
+            self.assertEqual(data["version"], f.read().strip())
         self.assertEqual(h.get("Content-Type"), "application/json; charset=utf-8")
         self.assertEqual(h.get("Cache-Control"), "no-store")
         self.assertEqual(h.get("X-Content-Type-Options"), "nosniff")

@@ -226,6 +226,47 @@ class Otx(FeedTest):
         self.assertEqual(t["progress"]["objects_processed"], 20 + 4)
 
 
+class OtxTestConnection(FeedTest):
+    """test_connection asks the URL its run asks: the feed's url checked as
+    a base, without its trailing '/', then the API's path."""
+
+    def probe(self, feed_id):
+        return json.loads(self.env.cli("test-connection", feed_id).stdout)
+
+    def test_url_checked_as_the_run_checks_it(self):
+        # a run takes the url as a base and refuses one with a query; the
+        # probe must say so too rather than ask {url}/api/v… of it
+        up = self.env.upstream()
+        self.env.add_feed("o", up, type="otx", url=up.base + "/?x=1", collection=None,
+                          secret="otx-key")
+        self.env.add_feed("v", up, type="virustotal", url=up.base + "/?x=1", collection=None,
+                          secret="vt-key", options={"targets": [SHA_A], "requests_per_minute": 600})
+        for feed_id in ("o", "v"):
+            out = self.probe(feed_id)
+            self.assertFalse(out["ok"], out)
+            t = self.run_feed(feed_id)
+            self.assertEqual(t["status"], "failed", t)
+            self.assertIn("not an http(s) base URL", t["error"])
+            self.assertEqual(out["detail"], t["error"])
+        stats = up.ctl("stats")
+        self.assertEqual((stats["otx_requests"], stats["vt_requests"]), ([], []))
+
+    def test_good_key(self):
+        # (the trailing '/' is dropped as a run drops it; this upstream, like
+        # Python's http.server, would also take the "//api/v1" otherwise)
+        up = self.env.upstream()
+        self.env.add_feed("o", up, type="otx", url=up.base + "/", collection=None, secret="otx-key")
+        out = self.probe("o")
+        self.assertEqual(out, {"ok": True, "detail": "upstream reached (HTTP 200)"})
+        self.assertEqual(self.run_feed("o")["status"], "completed")
+
+    def test_bad_key(self):
+        self.otx_feed(secret="bad")
+        out = self.probe("o")
+        self.assertFalse(out["ok"], out)
+        self.assertEqual(out["detail"], "credentials rejected (HTTP 403)")
+
+
 class OtxHostile(FeedTest):
     """Page 0 is good (20 pulses, 100 records); the fault hits page 1: the run
     fails with a clear error and nothing of the bad page is stored."""

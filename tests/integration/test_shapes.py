@@ -22,10 +22,10 @@ FEED_KEYS = {"id", "name", "type", "url", "collection", "username", "has_secret"
              "active_task_id", "indicator_count", "created_at", "updated_at"}
 # The options each type reads (README "Feed types and their options").
 OPTION_KEYS = {
-    "taxii21": {"page_size", "grace_period_s"},
-    "otx": {"page_size", "grace_period_s"},
-    "virustotal": {"targets", "requests_per_minute", "grace_period_s"},
-    "stix_bundle": {"grace_period_s"},
+    "taxii21": {"page_size", "grace_period_s", "ttl_days"},
+    "otx": {"page_size", "grace_period_s", "ttl_days"},
+    "virustotal": {"targets", "requests_per_minute", "grace_period_s", "ttl_days"},
+    "stix_bundle": {"grace_period_s", "ttl_days"},
 }
 TASK_KEYS = {"task_id", "feed_id", "status", "stage", "message", "progress", "cancel",
              "rolled_back", "error", "warnings", "created_at", "started_at", "updated_at",
@@ -79,11 +79,11 @@ class FeedShapes(ShapeCase):
             "stix_bundle": {"type": "stix_bundle", "url": base + "/bundles/generated.json"},
         }
         full_options = {
-            "taxii21": {"page_size": 100, "grace_period_s": 3},
-            "otx": {"page_size": 20, "grace_period_s": 0},
+            "taxii21": {"page_size": 100, "grace_period_s": 3, "ttl_days": 30},
+            "otx": {"page_size": 20, "grace_period_s": 0, "ttl_days": 1},
             "virustotal": {"targets": ["198.51.100.7", "example.com"],
-                           "requests_per_minute": 4, "grace_period_s": 10},
-            "stix_bundle": {"grace_period_s": 1},
+                           "requests_per_minute": 4, "grace_period_s": 10, "ttl_days": 90},
+            "stix_bundle": {"grace_period_s": 1, "ttl_days": 3650},
         }
         for ftype, body in minimal.items():
             yield ftype, False, dict(body, name="min " + ftype)
@@ -141,7 +141,8 @@ class FeedShapes(ShapeCase):
         self.assert_feed(cleared, "PATCH clearing")
         self.assertIsNone(cleared["username"])
         self.assertIs(cleared["has_secret"], False)
-        self.assertEqual(cleared["options"], {"page_size": None, "grace_period_s": None})
+        self.assertEqual(cleared["options"], {"page_size": None, "grace_period_s": None,
+                                              "ttl_days": None})
         # a type change shows the new type's options
         bundle = self.answer(200, "PATCH", "/api/threat-feeds/clear/",
                              {"type": "stix_bundle", "collection": None})

@@ -598,6 +598,69 @@ static void test_auth_remote_user(void **state)
 	tf_resp_free(&resp);
 }
 
+/* The scrape token opens GET/HEAD /api/metrics (under any mount prefix) and
+ * nothing else; the API token still opens the metrics too. */
+static void test_auth_metrics_token(void **state)
+{
+	tf_config c = cfg_with("api-tok", 0);
+	static const struct {
+		const char *method, *uri, *authz;
+		int ok;
+		const char *who;
+	} cases[] = {
+		{"GET", "/api/metrics", "Bearer scrape-tok", 1, "metrics_token"},
+		{"HEAD", "/api/metrics/", "Bearer scrape-tok", 1, "metrics_token"},
+		{"GET", "/mount/api/metrics", "Bearer scrape-tok", 1, "metrics_token"},
+		{"GET", "/api/metrics", "Bearer api-tok", 1, "token"},
+		{"GET", "/api/metrics", "Bearer scrape-to", 0, NULL},
+		{"GET", "/api/metrics", NULL, 0, NULL},
+		{"POST", "/api/metrics", "Bearer scrape-tok", 0, NULL},
+		{"GET", "/api/health", "Bearer scrape-tok", 0, NULL},
+		{"GET", "/api/threat-feeds", "Bearer scrape-tok", 0, NULL},
+		{"GET", "/api/metrics/x", "Bearer scrape-tok", 0, NULL},
+		{"GET", "/api/threat-feeds/metrics", "Bearer scrape-tok", 0, NULL},
+	};
+	(void)state;
+
+	snprintf(c.metrics_token, sizeof c.metrics_token, "%s", "scrape-tok");
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		char m[64], u[256], a[128];
+		char *env[4] = {m, u, cases[i].authz ? a : NULL, NULL};
+		tf_req r;
+		tf_resp resp;
+		int rc;
+
+		snprintf(m, sizeof m, "REQUEST_METHOD=%s", cases[i].method);
+		snprintf(u, sizeof u, "REQUEST_URI=%s", cases[i].uri);
+		snprintf(a, sizeof a, "HTTP_AUTHORIZATION=%s", cases[i].authz ? cases[i].authz : "");
+		assert_int_equal(parse(&r, &resp, env), 0);
+		rc = tf_auth_check(&c, &r, &resp);
+		if (rc != (cases[i].ok ? 0 : -1))
+			fail_msg("%s %s (%s): %d", cases[i].method, cases[i].uri,
+			         cases[i].authz ? cases[i].authz : "-", rc);
+		if (cases[i].ok) {
+			assert_string_equal(r.auth, cases[i].who);
+		} else {
+			assert_error(&resp, 401, "unauthorized");
+			assert_null(strstr(resp.body, "scrape-tok"));
+		}
+		tf_resp_free(&resp);
+		tf_req_free(&r);
+	}
+	/* Without api_token or trust_remote_user the API is open, metrics too. */
+	c.api_token[0] = '\0';
+	{
+		char *env[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/api/metrics", NULL};
+		tf_req r;
+		tf_resp resp;
+		assert_int_equal(parse(&r, &resp, env), 0);
+		assert_int_equal(tf_auth_check(&c, &r, &resp), 0);
+		assert_string_equal(r.auth, "none");
+		tf_resp_free(&resp);
+		tf_req_free(&r);
+	}
+}
+
 static void test_ct_equal(void **state)
 {
 	(void)state;
@@ -825,6 +888,7 @@ int main(void)
 		cmocka_unit_test(test_auth_none),
 		cmocka_unit_test(test_auth_token),
 		cmocka_unit_test(test_auth_remote_user),
+		cmocka_unit_test(test_auth_metrics_token),
 		cmocka_unit_test(test_ct_equal),
 		cmocka_unit_test(test_origin_matches),
 		cmocka_unit_test(test_csrf),

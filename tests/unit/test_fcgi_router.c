@@ -69,6 +69,8 @@ static void test_every_route(void **state)
 
 	expect_route("GET", "/api/health", tf_h_health);
 	expect_route("HEAD", "/api/health", tf_h_health);
+	expect_route("GET", "/api/metrics", tf_h_metrics);
+	expect_route("HEAD", "/api/metrics", tf_h_metrics);
 	expect_route("GET", "/api/threat-feeds", tf_h_feed_list);
 	expect_route("POST", "/api/threat-feeds", tf_h_feed_create);
 	expect_route("GET", "/api/threat-feeds/" FEED, tf_h_feed_read);
@@ -131,6 +133,7 @@ static void test_wrong_method(void **state)
 {
 	(void)state;
 	expect_status("POST", "/api/health", 405, "GET, HEAD");
+	expect_status("POST", "/api/metrics", 405, "GET, HEAD");
 	expect_status("DELETE", "/api/threat-feeds/", 405, "GET, HEAD, POST");
 	expect_status("PUT", "/api/threat-feeds/" FEED, 405, "GET, HEAD, PATCH, DELETE");
 	expect_status("GET", "/api/threat-feeds/" FEED "/consume", 405, "POST");
@@ -638,6 +641,24 @@ static void test_pipe_test_connection(void **state)
 	o = call("POST", "/api/threat-feeds/tc/test_connection/", "{}", NULL);
 	assert_int_equal(o->status, 200);
 	assert_string_equal(o->body, "{\"ok\":false,\"detail\":\"HTTP 401 for tc\"}");
+	/* a taxii21 feed's api_root, string or null, is relayed too; any other
+	 * type of it is not an api_root */
+	assert_non_null(f = fopen(script, "w"));
+	fprintf(f, "#!/bin/sh\necho '{\"ok\":true,\"detail\":\"d\",\"api_root\":\"http://u/a/\"}'\n");
+	fclose(f);
+	o = call("POST", "/api/threat-feeds/tc/test_connection/", "{}", NULL);
+	assert_int_equal(o->status, 200);
+	assert_string_equal(o->body, "{\"ok\":true,\"detail\":\"d\",\"api_root\":\"http://u/a/\"}");
+	assert_non_null(f = fopen(script, "w"));
+	fprintf(f, "#!/bin/sh\necho '{\"ok\":false,\"detail\":\"d\",\"api_root\":null}'\n");
+	fclose(f);
+	o = call("POST", "/api/threat-feeds/tc/test_connection/", "{}", NULL);
+	assert_string_equal(o->body, "{\"ok\":false,\"detail\":\"d\",\"api_root\":null}");
+	assert_non_null(f = fopen(script, "w"));
+	fprintf(f, "#!/bin/sh\necho '{\"ok\":false,\"detail\":\"d\",\"api_root\":7}'\n");
+	fclose(f);
+	o = call("POST", "/api/threat-feeds/tc/test_connection/", "{}", NULL);
+	assert_string_equal(o->body, "{\"ok\":false,\"detail\":\"d\"}");
 	/* a CLI without the command */
 	assert_non_null(f = fopen(script, "w"));
 	fprintf(f, "#!/bin/sh\necho usage >&2\nexit 2\n");

@@ -310,6 +310,9 @@ static void test_validation(void **state)
 			{WITH("\"options\":{\"targets\":[\"\"]}"), "options.targets"},
 			{WITH("\"options\":{\"grace_period_s\":-1}"), "options.grace_period_s"},
 			{WITH("\"options\":{\"grace_period_s\":3601}"), "options.grace_period_s"},
+			{WITH("\"options\":{\"ttl_days\":0}"), "options.ttl_days"},
+			{WITH("\"options\":{\"ttl_days\":3651}"), "options.ttl_days"},
+			{WITH("\"options\":{\"ttl_days\":\"7\"}"), "options.ttl_days"},
 			{WITH("\"options\":{\"bogus\":1}"), "options.bogus"},
 			/* unknown fields */
 			{WITH("\"colour\":\"red\""), "colour"},
@@ -702,10 +705,10 @@ static const char *const feed_keys[] = {
 static const char *type_option_keys(const char *type)
 {
 	if (!strcmp(type, "taxii21") || !strcmp(type, "otx"))
-		return "page_size grace_period_s";
+		return "page_size grace_period_s ttl_days";
 	if (!strcmp(type, "virustotal"))
-		return "targets requests_per_minute grace_period_s";
-	return "grace_period_s";
+		return "targets requests_per_minute grace_period_s ttl_days";
+	return "grace_period_s ttl_days";
 }
 
 /* o's members are exactly the space-separated words of want. */
@@ -792,21 +795,22 @@ static void test_api_shape_every_type(void **state)
 		          "\"collection\":\"c1\"}", 0},
 		{"t-full", "{\"id\":\"t-full\",\"name\":\"n\",\"type\":\"taxii21\",\"url\":\"https://t.test/\","
 		           "\"collection\":\"c1\",\"username\":\"u\",\"secret\":\"" SECRET "\",\"enabled\":false,"
-		           "\"interval_s\":60,\"options\":{\"page_size\":100,\"grace_period_s\":3}}", 1},
+		           "\"interval_s\":60,\"options\":{\"page_size\":100,\"grace_period_s\":3,"
+		           "\"ttl_days\":30}}", 1},
 		{"o-min", "{\"id\":\"o-min\",\"name\":\"n\",\"type\":\"otx\",\"url\":\"https://otx.test\"}", 0},
 		{"o-full", "{\"id\":\"o-full\",\"name\":\"n\",\"type\":\"otx\",\"url\":\"https://otx.test\","
 		           "\"collection\":\"ignored\",\"username\":\"ignored\",\"secret\":\"" SECRET "\","
 		           "\"enabled\":true,\"interval_s\":3600,"
-		           "\"options\":{\"page_size\":20,\"grace_period_s\":0}}", 1},
+		           "\"options\":{\"page_size\":20,\"grace_period_s\":0,\"ttl_days\":1}}", 1},
 		{"v-min", "{\"id\":\"v-min\",\"name\":\"n\",\"type\":\"virustotal\",\"url\":\"https://vt.test\"}", 0},
 		{"v-full", "{\"id\":\"v-full\",\"name\":\"n\",\"type\":\"virustotal\",\"url\":\"https://vt.test\","
 		           "\"collection\":\"x\",\"username\":\"x\",\"secret\":\"" SECRET "\",\"interval_s\":86400,"
 		           "\"options\":{\"targets\":[\"1.2.3.4\"],\"requests_per_minute\":4,"
-		           "\"grace_period_s\":10}}", 1},
+		           "\"grace_period_s\":10,\"ttl_days\":90}}", 1},
 		{"b-min", "{\"id\":\"b-min\",\"name\":\"n\",\"type\":\"stix_bundle\",\"url\":\"https://b.test/b.json\"}", 0},
 		{"b-full", "{\"id\":\"b-full\",\"name\":\"n\",\"type\":\"stix_bundle\",\"url\":\"https://b.test/b.json\","
 		           "\"collection\":\"x\",\"username\":\"u\",\"secret\":\"" SECRET "\","
-		           "\"options\":{\"grace_period_s\":1}}", 1},
+		           "\"options\":{\"grace_period_s\":1,\"ttl_days\":3650}}", 1},
 	};
 	static const char *const optional[] = {"collection", "username", "last_task_id",
 	                                        "last_status", "last_run_at", "active_task_id"};
@@ -887,7 +891,8 @@ static void test_null_options(void **state)
 	                                      "\"page_size\":7}"),
 	                             &out, err, sizeof err),
 	                 TF_OK);
-	assert_true(tu_contains(out, "\"options\":{\"grace_period_s\":null,\"page_size\":7}"));
+	assert_true(tu_contains(out, "\"options\":{\"grace_period_s\":null,\"ttl_days\":null,"
+	                             "\"page_size\":7}"));
 	free(out);
 	assert_int_equal(tf_store_view(st, load_txn, &lc), TF_OK);
 	assert_true(json_object_object_get_ex(lc.f, "options", &opts));
@@ -900,7 +905,7 @@ static void test_null_options(void **state)
 	assert_int_equal(patch_body(st, "n", "{\"options\":{\"page_size\":null}}", &out, err,
 	                            sizeof err),
 	                 TF_OK);
-	assert_true(tu_contains(out, "\"options\":{\"grace_period_s\":null}"));
+	assert_true(tu_contains(out, "\"options\":{\"grace_period_s\":null,\"ttl_days\":null}"));
 	free(out);
 	tf_store_close(st);
 }

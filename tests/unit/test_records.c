@@ -2,6 +2,7 @@
  * counts, paging, export; rollback exactness as a property test; crashes
  * mid-batch; readers running beside a writer. */
 #include "testutil.h"
+#include "index.h"
 
 #include <poll.h>
 
@@ -43,6 +44,44 @@ static void add(tf_batch *b, const char *key, int64_t mod, const char *obj)
 	int rc = tf_batch_add(b, key, "indicator", NULL, NULL, mod, obj, strlen(obj));
 	if (rc)
 		fail_msg("tf_batch_add(%s): %s", key, tf_strerror(rc));
+}
+
+/* A record with observables (and a life) for the index: values from a small
+ * pool so that records share values, and versions change them. */
+static void add_obs(tf_batch *b, tu_rng *r, const char *key, int64_t mod, const char *obj)
+{
+	static const char *const pool[][2] = {
+		{"ipv4-addr", "10.0.0.1"},        {"ipv4-addr", "10.0.0.2"},
+		{"ipv4-addr", "10.1.0.0/16"},     {"ipv6-addr", "2001:DB8::1"},
+		{"domain-name", "Evil.example."}, {"domain-name", "other.example"},
+		{"url", "http://evil.example/x"}, {"file:hashes.MD5", "D41D8CD98F00B204E9800998ECF8427E"},
+	};
+	json_object *obs = json_object_new_array();
+	int n = (int)tu_below(r, 4), rc;
+
+	for (int i = 0; i < n; i++) {
+		int k = (int)tu_below(r, sizeof pool / sizeof *pool);
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "type", json_object_new_string(pool[k][0]));
+		json_object_object_add(o, "value", json_object_new_string(pool[k][1]));
+		json_object_array_add(obs, o);
+	}
+	rc = tf_batch_add(b, key, "indicator", NULL, obs, mod, obj, strlen(obj));
+	json_object_put(obs);
+	if (rc)
+		fail_msg("tf_batch_add(%s): %s", key, tf_strerror(rc));
+	if (tu_below(r, 4) == 0 &&
+	    (rc = tf_batch_set_life(b, 1000000 + (int64_t)tu_below(r, 3) * 1000, tu_below(r, 2) == 0)))
+		fail_msg("tf_batch_set_life: %s", tf_strerror(rc));
+}
+
+static char *index_text(tf_store *st)
+{
+	char *text = NULL;
+	int rc = tf_index_dump(st, &text);
+	if (rc)
+		fail_msg("tf_index_dump: %s", tf_strerror(rc));
+	return text;
 }
 
 struct cursor_ctx {
@@ -295,9 +334,10 @@ static void test_rollback_property(void **state)
 	tf_store *st = tu_new_store("prop", NULL, 0);
 	tu_rng r = {tu_seed_value ^ 0x9e37};
 	struct model m = {{0}, 0}, base;
-	char *e0, *c0, *obj = malloc(9000), key[64];
+	char *e0, *c0, *i0, *obj = malloc(9000), key[64];
 	tf_batch *b;
 	uint64_t total_created = 0, total_updated = 0, total_skipped = 0, kept = 0;
+	int index_runs_changed = 0;
 	int64_t t_start = tf_mono_us();
 	(void)state;
 
@@ -312,7 +352,7 @@ static void test_rollback_property(void **state)
 			int64_t mod = 1000000 + (int64_t)tu_below(&r, 1000) * 1000;
 			key_name(key, sizeof key, k);
 			random_object(&r, obj, 9000, k, mod, -1);
-			add(b, key, mod, obj);
+			add_obs(b, &r, key, mod, obj);
 			m.mod[k] = mod;
 		}
 		m.count = 150;
@@ -320,7 +360,7 @@ static void test_rollback_property(void **state)
 		tf_batch_clear(b);
 		for (int k = 0; k < 30; k++) {
 			key_name(key, sizeof key, k);
-			add(b, key, 1, "{\"neighbour\":true}");
+			add_obs(b, &r, key, 1, "{\"neighbour\":true}");
 		}
 		apply(st, "pf-n", SEED_TASK, b, cur);
 		tf_batch_clear(b);
@@ -329,6 +369,8 @@ static void test_rollback_property(void **state)
 	}
 	e0 = tu_export(st, NULL, NULL);
 	c0 = cursor_text(st, "pf");
+	i0 = index_text(st);
+	assert_true(strlen(i0) > 0); /* the seed has index entries to restore */
 	base = m;
 	assert_int_equal(tu_records_count(st, "pf"), 150);
 
@@ -375,7 +417,7 @@ static void test_rollback_property(void **state)
 				}
 				key_name(key, sizeof key, k);
 				random_object(&r, obj, 9000, k, mod, run);
-				add(b, key, mod, obj);
+				add_obs(b, &r, key, mod, obj);
 			}
 			if (bi == cursor_batch) {
 				char text[128];
@@ -409,22 +451,36 @@ static void test_rollback_property(void **state)
 			assert_int_equal(tu_undo_count(st, task), 0);
 			free(e0);
 			free(c0);
+			free(i0);
 			e0 = tu_export(st, NULL, NULL);
 			c0 = cursor_text(st, "pf");
+			i0 = index_text(st);
 			base = m;
 			kept++;
 			continue;
+		}
+		{
+			/* the run did change the index (so the comparison below can fail) */
+			char *ib = index_text(st);
+			index_runs_changed += strcmp(ib, i0) != 0;
+			free(ib);
 		}
 		assert_int_equal(tf_store_rollback(st, task, &recs), TF_OK);
 		assert_int_equal(recs, writes);
 		{
 			char *e1 = tu_export(st, NULL, NULL), *c1 = cursor_text(st, "pf");
+			char *i1 = index_text(st);
 			if (strcmp(e1, e0))
 				fail_msg("run %d: export differs after rollback (TF_TEST_SEED=%llu)", run,
+				         (unsigned long long)tu_seed_value);
+			/* the index, its per-feed digests and time buckets: byte for byte */
+			if (strcmp(i1, i0))
+				fail_msg("run %d: index differs after rollback (TF_TEST_SEED=%llu)", run,
 				         (unsigned long long)tu_seed_value);
 			assert_string_equal(c1, c0);
 			free(e1);
 			free(c1);
+			free(i1);
 		}
 		assert_int_equal(tu_records_count(st, "pf"), base.count);
 		assert_int_equal(tu_undo_count(st, task), 0);
@@ -438,8 +494,10 @@ static void test_rollback_property(void **state)
 	fprintf(stderr, "rollback property: %d runs, %llu created, %llu updated, %llu skipped, %.1f s\n",
 	        RUNS, (unsigned long long)total_created, (unsigned long long)total_updated,
 	        (unsigned long long)total_skipped, (double)(tf_mono_us() - t_start) / 1e6);
+	assert_true(index_runs_changed > RUNS / 2);
 	free(e0);
 	free(c0);
+	free(i0);
 	free(obj);
 	tf_batch_free(b);
 	tf_store_close(st);

@@ -49,10 +49,7 @@ int tf_bundle_run(tf_run *r)
 	p->pages_total = -1;
 	req.url = tf_json_str(feed, "url");
 	req.accept = BUNDLE_ACCEPT;
-	req.username = tf_json_str(feed, "username");
-	req.password = tf_json_str(feed, "secret");
-	if (req.username && !*req.username)
-		req.username = NULL;
+	tf_fetch_basic(&req, tf_json_str(feed, "username"), tf_json_str(feed, "secret"));
 	if (!req.url || !*req.url) {
 		tf_run_fail(r, "feed has no url");
 		return TF_EINVAL;

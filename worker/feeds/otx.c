@@ -395,6 +395,7 @@ int tf_otx_indicator(const tf_otx_pulse *p, json_object *ind, int64_t now_us, tf
 	}
 	snprintf(rec->key, sizeof rec->key, "otx:%s:%lld", p->id, (long long)id);
 	rec->modified_us = p->modified_us;
+	rec->valid_until_us = until; /* the index drops it from exports then */
 	/* The object: the indicator's members as given, plus the pulse. */
 	if (!(o = json_object_new_object()))
 		goto nomem;
@@ -604,6 +605,8 @@ static int add_indicator(otx *o, const tf_otx_pulse *p, json_object *ind, const 
 	}
 	rc = tf_run_add(o->r, rec.key, rec.type, rec.value, rec.observables, rec.modified_us,
 	                rec.text, rec.len);
+	if (rc == TF_OK && rec.valid_until_us)
+		rc = tf_run_set_life(o->r, rec.valid_until_us, 0);
 	if (rc == TF_ELIMIT) {
 		snprintf(at, sizeof at, "%s (%s)", where, rec.key);
 		note_bad(ps, &ps->too_large, at, "larger than the record limit");

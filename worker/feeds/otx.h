@@ -77,6 +77,7 @@ typedef struct tf_otx_rec {
 	const char *type;         /* inside the indicator object */
 	const char *value;        /* inside the indicator object */
 	int64_t modified_us;      /* the pulse's */
+	int64_t valid_until_us;   /* its `expiration` (a future one), 0: none */
 	json_object *observables; /* owned, or NULL */
 	json_object *object;      /* owned */
 	const char *text;         /* compact JSON of object (valid while it lives) */

@@ -590,6 +590,21 @@ static int sco_observables(json_object *obj, const char *type, json_object *arr)
 	return TF_OK;
 }
 
+/* valid_until and revoked (STIX 2.1 §3.2, §4.7): they only decide whether
+ * the index offers the object's values, so an unreadable valid_until is no
+ * reason to skip the object; it then never expires. */
+static void life(json_object *obj, tf_stix_rec *rec)
+{
+	const char *s;
+	int64_t us;
+	int b;
+
+	if (tf_json_get_str(obj, "valid_until", &s) == TF_OK && !tf_time_parse(s, &us))
+		rec->valid_until_us = us > 0 ? us : 1;
+	if (tf_json_get_bool(obj, "revoked", &b) == TF_OK)
+		rec->revoked = b;
+}
+
 int tf_stix_record(json_object *obj, tf_stix_rec *rec, char *err, size_t errlen)
 {
 	const char *type, *id;
@@ -640,6 +655,7 @@ int tf_stix_record(json_object *obj, tf_stix_rec *rec, char *err, size_t errlen)
 	rec->key = id;
 	rec->type = type;
 	rec->modified_us = us;
+	life(obj, rec);
 	if (!strcmp(type, "indicator"))
 		rc = indicator_observables(obj, arr, &rec->pattern_error, err, errlen);
 	else
@@ -891,6 +907,8 @@ int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, c
 		}
 		rc = tf_run_add(r, rec.key, rec.type, rec.value, rec.observables, rec.modified_us, otext,
 		                len);
+		if (rc == TF_OK && (rec.valid_until_us || rec.revoked))
+			rc = tf_run_set_life(r, rec.valid_until_us, rec.revoked);
 		h = tf_hash64_more(h, rec.key, strlen(rec.key) + 1);
 		h = tf_hash64_more(h, &rec.modified_us, sizeof rec.modified_us);
 		tf_stix_rec_free(&rec);

@@ -30,6 +30,9 @@ typedef struct tf_stix_rec {
 	                           * into observables */
 	int pattern_error;        /* an indicator whose STIX pattern could not be
 	                           * read: kept, without observables */
+	int64_t valid_until_us;   /* `valid_until` (STIX 2.1 §4.7), 0: none or
+	                           * unreadable (then it never expires) */
+	int revoked;              /* `revoked`: true */
 } tf_stix_rec;
 
 /* Reads one STIX object. TF_OK with *rec filled (free with

@@ -170,7 +170,7 @@ def _tail(path, lines=40):
 class Stack:
     def __init__(self, server="lighttpd", bin_dir=None, conf=None, upstream_args=(),
                  port=0, upstream=True, fcgi_procs=2, env=None, prefix=None,
-                 keep=False, start_timeout=20.0, user=None):
+                 keep=False, start_timeout=20.0, user=None, agent=True):
         """
         server         one of SERVERS
         bin_dir        directory holding threatfeed and threatfeed.fcgi
@@ -187,6 +187,8 @@ class Stack:
         start_timeout  seconds to wait for the upstream and for /api/health
         user           run handler/workers/cli() as this user (default: www-data
                        for the Apache stacks when root, else the current user)
+        agent          on PostgreSQL, start a `threatfeed agent` beside the
+                       handler (False: the runs are another host's business)
         """
         if server not in SERVERS:
             raise ValueError("unknown server %r (one of %s)" % (server, ", ".join(SERVERS)))
@@ -199,6 +201,7 @@ class Stack:
         self.conf = dict(conf or {})
         self.upstream_args = [str(a) for a in upstream_args]
         self.want_upstream = upstream
+        self.want_agent = agent
         self.requested_port = int(port)
         self.fcgi_procs = max(1, int(fcgi_procs))
         self.extra_env = dict(env or {})
@@ -253,7 +256,7 @@ class Stack:
             if self.want_upstream:
                 self._start_upstream()
             self._start_server_with_retries()
-            if self.db_dir.startswith("postgresql:"):
+            if self.want_agent and self.db_dir.startswith("postgresql:"):
                 # The handler only enqueues there: an agent starts the runs.
                 self._spawn("agent", [self.cli_path, "agent"], user=self.user)
             self._note("%s is up at %s (state %s)" % (self.server, self.base_url, self.state_dir))

@@ -123,8 +123,8 @@ class TwoHosts(unittest.TestCase):
     def setUpClass(cls):
         tag = "%d" % (os.getpid() % 10000)
         cls.subnet = "10.%d.%d" % (200 + os.getpid() % 50, os.getpid() % 250)
-        cls.tmp = tempfile.mkdtemp(prefix="hosts-", dir=os.path.join(REPO, "build", "test-tmp")
-                                   if os.path.isdir(os.path.join(REPO, "build")) else None)
+        # In /tmp: the postgres user must reach the server's directory.
+        cls.tmp = tempfile.mkdtemp(prefix="tf-hosts-")
         os.chmod(cls.tmp, 0o755)
         cls.pg_dir = os.path.join(cls.tmp, "pg")
         cls.pg_port = free_port()

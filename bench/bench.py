@@ -392,6 +392,55 @@ def bench_export():
         env.close()
 
 
+def bench_cross_host():
+    """stop_now of a run on another host (tests/integration/hosts.py: the
+    worker host in its own network and PID namespaces) during a stalled
+    transfer, from the API's 202 to finished_at; and a consume's start
+    through the agent. PostgreSQL only: it is what crosses hosts."""
+    sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+    from hosts import TwoHosts, missing
+    why = missing()
+    if why:
+        print("# cross_host: skipped (%s)" % why, flush=True)
+        return
+    hosts = TwoHosts(bin_dir=BUILD, conf={"grace_period_s": 5}, pg_fast=False)
+    try:
+        stalled, = hosts.boot_worker_host(["--objects", "500", "--page-size", "100",
+                                           "--page-delay-ms", "600000"])
+        web = hosts.stack
+        web.request("POST", "/api/threat-feeds/", {
+            "id": "bench", "name": "bench", "type": "taxii21", "url": stalled,
+            "collection": COLLECTION, "interval_s": 0, "enabled": True})
+        lat, restart = [], []
+        for _ in range(max(50, TRIALS)):
+            t0 = time.time()
+            status, _, body = web.request("POST", "/api/threat-feeds/bench/consume/", {})
+            if status != 202:
+                raise SystemExit("bench: consume answered %d %r" % (status, body))
+            task = body["task_id"]
+            t = web.wait_task(task, {"running"}, timeout=60, interval=0.001)
+            restart.append((parse_ts(t["started_at"]) - t0) * 1000)
+            # The worker is up (its own connections made) and asks for the
+            # first data page, which the upstream never answers.
+            t = web.wait_task(task, {"running"}, timeout=60, interval=0.005)
+            while t["stage"] != "fetching":
+                t = web.task(task)
+                time.sleep(0.005)
+            time.sleep(0.1)
+            t0 = time.time()
+            web.request("POST", "/api/threat-feeds/cancel-task/%s/" % task, {"mode": "stop_now"})
+            t = web.wait_task(task, TERMINAL, timeout=60, interval=0.001)
+            if t["status"] != "stopped" or t["cancel"]["forced"]:
+                raise SystemExit("bench: cross-host trial ended %s (forced=%s)"
+                                 % (t["status"], t["cancel"]["forced"]))
+            lat.append((parse_ts(t["finished_at"]) - t0) * 1000)
+        out("cross_host_cancel_p50_ms", "%.2f" % pct(lat, 50), "ms")
+        out("cross_host_cancel_p99_ms", "%.2f" % pct(lat, 99), "ms")
+        out("cross_host_restart_ms", "%.2f" % statistics.median(restart), "ms")
+    finally:
+        hosts.close()
+
+
 def bench_rollback():
     d = tempfile.mkdtemp(prefix="bench-rollback-", dir=os.path.join(REPO, "build"))
     try:
@@ -423,6 +472,8 @@ def main():
     print("# threatfeed bench on %s, %d cores; %d cancel trials; store %s" % (
         os.uname().nodename, os.cpu_count(), TRIALS, store), flush=True)
     which = sys.argv[1:] or ["cancel", "status", "ingest", "rollback", "lookup", "export"]
+    if store == "postgres" and not sys.argv[1:]:
+        which.append("cross_host")
 
     def run_all():
         for name in which:

@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <grp.h>
+#include <poll.h>
 
 /* ---- small transaction callbacks ----------------------------------------- */
 
@@ -1137,6 +1138,84 @@ static void test_pg_reconnects_after_dropped_connection(void **state)
 	tf_store_close(st);
 }
 
+/* ---- runs on many hosts (store.h) --------------------------------------------- */
+
+struct held {
+	const char *name;
+	int held;
+};
+
+static int lease_peek(tf_txn *t, void *vctx)
+{
+	struct held *h = vctx;
+	return tf_txn_lease_held(t, h->name, &h->held);
+}
+
+static int wait_readable(int fd, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, ms) == 1;
+}
+
+/* A lease is seen by every other handle while its holder's session lives,
+ * and gone with the session; a notification reaches a listener's fd. */
+static void test_pg_leases_and_notifications(void **state)
+{
+	TU_PG_ONLY();
+	char loc[TU_PATH], err[512];
+	tf_store *a = tu_new_store("lease", loc, sizeof loc), *b = NULL;
+	struct held h = {"task-1", -1}, other = {"task-2", -1};
+	int fd = -1, n = 0;
+	(void)state;
+
+	assert_int_equal(tf_store_open(&b, loc, 0, err, sizeof err), TF_OK);
+	assert_true(tf_store_shared(a));
+	assert_int_equal(tf_store_view(b, lease_peek, &h), TF_OK);
+	assert_int_equal(h.held, 0);
+	assert_int_equal(tf_store_lease(a, "task-1"), TF_OK);
+	assert_int_equal(tf_store_view(b, lease_peek, &h), TF_OK);
+	assert_int_equal(h.held, 1);
+	assert_int_equal(tf_store_view(b, lease_peek, &other), TF_OK);
+	assert_int_equal(other.held, 0);
+
+	assert_int_equal(tf_store_listen(b, "c_task-1", &fd), TF_OK);
+	assert_true(fd >= 0);
+	assert_int_equal(tf_store_notify(a, "c_task-2"), TF_OK); /* not b's channel */
+	assert_int_equal(tf_store_notify(a, "c_task-1"), TF_OK);
+	assert_true(wait_readable(fd, 10000));
+	assert_int_equal(tf_store_notifications(b, &n, &fd), TF_OK);
+	assert_int_equal(n, 1);
+
+	tf_store_close(a); /* its session ends: so does the lease */
+	h.held = -1;
+	for (int i = 0; i < 200 && h.held; i++) {
+		assert_int_equal(tf_store_view(b, lease_peek, &h), TF_OK);
+		if (h.held)
+			usleep(10000);
+	}
+	assert_int_equal(h.held, 0);
+	tf_store_close(b);
+}
+
+/* LMDB is one host's store: no leases to take, nothing to listen to. */
+static void test_lmdb_is_single_host(void **state)
+{
+	TU_LMDB_ONLY();
+	char loc[TU_PATH];
+	tf_store *st = tu_new_store("single", loc, sizeof loc);
+	struct held h = {"task-1", -1};
+	int fd = 0;
+	(void)state;
+
+	assert_false(tf_store_shared(st));
+	assert_int_equal(tf_store_lease(st, "task-1"), TF_OK);
+	assert_int_equal(tf_store_view(st, lease_peek, &h), TF_EINVAL);
+	assert_int_equal(tf_store_notify(st, "queue"), TF_OK);
+	assert_int_equal(tf_store_listen(st, "queue", &fd), TF_EINVAL);
+	assert_int_equal(fd, -1);
+	tf_store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1144,6 +1223,8 @@ int main(void)
 		cmocka_unit_test(test_crud),
 		cmocka_unit_test(test_pg_schema_versions),
 		cmocka_unit_test(test_pg_reconnects_after_dropped_connection),
+		cmocka_unit_test(test_pg_leases_and_notifications),
+		cmocka_unit_test(test_lmdb_is_single_host),
 		cmocka_unit_test(test_data_survives_reopen),
 		cmocka_unit_test(test_open_modes),
 		cmocka_unit_test(test_cursors),

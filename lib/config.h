@@ -19,6 +19,12 @@ typedef struct tf_config {
 	int grace_period_s;
 	int history_keep;          /* finished tasks kept per feed by gc */
 	int log_debug;
+	/* Run-end webhook for every feed without its own options.webhook_url
+	 * (worker/webhook.h); empty: none. */
+	char webhook_url[1024];
+	char webhook_secret[257];
+	int webhook_attempts;
+	int webhook_timeout_s;
 } tf_config;
 
 /* Fills cfg from defaults, the environment and the config file. argv0 is used

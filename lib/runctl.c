@@ -84,11 +84,15 @@ int tf_runctl_spawn(const tf_config *cfg, const char *task_id)
 
 /* ---- run-end webhooks ----------------------------------------------------------- */
 
-static const tf_config *notify_cfg;
+/* A copy: the caller's config may not outlive every later reap. */
+static tf_config notify_cfg;
+static int notify_on;
 
 void tf_runctl_set_notify(const tf_config *cfg)
 {
-	notify_cfg = cfg;
+	notify_on = cfg != NULL;
+	if (cfg)
+		notify_cfg = *cfg;
 }
 
 struct hook_ctx {
@@ -138,8 +142,8 @@ int tf_runctl_notify(const tf_config *cfg, tf_store *st, const char *task_id)
 /* A run a reaper ended: its webhook, if the process asked for them. */
 static void reaped_notify(tf_store *st, const char *task_id)
 {
-	if (notify_cfg)
-		tf_runctl_notify(notify_cfg, st, task_id);
+	if (notify_on)
+		tf_runctl_notify(&notify_cfg, st, task_id);
 }
 
 /* ---- run records ------------------------------------------------------------ */

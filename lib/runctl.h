@@ -23,8 +23,8 @@ int tf_runctl_webhook_applies(const tf_config *cfg, tf_store *st, const char *ta
  * cancel) never waits on a receiver. Call it after the terminal state is
  * committed. */
 int tf_runctl_notify(const tf_config *cfg, tf_store *st, const char *task_id);
-/* With a config set (the handler and the CLI set theirs at start; NULL, the
- * default, turns it off), tf_runctl_reap and tf_runctl_reap_all call
+/* With a config set (copied; the handler and the CLI set theirs at start;
+ * NULL, the default, turns it off), tf_runctl_reap and tf_runctl_reap_all call
  * tf_runctl_notify for every run they end: a run cancelled while queued, one
  * whose processes were lost. A supervised run's webhook is sent by its
  * supervisor instead (worker/supervisor.c), so each run is notified by

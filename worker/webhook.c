@@ -9,6 +9,7 @@
 #include "util.h"
 
 #include <curl/curl.h>
+#include <signal.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
@@ -242,6 +243,7 @@ int tf_webhook_notify_main(const tf_config *cfg, const char *task_id)
 
 	if (!tf_valid_uuid(task_id))
 		return 2;
+	signal(SIGPIPE, SIG_IGN); /* a receiver that hangs up is a failed attempt */
 	if (tf_store_open(&st, cfg->db_path, 0, err, sizeof err)) {
 		tf_err("webhook %s: %s", task_id, err);
 		return 1;

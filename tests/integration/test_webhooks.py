@@ -19,12 +19,14 @@ import http.client
 import http.server
 import json
 import os
+import signal
 import threading
 import time
 import unittest
 
 from stack import TERMINAL
 from test_api import ApiCase
+from test_metrics import run_processes
 
 GLOBAL_SECRET = "global-hook-s3cret-PLUGH"
 FEED_SECRET = "feed-hook-s3cret-XYZZY"
@@ -237,6 +239,28 @@ class Delivery(HookCase):
         self.assertEqual(body["status"], "cancelled")
         self.assertEqual(body, self.raw_task(queued))
         self.check_signed(got, GLOBAL_SECRET)
+
+    def test_worker_lost_is_reported(self):
+        """Supervisor and worker SIGKILLed: the next task-status request reaps
+        the run ("worker lost") and starts its sender detached."""
+        self.new_feed("hook-lost")
+        task_id = self.consume("hook-lost")
+        self.wait(task_id, statuses={"running"} | TERMINAL)
+        procs = {}
+        deadline = time.monotonic() + 30
+        while len(procs) < 2:
+            self.assertLess(time.monotonic(), deadline, procs)
+            procs = run_processes(task_id)
+            time.sleep(0.05)
+        os.kill(procs["supervise"], signal.SIGKILL)
+        os.kill(procs["work"], signal.SIGKILL)
+        final = self.wait(task_id)
+        self.assertEqual((final["status"], final["error"]), ("failed", "worker lost"), final)
+        [got] = self.receiver.wait_for(task_id, 1)
+        self.assertEqual(json.loads(got["body"]), self.raw_task(task_id))
+        self.check_signed(got, GLOBAL_SECRET)
+        wait_no_sender(task_id, 30)
+        self.assertEqual(len(self.receiver.deliveries(task_id)), 1)
 
 
 class Retries(HookCase):

@@ -109,6 +109,16 @@ static int check_targets(json_object *v, char *err, size_t errlen)
 	return TF_OK;
 }
 
+/* worker/webhook.c posts the run's end there (README "Webhooks"). */
+static int check_webhook_url(json_object *v, char *err, size_t errlen)
+{
+	if (check_str(v, "options.webhook_url", 1, TF_WEBHOOK_MAX_URL, err, errlen))
+		return TF_EINVAL;
+	if (!tf_valid_webhook_url(json_object_get_string(v)))
+		return FAIL("options.webhook_url: must be an http or https URL without spaces");
+	return TF_OK;
+}
+
 static int check_options(json_object *opts, char *err, size_t errlen)
 {
 	if (!json_object_is_type(opts, json_type_object))
@@ -131,10 +141,7 @@ static int check_options(json_object *opts, char *err, size_t errlen)
 		else if (!strcmp(k, "ttl_days")) /* lib/index.c: expiry of unrefreshed values */
 			rc = check_int(v, "options.ttl_days", 1, TF_MAX_TTL_DAYS, err, errlen);
 		else if (!strcmp(k, "webhook_url"))
-			rc = check_str(v, "options.webhook_url", 1, TF_WEBHOOK_MAX_URL, err, errlen) ? TF_EINVAL
-			     : tf_valid_webhook_url(json_object_get_string(v))
-			         ? TF_OK
-			         : FAIL("options.webhook_url: must be an http or https URL without spaces");
+			rc = check_webhook_url(v, err, errlen);
 		else if (!strcmp(k, "webhook_secret"))
 			rc = check_str(v, "options.webhook_secret", 1, TF_WEBHOOK_MAX_SECRET, err, errlen);
 		else if (!strcmp(k, "has_webhook_secret"))

@@ -15,7 +15,8 @@ STORE   ?= lmdb
 # and the Debian package take it from here.
 VERSION := $(shell cat VERSION)
 
-PKGS      := fcgi libcurl json-c lmdb libpq
+# libcrypto: the webhook signature (HMAC-SHA256, worker/webhook.c)
+PKGS      := fcgi libcurl json-c lmdb libpq libcrypto
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # The CLI and the supervisor do not load libcurl (it costs ~30 ms per exec).

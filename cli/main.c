@@ -533,6 +533,7 @@ int main(int argc, char **argv)
 	}
 	if (c.cfg.log_debug)
 		tf_log_set_level(TF_LOG_DEBUG);
+	tf_runctl_set_notify(&c.cfg); /* a run this process reaps gets its webhook */
 	rc = dispatch(commands, sizeof commands / sizeof *commands, &c, argc - 1, argv + 1, "");
 	tf_store_close(c.st);
 	return rc;

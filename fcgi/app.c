@@ -7,6 +7,7 @@
 #include "err.h"
 #include "log.h"
 #include "router.h"
+#include "runctl.h"
 
 void tf_app_init(tf_app *app, const char *argv0)
 {
@@ -19,6 +20,10 @@ void tf_app_init(tf_app *app, const char *argv0)
 		tf_err("tf_app_init: %s", err[0] ? err : tf_strerror(app->cfg_rc));
 	else if (app->cfg.log_debug)
 		tf_log_set_level(TF_LOG_DEBUG);
+	/* A run a request reaps (cancelled while queued, processes lost) gets
+	 * its webhook from a detached sender, never from the request. */
+	if (!app->cfg_rc)
+		tf_runctl_set_notify(&app->cfg);
 }
 
 void tf_app_close(tf_app *app)

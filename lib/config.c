@@ -79,6 +79,17 @@ static int apply(tf_config *cfg, const char *k, const char *v)
 		return set_int(&cfg->log_debug, v, 0, 1);
 	else if (!strcmp(k, "runs") && (!strcmp(v, "local") || !strcmp(v, "agents")))
 		cfg->run_by_agents = !strcmp(v, "agents");
+	else if (!strcmp(k, "webhook_url"))
+		return *v && !tf_valid_webhook_url(v) ? TF_EINVAL
+		                                   : (copy(cfg->webhook_url, sizeof cfg->webhook_url, v), TF_OK);
+	else if (!strcmp(k, "webhook_secret"))
+		return strlen(v) > TF_WEBHOOK_MAX_SECRET
+		           ? TF_EINVAL
+		           : (copy(cfg->webhook_secret, sizeof cfg->webhook_secret, v), TF_OK);
+	else if (!strcmp(k, "webhook_attempts"))
+		return set_int(&cfg->webhook_attempts, v, 1, TF_WEBHOOK_MAX_ATTEMPTS);
+	else if (!strcmp(k, "webhook_timeout_s"))
+		return set_int(&cfg->webhook_timeout_s, v, 1, TF_WEBHOOK_MAX_TIMEOUT_S);
 	else
 		return TF_EINVAL;
 	return TF_OK;
@@ -123,6 +134,8 @@ int tf_config_load(tf_config *cfg, const char *argv0, char *err, size_t errlen)
 	cfg->grace_period_s = TF_DEFAULT_GRACE_S;
 	cfg->history_keep = TF_DEFAULT_HISTORY_KEEP;
 	cfg->run_by_agents = -1; /* not set: decided by the store below */
+	cfg->webhook_attempts = TF_WEBHOOK_DEFAULT_ATTEMPTS;
+	cfg->webhook_timeout_s = TF_WEBHOOK_DEFAULT_TIMEOUT_S;
 	copy(cfg->state_dir, sizeof cfg->state_dir,
 	     (env = getenv("THREATFEED_STATE_DIR")) && *env ? env : "/var/lib/threatfeed");
 	default_worker(cfg, argv0);

@@ -24,6 +24,12 @@ typedef struct tf_config {
 	 * handler and the CLI only enqueue. `runs = local|agents` in the file;
 	 * agents by default on a PostgreSQL store. */
 	int run_by_agents;
+	/* Run-end webhook for every feed without its own options.webhook_url
+	 * (worker/webhook.h); empty: none. */
+	char webhook_url[1024];
+	char webhook_secret[257];
+	int webhook_attempts;
+	int webhook_timeout_s;
 } tf_config;
 
 /* Fills cfg from defaults, the environment and the config file. argv0 is used

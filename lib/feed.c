@@ -24,7 +24,12 @@ static const char *const read_only[] = {"has_secret", "last_task_id", "last_stat
  * worker/feeds/, and worker/supervisor.c for grace_period_s): the API form
  * shows each option of the feed's type, null when unset. */
 static const char *const all_options[] = {"page_size", "requests_per_minute", "targets",
-                                          "grace_period_s", "ttl_days"};
+                                          "grace_period_s", "ttl_days", "webhook_url",
+                                          "webhook_secret", "has_webhook_secret"};
+/* Every type's run ends and may be reported (worker/webhook.h); the API form
+ * shows these only when set, so a feed without a webhook looks as before.
+ * webhook_secret is write-only like the feed's secret: has_webhook_secret
+ * says whether one is set, and a client may send it back (ignored). */
 static const struct {
 	const char *type;
 	const char *const options[5];
@@ -104,6 +109,16 @@ static int check_targets(json_object *v, char *err, size_t errlen)
 	return TF_OK;
 }
 
+/* worker/webhook.c posts the run's end there (README "Webhooks"). */
+static int check_webhook_url(json_object *v, char *err, size_t errlen)
+{
+	if (check_str(v, "options.webhook_url", 1, TF_WEBHOOK_MAX_URL, err, errlen))
+		return TF_EINVAL;
+	if (!tf_valid_webhook_url(json_object_get_string(v)))
+		return FAIL("options.webhook_url: must be an http or https URL without spaces");
+	return TF_OK;
+}
+
 static int check_options(json_object *opts, char *err, size_t errlen)
 {
 	if (!json_object_is_type(opts, json_type_object))
@@ -125,6 +140,12 @@ static int check_options(json_object *opts, char *err, size_t errlen)
 			rc = check_targets(v, err, errlen);
 		else if (!strcmp(k, "ttl_days")) /* lib/index.c: expiry of unrefreshed values */
 			rc = check_int(v, "options.ttl_days", 1, TF_MAX_TTL_DAYS, err, errlen);
+		else if (!strcmp(k, "webhook_url"))
+			rc = check_webhook_url(v, err, errlen);
+		else if (!strcmp(k, "webhook_secret"))
+			rc = check_str(v, "options.webhook_secret", 1, TF_WEBHOOK_MAX_SECRET, err, errlen);
+		else if (!strcmp(k, "has_webhook_secret"))
+			rc = TF_OK; /* read-only: what the API showed, sent back */
 		else /* grace_period_s */
 			rc = check_int(v, "options.grace_period_s", 0, TF_MAX_GRACE_S, err, errlen);
 		if (rc)
@@ -170,8 +191,22 @@ static json_object *without_nulls(json_object *opts)
 	if (!o)
 		return NULL;
 	json_object_object_foreach(opts, k, v)
-		if (v)
+		if (v && strcmp(k, "has_webhook_secret"))
 			json_object_object_add(o, k, json_object_get(v));
+	return o;
+}
+
+/* The options a client sends replace the stored ones, but a client cannot
+ * send back a webhook_secret it was never shown: one it leaves out is kept
+ * (null clears it, a string replaces it). */
+static json_object *new_options(json_object *stored, json_object *sent)
+{
+	json_object *o = without_nulls(sent), *old = NULL, *secret = NULL;
+
+	if (o && !json_object_object_get_ex(sent, "webhook_secret", NULL) &&
+	    json_object_object_get_ex(stored, "options", &old) &&
+	    json_object_object_get_ex(old, "webhook_secret", &secret) && secret)
+		json_object_object_add(o, "webhook_secret", json_object_get(secret));
 	return o;
 }
 
@@ -194,7 +229,7 @@ static int merge(json_object *stored, json_object *body, char *err, size_t errle
 		if ((rc = check_field(k, v, err, errlen)))
 			return rc;
 		if (!strcmp(k, "options"))
-			v = without_nulls(v);
+			v = new_options(stored, v);
 		else
 			json_object_get(v);
 		if (!v)
@@ -265,9 +300,12 @@ static json_object *api_options(json_object *stored)
 			copy_field(o, opts, type_options[i].options[j]);
 	}
 	if (json_object_is_type(opts, json_type_object)) {
-		json_object_object_foreach(opts, k, v)
-			if (!json_object_object_get_ex(o, k, NULL))
+		json_object_object_foreach(opts, k, v) {
+			if (!strcmp(k, "webhook_secret"))
+				json_object_object_add(o, "has_webhook_secret", json_object_new_boolean(1));
+			else if (!json_object_object_get_ex(o, k, NULL))
 				json_object_object_add(o, k, json_object_get(v));
+		}
 	}
 	return o;
 }
@@ -343,6 +381,24 @@ static int api_text(tf_txn *txn, json_object *stored, char **json, size_t *len)
 	rc = tf_json_dup_text(o, json, len);
 	json_object_put(o);
 	return rc;
+}
+
+void tf_feed_webhook(json_object *feed, const char *global_url, const char *global_secret,
+                     const char **url, const char **secret)
+{
+	json_object *opts = NULL;
+	const char *u = NULL, *k = NULL;
+
+	if (json_object_object_get_ex(feed, "options", &opts)) {
+		u = tf_json_str(opts, "webhook_url");
+		k = tf_json_str(opts, "webhook_secret");
+	}
+	if (!u || !*u)
+		u = global_url && *global_url ? global_url : NULL;
+	if (!k || !*k)
+		k = global_secret && *global_secret ? global_secret : NULL;
+	*url = u;
+	*secret = k;
 }
 
 int tf_feed_load(tf_txn *txn, const char *id, json_object **out)

@@ -35,6 +35,13 @@ int tf_feed_ids(tf_store *st, char ***ids, size_t *n);
  * when none. Caller owns it. */
 int tf_feed_cursor(tf_txn *txn, const char *id, json_object **out);
 
+/* The run-end webhook of a feed (its stored form; NULL: none): its own
+ * options.webhook_url and options.webhook_secret, each falling back to the
+ * global one (empty: none). *url is NULL when no webhook applies; the
+ * pointers are borrowed from feed or the globals. */
+void tf_feed_webhook(json_object *feed, const char *global_url, const char *global_secret,
+                     const char **url, const char **secret);
+
 /* After a run ends: remember its id, status and start time for the feed. */
 int tf_feed_note_run(tf_txn *txn, const char *id, const char *task_id, const char *status,
                      const char *started_at);

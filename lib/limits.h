@@ -51,6 +51,23 @@
 #define TF_DEFAULT_MAX_RUNS    4     /* max_concurrent_runs (docs/SPEC.md §3) */
 #define TF_DEFAULT_HISTORY_KEEP 50   /* finished tasks kept per feed by gc */
 
+/* Run-end webhooks (worker/webhook.c). A sender outlives its run, so every
+ * bound here is also a bound on how long a process lingers per ended run:
+ * at most attempts * (timeout + backoff) ≈ 5 * 10 s + 1+2+4+8 s = 65 s with
+ * the defaults. A receiver that wants the event answers within a second. */
+#define TF_WEBHOOK_DEFAULT_ATTEMPTS  5   /* webhook_attempts: deliveries tried */
+#define TF_WEBHOOK_MAX_ATTEMPTS      10  /* … at most: ~10 min of lingering worst case */
+#define TF_WEBHOOK_DEFAULT_TIMEOUT_S 10  /* webhook_timeout_s: one whole POST */
+#define TF_WEBHOOK_MAX_TIMEOUT_S     60
+#define TF_WEBHOOK_CONNECT_TIMEOUT_S 5   /* within the POST's timeout */
+#define TF_WEBHOOK_BACKOFF_S         1   /* first wait after a failure, doubled … */
+#define TF_WEBHOOK_MAX_BACKOFF_S     30  /* … up to this */
+#define TF_WEBHOOK_MAX_RESPONSE      4096 /* response body bytes read (then ignored) */
+/* The config file's lines are read into 1024 bytes; a longer URL or secret
+ * could not be set there, and the per-feed ones get the same bound. */
+#define TF_WEBHOOK_MAX_URL           1000
+#define TF_WEBHOOK_MAX_SECRET        256
+
 /* TAXII discovery: API roots searched for a feed's collection (a discovery
  * document may list any number), and what the error that names them keeps:
  * its length and the readable collections it lists per root. */

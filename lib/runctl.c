@@ -36,7 +36,10 @@ static void detach_fds(void)
 	closefrom(3);
 }
 
-int tf_runctl_spawn(const tf_config *cfg, const char *task_id)
+/* Runs `path verb task_id` fully detached: new session, no inherited fds,
+ * adopted by init. Returns once the intermediate child is reaped. */
+static int spawn_detached(const char *path, const char *argv0, const char *verb,
+                          const char *task_id)
 {
 	pid_t pid = fork(), w;
 	int status;
@@ -55,7 +58,7 @@ int tf_runctl_spawn(const tf_config *cfg, const char *task_id)
 		if ((pid = fork()) != 0)
 			_exit(pid < 0 ? 1 : 0);
 		detach_fds();
-		execl(cfg->worker, "threatfeed", "supervise", task_id, (char *)NULL);
+		execl(path, argv0, verb, task_id, (char *)NULL);
 		_exit(127);
 	}
 	do
@@ -63,11 +66,84 @@ int tf_runctl_spawn(const tf_config *cfg, const char *task_id)
 	while (w < 0 && errno == EINTR);
 	if (w < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		return TF_ESYS;
+	return TF_OK;
+}
+
+int tf_runctl_spawn(const tf_config *cfg, const char *task_id)
+{
+	int rc = spawn_detached(cfg->worker, "threatfeed", "supervise", task_id);
+
+	if (rc)
+		return rc;
 	if (access(cfg->worker, X_OK) != 0) {
 		tf_err("runctl: worker binary %s is not executable", cfg->worker);
 		return TF_ESYS;
 	}
 	return TF_OK;
+}
+
+/* ---- run-end webhooks ----------------------------------------------------------- */
+
+/* A copy: the caller's config may not outlive every later reap. */
+static tf_config notify_cfg;
+static int notify_on;
+
+void tf_runctl_set_notify(const tf_config *cfg)
+{
+	notify_on = cfg != NULL;
+	if (cfg)
+		notify_cfg = *cfg;
+}
+
+struct hook_ctx {
+	const char *task_id;
+	int applies;
+};
+
+static int hook_txn(tf_txn *txn, void *vctx)
+{
+	struct hook_ctx *c = vctx;
+	json_object *feed = NULL;
+	const char *url, *secret;
+	tf_task *t;
+	int rc = tf_task_load(txn, c->task_id, &t);
+
+	if (rc)
+		return rc;
+	if (!tf_feed_load(txn, tf_task_feed_id(t), &feed)) {
+		tf_feed_webhook(feed, NULL, NULL, &url, &secret);
+		c->applies = url != NULL;
+	}
+	json_object_put(feed);
+	tf_task_free(t);
+	return TF_OK;
+}
+
+int tf_runctl_webhook_applies(const tf_config *cfg, tf_store *st, const char *task_id)
+{
+	struct hook_ctx c = {.task_id = task_id};
+
+	if (cfg->webhook_url[0])
+		return 1;
+	return !tf_store_view(st, hook_txn, &c) && c.applies;
+}
+
+int tf_runctl_notify(const tf_config *cfg, tf_store *st, const char *task_id)
+{
+	int rc;
+
+	if (!tf_runctl_webhook_applies(cfg, st, task_id))
+		return TF_OK;
+	if ((rc = spawn_detached(cfg->runner, "threatfeed-worker", "notify", task_id)))
+		tf_warn("runctl: could not start the webhook sender for %s", task_id);
+	return rc;
+}
+
+/* A run a reaper ended: its webhook, if the process asked for them. */
+static void reaped_notify(tf_store *st, const char *task_id)
+{
+	if (notify_on)
+		tf_runctl_notify(&notify_cfg, st, task_id);
 }
 
 /* ---- run records ------------------------------------------------------------ */
@@ -319,13 +395,16 @@ static int mark_rolling_back(tf_txn *txn, void *vctx)
 	return rc;
 }
 
-int tf_runctl_finish(tf_store *st, const char *task_id, tf_status final, int forced,
-                     const char *error)
+/* *ended = 1 when this call is the one that made the task terminal (two
+ * reapers racing: only one of them notifies). */
+static int finish(tf_store *st, const char *task_id, tf_status final, int forced,
+                  const char *error, int *ended)
 {
 	struct finish_ctx c = {.task_id = task_id, .final = final, .forced = forced, .error = error};
 	struct peek_ctx p = {.task_id = task_id};
 	int rc;
 
+	*ended = 0;
 	if ((rc = tf_store_view(st, peek_txn, &p)))
 		return rc;
 	if (tf_status_terminal(p.status))
@@ -346,11 +425,19 @@ int tf_runctl_finish(tf_store *st, const char *task_id, tf_status final, int for
 			continue;
 		if (rc)
 			return rc;
+		*ended = !c.already;
 		if (!c.already && c.final != TF_ST_CANCELLED)
 			rc = tf_store_undo_drop(st, task_id);
 		return rc;
 	}
 	return TF_ECONFLICT;
+}
+
+int tf_runctl_finish(tf_store *st, const char *task_id, tf_status final, int forced,
+                     const char *error)
+{
+	int ended;
+	return finish(st, task_id, final, forced, error, &ended);
 }
 
 /* ---- liveness ------------------------------------------------------------------ */
@@ -379,7 +466,7 @@ static int reap_peek(tf_txn *txn, void *vctx)
 int tf_runctl_reap(tf_store *st, const char *task_id, int *reaped)
 {
 	struct reap_ctx c = {.task_id = task_id};
-	int rc = tf_store_view(st, reap_peek, &c);
+	int ended, rc = tf_store_view(st, reap_peek, &c);
 
 	*reaped = 0;
 	if (rc || !tf_status_active(c.status))
@@ -390,17 +477,22 @@ int tf_runctl_reap(tf_store *st, const char *task_id, int *reaped)
 		if (c.status == TF_ST_QUEUED)
 			return TF_OK;
 		*reaped = 1;
-		return tf_runctl_finish(st, task_id,
-		                        c.status == TF_ST_CANCELLING ? TF_ST_CANCELLED : TF_ST_STOPPED,
-		                        0, NULL);
+		if (!(rc = finish(st, task_id,
+		                  c.status == TF_ST_CANCELLING ? TF_ST_CANCELLED : TF_ST_STOPPED, 0,
+		                  NULL, &ended)) &&
+		    ended)
+			reaped_notify(st, task_id);
+		return rc;
 	}
 	if (c.alive)
 		return TF_OK;
 	*reaped = 1;
 	tf_warn("runctl: run %s lost its processes; ending it", task_id);
-	if ((rc = tf_runctl_finish(st, task_id, TF_ST_FAILED, 1, "worker lost")))
+	if ((rc = finish(st, task_id, TF_ST_FAILED, 1, "worker lost", &ended)))
 		return rc;
-	return tf_runctl_release(st, task_id);
+	if (!(rc = tf_runctl_release(st, task_id)) && ended)
+		reaped_notify(st, task_id);
+	return rc;
 }
 
 static int release_txn(tf_txn *txn, void *vctx)

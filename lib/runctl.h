@@ -15,6 +15,22 @@
  * fds, reparented to init: never a zombie of the caller) and returns at once. */
 int tf_runctl_spawn(const tf_config *cfg, const char *task_id);
 
+/* Run-end webhooks (worker/webhook.h). Whether one applies to task_id's run:
+ * the global webhook_url, or its feed's options.webhook_url. */
+int tf_runctl_webhook_applies(const tf_config *cfg, tf_store *st, const char *task_id);
+/* Starts `threatfeed-worker notify TASK` fully detached, like tf_runctl_spawn,
+ * when a webhook applies, and returns at once: the caller (a request, a
+ * cancel) never waits on a receiver. Call it after the terminal state is
+ * committed. */
+int tf_runctl_notify(const tf_config *cfg, tf_store *st, const char *task_id);
+/* With a config set (copied; the handler and the CLI set theirs at start;
+ * NULL, the default, turns it off), tf_runctl_reap and tf_runctl_reap_all call
+ * tf_runctl_notify for every run they end: a run cancelled while queued, one
+ * whose processes were lost. A supervised run's webhook is sent by its
+ * supervisor instead (worker/supervisor.c), so each run is notified by
+ * exactly one process: the one that saw it end. */
+void tf_runctl_set_notify(const tf_config *cfg);
+
 /* A task was just queued: start it. On one host (cfg->run_by_agents 0) this
  * process spawns its supervisor and any older queued ones a slot allows; with
  * agents it only wakes them (the handler never forks a run there). */

@@ -1,5 +1,6 @@
 #include "util.h"
 #include "err.h"
+#include "limits.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -150,6 +152,24 @@ int tf_valid_uuid(const char *s)
 		if (dash ? s[i] != '-' : !(isdigit((unsigned char)s[i]) || (s[i] >= 'a' && s[i] <= 'f')))
 			return 0;
 	}
+	return 1;
+}
+
+int tf_valid_webhook_url(const char *s)
+{
+	size_t n = strlen(s), scheme;
+
+	if (!strncasecmp(s, "http://", 7))
+		scheme = 7;
+	else if (!strncasecmp(s, "https://", 8))
+		scheme = 8;
+	else
+		return 0;
+	if (n > TF_WEBHOOK_MAX_URL || n == scheme || s[scheme] == '/')
+		return 0;
+	for (; *s; s++)
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s == 0x7f)
+			return 0;
 	return 1;
 }
 

@@ -24,6 +24,9 @@ int tf_uuid_v4(char *buf, size_t len);
 /* Strict checks of identifiers before any lookup. */
 int tf_valid_uuid(const char *s);
 int tf_valid_feed_id(const char *s);   /* [a-z0-9][a-z0-9_-]{0,63}, not reserved */
+/* A webhook target: http:// or https://, a host, at most TF_WEBHOOK_MAX_URL
+ * bytes, no spaces or control characters (it goes into a curl call and logs). */
+int tf_valid_webhook_url(const char *s);
 
 /* FNV-1a 64-bit, for ETags. */
 uint64_t tf_hash64(const void *data, size_t len);

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libfcgi-dev libfcgi-bin libcurl4-openssl-dev
-            libjson-c-dev liblmdb-dev lmdb-utils libpq-dev python3 curl ca-certificates)
+            libjson-c-dev liblmdb-dev lmdb-utils libpq-dev libssl-dev python3 curl ca-certificates)
 run_pkgs=(lighttpd)
 test_pkgs=(libcmocka-dev lighttpd nginx-light apache2 libapache2-mod-fcgid spawn-fcgi
            chromium nodejs npm clang libclang-rt-14-dev postgresql prometheus)

@@ -196,13 +196,24 @@ static void start_next(struct sup *s)
 	tf_runctl_kick(s->cfg, s->st);
 }
 
+/* The run has ended and its slot is free (the next queued run already
+ * started): if a webhook applies, this process becomes the run's sender
+ * (worker/webhook.h), so neither a cancel nor the queue ever waits on a
+ * receiver. Returns only when there is nothing to send or exec failed. */
+static void become_sender(const tf_config *cfg, const char *task_id, const sigset_t *old)
+{
+	sigprocmask(SIG_SETMASK, old, NULL);
+	execl(cfg->runner, "threatfeed-worker", "notify", task_id, (char *)NULL);
+	tf_warn("supervise %s: cannot start the webhook sender %s", task_id, cfg->runner);
+}
+
 int tf_supervise_main(const tf_config *cfg, const char *task_id)
 {
 	struct sup s = {.cfg = cfg, .task_id = task_id, .grace_s = cfg->grace_period_s,
 	                .note_fd = -1};
 	sigset_t set, old;
 	char err[256], chan[TF_UUID_LEN + 3];
-	int claimed = 0, reaped, status = 0, rc;
+	int claimed = 0, reaped, status = 0, rc, hook;
 
 	if (!tf_valid_uuid(task_id))
 		return 2;
@@ -236,7 +247,11 @@ int tf_supervise_main(const tf_config *cfg, const char *task_id)
 	}
 	if ((s.worker = start_worker(cfg, task_id, &old)) < 0) {
 		tf_runctl_finish(s.st, task_id, TF_ST_FAILED, 0, "could not start the worker process");
+		tf_runctl_release(s.st, task_id);
+		hook = tf_runctl_webhook_applies(cfg, s.st, task_id);
 		tf_store_close(s.st);
+		if (hook)
+			become_sender(cfg, task_id, &old);
 		return 1;
 	}
 	tf_runctl_set_worker(s.st, task_id, s.worker);
@@ -245,6 +260,9 @@ int tf_supervise_main(const tf_config *cfg, const char *task_id)
 		rc = settle(&s, status);
 	tf_runctl_release(s.st, task_id);   /* the worker has exited: the slot is free */
 	start_next(&s);
-	tf_store_close(s.st);
+	hook = !rc && tf_runctl_webhook_applies(cfg, s.st, task_id);
+	tf_store_close(s.st); /* before exec: no store handle crosses it */
+	if (hook)
+		become_sender(cfg, task_id, &old);
 	return rc ? 1 : 0;
 }

@@ -11,6 +11,7 @@
 #include "run.h"
 #include "store.h"
 #include "util.h"
+#include "webhook.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -75,13 +76,21 @@ int main(int argc, char **argv)
 	char err[256];
 	int rc;
 
-	if (argc != 3 || (strcmp(argv[1], "work") && strcmp(argv[1], "test-connection"))) {
-		fprintf(stderr, "usage: threatfeed-worker work TASK | test-connection FEED\n"
+	int detached;
+
+	if (argc != 3 || (strcmp(argv[1], "work") && strcmp(argv[1], "test-connection") &&
+	                  strcmp(argv[1], "notify"))) {
+		fprintf(stderr, "usage: threatfeed-worker work TASK | notify TASK | test-connection FEED\n"
 		                "(started by `threatfeed`; see threatfeed --help)\n");
 		return 2;
 	}
-	tf_log_init(strcmp(argv[1], "work") ? "threatfeed" : "threatfeed-work",
-	            strcmp(argv[1], "work") || getenv("THREATFEED_RUN_LOG") != NULL);
+	/* A run's processes (work, and notify after it) log to syslog unless the
+	 * run log is set; test-connection answers on the terminal. */
+	detached = !strcmp(argv[1], "work") || !strcmp(argv[1], "notify");
+	tf_log_init(!strcmp(argv[1], "work")     ? "threatfeed-work"
+	            : !strcmp(argv[1], "notify") ? "threatfeed-webhook"
+	                                         : "threatfeed",
+	            !detached || getenv("THREATFEED_RUN_LOG") != NULL);
 	if (tf_config_load(&cfg, argv[0], err, sizeof err)) {
 		fprintf(stderr, "threatfeed: %s\n", err);
 		return 1;
@@ -89,7 +98,10 @@ int main(int argc, char **argv)
 	if (cfg.log_debug)
 		tf_log_set_level(TF_LOG_DEBUG);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	rc = strcmp(argv[1], "work") ? test_connection(&cfg, argv[2]) : tf_work_main(&cfg, argv[2]);
+	if (!strcmp(argv[1], "notify"))
+		rc = tf_webhook_notify_main(&cfg, argv[2]);
+	else
+		rc = strcmp(argv[1], "work") ? test_connection(&cfg, argv[2]) : tf_work_main(&cfg, argv[2]);
 	curl_global_cleanup();
 	return rc;
 }

@@ -3,8 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "audit.h"
 #include "auth.h"
 #include "err.h"
+#include "json.h"
 #include "log.h"
 #include "router.h"
 
@@ -53,7 +55,8 @@ int tf_app_store(tf_app *app, tf_resp *resp)
 /* The pipeline. Every step either passes or leaves an error in resp; the
  * order is chosen so that nothing about the API is revealed before
  * authentication, and no body is read for a request that is refused. */
-static void pipeline(tf_app *app, tf_req *req, tf_resp *resp, tf_read_fn rd, void *rctx)
+static void pipeline(tf_app *app, tf_req *req, tf_resp *resp, tf_read_fn rd, void *rctx,
+                     const tf_route **matched)
 {
 	const tf_route *rt;
 
@@ -62,7 +65,8 @@ static void pipeline(tf_app *app, tf_req *req, tf_resp *resp, tf_read_fn rd, voi
 		return;
 	}
 	if (tf_req_parse(req, resp) || tf_auth_check(&app->cfg, req, resp) ||
-	    !(rt = tf_router_match(req, resp)) || tf_auth_csrf(req, resp) ||
+	    !(rt = tf_router_match(req, resp)) || (*matched = rt, 0) ||
+	    tf_auth_role_check(req, rt->role, resp) || tf_auth_csrf(req, resp) ||
 	    tf_router_check_query(rt, req, resp))
 		return;
 	resp->head_only = req->method == TF_M_HEAD;
@@ -96,9 +100,92 @@ static void log_request(const tf_req *req, const tf_resp *resp)
 		tf_debug("%s %s: %d", req->method_name, path[0] ? path : "-", resp->status);
 }
 
+/* A string member of obj, or NULL. */
+static const char *member(json_object *obj, const char *key)
+{
+	json_object *v;
+	return json_object_object_get_ex(obj, key, &v) && json_object_is_type(v, json_type_string)
+	           ? json_object_get_string(v)
+	           : NULL;
+}
+
+/* The cancel mode asked for, from the parsed body; only the two known
+ * names are ever copied (a body is the client's, so could hold anything). */
+static const char *cancel_mode(const tf_req *req)
+{
+	const char *m = req->json ? member(req->json, "mode") : NULL;
+	if (!m)
+		return req->json ? "stop_now" : NULL;
+	return !strcmp(m, "stop_now") || !strcmp(m, "cancel_job") ? m : "invalid";
+}
+
+/* Is this request one the audit records (README "Audit")? Failed
+ * authentication, a role refusal, and every write route but the read-only
+ * bulk lookup (the only POST open to viewers). */
+static int audited(const tf_req *req, const tf_resp *resp, const tf_route *rt, const char *code)
+{
+	if (resp->status == 401)
+		return 1;
+	if (!rt)
+		return 0;
+	if (resp->status == 403 && code && !strcmp(code, "forbidden_role"))
+		return 1;
+	return (req->method & TF_M_WRITE) && rt->role > TF_ROLE_VIEWER;
+}
+
+/* Right after the write it records, in its own small transaction: the
+ * writes' transactions live in lib/ and know nothing of who asked. */
+static void audit(tf_app *app, const tf_req *req, const tf_resp *resp, const tf_route *rt)
+{
+	json_object *body = NULL;
+	const char *user = tf_req_env(req, "REMOTE_USER"), *code = NULL, *task = req->task_id;
+	const char *feed = req->feed_id;
+	tf_audit_entry e = {0};
+	tf_resp scratch;
+	int rc;
+
+	if (app->cfg_rc || (resp->status != 401 && !rt))
+		return;
+	if (resp->body && resp->len && !resp->streamed &&
+	    tf_json_parse(resp->body, resp->len, TF_MAX_FEED_JSON_DEPTH, &body, NULL, 0))
+		body = NULL;
+	if (body)
+		code = member(body, "code");
+	if (!audited(req, resp, rt, code)) {
+		json_object_put(body);
+		return;
+	}
+	if (body) {
+		if (!task)
+			task = member(body, "task_id");
+		if (!feed && rt && rt->handler == tf_h_feed_create && resp->status == 201)
+			feed = member(body, "id");
+	}
+	e.via = "api";
+	/* Before authentication passed, requested_by is empty and the role none. */
+	e.who = req->requested_by[0] ? req->requested_by : user && *user ? user : "anonymous";
+	e.role = tf_role_name(req->requested_by[0] ? req->role : TF_ROLE_NONE);
+	e.address = tf_req_env(req, "REMOTE_ADDR");
+	e.action = resp->status == 401 ? "auth" : rt->name;
+	e.method = req->method_name;
+	e.feed_id = feed;
+	e.task_id = task;
+	e.mode = rt && (rt->handler == tf_h_task_cancel || rt->handler == tf_h_feed_cancel)
+	             ? cancel_mode(req)
+	             : NULL;
+	e.status = resp->status;
+	e.outcome = resp->status < 400 ? "ok" : code ? code : "error";
+	tf_resp_init(&scratch);
+	if (!tf_app_store(app, &scratch) && (rc = tf_audit_append(app->st, &e)))
+		tf_warn("audit: %s", tf_strerror(rc));
+	tf_resp_free(&scratch);
+	json_object_put(body);
+}
+
 void tf_app_handle(tf_app *app, char **envp, tf_read_fn rd, void *rctx, tf_write_fn wr,
                    void *wctx)
 {
+	const tf_route *rt = NULL;
 	tf_req req;
 	tf_resp resp;
 
@@ -106,7 +193,7 @@ void tf_app_handle(tf_app *app, char **envp, tf_read_fn rd, void *rctx, tf_write
 	tf_resp_init(&resp);
 	resp.wr = wr;
 	resp.wctx = wctx;
-	pipeline(app, &req, &resp, rd, rctx);
+	pipeline(app, &req, &resp, rd, rctx, &rt);
 	if (!resp.status)   /* a handler that forgot to answer is a bug: say so */
 		tf_resp_fail(&resp, TF_ESYS, NULL);
 	log_request(&req, &resp);
@@ -116,6 +203,7 @@ void tf_app_handle(tf_app *app, char **envp, tf_read_fn rd, void *rctx, tf_write
 		tf_app_close(app);
 	if (!resp.streamed)
 		tf_resp_emit(&resp, req.method == TF_M_HEAD, wr, wctx);
+	audit(app, &req, &resp, rt);
 	tf_resp_free(&resp);
 	tf_req_free(&req);
 }

@@ -9,6 +9,7 @@
 #include "json.h"
 #include "log.h"
 #include "router.h"
+#include "util.h"
 
 void tf_app_init(tf_app *app, const char *argv0)
 {
@@ -158,9 +159,12 @@ static void audit(tf_app *app, const tf_req *req, const tf_resp *resp, const tf_
 	if (body) {
 		if (!task)
 			task = member(body, "task_id");
-		if (!feed && rt && rt->handler == tf_h_feed_create && resp->status == 201)
-			feed = member(body, "id");
 	}
+	/* The id a create asked for, refused or not; only a valid one (the body
+	 * is the client's and may hold anything). */
+	if (!feed && rt && rt->handler == tf_h_feed_create && req->json &&
+	    (feed = member(req->json, "id")) && !tf_valid_feed_id(feed))
+		feed = NULL;
 	e.via = "api";
 	/* Before authentication passed, requested_by is empty and the role none. */
 	e.who = req->requested_by[0] ? req->requested_by : user && *user ? user : "anonymous";

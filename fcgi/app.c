@@ -180,8 +180,17 @@ static void audit(tf_app *app, const tf_req *req, const tf_resp *resp, const tf_
 	e.status = resp->status;
 	e.outcome = resp->status < 400 ? "ok" : code ? code : "error";
 	tf_resp_init(&scratch);
-	if (!tf_app_store(app, &scratch) && (rc = tf_audit_append(app->st, &e)))
-		tf_warn("audit: %s", tf_strerror(rc));
+	/* Lazy commit: a synchronous one would double the disk waits of a
+	 * cancel (measured: +6 ms on LMDB). The entry is lost only if the
+	 * machine (not the process) dies before the next synchronous commit of
+	 * any writer flushes it (README "Audit"). */
+	if (!tf_app_store(app, &scratch)) {
+		tf_store_set_lazy(app->st, 1);
+		if ((rc = tf_audit_append(app->st, &e)))
+			tf_warn("audit: %s", tf_strerror(rc));
+		if (tf_store_set_lazy(app->st, 0))
+			tf_app_close(app);   /* never keep a handle that might not sync */
+	}
 	tf_resp_free(&scratch);
 	json_object_put(body);
 }

@@ -121,17 +121,23 @@ static const char *cancel_mode(const tf_req *req)
 }
 
 /* Is this request one the audit records (README "Audit")? Failed
- * authentication, a role refusal, and every write route but the read-only
- * bulk lookup (the only POST open to viewers). */
-static int audited(const tf_req *req, const tf_resp *resp, const tf_route *rt, const char *code)
+ * authentication, every write route but the read-only bulk lookup (the only
+ * POST open to viewers), and a read refused for its role — decided without
+ * parsing any answer but a 403's (reads are most requests). */
+static int audited(const tf_req *req, const tf_resp *resp, const tf_route *rt, json_object **body)
 {
+	const char *code;
+
 	if (resp->status == 401)
 		return 1;
 	if (!rt)
 		return 0;
-	if (resp->status == 403 && code && !strcmp(code, "forbidden_role"))
+	if ((req->method & TF_M_WRITE) && rt->role > TF_ROLE_VIEWER)
 		return 1;
-	return (req->method & TF_M_WRITE) && rt->role > TF_ROLE_VIEWER;
+	if (resp->status != 403 || !*body)
+		return 0;
+	code = member(*body, "code");
+	return code && !strcmp(code, "forbidden_role");
 }
 
 /* Right after the write it records, in its own small transaction: the
@@ -147,16 +153,18 @@ static void audit(tf_app *app, const tf_req *req, const tf_resp *resp, const tf_
 
 	if (app->cfg_rc || (resp->status != 401 && !rt))
 		return;
-	if (resp->body && resp->len && !resp->streamed &&
+	/* Only small answers are parsed: an error, a task, a feed. */
+	if ((resp->status == 401 || resp->status == 403 ||
+	     ((req->method & TF_M_WRITE) && rt->role > TF_ROLE_VIEWER)) &&
+	    resp->body && resp->len && !resp->streamed &&
 	    tf_json_parse(resp->body, resp->len, TF_MAX_FEED_JSON_DEPTH, &body, NULL, 0))
 		body = NULL;
-	if (body)
-		code = member(body, "code");
-	if (!audited(req, resp, rt, code)) {
+	if (!audited(req, resp, rt, &body)) {
 		json_object_put(body);
 		return;
 	}
 	if (body) {
+		code = member(body, "code");
 		if (!task)
 			task = member(body, "task_id");
 	}

@@ -159,8 +159,9 @@ int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp)
 	}
 	resp->www_authenticate = 1;
 	return tf_resp_error(resp, 401, "unauthorized",
-	                     cfg->api_token[0] || cfg->ntokens ? "a valid 'Authorization: Bearer' token is required"
-	                                       : "authentication required");
+	                     cfg->api_token[0] || cfg->ntokens
+	                         ? "a valid 'Authorization: Bearer' token is required"
+	                         : "authentication required");
 }
 
 typedef struct hostport {

@@ -167,6 +167,8 @@ static void audit(tf_app *app, const tf_req *req, const tf_resp *resp, const tf_
 		code = member(body, "code");
 		if (!task)
 			task = member(body, "task_id");
+		if (!feed)   /* a cancel by task id answers the task, which names it */
+			feed = member(body, "feed_id");
 	}
 	/* The id a create asked for, refused or not; only a valid one (the body
 	 * is the client's and may hold anything). */

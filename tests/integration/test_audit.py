@@ -13,6 +13,7 @@ import pwd
 import tempfile
 import unittest
 
+from stack import COLLECTION
 from test_api import ApiCase, TokenStack, bin_dir
 
 API_TOKEN = "adm1n-t0ken-for-audit"
@@ -269,7 +270,12 @@ class Roles(ApiCase):
         self.expect(400, "GET", "/api/audit/?limit=0", code="invalid_parameter")
 
     def test_cli_is_named_and_audited(self):
-        task_id = self.active_run("c-feed")
+        r = self.cli("feed", "add", "--id", "c-feed", "--name", "CLI feed", "--type", "taxii21",
+                     "--url", self.stack.upstream_url, "--collection", COLLECTION)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.cli("consume", "c-feed")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        task_id = json.loads(r.stdout)["task_id"]
         r = self.cli("cancel", task_id, "--mode", "cancel_job")
         self.assertEqual(r.returncode, 0, r.stderr)
         who = "cli:" + pwd.getpwuid(os.geteuid()).pw_name
@@ -278,6 +284,10 @@ class Roles(ApiCase):
         e = self.find(action="task_cancel", task_id=task_id)
         self.assertEqual([(x["who"], x["via"], x["mode"], x["outcome"], x["address"]) for x in e],
                          [(who, "cli", "cancel_job", "ok", "local")])
+        made = self.find(feed_id="c-feed", via="cli")
+        self.assertEqual([(x["action"], x["status"], x["task_id"]) for x in made],
+                         [("task_cancel", 202, task_id), ("feed_consume", 202, task_id),
+                          ("feed_create", 201, None)])
 
     def cli(self, *args):
         return self.stack.cli(*args)

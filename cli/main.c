@@ -2,6 +2,7 @@
  * entry points of a run's two processes (`supervise`, `work`).
  * Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict. */
 #include "agent.h"
+#include "audit.h"
 #include "config.h"
 #include "err.h"
 #include "feed.h"
@@ -17,6 +18,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,62 @@ static int exit_for(int rc)
 	case TF_EINVAL: return EXIT_USAGE;
 	default: return 1;
 	}
+}
+
+/* "cli:USER": who the audit and cancel.requested_by name for the CLI (the
+ * effective user: the one the store's permissions let in). */
+static void cli_who(char *buf, size_t len)
+{
+	struct passwd *pw = getpwuid(geteuid());
+
+	if (pw && pw->pw_name && *pw->pw_name)
+		snprintf(buf, len, "cli:%.100s", pw->pw_name);
+	else
+		snprintf(buf, len, "cli:uid%u", (unsigned)geteuid());
+}
+
+/* The CLI's writes are audited like the API's (README "Audit"), with the
+ * HTTP status the API would have answered. Best effort: a store that took
+ * the write but not its audit entry is said on stderr, not undone. */
+static void cli_audit(struct ctx *c, const char *action, const char *feed, const char *task,
+                      const char *mode, int ok_status, int rc)
+{
+	char who[128];
+	tf_audit_entry e = {.via = "cli", .role = "admin", .address = "local", .action = action,
+	                    .feed_id = feed, .task_id = task, .mode = mode};
+	int arc;
+
+	if (!c->st)
+		return;
+	cli_who(who, sizeof who);
+	e.who = who;
+	switch (rc) {
+	case TF_OK: e.status = ok_status, e.outcome = "ok"; break;
+	case TF_ENOTFOUND: e.status = 404, e.outcome = "not_found"; break;
+	case TF_ECONFLICT: case TF_EEXIST: e.status = 409, e.outcome = "conflict"; break;
+	case TF_EINVAL: e.status = 400, e.outcome = "invalid"; break;
+	default: e.status = 500, e.outcome = "error"; break;
+	}
+	if ((arc = tf_audit_append(c->st, &e)))
+		fprintf(stderr, "threatfeed: audit: %s\n", tf_strerror(arc));
+}
+
+static json_object *parse_or_null(const char *json, size_t len)
+{
+	json_object *o = NULL;
+	return tf_json_parse(json, len, TF_MAX_FEED_JSON_DEPTH, &o, NULL, 0) ? NULL : o;
+}
+
+/* o's member key when it is a valid feed id (what the audit names), else NULL. */
+static const char *valid_id_of(json_object *o, const char *key)
+{
+	json_object *v = NULL;
+	const char *s;
+
+	if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	s = json_object_get_string(v);
+	return tf_valid_feed_id(s) ? s : NULL;
 }
 
 /* One line on stderr, one exit code: every command fails through here. */
@@ -190,8 +248,15 @@ static int feed_add(struct ctx *c, int argc, char **argv)
 
 	if ((rc = feed_body_from_opts(argc, argv, &body)))
 		return exit_for(rc);
-	if ((rc = open_store(c)) == TF_OK)
+	if ((rc = open_store(c)) == TF_OK) {
+		json_object *made;
 		rc = tf_feed_create(c->st, body, &json, &len, err, sizeof err);
+		/* The id: the created feed's (it may have been generated), else
+		 * the one asked for. */
+		made = rc ? NULL : parse_or_null(json, len);
+		cli_audit(c, "feed_create", valid_id_of(made ? made : body, "id"), NULL, NULL, 201, rc);
+		json_object_put(made);
+	}
 	json_object_put(body);
 	if (rc)
 		return err[0] ? (fprintf(stderr, "threatfeed: feed add: %s\n", err), exit_for(rc))
@@ -233,7 +298,11 @@ static int feed_rm(struct ctx *c, int argc, char **argv)
 	int rc;
 	if (argc != 2 || !tf_valid_feed_id(argv[1]))
 		return fprintf(stderr, "usage: threatfeed feed rm FEED\n"), EXIT_USAGE;
-	if ((rc = open_store(c)) || (rc = tf_feed_delete(c->st, argv[1])))
+	if (!(rc = open_store(c))) {
+		rc = tf_feed_delete(c->st, argv[1]);
+		cli_audit(c, "feed_delete", argv[1], NULL, NULL, 204, rc);
+	}
+	if (rc)
 		return rc == TF_ECONFLICT ? (fprintf(stderr, "threatfeed: %s: a run is active\n", argv[1]),
 		                             EXIT_CONFLICT)
 		                          : fail(rc, argv[1]);
@@ -272,12 +341,16 @@ static int cmd_consume(struct ctx *c, int argc, char **argv)
 		return exit_for(rc);
 	tf_runctl_reap_all(c->st, &reaped);
 	rc = tf_task_create(c->st, argv[1], id, active);
+	if (rc)
+		cli_audit(c, "feed_consume", argv[1], rc == TF_ECONFLICT ? active : NULL, NULL, 202, rc);
 	if (rc == TF_ECONFLICT)
 		return fprintf(stderr, "threatfeed: %s: run %s is active\n", argv[1], active),
 		       EXIT_CONFLICT;
 	if (rc)
 		return fail(rc, argv[1]);
-	if ((rc = tf_runctl_start(&c->cfg, c->st, id))) {
+	rc = tf_runctl_start(&c->cfg, c->st, id);
+	cli_audit(c, "feed_consume", argv[1], id, NULL, 202, rc);
+	if (rc) {
 		tf_runctl_finish(c->st, id, TF_ST_FAILED, 0, "could not start the run");
 		return fail(rc, "spawn");
 	}
@@ -305,7 +378,8 @@ static int cmd_cancel(struct ctx *c, int argc, char **argv)
 	static const struct option opts[] = {{"mode", required_argument, NULL, 'm'},
 	                                     {"help", no_argument, NULL, 'h'}, {0}};
 	tf_cancel_mode mode = TF_CANCEL_STOP_NOW;
-	char *json;
+	char *json, who[128];
+	json_object *task;
 	size_t len;
 	int ch, rc;
 
@@ -319,7 +393,12 @@ static int cmd_cancel(struct ctx *c, int argc, char **argv)
 		       EXIT_USAGE;
 	if ((rc = open_store(c)))
 		return exit_for(rc);
-	rc = tf_task_cancel(c->st, argv[optind], mode, "cli", &json, &len);
+	cli_who(who, sizeof who);
+	rc = tf_task_cancel(c->st, argv[optind], mode, who, &json, &len);
+	task = rc ? NULL : parse_or_null(json, len);
+	cli_audit(c, "task_cancel", valid_id_of(task, "feed_id"), argv[optind],
+	          mode == TF_CANCEL_JOB ? "cancel_job" : "stop_now", 202, rc);
+	json_object_put(task);
 	if (rc == TF_ECONFLICT)
 		return fprintf(stderr, "threatfeed: %s: already finished\n", argv[optind]), EXIT_CONFLICT;
 	if (rc)

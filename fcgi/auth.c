@@ -5,9 +5,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sha256.h"
+
 const char *tf_auth_mode(const tf_config *cfg)
 {
-	if (cfg->api_token[0])
+	if (cfg->api_token[0] || cfg->ntokens)
 		return "token";
 	return cfg->trust_remote_user ? "remote_user" : "none";
 }
@@ -42,9 +44,48 @@ static const char *bearer_token(const char *h, size_t *len)
 	return *len ? h : NULL;
 }
 
+int tf_auth_digest_equal(const unsigned char *digest, const char *given, size_t given_len)
+{
+	unsigned char d[TF_SHA256_LEN];
+	unsigned char diff = 0;
+
+	tf_sha256(given, given_len, d);
+	for (size_t i = 0; i < TF_SHA256_LEN; i++)
+		diff |= d[i] ^ digest[i];
+	return diff == 0 && given_len > 0;
+}
+
+const tf_token *tf_auth_named_token(const tf_config *cfg, const char *given, size_t given_len)
+{
+	const tf_token *found = NULL;
+
+	/* Every token is compared, whichever matches: the time says nothing
+	 * about which one (or whether one) was right. */
+	for (int i = 0; i < cfg->ntokens; i++) {
+		const tf_token *t = &cfg->tokens[i];
+		int ok = t->hashed ? tf_auth_digest_equal(t->digest, given, given_len)
+		                   : tf_auth_ct_equal(t->secret, given, given_len);
+		if (ok && !found)
+			found = t;
+	}
+	return found;
+}
+
+int tf_auth_user_role(const tf_config *cfg, const char *user)
+{
+	for (int i = 0; i < cfg->nrole_users; i++)
+		if (!strcmp(cfg->role_users[i].name, user))
+			return cfg->role_users[i].role;
+	return cfg->remote_user_role;
+}
+
 static void set_who(tf_req *req, const char *auth, const char *remote_user)
 {
 	req->auth = auth;
+	/* api_token is the one token of before roles: it can do everything. */
+	req->role = !strcmp(auth, "export_token") || !strcmp(auth, "metrics_token")
+	                ? TF_ROLE_VIEWER   /* their routes are all they reach */
+	                : TF_ROLE_ADMIN;
 	if (remote_user && *remote_user)
 		snprintf(req->requested_by, sizeof req->requested_by, "%s", remote_user);
 	else
@@ -86,6 +127,7 @@ int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp)
 	const char *user = tf_req_env(req, "REMOTE_USER");
 	size_t len = 0;
 	const char *tok = bearer_token(tf_req_env(req, "HTTP_AUTHORIZATION"), &len);
+	const tf_token *named;
 
 	if (export_token_ok(cfg, req)) {
 		set_who(req, "export_token", user);
@@ -95,6 +137,12 @@ int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp)
 		set_who(req, "token", user);
 		return 0;
 	}
+	if (tok && (named = tf_auth_named_token(cfg, tok, len))) {
+		set_who(req, "token", NULL);
+		snprintf(req->requested_by, sizeof req->requested_by, "%s", named->name);
+		req->role = named->role;
+		return 0;
+	}
 	if (cfg->metrics_token[0] && tok && metrics_request(req) &&
 	    tf_auth_ct_equal(cfg->metrics_token, tok, len)) {
 		set_who(req, "metrics_token", user);
@@ -102,16 +150,18 @@ int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp)
 	}
 	if (cfg->trust_remote_user && user && *user) {
 		set_who(req, "remote_user", user);
+		req->role = tf_auth_user_role(cfg, user);
 		return 0;
 	}
-	if (!cfg->api_token[0] && !cfg->trust_remote_user) {
+	if (!cfg->api_token[0] && !cfg->ntokens && !cfg->trust_remote_user) {
 		set_who(req, "none", user);
 		return 0;
 	}
 	resp->www_authenticate = 1;
 	return tf_resp_error(resp, 401, "unauthorized",
-	                     cfg->api_token[0] ? "a valid 'Authorization: Bearer' token is required"
-	                                       : "authentication required");
+	                     cfg->api_token[0] || cfg->ntokens
+	                         ? "a valid 'Authorization: Bearer' token is required"
+	                         : "authentication required");
 }
 
 typedef struct hostport {
@@ -191,4 +241,13 @@ int tf_auth_csrf(const tf_req *req, tf_resp *resp)
 	if (origin && !tf_auth_origin_matches(origin, tf_req_env(req, "HTTP_HOST")))
 		return tf_resp_error(resp, 403, "csrf", "Origin does not match Host: write refused");
 	return 0;
+}
+
+int tf_auth_role_check(const tf_req *req, int need, tf_resp *resp)
+{
+	if (req->role >= need)
+		return 0;
+	return tf_resp_error(resp, 403, "forbidden_role",
+	                     "role %s may not do this: it needs the %s role", tf_role_name(req->role),
+	                     tf_role_name(need));
 }

@@ -22,8 +22,9 @@ const char *tf_auth_mode(const tf_config *cfg);
  *   credential that reads counters and nothing else).
  * On the export routes, the export token (config export_token), as a Bearer
  * token or ?token=, also passes (auth "export_token").
- * Sets req->auth and req->requested_by (REMOTE_USER, else "api-token" for a
- * token, else "anonymous"). 0, or -1 with a 401 + WWW-Authenticate in resp. */
+ * Named tokens (config token.NAME) pass as Bearer tokens too.
+ * Sets req->auth, req->role and req->requested_by (a named token's name;
+ * else REMOTE_USER, else "api-token" for api_token, else "anonymous"). 0, or -1 with a 401 + WWW-Authenticate in resp. */
 int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp);
 
 /* CSRF defence for writes: Sec-Fetch-Site: cross-site is refused, and an
@@ -36,6 +37,20 @@ int tf_auth_csrf(const tf_req *req, tf_resp *resp);
  * header? Scheme-less (a TLS-terminating proxy changes it), case-insensitive
  * host, default ports (80 for http, 443 for https) optional on either side. */
 int tf_auth_origin_matches(const char *origin, const char *host);
+
+/* Roles (README "Roles"): api_token and no auth at all are admin (as before
+ * roles: everything); a named token has its configured role; a REMOTE_USER
+ * has its remote_user.NAME role, else remote_user_role (default admin); the
+ * metrics and export tokens are viewers of their own routes. The named token
+ * given (every one compared, in constant time each), or NULL. */
+const tf_token *tf_auth_named_token(const tf_config *cfg, const char *given, size_t given_len);
+/* The role of web-server user user. */
+int tf_auth_user_role(const tf_config *cfg, const char *user);
+/* 0 when req's role is at least need, else -1 with a 403 "forbidden_role"
+ * naming both roles in resp. */
+int tf_auth_role_check(const tf_req *req, int need, tf_resp *resp);
+/* Does SHA-256(given) equal digest? Time independent of the input's bytes. */
+int tf_auth_digest_equal(const unsigned char *digest, const char *given, size_t given_len);
 
 /* Compares secret (the configured value) with given in time that depends on
  * the secret's length only. */

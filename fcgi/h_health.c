@@ -16,7 +16,6 @@ int tf_h_health(tf_app *app, tf_req *req, tf_resp *resp)
 	size_t len;
 	int active = 0, queued = 0, rc;
 
-	(void)req;
 	if (tf_app_store(app, resp))
 		return -1;   /* 503 store_unavailable, already written */
 	if ((rc = tf_runctl_counts(app->st, &active, &queued)))
@@ -28,6 +27,10 @@ int tf_h_health(tf_app *app, tf_req *req, tf_resp *resp)
 	json_object_object_add(o, "active_workers", json_object_new_int(active));
 	json_object_object_add(o, "queued", json_object_new_int(queued));
 	json_object_object_add(o, "auth", json_object_new_string(tf_auth_mode(&app->cfg)));
+	/* The caller's own name and role (README "Roles"): what the dashboard
+	 * offers (the audit view is for admins). */
+	json_object_object_add(o, "role", json_object_new_string(tf_role_name(req->role)));
+	json_object_object_add(o, "who", json_object_new_string(req->requested_by));
 	json_object_object_add(o, "version", json_object_new_string(TF_VERSION));
 	text = tf_json_text(o, &len);
 	rc = text ? tf_resp_json_copy(resp, 200, text, len) : tf_resp_fail(resp, TF_ENOMEM, NULL);

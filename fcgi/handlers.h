@@ -30,6 +30,9 @@ int tf_h_indicators_lookup(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_feed_export(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_export(tf_app *app, tf_req *req, tf_resp *resp);
 
+/* h_audit.c: the audit trail, newest first (admins). */
+int tf_h_audit(tf_app *app, tf_req *req, tf_resp *resp);
+
 int tf_h_task_status(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_task_cancel(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_task_list(tf_app *app, tf_req *req, tf_resp *resp);

@@ -58,7 +58,8 @@ typedef struct tf_req {
 	const char *feed_id, *task_id;
 	/* Set by the auth check (auth.c). */
 	const char *auth;           /* "none", "token" or "remote_user" */
-	char requested_by[128];
+	char requested_by[128];     /* who: token name, remote user, "api-token" */
+	int role;                   /* tf_role of the caller */
 } tf_req;
 
 void tf_req_init(tf_req *r, char **envp);

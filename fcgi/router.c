@@ -9,43 +9,57 @@
 #include "util.h"
 
 
-/* Order matters only between literal and parameter segments at the same
+/* Roles (last field): reading is for viewers; starting, stopping and testing
+ * runs for operators; feeds, history and the audit for admins (README
+ * "Roles"). The check is the pipeline's (app.c), never a handler's.
+ *
+ * Order matters only between literal and parameter segments at the same
  * place; the reserved feed ids ("tasks", "task-status", "cancel-task") can
  * never match {feed}, so the task routes cannot be shadowed either way. */
 static const tf_route routes[] = {
-	{TF_M_GET, "/api/health", tf_h_health, "health", {{0}}, 0, 0},
-	{TF_M_GET, "/api/metrics", tf_h_metrics, "metrics", {{0}}, 0, 0},
-	{TF_M_GET, "/api/threat-feeds", tf_h_feed_list, "feed_list", {{0}}, 0, 0},
-	{TF_M_POST, "/api/threat-feeds", tf_h_feed_create, "feed_create", {{0}}, 0, 0},
+	{TF_M_GET, "/api/health", tf_h_health, "health", {{0}}, 0, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/api/metrics", tf_h_metrics, "metrics", {{0}}, 0, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/api/threat-feeds", tf_h_feed_list, "feed_list", {{0}}, 0, 0, TF_ROLE_VIEWER},
+	{TF_M_POST, "/api/threat-feeds", tf_h_feed_create, "feed_create",
+	 {{0}}, 0, 0, TF_ROLE_ADMIN},
 	{TF_M_GET, "/api/threat-feeds/tasks", tf_h_task_list, "task_list",
-	 {{"active", TF_Q_BOOL}, {"feed_id", TF_Q_FEED}, {"limit", TF_Q_LIMIT}}, 0, 0},
+	 {{"active", TF_Q_BOOL}, {"feed_id", TF_Q_FEED}, {"limit", TF_Q_LIMIT}}, 0, 0, TF_ROLE_VIEWER},
 	{TF_M_DELETE, "/api/threat-feeds/tasks", tf_h_task_purge, "task_purge",
-	 {{"finished_before", TF_Q_TIME}}, 0, 0},
-	{TF_M_GET, "/api/threat-feeds/task-status/{task}", tf_h_task_status, "task_status", {{0}}, 0, 0},
-	{TF_M_POST, "/api/threat-feeds/cancel-task/{task}", tf_h_task_cancel, "task_cancel", {{0}}, 0, 0},
-	{TF_M_GET, "/api/threat-feeds/{feed}", tf_h_feed_read, "feed_read", {{0}}, 0, 0},
-	{TF_M_PATCH, "/api/threat-feeds/{feed}", tf_h_feed_patch, "feed_patch", {{0}}, 0, 0},
-	{TF_M_DELETE, "/api/threat-feeds/{feed}", tf_h_feed_delete, "feed_delete", {{0}}, 0, 0},
-	{TF_M_POST, "/api/threat-feeds/{feed}/consume", tf_h_feed_consume, "feed_consume", {{0}}, 0, 0},
+	 {{"finished_before", TF_Q_TIME}}, 0, 0, TF_ROLE_ADMIN},
+	{TF_M_GET, "/api/threat-feeds/task-status/{task}", tf_h_task_status, "task_status",
+	 {{0}}, 0, 0, TF_ROLE_VIEWER},
+	{TF_M_POST, "/api/threat-feeds/cancel-task/{task}", tf_h_task_cancel, "task_cancel",
+	 {{0}}, 0, 0, TF_ROLE_OPERATOR},
+	{TF_M_GET, "/api/threat-feeds/{feed}", tf_h_feed_read, "feed_read",
+	 {{0}}, 0, 0, TF_ROLE_VIEWER},
+	{TF_M_PATCH, "/api/threat-feeds/{feed}", tf_h_feed_patch, "feed_patch",
+	 {{0}}, 0, 0, TF_ROLE_ADMIN},
+	{TF_M_DELETE, "/api/threat-feeds/{feed}", tf_h_feed_delete, "feed_delete",
+	 {{0}}, 0, 0, TF_ROLE_ADMIN},
+	{TF_M_POST, "/api/threat-feeds/{feed}/consume", tf_h_feed_consume, "feed_consume",
+	 {{0}}, 0, 0, TF_ROLE_OPERATOR},
 	{TF_M_POST, "/api/threat-feeds/{feed}/cancel_consumption", tf_h_feed_cancel, "feed_cancel",
-	 {{0}}, 0, 0},
+	 {{0}}, 0, 0, TF_ROLE_OPERATOR},
 	{TF_M_GET, "/api/threat-feeds/{feed}/indicators", tf_h_feed_indicators, "feed_indicators",
-	 {{"limit", TF_Q_LIMIT}, {"cursor", TF_Q_CURSOR}}, 0, 0},
-	{TF_M_POST, "/api/threat-feeds/{feed}/test_connection", tf_h_feed_test, "feed_test", {{0}}, 0, 0},
+	 {{"limit", TF_Q_LIMIT}, {"cursor", TF_Q_CURSOR}}, 0, 0, TF_ROLE_VIEWER},
+	{TF_M_POST, "/api/threat-feeds/{feed}/test_connection", tf_h_feed_test, "feed_test",
+	 {{0}}, 0, 0, TF_ROLE_OPERATOR},
 	{TF_M_GET, "/api/threat-feeds/{feed}/export", tf_h_feed_export, "feed_export",
 	 {{"format", TF_Q_FORMAT}, {"type", TF_Q_KINDS}, {"limit", TF_Q_COUNT},
 	  {"include_expired", TF_Q_BOOL}},
-	 0, 1},
+	 0, 1, TF_ROLE_VIEWER},
 	{TF_M_GET, "/api/export", tf_h_export, "export",
 	 {{"format", TF_Q_FORMAT}, {"type", TF_Q_KINDS}, {"limit", TF_Q_COUNT},
 	  {"include_expired", TF_Q_BOOL}},
-	 0, 1},
+	 0, 1, TF_ROLE_VIEWER},
 	{TF_M_GET, "/api/indicators", tf_h_indicators, "indicators",
 	 {{"value", TF_Q_VALUE}, {"type", TF_Q_KINDS}, {"feed_id", TF_Q_FEED}, {"limit", TF_Q_LIMIT},
 	  {"cursor", TF_Q_CURSOR}, {"include_expired", TF_Q_BOOL}, {"include_object", TF_Q_BOOL}},
-	 0, 0},
+	 0, 0, TF_ROLE_VIEWER},
 	{TF_M_POST, "/api/indicators/lookup", tf_h_indicators_lookup, "indicators_lookup", {{0}},
-	 TF_MAX_LOOKUP_BODY, 0},
+	 TF_MAX_LOOKUP_BODY, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/api/audit", tf_h_audit, "audit", {{"limit", TF_Q_LIMIT}, {"cursor", TF_Q_CURSOR}},
+	 0, 0, TF_ROLE_ADMIN},
 };
 
 const tf_route *tf_router_table(size_t *n)

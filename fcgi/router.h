@@ -43,6 +43,7 @@ typedef struct tf_route {
 	tf_qspec query[TF_ROUTE_MAX_QUERY];   /* known parameters; others are ignored */
 	size_t max_body;             /* request body limit; 0: TF_MAX_BODY */
 	int export_token;            /* the export token may read it (auth.h) */
+	int role;                    /* the least tf_role that may call it (README "Roles") */
 } tf_route;
 
 /* The table, for tests and docs. */

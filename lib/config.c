@@ -55,9 +55,108 @@ static int set_int(int *dst, const char *v, int min, int max)
 	return TF_OK;
 }
 
+const char *tf_role_name(int role)
+{
+	switch (role) {
+	case TF_ROLE_VIEWER: return "viewer";
+	case TF_ROLE_OPERATOR: return "operator";
+	case TF_ROLE_ADMIN: return "admin";
+	default: return "none";
+	}
+}
+
+int tf_role_parse(const char *name)
+{
+	for (int r = TF_ROLE_NONE; r <= TF_ROLE_ADMIN; r++)
+		if (!strcmp(name, tf_role_name(r)))
+			return r;
+	return -1;
+}
+
+/* Principal names end up in the audit and in cancel.requested_by: printable,
+ * no spaces, no ':' (reserved for "cli:USER"). */
+static int valid_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (!n || n > TF_MAX_PRINCIPAL)
+		return 0;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("._-@", *s))
+			return 0;
+	return 1;
+}
+
+static int hexval(int c)
+{
+	return isdigit(c) ? c - '0' : isxdigit(c) ? (tolower(c) - 'a' + 10) : -1;
+}
+
+/* "ROLE SECRET" of a token.NAME line. */
+static int add_token(tf_config *cfg, const char *name, const char *v)
+{
+	char role[16];
+	const char *sp = strpbrk(v, " \t"), *secret;
+	tf_token *t;
+	int r;
+
+	if (cfg->ntokens >= TF_MAX_TOKENS || !valid_name(name) || !sp ||
+	    (size_t)(sp - v) >= sizeof role)
+		return TF_EINVAL;
+	memcpy(role, v, (size_t)(sp - v));
+	role[sp - v] = '\0';
+	secret = sp;
+	while (*secret == ' ' || *secret == '\t')
+		secret++;
+	if ((r = tf_role_parse(role)) < TF_ROLE_VIEWER || !*secret || strlen(secret) > TF_MAX_TOKEN)
+		return TF_EINVAL;
+	for (int i = 0; i < cfg->ntokens; i++)
+		if (!strcmp(cfg->tokens[i].name, name))
+			return TF_EINVAL;
+	t = &cfg->tokens[cfg->ntokens];
+	memset(t, 0, sizeof *t);
+	copy(t->name, sizeof t->name, name);
+	t->role = r;
+	if (!strncmp(secret, "sha256:", 7)) {
+		const char *h = secret + 7;
+		if (strlen(h) != 2 * TF_SHA256_LEN)
+			return TF_EINVAL;
+		for (int i = 0; i < TF_SHA256_LEN; i++) {
+			int hi = hexval((unsigned char)h[2 * i]), lo = hexval((unsigned char)h[2 * i + 1]);
+			if (hi < 0 || lo < 0)
+				return TF_EINVAL;
+			t->digest[i] = (unsigned char)(hi << 4 | lo);
+		}
+		t->hashed = 1;
+	} else {
+		copy(t->secret, sizeof t->secret, secret);
+	}
+	cfg->ntokens++;
+	return TF_OK;
+}
+
+static int add_role_user(tf_config *cfg, const char *name, const char *v)
+{
+	int r = tf_role_parse(v);
+
+	if (cfg->nrole_users >= TF_MAX_ROLE_USERS || r < 0 || strlen(name) > TF_MAX_PRINCIPAL ||
+	    !*name)
+		return TF_EINVAL;
+	copy(cfg->role_users[cfg->nrole_users].name, sizeof cfg->role_users[0].name, name);
+	cfg->role_users[cfg->nrole_users++].role = r;
+	return TF_OK;
+}
+
 static int apply(tf_config *cfg, const char *k, const char *v)
 {
-	if (!strcmp(k, "api_token"))
+	if (!strncmp(k, "token.", 6))
+		return add_token(cfg, k + 6, v);
+	if (!strncmp(k, "remote_user.", 12))
+		return add_role_user(cfg, k + 12, v);
+	if (!strcmp(k, "remote_user_role")) {
+		if ((cfg->remote_user_role = tf_role_parse(v)) < 0)
+			return TF_EINVAL;
+	} else if (!strcmp(k, "api_token"))
 		copy(cfg->api_token, sizeof cfg->api_token, v);
 	else if (!strcmp(k, "metrics_token"))
 		copy(cfg->metrics_token, sizeof cfg->metrics_token, v);
@@ -136,6 +235,9 @@ int tf_config_load(tf_config *cfg, const char *argv0, char *err, size_t errlen)
 	cfg->run_by_agents = -1; /* not set: decided by the store below */
 	cfg->webhook_attempts = TF_WEBHOOK_DEFAULT_ATTEMPTS;
 	cfg->webhook_timeout_s = TF_WEBHOOK_DEFAULT_TIMEOUT_S;
+	/* Before roles, every web-server user could do everything: unchanged
+	 * unless the config says otherwise. */
+	cfg->remote_user_role = TF_ROLE_ADMIN;
 	copy(cfg->state_dir, sizeof cfg->state_dir,
 	     (env = getenv("THREATFEED_STATE_DIR")) && *env ? env : "/var/lib/threatfeed");
 	default_worker(cfg, argv0);

@@ -6,6 +6,35 @@
 
 #include <stddef.h>
 
+#include "limits.h"
+#include "sha256.h"
+
+/* Roles, in order: each allows what the ones below it do (README "Roles").
+ * NONE: authenticated but allowed nothing (a web-server user the config does
+ * not map, with remote_user_role = none). */
+typedef enum tf_role { TF_ROLE_NONE, TF_ROLE_VIEWER, TF_ROLE_OPERATOR, TF_ROLE_ADMIN } tf_role;
+
+/* "viewer", "operator", "admin", "none". */
+const char *tf_role_name(int role);
+/* TF_ROLE_* of name, or -1. */
+int tf_role_parse(const char *name);
+
+/* A named token: `token.NAME = ROLE SECRET`, SECRET either the token itself
+ * or "sha256:" and the 64 hex digits of its SHA-256. */
+typedef struct tf_token {
+	char name[TF_MAX_PRINCIPAL + 1];
+	int role;
+	int hashed;                              /* compare digests, not secrets */
+	char secret[TF_MAX_TOKEN + 1];           /* when !hashed */
+	unsigned char digest[TF_SHA256_LEN];     /* when hashed */
+} tf_token;
+
+/* `remote_user.NAME = ROLE`: the role of a web-server authenticated user. */
+typedef struct tf_role_user {
+	char name[TF_MAX_PRINCIPAL + 1];
+	int role;
+} tf_role_user;
+
 typedef struct tf_config {
 	char state_dir[512];
 	char db_path[512];
@@ -15,6 +44,11 @@ typedef struct tf_config {
 	char metrics_token[256];   /* also admits GET /api/metrics; empty: none */
 	char export_token[256];    /* reads exports only, also as ?token= (empty: none) */
 	int trust_remote_user;
+	tf_token tokens[TF_MAX_TOKENS];
+	int ntokens;
+	tf_role_user role_users[TF_MAX_ROLE_USERS];
+	int nrole_users;
+	int remote_user_role;      /* for users not listed: admin unless configured */
 	int max_concurrent_runs;
 	int grace_period_s;
 	int history_keep;          /* finished tasks kept per feed by gc */

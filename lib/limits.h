@@ -200,5 +200,17 @@
 #define TF_MAX_TTL_DAYS            3650
 /* Bytes of the export token (config export_token), like api_token. */
 #define TF_MAX_TOKEN               255
+/* Named tokens (config token.NAME) and REMOTE_USER role mappings
+ * (remote_user.NAME): a team's people and scripts, not a user directory —
+ * each request walks them all (constant time over the list). */
+#define TF_MAX_TOKENS              32
+#define TF_MAX_ROLE_USERS          64
+/* Bytes of a token's or mapped user's name; it is who the audit and
+ * cancel.requested_by name. */
+#define TF_MAX_PRINCIPAL           64
+/* Audit entries kept (README "Audit"): each write appends one and drops the
+ * one this many before it, so the trail is bounded (entries are < 1 KiB:
+ * about 10 MiB at most) yet covers weeks of a team's writes. */
+#define TF_AUDIT_KEEP              10000
 
 #endif

@@ -47,7 +47,7 @@ done
 
 # --- the store-backed unit tests again, on PostgreSQL --------------------------
 if [ -n "$pg_uri" ]; then
-  for t in test_store test_records test_task test_feed test_writer test_metrics test_webhook; do
+  for t in test_store test_records test_task test_feed test_writer test_metrics test_webhook test_auth; do
     cmocka_run "unit-pg/$t" "$BUILD/asan/tests/$t" "$logdir/pg-$t.log" TF_TEST_PG="$pg_uri"
   done
 else
@@ -94,7 +94,8 @@ if [ -n "$pg_uri" ]; then
   TF_IT_PG="$pg_uri" pysuite integration-pg tests/integration \
     test_runs.CompleteAndIncremental test_runs.Cancels test_runs.Queue test_runs.QueueLimits \
     test_runs.Crashes test_api.Basics test_api.Runs test_api.Pollers test_api.HandlerKilled \
-    test_shapes test_metrics test_indicators test_hosts test_webhooks.Delivery test_webhooks.Retries
+    test_shapes test_metrics test_indicators test_hosts test_webhooks.Delivery test_webhooks.Retries \
+    test_audit
 fi
 
 # --- browser ------------------------------------------------------------------

@@ -278,6 +278,7 @@
     }),
     createFeed: (feed) => request('POST', 'threat-feeds/', { body: feed }),
     removeFeed: (feedId) => request('DELETE', 'threat-feeds/' + enc(feedId) + '/', { body: {} }),
+    audit: (cursor) => request('GET', 'audit/?limit=50' + (cursor ? '&cursor=' + enc(cursor) : '')),
   };
 
   /* ===================================================================== */
@@ -431,6 +432,9 @@
     form: $('#add-feed-form'),
     formError: $('#add-feed-error'),
     main: $('#main'),
+    auditSection: $('#audit'),
+    auditBody: $('#audit-body'),
+    auditMore: $('[data-testid="audit-more"]'),
   };
 
   /**
@@ -1311,12 +1315,50 @@
       case 'remove': doRemove(feedId); break;
       case 'copy': doCopy(btn, taskId); break;
       case 'dismiss': dismissAlert(btn.closest('.alert')); break;
+      case 'audit-load': loadAudit(null); break;
+      case 'audit-more': loadAudit(auditCursor); break;
       case 'token':
         setHidden(ui.authPanel, false);
         ui.authInput.focus();
         break;
       default: break;
     }
+  }
+
+  /**
+   * The audit view (README "Audit"): loaded on demand, not polled — a trail
+   * is read when someone asks who did what. Shown to admins only (the
+   * health answer names the caller's role; the server refuses the rest).
+   */
+  let auditCursor = null;
+  async function loadAudit(cursor) {
+    let data;
+    try {
+      ({ data } = await api.audit(cursor));
+    } catch (e) {
+      showAlert('Loading the audit', e.message || String(e), e.code, 'error');
+      return;
+    }
+    const entries = data && Array.isArray(data.entries) ? data.entries : [];
+    if (!cursor) ui.auditBody.textContent = '';
+    for (const a of entries) {
+      const target = [a.feed_id, a.task_id && shortId(a.task_id), a.mode].filter(Boolean).join(' ');
+      const outcome = a.outcome === 'ok' ? String(a.status) + ' ok' : String(a.status) + ' ' + a.outcome;
+      ui.auditBody.append(el('tr', { 'data-testid': 'audit-row', 'data-outcome': a.outcome || '' }, [
+        el('td', { class: 'mono' }, [a.time ? fmtAbsolute(Date.parse(a.time)) : '']),
+        el('td', {}, [a.who || '']),
+        el('td', {}, [a.role || '']),
+        el('td', { class: 'mono' }, [a.address || '']),
+        el('td', {}, [(a.via === 'cli' ? 'cli ' : '') + (a.action || '')]),
+        el('td', { class: 'mono' }, [target]),
+        el('td', {}, [outcome]),
+      ]));
+    }
+    if (!ui.auditBody.children.length) {
+      ui.auditBody.append(el('tr', { class: 'empty-row' }, [el('td', { colspan: '7' }, ['No entries.'])]));
+    }
+    auditCursor = data && typeof data.next_cursor === 'string' ? data.next_cursor : null;
+    setHidden(ui.auditMore, !auditCursor);
   }
 
   /* ===================================================================== */
@@ -1406,6 +1448,7 @@
       state.healthAt = Date.now();
       state.healthActiveKey = activeKey;
       state.healthState = h.status === 'ok' && (h.store === undefined || h.store === 'ok') ? 'ok' : 'degraded';
+      setHidden(ui.auditSection, h.role !== 'admin');
       pollOk('Health check');
     } else if (healthR.status === 'rejected') {
       const e = healthR.reason;

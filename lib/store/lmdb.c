@@ -19,6 +19,7 @@
 static const char *const table_names[TF_TBL__COUNT] = {
 	"meta", "feeds", "feedrun", "cursors", "counts", "records", "tasks",
 	"torder", "active", "signals", "runs", "undo", "queue", "obs", "obsstat", "obstime",
+	"audit",
 };
 
 typedef struct lm_store {

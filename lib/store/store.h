@@ -41,6 +41,7 @@ typedef enum tf_table {
 	TF_TBL_OBSSTAT, /* feed_id → digest and count of its index entries    [journaled] */
 	TF_TBL_OBSTIME, /* feed_id NUL 's'|'v' time(8 BE) → entries seen/valid until then
 	                 *                                                      [journaled] */
+	TF_TBL_AUDIT,   /* seq (8 BE) → audit entry JSON (lib/audit.c; the last TF_AUDIT_KEEP) */
 	TF_TBL__COUNT
 } tf_table;
 

@@ -1,7 +1,7 @@
 /* libFuzzer harness: the FastCGI handler's request pipeline without FastCGI
  * or a store — exactly the steps tf_app_handle() (fcgi/app.c) takes before a
  * handler runs: tf_req_parse → tf_auth_check → tf_router_match →
- * tf_auth_csrf → tf_router_check_query → tf_req_read_body, then the
+ * tf_auth_role_check → tf_auth_csrf → tf_router_check_query → tf_req_read_body, then the
  * response written by tf_resp_emit (an error, or the ETag path of a 200).
  *
  * Input: CGI parameters "NAME=value", one per line, up to an empty line; the
@@ -73,14 +73,15 @@ static void pipeline(const tf_config *cfg, char **envp, const char *body, size_t
 	tf_req_init(&req, envp);
 	tf_resp_init(&resp);
 	failed = tf_req_parse(&req, &resp) || tf_auth_check(cfg, &req, &resp) ||
-	         !(rt = tf_router_match(&req, &resp)) || tf_auth_csrf(&req, &resp) ||
-	         tf_router_check_query(rt, &req, &resp);
+	         !(rt = tf_router_match(&req, &resp)) || tf_auth_role_check(&req, rt->role, &resp) ||
+	         tf_auth_csrf(&req, &resp) || tf_router_check_query(rt, &req, &resp);
 	if (!failed && (req.method & TF_M_WRITE))
 		failed = tf_req_read_body(&req, rd, &b, &resp) != 0;
 	if (failed) {
 		check_error(&resp);
 	} else {
 		FUZZ_CHECK(rt != NULL);
+		FUZZ_CHECK(req.role >= rt->role);
 		if (req.feed_id)
 			FUZZ_CHECK(tf_valid_feed_id(req.feed_id));
 		if (req.task_id)

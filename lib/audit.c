@@ -1,0 +1,167 @@
+#include "audit.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "json.h"
+#include "limits.h"
+#include "util.h"
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void add_str(json_object *o, const char *k, const char *v)
+{
+	json_object_object_add(o, k, v ? json_object_new_string(v) : NULL);
+}
+
+static json_object *entry_json(const tf_audit_entry *e, uint64_t id)
+{
+	json_object *o = json_object_new_object();
+	char when[40];
+
+	if (!o)
+		return NULL;
+	tf_time_format(tf_now_us(), when, sizeof when);
+	json_object_object_add(o, "id", json_object_new_int64((int64_t)id));
+	add_str(o, "time", when);
+	add_str(o, "via", e->via);
+	add_str(o, "who", e->who);
+	add_str(o, "role", e->role);
+	add_str(o, "address", e->address);
+	add_str(o, "action", e->action);
+	add_str(o, "method", e->method);
+	add_str(o, "feed_id", e->feed_id);
+	add_str(o, "task_id", e->task_id);
+	add_str(o, "mode", e->mode);
+	json_object_object_add(o, "status", json_object_new_int(e->status));
+	add_str(o, "outcome", e->outcome);
+	return o;
+}
+
+int tf_audit_append_txn(tf_txn *txn, const tf_audit_entry *e)
+{
+	unsigned char key[8];
+	json_object *o;
+	const char *text;
+	uint64_t seq;
+	int rc;
+
+	if ((rc = tf_txn_seq_next(txn, "audit", &seq)))
+		return rc;
+	if (!(o = entry_json(e, seq)))
+		return TF_ENOMEM;
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	put_be64(key, seq);
+	rc = text ? tf_txn_put(txn, TF_TBL_AUDIT, key, 8, text, strlen(text)) : TF_ENOMEM;
+	json_object_put(o);
+	/* Bounded: the entry TF_AUDIT_KEEP back goes as this one comes (those
+	 * before it went with their own successors). */
+	if (!rc && seq > TF_AUDIT_KEEP) {
+		put_be64(key, seq - TF_AUDIT_KEEP);
+		if ((rc = tf_txn_del(txn, TF_TBL_AUDIT, key, 8)) == TF_ENOTFOUND)
+			rc = TF_OK;
+	}
+	return rc;
+}
+
+static int append_txn(tf_txn *txn, void *ctx)
+{
+	return tf_audit_append_txn(txn, ctx);
+}
+
+int tf_audit_append(tf_store *st, const tf_audit_entry *e)
+{
+	return tf_store_update(st, append_txn, (void *)e);
+}
+
+struct list_ctx {
+	int limit;
+	uint64_t before;   /* 0: from the newest */
+	json_object *arr;
+	uint64_t next;     /* id of the last entry listed when more remain */
+};
+
+static int list_txn(tf_txn *txn, void *vctx)
+{
+	struct list_ctx *c = vctx;
+	unsigned char key[8];
+	const void *k, *v;
+	size_t kl, vl;
+	tf_cursor *cur;
+	int n = 0, rc = tf_cursor_open(txn, TF_TBL_AUDIT, &cur);
+
+	if (rc)
+		return rc;
+	c->next = 0;
+	if (c->before) {
+		/* The first entry at or after the cursor, then one step back. */
+		put_be64(key, c->before);
+		rc = tf_cursor_get(cur, TF_SEEK_GE, key, 8, &k, &kl, &v, &vl);
+		rc = rc == TF_ENOTFOUND ? tf_cursor_get(cur, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl)
+		                        : tf_cursor_get(cur, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
+		/* SEEK_LAST may land on the cursor's own entry or above it. */
+		while (!rc && kl == 8 && get_be64(k) >= c->before)
+			rc = tf_cursor_get(cur, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
+	} else {
+		rc = tf_cursor_get(cur, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl);
+	}
+	while (!rc && n < c->limit) {
+		char *text = tf_strndup(v, vl);
+		json_object *o;
+
+		if (!text) {
+			rc = TF_ENOMEM;
+			break;
+		}
+		o = json_tokener_parse(text);
+		free(text);
+		if (o)
+			json_object_array_add(c->arr, o);
+		n++;
+		c->next = kl == 8 ? get_be64(k) : 0;
+		rc = tf_cursor_get(cur, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
+	}
+	if (rc == TF_ENOTFOUND)   /* walked off the oldest: no next page */
+		c->next = 0;
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+}
+
+int tf_audit_list(tf_store *st, int limit, const char *cursor, char **json, size_t *len)
+{
+	json_object *arr, *root;
+	struct list_ctx c = {.limit = limit};
+	int64_t before = 0;
+	int rc;
+
+	*json = NULL;
+	if (cursor && tf_parse_i64(cursor, 1, INT64_MAX, &before))
+		return TF_EINVAL;
+	c.before = (uint64_t)before;
+	if (!(root = tf_json_list_root("entries", &arr)))
+		return TF_ENOMEM;
+	c.arr = arr;
+	if (!(rc = tf_store_view(st, list_txn, &c))) {
+		char next[24];
+		snprintf(next, sizeof next, "%llu", (unsigned long long)c.next);
+		json_object_object_add(root, "next_cursor", c.next ? json_object_new_string(next) : NULL);
+		rc = tf_json_dup_text(root, json, len);
+	}
+	json_object_put(root);
+	return rc;
+}

@@ -153,6 +153,32 @@ static void quiet(void *arg, const char *message)
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
+static int exec_simple(PGconn *conn, const char *sql)
+{
+	PGresult *res = PQexec(conn, sql);
+	ExecStatusType s = PQresultStatus(res);
+	PQclear(res);
+	return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? TF_OK : TF_ESTORE;
+}
+
+/* The server's side of the keepalives (ignored on a unix socket), on every
+ * connection: it is the server that must notice a vanished host and end its
+ * sessions — the leases of the session connection, and the writer lock a
+ * write connection may hold mid-transaction, which every other host's
+ * writes wait behind. tcp_user_timeout covers a peer gone while data is
+ * unacknowledged. */
+static int session_settings(PGconn *conn)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof sql,
+	         "SET tcp_keepalives_idle = %d; SET tcp_keepalives_interval = %d; "
+	         "SET tcp_keepalives_count = %d; SET tcp_user_timeout = %d",
+	         TF_PG_KEEPALIVE_IDLE_S, TF_PG_KEEPALIVE_INTERVAL_S, TF_PG_KEEPALIVE_COUNT,
+	         TF_LEASE_DEAD_S * 1000);
+	return exec_simple(conn, sql);
+}
+
 /* Keepalives on our side too: a commit or a wait on a server that vanished
  * fails after TF_LEASE_DEAD_S instead of hanging for the kernel's hours.
  * Given before the URI, so the URI's own settings win. */
@@ -164,7 +190,7 @@ static PGconn *connect_to(const char *uri, char *err, size_t errlen)
 	                      STR(TF_PG_KEEPALIVE_COUNT), uri, NULL};
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 
-	if (conn && PQstatus(conn) == CONNECTION_OK) {
+	if (conn && PQstatus(conn) == CONNECTION_OK && session_settings(conn) == TF_OK) {
 		PQsetNoticeProcessor(conn, quiet, NULL);
 		return conn;
 	}
@@ -188,14 +214,6 @@ static int prepare_all(pg_link *c)
 	}
 	c->prepared = 1;
 	return TF_OK;
-}
-
-static int exec_simple(PGconn *conn, const char *sql)
-{
-	PGresult *res = PQexec(conn, sql);
-	ExecStatusType s = PQresultStatus(res);
-	PQclear(res);
-	return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? TF_OK : TF_ESTORE;
 }
 
 /* (Re)connects c if it is not connected; prepares the statements. */
@@ -832,21 +850,6 @@ static const char held_sql[] =
 	"AND objsubid = 2 AND database = (SELECT oid FROM pg_database "
 	"WHERE datname = current_database()) AND classid = hashtext(current_schema())::oid "
 	"AND objid = hashtext($1)::oid)";
-/* The server's side of the keepalives (ignored on a unix socket): it is the
- * server that must notice a vanished host and release that host's leases.
- * tcp_user_timeout covers a peer gone while data is unacknowledged. */
-static int session_settings(PGconn *conn)
-{
-	char sql[256];
-
-	snprintf(sql, sizeof sql,
-	         "SET tcp_keepalives_idle = %d; SET tcp_keepalives_interval = %d; "
-	         "SET tcp_keepalives_count = %d; SET tcp_user_timeout = %d",
-	         TF_PG_KEEPALIVE_IDLE_S, TF_PG_KEEPALIVE_INTERVAL_S, TF_PG_KEEPALIVE_COUNT,
-	         TF_LEASE_DEAD_S * 1000);
-	return exec_simple(conn, sql);
-}
-
 static int exec_name(PGconn *conn, const char *sql, const char *name)
 {
 	const char *v[1] = {name};
@@ -885,8 +888,6 @@ static int session_ready(pg_store *st, int *remade)
 	if (!(c->conn = connect_to(st->uri, NULL, 0)))
 		return TF_ESTORE;
 	*remade = 1;
-	if (session_settings(c->conn))
-		goto fail;
 	for (int i = 0; i < st->nleases; i++)
 		if (exec_name(c->conn, lease_sql, st->leases[i]))
 			goto fail;

@@ -1,6 +1,8 @@
 """Two hosts out of namespaces (issue 13 §6): runs on a worker host, the API
 on a web host, one PostgreSQL between them (tests/integration/hosts.py says
-how they are built). Needs root; skipped without.
+how they are built). Needs root; skipped without. It starts its own
+PostgreSQL (listening on the worker host's link), so it runs once, in the
+plain integration suite, whatever TF_IT_PG says.
 """
 import os
 import sys

@@ -53,6 +53,14 @@ struct tf_store_ops {
 	size_t (*map_size)(tf_store *st);
 	int (*migrate)(const char *location, int *from, int *to, char *err, size_t errlen);
 	int (*space)(tf_txn *t, uint64_t *used, uint64_t *map);
+	/* Optional batch ops (NULL: store.c / journal.c loop over get and the
+	 * journaled writes). write_j does tf_txn_write_j's writes with undo
+	 * sequence numbers first_seq + 1, + 2, … and sets *entries to the
+	 * number of undo entries it wrote; journal.c checked the arguments. */
+	int (*get_many)(tf_txn *t, tf_table tbl, size_t n, const void *const *keys,
+	                const size_t *klens, const void **vals, size_t *vlens);
+	int (*write_j)(tf_txn *t, const char *task_id, uint64_t first_seq, const tf_jw *w,
+	               size_t n, uint64_t *entries);
 };
 
 /* Writes the transaction's undo sequence back (journal.c); every backend's

@@ -361,6 +361,9 @@ static int index_writes(const struct apply *a, tf_batch *b, tf_txn *txn, const c
 		const struct entry *e = &b->e[a->rec[j]];
 		const tf_jw *w = &a->w[j];
 		int old = w->prior && w->plen >= VAL_HDR;
+		/* A key sent twice: its entries as the first version left them. */
+		if (a->prev[a->rec[j]] && (rc = tf_index_flush(b->ix)))
+			return rc;
 		if ((rc = tf_index_record(b->ix, e->key, old ? (const char *)w->prior + VAL_HDR : NULL,
 		                          old ? w->plen - VAL_HDR : 0, e->packed, e->packed_len,
 		                          e->valid_until_us, e->revoked)))

@@ -161,6 +161,15 @@ struct tdelta {
 	int64_t t, d;
 };
 
+/* A write held until the commit's index writes go to the store together
+ * (flush): on PostgreSQL one statement per chunk instead of one per entry.
+ * Offsets into the writer's arena, which grows (realloc) as writes come. */
+struct pend {
+	tf_table tbl;
+	size_t koff, klen, voff, vlen, poff, plen;
+	int has_val, known, has_prior;
+};
+
 struct tf_index_writer {
 	tf_txn *txn;
 	const char *feed, *task;
@@ -174,6 +183,12 @@ struct tf_index_writer {
 	size_t valcap, priorcap, oldcap;
 	uint64_t nets[3];       /* [0] IPv4, [1..2] IPv6 prefix lengths */
 	int nets_loaded, nets_dirty;
+	struct pend *pw;        /* the held writes, in order */
+	size_t npw, cappw;
+	char *arena;
+	size_t alen, acap;
+	tf_jw *jw;              /* flush's view of pw */
+	size_t capjw;
 };
 
 int tf_index_writer_new(tf_index_writer **out)
@@ -189,6 +204,9 @@ void tf_index_writer_free(tf_index_writer *w)
 	free(w->val);
 	free(w->prior);
 	free(w->oldpack);
+	free(w->pw);
+	free(w->arena);
+	free(w->jw);
 	free(w);
 }
 
@@ -204,7 +222,78 @@ int tf_index_begin(tf_index_writer *w, tf_txn *txn, const char *feed_id, const c
 	w->changed = 0;
 	w->ntd = 0;
 	w->nets_loaded = w->nets_dirty = 0;
+	w->npw = w->alen = 0;
 	return TF_OK;
+}
+
+static int arena_add(tf_index_writer *w, const void *p, size_t n, size_t *off)
+{
+	if (w->alen + n > w->acap) {
+		size_t cap = w->acap ? w->acap : 1 << 16;
+		char *grown;
+		while (cap < w->alen + n)
+			cap *= 2;
+		if (!(grown = realloc(w->arena, cap)))
+			return TF_ENOMEM;
+		w->arena = grown, w->acap = cap;
+	}
+	*off = w->alen;
+	if (n)
+		memcpy(w->arena + w->alen, p, n);
+	w->alen += n;
+	return TF_OK;
+}
+
+/* Holds a journaled write (val NULL: a delete; known: prior, NULL when
+ * absent, is the key's current value) until flush. The caller's buffers are
+ * copied. */
+static int hold(tf_index_writer *w, tf_table tbl, const void *key, size_t klen, const void *val,
+                size_t vlen, int known, const void *prior, size_t plen)
+{
+	struct pend *pw;
+	int rc;
+
+	if (w->npw == w->cappw) {
+		size_t cap = w->cappw ? 2 * w->cappw : 256;
+		struct pend *grown = realloc(w->pw, cap * sizeof *grown);
+		if (!grown)
+			return TF_ENOMEM;
+		w->pw = grown, w->cappw = cap;
+	}
+	pw = &w->pw[w->npw];
+	*pw = (struct pend){.tbl = tbl, .klen = klen, .vlen = vlen, .plen = plen,
+	                    .has_val = val != NULL, .known = known, .has_prior = prior != NULL};
+	if ((rc = arena_add(w, key, klen, &pw->koff)) ||
+	    (val && (rc = arena_add(w, val, vlen, &pw->voff))) ||
+	    (prior && (rc = arena_add(w, prior, plen, &pw->poff))))
+		return rc;
+	w->npw++;
+	return TF_OK;
+}
+
+int tf_index_flush(tf_index_writer *w)
+{
+	int rc;
+
+	if (!w->npw)
+		return TF_OK;
+	if (w->npw > w->capjw) {
+		tf_jw *grown = realloc(w->jw, w->npw * sizeof *grown);
+		if (!grown)
+			return TF_ENOMEM;
+		w->jw = grown, w->capjw = w->npw;
+	}
+	for (size_t i = 0; i < w->npw; i++) {
+		const struct pend *p = &w->pw[i];
+		/* A held value, even an empty one, is not a delete. */
+		w->jw[i] = (tf_jw){.tbl = p->tbl, .key = w->arena + p->koff, .klen = p->klen,
+		                   .val = p->has_val ? w->arena + p->voff : NULL, .vlen = p->vlen,
+		                   .known = p->known,
+		                   .prior = p->has_prior ? w->arena + p->poff : NULL, .plen = p->plen};
+	}
+	rc = tf_txn_write_j(w->txn, w->task, w->jw, w->npw);
+	w->npw = w->alen = 0;
+	return rc;
 }
 
 static int add_delta(tf_index_writer *w, char kind, int64_t t, int64_t d)
@@ -353,8 +442,7 @@ static int put_entry(tf_index_writer *w, const char *reckey, int kind, const cha
 		return rc;
 	if ((rc = note_network(w, kind, value)))
 		return rc;
-	return tf_txn_replace_j(w->txn, w->task, TF_TBL_OBS, k, kl, prior ? w->prior : NULL, pl,
-	                        w->val, vl);
+	return hold(w, TF_TBL_OBS, k, kl, w->val, vl, 1, prior ? w->prior : NULL, pl);
 }
 
 static int drop_entry(tf_index_writer *w, const char *reckey, int kind, const char *value)
@@ -373,7 +461,7 @@ static int drop_entry(tf_index_writer *w, const char *reckey, int kind, const ch
 	memcpy(w->prior, cur, pl);
 	if ((rc = forget(w, k, kl, w->prior, pl)))
 		return rc;
-	return tf_txn_del_j(w->txn, w->task, TF_TBL_OBS, k, kl);
+	return hold(w, TF_TBL_OBS, k, kl, NULL, 0, 1, w->prior, pl);
 }
 
 int tf_index_record(tf_index_writer *w, const char *key, const char *old, size_t oldlen,
@@ -426,8 +514,8 @@ static int apply_delta(tf_index_writer *w, char kind, int64_t t, int64_t d)
 		memcpy(&n, v, 8);
 	n += d;
 	if (n <= 0)
-		return tf_txn_del_j(w->txn, w->task, TF_TBL_OBSTIME, k, kl);
-	return tf_txn_put_j(w->txn, w->task, TF_TBL_OBSTIME, k, kl, &n, sizeof n);
+		return hold(w, TF_TBL_OBSTIME, k, kl, NULL, 0, 0, NULL, 0);
+	return hold(w, TF_TBL_OBSTIME, k, kl, &n, sizeof n, 0, NULL, 0);
 }
 
 static int write_stat(tf_index_writer *w)
@@ -444,8 +532,8 @@ static int write_stat(tf_index_writer *w)
 	stat[0] ^= w->digest;
 	stat[1] += (uint64_t)w->entries;
 	if (!stat[1])
-		return tf_txn_del_j(w->txn, w->task, TF_TBL_OBSSTAT, w->feed, fl);
-	return tf_txn_put_j(w->txn, w->task, TF_TBL_OBSSTAT, w->feed, fl, stat, sizeof stat);
+		return hold(w, TF_TBL_OBSSTAT, w->feed, fl, NULL, 0, 0, NULL, 0);
+	return hold(w, TF_TBL_OBSSTAT, w->feed, fl, stat, sizeof stat, 0, NULL, 0);
 }
 
 int tf_index_end(tf_index_writer *w)
@@ -453,7 +541,7 @@ int tf_index_end(tf_index_writer *w)
 	int rc;
 
 	if (!w->changed)
-		return TF_OK;
+		return tf_index_flush(w);
 	if (w->seen_now && (rc = add_delta(w, 's', w->now, w->seen_now)))
 		return rc;
 	qsort(w->td, w->ntd, sizeof *w->td, cmp_delta);
@@ -466,7 +554,7 @@ int tf_index_end(tf_index_writer *w)
 			return rc;
 		i = j;
 	}
-	if ((rc = write_stat(w)))
+	if ((rc = write_stat(w)) || (rc = tf_index_flush(w)))
 		return rc;
 	if (w->nets_dirty &&
 	    ((rc = tf_txn_put(w->txn, TF_TBL_META, META_NETS4, strlen(META_NETS4), &w->nets[0], 8)) ||

@@ -45,8 +45,15 @@ int tf_index_begin(tf_index_writer *w, tf_txn *txn, const char *feed_id, const c
  * has are removed; the others keep their first write time. */
 int tf_index_record(tf_index_writer *w, const char *key, const char *old, size_t oldlen,
                     const char *packed, size_t plen, int64_t valid_until_us, int revoked);
-/* Writes the feed's digest, count and time buckets of this commit. */
+/* Writes the feed's digest, count and time buckets of this commit, and
+ * every write held since tf_index_begin. */
 int tf_index_end(tf_index_writer *w);
+/* tf_index_record's writes are held and go to the store together (one
+ * tf_txn_write_j: a few statements per page on PostgreSQL) at tf_index_end
+ * or here; until then reads in the transaction do not see them. So before
+ * a record key is given a second time in one commit (its entries are read
+ * again), the held writes must be flushed. */
+int tf_index_flush(tf_index_writer *w);
 
 /* Removes every index entry of feed_id (a feed deleted; not journaled). */
 int tf_index_drop_feed(tf_txn *txn, const char *feed_id);

@@ -27,9 +27,6 @@ struct entry {
 struct tf_batch {
 	struct entry *e;
 	size_t n, cap, bytes;
-	/* Scratch for tf_batch_apply, reused from record to record. */
-	char *val, *prior;
-	size_t val_cap, prior_cap;
 	/* Scratch for tf_batch_add's packed observables, and the index writer. */
 	char *pack;
 	size_t pack_cap;
@@ -65,8 +62,6 @@ void tf_batch_free(tf_batch *b)
 		return;
 	tf_batch_clear(b);
 	free(b->e);
-	free(b->val);
-	free(b->prior);
 	free(b->pack);
 	tf_index_writer_free(b->ix);
 	free(b);
@@ -145,19 +140,6 @@ static size_t record_key(char *buf, const char *feed_id, const char *key)
 	return fl + 1 + kl;
 }
 
-static int reserve(char **buf, size_t *cap, size_t need)
-{
-	char *grown;
-
-	if (need <= *cap)
-		return TF_OK;
-	if (!(grown = realloc(*buf, need)))
-		return TF_ENOMEM;
-	*buf = grown;
-	*cap = need;
-	return TF_OK;
-}
-
 static char *put_raw(char *p, const char *s, size_t n)
 {
 	memcpy(p, s, n);
@@ -172,25 +154,28 @@ static char *put_field(char *p, const char *name, const char *v)
 	return p + tf_json_quote(p, v);
 }
 
-/* The stored value: the version, then the record's JSON — our fields, then
- * the source object verbatim. Written directly (strings quoted by
- * tf_json_quote): a json_object per field cost more than the store write. */
-static int compose(tf_batch *b, const struct entry *e, const char *feed_id, const char *task_id,
-                   size_t *len)
+/* The most compose() writes for e. */
+static size_t compose_bound(const struct entry *e, const char *feed_id, const char *task_id)
+{
+	size_t strs = strlen(e->key) + strlen(e->type) + (e->value ? strlen(e->value) : 0) +
+	              strlen(feed_id) + strlen(task_id) + TF_TIME_LEN;
+	return VAL_HDR + 96 + TF_JSON_QUOTED_MAX(strs) + 5 * 2 +
+	       strlen(e->observables ? e->observables : "[]") + e->object_len;
+}
+
+/* The stored value, into out (compose_bound bytes): the version, then the
+ * record's JSON — our fields, then the source object verbatim. Written
+ * directly (strings quoted by tf_json_quote): a json_object per field cost
+ * more than the store write. Returns its length. */
+static size_t compose(char *out, const struct entry *e, const char *feed_id, const char *task_id)
 {
 	char ts[TF_TIME_LEN + 1];
 	const char *obs = e->observables ? e->observables : "[]";
-	size_t strs, need;
 	char *p;
 
 	if (e->modified_us)
 		tf_time_format(e->modified_us, ts, sizeof ts);
-	strs = strlen(e->key) + strlen(e->type) + (e->value ? strlen(e->value) : 0) +
-	       strlen(feed_id) + strlen(task_id) + (e->modified_us ? strlen(ts) : 0);
-	need = VAL_HDR + 96 + TF_JSON_QUOTED_MAX(strs) + 5 * 2 + strlen(obs) + e->object_len;
-	if (reserve(&b->val, &b->val_cap, need))
-		return TF_ENOMEM;
-	p = put_raw(b->val, (const char *)&e->modified_us, VAL_HDR);
+	p = put_raw(out, (const char *)&e->modified_us, VAL_HDR);
 	p = put_field(p, "{\"id\":", e->key);
 	p = put_field(p, ",\"type\":", e->type);
 	p = put_field(p, ",\"value\":", e->value);
@@ -202,8 +187,7 @@ static int compose(tf_batch *b, const struct entry *e, const char *feed_id, cons
 	p = put_raw(p, ",\"object\":", 10);
 	p = put_raw(p, e->object, e->object_len);
 	*p++ = '}';
-	*len = (size_t)(p - b->val);
-	return TF_OK;
+	return (size_t)(p - out);
 }
 
 static int count_get(tf_txn *txn, const char *feed_id, uint64_t *n)
@@ -222,69 +206,200 @@ int tf_records_count(tf_txn *txn, const char *feed_id, uint64_t *n)
 	return count_get(txn, feed_id, n);
 }
 
-static int apply_one(tf_txn *txn, const char *feed_id, const char *task_id, tf_batch *b,
-                     const struct entry *e, tf_progress *p, int64_t *delta)
-{
-	char k[MAX_KEY + 1];
-	size_t kl = record_key(k, feed_id, e->key), vl, oldl = 0;
-	const void *old;
-	int rc = tf_txn_get(txn, TF_TBL_RECORDS, k, kl, &old, &oldl), found;
+/* ---- applying a batch ------------------------------------------------------ */
 
-	if (rc != TF_OK && rc != TF_ENOTFOUND)
-		return rc;
-	if (rc == TF_OK && oldl >= VAL_HDR) {
+/* A key's value as the page goes: NULL when absent; ours: in the apply's
+ * buffers, not the store's. */
+struct kval {
+	const char *v;
+	size_t len;
+	int ours;
+};
+
+/* One page's apply, all at once: its keys read in one go, the decisions
+ * made here, and the writes handed to the store as one journaled batch
+ * (on PostgreSQL a few statements, not three round trips per record). Freed
+ * at the end, so a spare batch holds no page-sized scratch. */
+struct apply {
+	size_t n, nw;
+	const void **kp, **vp; /* keys; their values before the page */
+	size_t *kl, *vl;
+	size_t *prev;          /* 1 + index of the key's previous record, 0: none */
+	struct kval *after;    /* the key's value after record i */
+	tf_jw *w;              /* the writes: records, then the count */
+	size_t *rec;           /* the record of each record write */
+	char *keys, *vals, *priors;
+	size_t vals_len, priors_len;
+};
+
+static void apply_free(struct apply *a)
+{
+	free(a->kp), free(a->vp), free(a->kl), free(a->vl), free(a->prev), free(a->after);
+	free(a->w), free(a->rec), free(a->keys), free(a->vals), free(a->priors);
+}
+
+struct occ {
+	const char *key;
+	size_t i;
+};
+
+static int occ_cmp(const void *va, const void *vb)
+{
+	const struct occ *a = va, *b = vb;
+	int c = strcmp(a->key, b->key);
+	return c ? c : (a->i > b->i) - (a->i < b->i);
+}
+
+/* a->prev: a source may send one object twice in a page (two versions). */
+static int find_repeats(struct apply *a, const tf_batch *b)
+{
+	struct occ *o = malloc(b->n * sizeof *o);
+
+	if (!o)
+		return TF_ENOMEM;
+	for (size_t i = 0; i < b->n; i++)
+		o[i] = (struct occ){b->e[i].key, i};
+	qsort(o, b->n, sizeof *o, occ_cmp);
+	for (size_t i = 1; i < b->n; i++)
+		if (!strcmp(o[i - 1].key, o[i].key))
+			a->prev[o[i].i] = o[i - 1].i + 1;
+	free(o);
+	return TF_OK;
+}
+
+static int apply_alloc(struct apply *a, const tf_batch *b, const char *feed_id,
+                       const char *task_id)
+{
+	size_t n = b->n, fl = strlen(feed_id), kbytes = 0, vbytes = 0, off = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		kbytes += fl + 1 + strlen(b->e[i].key);
+		vbytes += compose_bound(&b->e[i], feed_id, task_id);
+	}
+	a->n = n;
+	a->kp = malloc(n * sizeof *a->kp), a->vp = malloc(n * sizeof *a->vp);
+	a->kl = malloc(n * sizeof *a->kl), a->vl = malloc(n * sizeof *a->vl);
+	a->prev = calloc(n, sizeof *a->prev), a->after = malloc(n * sizeof *a->after);
+	a->w = malloc((n + 1) * sizeof *a->w), a->rec = malloc(n * sizeof *a->rec);
+	a->keys = malloc(kbytes), a->vals = malloc(vbytes);
+	if (!a->kp || !a->vp || !a->kl || !a->vl || !a->prev || !a->after || !a->w || !a->rec ||
+	    !a->keys || !a->vals)
+		return TF_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		a->kp[i] = a->keys + off;
+		a->kl[i] = record_key(a->keys + off, feed_id, b->e[i].key);
+		off += a->kl[i];
+	}
+	return find_repeats(a, b);
+}
+
+/* Copies of the values read before the page that a write replaces: the
+ * store's pointers end at the first write (each key's is copied at most
+ * once: after its first write, the prior is that write's value). */
+static int priors_alloc(struct apply *a)
+{
+	size_t bytes = 1;
+
+	for (size_t i = 0; i < a->n; i++)
+		if (!a->prev[i] && a->vp[i])
+			bytes += a->vl[i];
+	return (a->priors = malloc(bytes)) ? TF_OK : TF_ENOMEM;
+}
+
+/* Record i: skipped (the stored version is as new or newer), or a write
+ * that journals the key's value as the page left it. */
+static void decide(struct apply *a, tf_batch *b, size_t i, const char *feed_id,
+                   const char *task_id, tf_progress *p, int64_t *delta)
+{
+	const struct entry *e = &b->e[i];
+	struct kval cur = a->prev[i] ? a->after[a->prev[i] - 1]
+	                             : (struct kval){a->vp[i], a->vp[i] ? a->vl[i] : 0, 0};
+	tf_jw *w = &a->w[a->nw];
+
+	a->after[i] = cur;
+	if (cur.v && cur.len >= VAL_HDR) {
 		int64_t old_mod;
-		memcpy(&old_mod, old, VAL_HDR);
+		memcpy(&old_mod, cur.v, VAL_HDR);
 		if (old_mod >= e->modified_us) {
 			p->indicators_skipped++;
-			return TF_OK;
+			return;
 		}
 	}
-	found = rc == TF_OK;
-	if (found) {
-		/* The undo entry needs the old value after writes that may move it. */
-		if (reserve(&b->prior, &b->prior_cap, oldl ? oldl : 1))
-			return TF_ENOMEM;
-		memcpy(b->prior, old, oldl);
+	if (cur.v) {
 		p->indicators_updated++;
+		if (!cur.ours) { /* the store's pointer ends at the first write */
+			memcpy(a->priors + a->priors_len, cur.v, cur.len);
+			cur.v = a->priors + a->priors_len;
+			a->priors_len += cur.len;
+		}
 	} else {
 		p->indicators_created++, (*delta)++;
 	}
-	/* The index first: it reads the prior record from b->prior, which the
-	 * record's own write below still needs. */
-	if ((rc = tf_index_record(b->ix, e->key, found && oldl >= VAL_HDR ? b->prior + VAL_HDR : NULL,
-	                          found && oldl >= VAL_HDR ? oldl - VAL_HDR : 0, e->packed,
-	                          e->packed_len, e->valid_until_us, e->revoked)))
-		return rc;
-	if (compose(b, e, feed_id, task_id, &vl))
-		return TF_ENOMEM;
-	return tf_txn_replace_j(txn, task_id, TF_TBL_RECORDS, k, kl, found ? b->prior : NULL, oldl,
-	                        b->val, vl);
+	*w = (tf_jw){.tbl = TF_TBL_RECORDS, .key = a->kp[i], .klen = a->kl[i], .known = 1,
+	             .prior = cur.v, .plen = cur.len, .val = a->vals + a->vals_len};
+	w->vlen = compose(a->vals + a->vals_len, e, feed_id, task_id);
+	a->vals_len += w->vlen;
+	a->after[i] = (struct kval){w->val, w->vlen, 1};
+	a->rec[a->nw++] = i;
 }
 
-int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_batch *b,
-                   tf_progress *p)
+/* The index entries of the page's record writes (index.h), journaled in the
+ * same transaction. Called after every decide(): the index's own reads and
+ * writes end the store's pointers, and each write's prior is by then a copy
+ * (or the page's earlier value of the key), which is also the old record the
+ * index compares with — for a key sent twice, the first version. */
+static int index_writes(const struct apply *a, tf_batch *b, tf_txn *txn, const char *feed_id,
+                        const char *task_id)
 {
-	int64_t delta = 0;
-	uint64_t count;
 	int rc;
 
 	if (!b->ix && (rc = tf_index_writer_new(&b->ix)))
 		return rc;
 	if ((rc = tf_index_begin(b->ix, txn, feed_id, task_id, tf_now_us())))
 		return rc;
-	for (size_t i = 0; i < b->n; i++)
-		if ((rc = apply_one(txn, feed_id, task_id, b, &b->e[i], p, &delta)))
+	for (size_t j = 0; j < a->nw; j++) {
+		const struct entry *e = &b->e[a->rec[j]];
+		const tf_jw *w = &a->w[j];
+		int old = w->prior && w->plen >= VAL_HDR;
+		/* A key sent twice: its entries as the first version left them. */
+		if (a->prev[a->rec[j]] && (rc = tf_index_flush(b->ix)))
 			return rc;
-	if ((rc = tf_index_end(b->ix)))
-		return rc;
-	if (!delta)
+		if ((rc = tf_index_record(b->ix, e->key, old ? (const char *)w->prior + VAL_HDR : NULL,
+		                          old ? w->plen - VAL_HDR : 0, e->packed, e->packed_len,
+		                          e->valid_until_us, e->revoked)))
+			return rc;
+	}
+	return tf_index_end(b->ix);
+}
+
+int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_batch *b,
+                   tf_progress *p)
+{
+	struct apply a = {0};
+	int64_t delta = 0;
+	uint64_t count = 0, before = 0;
+	int rc;
+
+	if (!b->n)
 		return TF_OK;
-	if ((rc = count_get(txn, feed_id, &count)))
-		return rc;
-	count += (uint64_t)delta;
-	return tf_txn_put_j(txn, task_id, TF_TBL_COUNTS, feed_id, strlen(feed_id), &count,
-	                    sizeof count);
+	if ((rc = apply_alloc(&a, b, feed_id, task_id)) ||
+	    (rc = tf_txn_get_many(txn, TF_TBL_RECORDS, a.n, a.kp, a.kl, a.vp, a.vl)) ||
+	    (rc = priors_alloc(&a)) || (rc = count_get(txn, feed_id, &before)))
+		goto out;
+	for (size_t i = 0; i < a.n; i++)
+		decide(&a, b, i, feed_id, task_id, p, &delta);
+	if ((rc = index_writes(&a, b, txn, feed_id, task_id)))
+		goto out;
+	/* The count's write comes last, in the same batch; its prior is
+	 * journaled as stored (count_get reads a malformed one as 0). */
+	count = before + (uint64_t)delta;
+	if (delta)
+		a.w[a.nw++] = (tf_jw){.tbl = TF_TBL_COUNTS, .key = feed_id, .klen = strlen(feed_id),
+		                      .val = &count, .vlen = sizeof count};
+	rc = tf_txn_write_j(txn, task_id, a.w, a.nw);
+out:
+	apply_free(&a);
+	return rc;
 }
 
 int tf_records_put_cursor(tf_txn *txn, const char *feed_id, const char *task_id,

@@ -41,8 +41,12 @@ void tf_batch_free(tf_batch *b);
 
 /* Writes the batch for feed_id as part of run task_id inside txn (journaled
  * writes), adding created/updated/skipped to p. The batch is not cleared:
- * a transaction replayed after map growth applies it again. b's scratch
- * buffers are reused, so one batch is applied by one thread at a time. */
+ * a transaction replayed after map growth applies it again. Its keys are
+ * read in one tf_txn_get_many and its writes (records, then the count) are
+ * one tf_txn_write_j, so a page is a few statements on PostgreSQL; the
+ * index entries of the records written (index.h) are journaled in the same
+ * transaction. b's index writer is reused, so one batch is applied by one
+ * thread at a time. */
 int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_batch *b,
                    tf_progress *p);
 /* Journaled write of the feed's cursor object inside txn. */

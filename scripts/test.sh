@@ -47,7 +47,7 @@ done
 
 # --- the store-backed unit tests again, on PostgreSQL --------------------------
 if [ -n "$pg_uri" ]; then
-  for t in test_store test_records test_task test_feed test_writer test_metrics test_webhook test_auth; do
+  for t in test_store test_records test_task test_index test_feed test_writer test_metrics test_webhook test_auth; do
     cmocka_run "unit-pg/$t" "$BUILD/asan/tests/$t" "$logdir/pg-$t.log" TF_TEST_PG="$pg_uri"
   done
 else

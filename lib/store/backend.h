@@ -60,6 +60,14 @@ struct tf_store_ops {
 	int (*notify)(tf_store *st, const char *channel);
 	int (*listen)(tf_store *st, const char *channel, int *fd);
 	int (*notifications)(tf_store *st, int *n, int *fd);
+	/* Optional batch ops (NULL: store.c / journal.c loop over get and the
+	 * journaled writes). write_j does tf_txn_write_j's writes with undo
+	 * sequence numbers first_seq + 1, + 2, … and sets *entries to the
+	 * number of undo entries it wrote; journal.c checked the arguments. */
+	int (*get_many)(tf_txn *t, tf_table tbl, size_t n, const void *const *keys,
+	                const size_t *klens, const void **vals, size_t *vlens);
+	int (*write_j)(tf_txn *t, const char *task_id, uint64_t first_seq, const tf_jw *w,
+	               size_t n, uint64_t *entries);
 };
 
 /* Writes the transaction's undo sequence back (journal.c); every backend's

@@ -51,14 +51,20 @@ int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out)
 	return TF_OK;
 }
 
+static int undo_seq_load(tf_txn *t)
+{
+	int rc = t->undo_loaded ? TF_OK : seq_load(t, UNDO_SEQ, &t->undo_seq);
+
+	t->undo_loaded |= !rc;
+	return rc;
+}
+
 static int undo_seq_next(tf_txn *t, uint64_t *seq)
 {
-	if (!t->undo_loaded) {
-		int rc = seq_load(t, UNDO_SEQ, &t->undo_seq);
-		if (rc)
-			return rc;
-		t->undo_loaded = 1;
-	}
+	int rc = undo_seq_load(t);
+
+	if (rc)
+		return rc;
 	*seq = ++t->undo_seq;
 	t->undo_dirty = 1;
 	return TF_OK;
@@ -127,33 +133,92 @@ static int journal_current(tf_txn *t, const char *task_id, tf_table tbl, const v
 	return rc;
 }
 
+/* One journaled write, the way every backend can: read (unless known),
+ * journal, write. */
+static int write_one(tf_txn *t, const char *task_id, const tf_jw *w)
+{
+	int rc;
+
+	if (w->val) {
+		rc = w->known ? journal(t, task_id, w->tbl, w->key, w->klen, w->prior, w->plen)
+		              : journal_current(t, task_id, w->tbl, w->key, w->klen);
+		return rc ? rc : tf_txn_put(t, w->tbl, w->key, w->klen, w->val, w->vlen);
+	}
+	if (w->known) {
+		if (!w->prior)
+			return TF_OK;
+		rc = journal(t, task_id, w->tbl, w->key, w->klen, w->prior, w->plen);
+	} else {
+		const void *v;
+		size_t vl;
+		rc = tf_txn_get(t, w->tbl, w->key, w->klen, &v, &vl);
+		if (rc == TF_ENOTFOUND)
+			return TF_OK;
+		if (!rc)
+			rc = journal_current(t, task_id, w->tbl, w->key, w->klen);
+	}
+	return rc ? rc : tf_txn_del(t, w->tbl, w->key, w->klen);
+}
+
+/* A backend with a batch op writes the undo entries itself, numbered from
+ * the transaction's sequence, which this file keeps. */
+static int write_batch(tf_txn *t, const char *task_id, const tf_jw *w, size_t n)
+{
+	uint64_t entries = 0;
+	int rc = undo_seq_load(t);
+
+	if (rc)
+		return rc;
+	/* Counted even on failure: the entries of the chunks before it stay
+	 * in the transaction until its end. */
+	rc = t->ops->write_j(t, task_id, t->undo_seq, w, n, &entries);
+	t->undo_seq += entries;
+	t->undo_dirty |= entries > 0;
+	return rc;
+}
+
+int tf_txn_write_j(tf_txn *t, const char *task_id, const tf_jw *w, size_t n)
+{
+	int rc = TF_OK;
+
+	if (strlen(task_id) != TF_UUID_LEN)
+		return TF_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned)w[i].tbl >= TF_TBL__COUNT || w[i].tbl == TF_TBL_UNDO)
+			return TF_EINVAL;
+	if (!n)
+		return TF_OK;
+	if (t->ops->write_j)
+		return write_batch(t, task_id, w, n);
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = write_one(t, task_id, &w[i]);
+	return rc;
+}
+
 int tf_txn_put_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
                  const void *val, size_t vlen)
 {
-	int rc = journal_current(t, task_id, tbl, key, klen);
-	return rc ? rc : tf_txn_put(t, tbl, key, klen, val, vlen);
+	tf_jw w = {.tbl = tbl, .key = key, .klen = klen, .val = val, .vlen = vlen};
+
+	/* A value, even an empty one, is not a delete. */
+	if (!w.val)
+		w.val = "";
+	return tf_txn_write_j(t, task_id, &w, 1);
 }
 
 int tf_txn_replace_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
                      const void *prior, size_t plen, const void *val, size_t vlen)
 {
-	int rc = journal(t, task_id, tbl, key, klen, prior, prior ? plen : 0);
-	return rc ? rc : tf_txn_put(t, tbl, key, klen, val, vlen);
+	tf_jw w = {.tbl = tbl, .key = key, .klen = klen, .val = val ? val : "", .vlen = vlen,
+	           .known = 1, .prior = prior, .plen = prior ? plen : 0};
+	return tf_txn_write_j(t, task_id, &w, 1);
 }
 
 int tf_txn_del_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen)
 {
-	const void *v;
-	size_t vl;
-	int rc = tf_txn_get(t, tbl, key, klen, &v, &vl);
-
-	if (rc == TF_ENOTFOUND)
-		return TF_OK;
-	if (rc || (rc = journal_current(t, task_id, tbl, key, klen)))
-		return rc;
-	return tf_txn_del(t, tbl, key, klen);
+	tf_jw w = {.tbl = tbl, .key = key, .klen = klen};
+	return tf_txn_write_j(t, task_id, &w, 1);
 }
-
 
 struct undo_ctx {
 	const char *task_id;

@@ -55,6 +55,7 @@ typedef struct pg_link {
 	pthread_mutex_t mu; /* one transaction at a time on this connection */
 	int prepared;
 	int lazy;
+	int batch_prepared; /* the batch statements, prepared on first use */
 } pg_link;
 
 /* Longest lease or channel name (a task id; "queue"). */
@@ -201,6 +202,8 @@ static PGconn *connect_to(const char *uri, char *err, size_t errlen)
 	return NULL;
 }
 
+static int prepare_batch(pg_link *c);
+
 static int prepare_all(pg_link *c)
 {
 	for (int i = 0; i < S__COUNT; i++) {
@@ -212,6 +215,8 @@ static int prepare_all(pg_link *c)
 		if (!ok)
 			return TF_ESTORE;
 	}
+	if (prepare_batch(c))
+		return TF_ESTORE;
 	c->prepared = 1;
 	return TF_OK;
 }
@@ -1019,6 +1024,352 @@ static int pg_notifications(tf_store *bst, int *n, int *fd)
 	return rc;
 }
 
+/* ---- batched reads and journaled writes ------------------------------------- */
+
+/* A page of records is a few statements, not three round trips per record
+ * (issue 13 §7): the keys, values and undo headers of a batch go to the
+ * server as binary arrays, and one statement reads the prior rows, writes
+ * the undo entries (journal.c's format, numbered on from the transaction's
+ * sequence) and upserts or deletes the rows. Every sub-statement of a WITH
+ * sees the snapshot from before the statement, so the priors read are the
+ * values the writes replace; a key that repeats in a batch therefore starts
+ * a new statement, whose snapshot sees the earlier write. */
+
+/* Rows, and bytes of keys and values, in one statement's arrays: bounds the
+ * memory the arrays take here and on the server (an array may not exceed
+ * 1 GB). A page of records is one chunk. */
+#define PG_BATCH_ROWS 4096
+#define PG_BATCH_BYTES (32u << 20)
+#define PG_OID_BYTEA 17
+#define PG_OID_INT2 21
+
+static const char batch_get_sql[] =
+	"SELECT q.i, o.v FROM unnest($2::bytea[]) WITH ORDINALITY AS q(k, i) "
+	"JOIN tf_kv o ON o.tbl = $1::int2 AND o.k = q.k";
+
+/* $1..$5: table, key, value (NULL: delete), undo header — journal.c's
+ * table(1) had_prior(1) klen(4 LE), where had_prior says 0: known absent,
+ * 1: known present with prior $5, 2: unknown, read here — and prior. $6
+ * the undo table, $7 the task id, $8 the sequence number before the first
+ * entry. A delete of an absent key writes nothing and takes no number.
+ * Known priors spare a lookup, and a key known absent is a plain insert:
+ * writers hold the writer lock, so no other can insert it meanwhile. */
+static const char batch_write_sql[] =
+	"WITH n AS (SELECT * FROM unnest($1::int2[], $2::bytea[], $3::bytea[], $4::bytea[], "
+	"                                $5::bytea[]) WITH ORDINALITY AS n(tbl, k, v, h, p, ord)), "
+	"j0 AS (SELECT tbl, k, v, h, ord, p AS prior FROM n WHERE get_byte(h, 1) < 2 "
+	"       UNION ALL "
+	"       SELECT n.tbl, n.k, n.v, n.h, n.ord, o.v FROM n "
+	"       LEFT JOIN tf_kv o ON o.tbl = n.tbl AND o.k = n.k WHERE get_byte(n.h, 1) = 2), "
+	"j AS (SELECT tbl, k, v, set_byte(h, 1, (prior IS NOT NULL)::int) AS h, prior, "
+	"             row_number() OVER (ORDER BY ord) AS seq "
+	"      FROM j0 WHERE v IS NOT NULL OR prior IS NOT NULL), "
+	"u AS (INSERT INTO tf_kv (tbl, k, v) "
+	"      SELECT $6::int2, $7::bytea || int8send($8::int8 + seq), "
+	"             h || k || coalesce(prior, ''::bytea) FROM j), "
+	"c AS (INSERT INTO tf_kv (tbl, k, v) SELECT tbl, k, v FROM j "
+	"      WHERE v IS NOT NULL AND prior IS NULL), "
+	"r AS (INSERT INTO tf_kv (tbl, k, v) SELECT tbl, k, v FROM j "
+	"      WHERE v IS NOT NULL AND prior IS NOT NULL "
+	"      ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v), "
+	"d AS (DELETE FROM tf_kv o USING j WHERE j.v IS NULL AND o.tbl = j.tbl AND o.k = j.k) "
+	"SELECT count(*) FROM j";
+
+/* Called with every (re)connection: most connections (the handler's
+ * readers, a CLI command) never write a batch, and parsing these costs a
+ * few milliseconds, so they are prepared on first use. */
+static int prepare_batch(pg_link *c)
+{
+	c->batch_prepared = 0;
+	return TF_OK;
+}
+
+static int batch_ready(pg_txn *t)
+{
+	static const struct {
+		const char *name, *sql;
+		int nparams;
+	} st[] = {{"batch_get", batch_get_sql, 2}, {"batch_write", batch_write_sql, 8}};
+
+	for (size_t i = 0; i < sizeof st / sizeof *st && !t->c->batch_prepared; i++) {
+		PGresult *res = PQprepare(t->c->conn, st[i].name, st[i].sql, st[i].nparams, NULL);
+		int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? TF_OK : failed(t, res);
+		PQclear(res);
+		if (rc)
+			return rc;
+	}
+	t->c->batch_prepared = 1;
+	return TF_OK;
+}
+
+/* A one-dimensional array in PostgreSQL's binary format (array_recv):
+ * ndim, has-nulls flag, element type, length, lower bound, then each
+ * element as its length (-1: NULL) and bytes, all integers big-endian. */
+typedef struct pg_arr {
+	char *p;
+	size_t len, cap;
+	int oom;
+} pg_arr;
+
+static void arr_put(pg_arr *a, const void *d, size_t n)
+{
+	if (a->oom || !n)
+		return;
+	if (a->len + n > a->cap) {
+		size_t cap = a->cap ? a->cap : 4096;
+		char *p;
+		while (cap < a->len + n)
+			cap *= 2;
+		if (!(p = realloc(a->p, cap))) {
+			a->oom = 1;
+			return;
+		}
+		a->p = p, a->cap = cap;
+	}
+	memcpy(a->p + a->len, d, n);
+	a->len += n;
+}
+
+static void arr_be32(pg_arr *a, uint32_t v)
+{
+	unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+	                      (unsigned char)(v >> 8), (unsigned char)v};
+	arr_put(a, b, 4);
+}
+
+static void arr_start(pg_arr *a, uint32_t oid, size_t n)
+{
+	a->len = 0;
+	arr_be32(a, 1);
+	arr_be32(a, 1);
+	arr_be32(a, oid);
+	arr_be32(a, (uint32_t)n);
+	arr_be32(a, 1);
+}
+
+/* d NULL: a NULL element. */
+static void arr_elem(pg_arr *a, const void *d, size_t n)
+{
+	arr_be32(a, d ? (uint32_t)n : 0xffffffffu);
+	if (d)
+		arr_put(a, d, n);
+}
+
+static void arrs_free(pg_arr *a, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(a[i].p);
+}
+
+/* Where the chunk that starts at i ends: at the row or byte bound, or at a
+ * key written earlier in the chunk (prev[j]: 1 + the index of key j's
+ * previous write in the batch, 0: none; NULL: no key repeats). */
+static size_t chunk_end(const size_t *prev, const size_t *sizes, size_t i, size_t n)
+{
+	size_t end = i, bytes = 0;
+
+	while (end < n && end - i < PG_BATCH_ROWS && (!prev || prev[end] <= i)) {
+		if (end > i && bytes + sizes[end] > PG_BATCH_BYTES)
+			break;
+		bytes += sizes[end++];
+	}
+	return end;
+}
+
+struct occ {
+	const tf_jw *w;
+	size_t i;
+};
+
+static int occ_cmp(const void *va, const void *vb)
+{
+	const struct occ *a = va, *b = vb;
+	size_t m = a->w->klen < b->w->klen ? a->w->klen : b->w->klen;
+	int c = m ? memcmp(a->w->key, b->w->key, m) : 0;
+
+	if (a->w->tbl != b->w->tbl)
+		return a->w->tbl < b->w->tbl ? -1 : 1;
+	if (c)
+		return c;
+	if (a->w->klen != b->w->klen)
+		return a->w->klen < b->w->klen ? -1 : 1;
+	return a->i < b->i ? -1 : a->i > b->i;
+}
+
+/* *prev for chunk_end (NULL when no key repeats). */
+static int find_repeats(const tf_jw *w, size_t n, size_t **prev)
+{
+	struct occ *o;
+	int any = 0;
+
+	*prev = NULL;
+	if (n < 2)
+		return TF_OK;
+	if (!(o = malloc(n * sizeof *o)) || !(*prev = calloc(n, sizeof **prev))) {
+		free(o);
+		return TF_ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		o[i] = (struct occ){&w[i], i};
+	qsort(o, n, sizeof *o, occ_cmp);
+	for (size_t i = 1; i < n; i++) {
+		struct occ a = o[i - 1], b = o[i];
+		if (a.w->tbl == b.w->tbl && a.w->klen == b.w->klen &&
+		    (!a.w->klen || !memcmp(a.w->key, b.w->key, a.w->klen)))
+			(*prev)[b.i] = a.i + 1, any = 1;
+	}
+	free(o);
+	if (!any) {
+		free(*prev);
+		*prev = NULL;
+	}
+	return TF_OK;
+}
+
+static int write_chunk(pg_txn *t, const char *task_id, uint64_t seq, const tf_jw *w, size_t n,
+                       pg_arr *a, uint64_t *wrote)
+{
+	char undo[8], seqs[24];
+	const char *values[8];
+	int lengths[8], formats[8] = {1, 1, 1, 1, 1, 0, 1, 0};
+	PGresult *res;
+	int rc = TF_OK;
+
+	arr_start(&a[0], PG_OID_INT2, n);
+	for (int k = 1; k < 5; k++)
+		arr_start(&a[k], PG_OID_BYTEA, n);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t kl = (uint32_t)w[i].klen;
+		unsigned char tbl[2] = {0, (unsigned char)w[i].tbl};
+		unsigned char h[6] = {(unsigned char)w[i].tbl, w[i].known ? w[i].prior != NULL : 2,
+		                      (unsigned char)kl, (unsigned char)(kl >> 8),
+		                      (unsigned char)(kl >> 16), (unsigned char)(kl >> 24)};
+		arr_elem(&a[0], tbl, 2);
+		arr_elem(&a[1], w[i].key ? w[i].key : "", w[i].klen);
+		arr_elem(&a[2], w[i].val, w[i].vlen);
+		arr_elem(&a[3], h, 6);
+		arr_elem(&a[4], w[i].known ? w[i].prior : NULL, w[i].plen);
+	}
+	for (int k = 0; k < 5; k++)
+		if (a[k].oom)
+			return TF_ENOMEM;
+	snprintf(undo, sizeof undo, "%d", (int)TF_TBL_UNDO);
+	snprintf(seqs, sizeof seqs, "%llu", (unsigned long long)seq);
+	for (int k = 0; k < 5; k++)
+		values[k] = a[k].p, lengths[k] = (int)a[k].len;
+	values[5] = undo, lengths[5] = 0;
+	values[6] = task_id, lengths[6] = TF_UUID_LEN;
+	values[7] = seqs, lengths[7] = 0;
+	res = PQexecPrepared(t->c->conn, "batch_write", 8, values, lengths, formats, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		rc = failed(t, res);
+	else
+		*wrote = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return rc;
+}
+
+static int pg_write_j(tf_txn *bt, const char *task_id, uint64_t first_seq, const tf_jw *w,
+                      size_t n, uint64_t *entries)
+{
+	pg_txn *t = (pg_txn *)bt;
+	pg_arr a[5] = {{0}};
+	size_t *prev = NULL, *sizes = NULL;
+	int rc;
+
+	*entries = 0;
+	if (!t->write)
+		return TF_EPERM;
+	if ((rc = batch_ready(t)) || (rc = find_repeats(w, n, &prev)))
+		return rc;
+	if (!(sizes = malloc(n * sizeof *sizes))) {
+		free(prev);
+		return TF_ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		sizes[i] = w[i].klen + (w[i].val ? w[i].vlen : 0) + (w[i].known ? w[i].plen : 0) + 40;
+	for (size_t i = 0, end; i < n && !rc; i = end) {
+		uint64_t wrote = 0;
+		end = chunk_end(prev, sizes, i, n);
+		rc = write_chunk(t, task_id, first_seq + *entries, w + i, end - i, a, &wrote);
+		*entries += wrote;
+	}
+	arrs_free(a, 5);
+	free(sizes);
+	free(prev);
+	/* After the statements: keys or values may point into kept results. */
+	release_kept(t);
+	for (size_t i = 0; i < n; i++)
+		t->wgen[w[i].tbl]++;
+	t->wgen[TF_TBL_UNDO]++;
+	return rc;
+}
+
+static uint64_t be64(const char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | (unsigned char)p[i];
+	return v;
+}
+
+static int get_chunk(pg_txn *t, tf_table tbl, size_t n, const void *const *keys,
+                     const size_t *klens, const void **vals, size_t *vlens, pg_arr *a)
+{
+	char tbls[8];
+	const char *values[2];
+	int lengths[2], formats[2] = {0, 1};
+	PGresult *res;
+
+	arr_start(a, PG_OID_BYTEA, n);
+	for (size_t i = 0; i < n; i++)
+		arr_elem(a, keys[i] ? keys[i] : "", klens[i]);
+	if (a->oom)
+		return TF_ENOMEM;
+	snprintf(tbls, sizeof tbls, "%d", (int)tbl);
+	values[0] = tbls, lengths[0] = 0;
+	values[1] = a->p, lengths[1] = (int)a->len;
+	res = PQexecPrepared(t->c->conn, "batch_get", 2, values, lengths, formats, 1);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		int rc = failed(t, res);
+		PQclear(res);
+		return rc;
+	}
+	for (int r = 0; r < PQntuples(res); r++) {
+		uint64_t i = PQgetlength(res, r, 0) == 8 ? be64(PQgetvalue(res, r, 0)) : 0;
+		if (i < 1 || i > n) {
+			PQclear(res);
+			return TF_ESTORE;
+		}
+		vals[i - 1] = PQgetvalue(res, r, 1);
+		vlens[i - 1] = (size_t)PQgetlength(res, r, 1);
+	}
+	keep(t, res);
+	return TF_OK;
+}
+
+static int pg_get_many(tf_txn *bt, tf_table tbl, size_t n, const void *const *keys,
+                       const size_t *klens, const void **vals, size_t *vlens)
+{
+	pg_txn *t = (pg_txn *)bt;
+	pg_arr a = {0};
+	int rc = TF_OK;
+
+	for (size_t i = 0; i < n; i++)
+		vals[i] = NULL, vlens[i] = 0;
+	if (n && (rc = batch_ready(t)))
+		return rc;
+	for (size_t i = 0, end; i < n && !rc; i = end) {
+		size_t bytes = 0;
+		for (end = i; end < n && end - i < PG_BATCH_ROWS; bytes += klens[end++] + 4)
+			if (end > i && bytes + klens[end] + 4 > PG_BATCH_BYTES)
+				break;
+		rc = get_chunk(t, tbl, end - i, keys + i, klens + i, vals + i, vlens + i, &a);
+	}
+	arrs_free(&a, 1);
+	return rc;
+}
+
 const tf_store_ops tf_pg_ops = {
 	.name = "postgresql", .open = pg_open, .close = pg_close_store, .update = pg_update,
 	.view = pg_view, .get = pg_get, .put = pg_put, .del = pg_del,
@@ -1028,4 +1379,5 @@ const tf_store_ops tf_pg_ops = {
 	.lease_held = pg_lease_held, .notify = pg_notify, .listen = pg_listen,
 	.notifications = pg_notifications,
 	.space = pg_space,
+	.get_many = pg_get_many, .write_j = pg_write_j,
 };

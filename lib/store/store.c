@@ -64,6 +64,21 @@ int tf_txn_del(tf_txn *t, tf_table tbl, const void *key, size_t klen)
 	return t->ops->del(t, tbl, key, klen);
 }
 
+int tf_txn_get_many(tf_txn *t, tf_table tbl, size_t n, const void *const *keys,
+                    const size_t *klens, const void **vals, size_t *vlens)
+{
+	if (t->ops->get_many)
+		return t->ops->get_many(t, tbl, n, keys, klens, vals, vlens);
+	for (size_t i = 0; i < n; i++) {
+		int rc = t->ops->get(t, tbl, keys[i], klens[i], &vals[i], &vlens[i]);
+		if (rc == TF_ENOTFOUND)
+			vals[i] = NULL, vlens[i] = 0;
+		else if (rc)
+			return rc;
+	}
+	return TF_OK;
+}
+
 
 
 

@@ -96,6 +96,37 @@ int tf_txn_del_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, 
 int tf_txn_replace_j(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
                      const void *prior, size_t plen, const void *val, size_t vlen);
 
+/* One write of a journaled batch (tf_txn_write_j). */
+typedef struct tf_jw {
+	tf_table tbl;          /* any table but TF_TBL_UNDO */
+	const void *key;
+	size_t klen;
+	const void *val;       /* NULL: delete the key (absent: no-op, no entry) */
+	size_t vlen;
+	/* 1: prior (plen bytes; NULL when the key is absent) is the caller's
+	 * copy of the key's current value, as for tf_txn_replace_j: a backend
+	 * that journals one write at a time uses it instead of reading the key
+	 * again; one that reads priors inside its batch statement ignores it. */
+	int known;
+	const void *prior;
+	size_t plen;
+} tf_jw;
+
+/* Exactly tf_txn_put_j / tf_txn_del_j (or tf_txn_replace_j when known) on
+ * w[0], w[1], … in that order — the same store, the same undo entries in the
+ * same sequence — but a backend may write the whole batch in a few
+ * statements (PostgreSQL: one per chunk instead of three round trips per
+ * write). Nothing is buffered: when it returns, reads in the transaction see
+ * every write. A key may repeat; each write journals what the one before it
+ * left. TF_EINVAL for a task id that is not UUID-sized or a write to
+ * TF_TBL_UNDO. */
+int tf_txn_write_j(tf_txn *t, const char *task_id, const tf_jw *w, size_t n);
+
+/* n reads of tbl at once: vals[i] / vlens[i] is keys[i]'s value, vals[i]
+ * NULL when absent. Valid until the next write in the transaction. */
+int tf_txn_get_many(tf_txn *t, tf_table tbl, size_t n, const void *const *keys,
+                    const size_t *klens, const void **vals, size_t *vlens);
+
 /* Next value of a named 64-bit counter (starts at 1). */
 int tf_txn_seq_next(tf_txn *t, const char *name, uint64_t *out);
 

@@ -125,9 +125,14 @@ class Cancels(RunTest):
         self.env.wait(self.env.consume("f"), {"completed"})
         before = self.env.export()
         cursor_before = self.env.feed("f")["indicator_count"]
+        up.ctl("reset")  # page numbers count from this run's first request
         up.ctl("data", {"objects": 1500})
         up.ctl("bump_versions", {"count": 50})
-        up.ctl("faults", {"page_delay_ms": 150})
+        # The fourth page stalls, so the run is surely still going when the
+        # cancel comes, however fast the store writes the first three (a
+        # page delay was not enough once PostgreSQL wrote a page in a few
+        # statements: the run could finish before the cancel).
+        up.ctl("faults", {"stall": {"page": 3, "after_bytes": 100, "seconds": 120}})
         task = self.env.consume("f")
         self.wait_pages(task, 3)
         self.env.cancel(task, "cancel_job")

@@ -311,6 +311,16 @@ static void test_new_version_moves_entries(void **state)
 	/* an older version is skipped, and so are its observables */
 	write_recs(st, "fa", TASK1, old, 1);
 	assert_string_equal(walk(st, &c, 0), "ipv4-addr 10.0.0.2 fa\nipv4-addr 10.0.0.3 fa\n");
+	/* Both versions in one page (the index's writes are held until the
+	 * commit): the second moves the first's entries, and an older third is
+	 * skipped with its observables. */
+	{
+		const struct rec page[] = {v1[0], v2[0], old[0]};
+		c.feed = "fb";
+		write_recs(st, "fb", TASK2, page, 3);
+		assert_string_equal(walk(st, &c, 0), "ipv4-addr 10.0.0.2 fb\nipv4-addr 10.0.0.3 fb\n");
+		c.feed = NULL;
+	}
 	tf_store_close(st);
 }
 

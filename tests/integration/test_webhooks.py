@@ -252,8 +252,14 @@ class Delivery(HookCase):
             self.assertLess(time.monotonic(), deadline, procs)
             procs = run_processes(task_id)
             time.sleep(0.05)
-        os.kill(procs["supervise"], signal.SIGKILL)
+        # The worker's parent is the supervisor (a pid read as "supervise" may
+        # be the worker between fork and exec). Stopped first, it cannot
+        # settle the run when the worker dies before it does.
+        with open("/proc/%d/stat" % procs["work"]) as f:
+            sup = int(f.read().rsplit(")", 1)[1].split()[1])
+        os.kill(sup, signal.SIGSTOP)
         os.kill(procs["work"], signal.SIGKILL)
+        os.kill(sup, signal.SIGKILL)
         final = self.wait(task_id)
         self.assertEqual((final["status"], final["error"]), ("failed", "worker lost"), final)
         [got] = self.receiver.wait_for(task_id, 1)

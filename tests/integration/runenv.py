@@ -48,6 +48,36 @@ class Upstream:
         return data
 
 
+def _ppid(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def run_processes(task_id):
+    """{role: pid} of the run's supervisor and worker, from /proc. Between
+    fork and exec the worker still reads "supervise": a "supervise" whose
+    parent is one too is that worker, not the supervisor."""
+    found, sups = {}, {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+            if len(argv) < 3 or argv[2].decode(errors="replace") != task_id:
+                continue
+            if argv[1] == b"work":
+                found["work"] = int(pid)
+            elif argv[1] == b"supervise":
+                sups[int(pid)] = _ppid(int(pid))
+        except OSError:
+            continue
+    real = [pid for pid, parent in sups.items() if parent not in sups]
+    if real:
+        found["supervise"] = real[0]
+    return found
+
+
 _pg_counter = [0]
 
 
@@ -123,19 +153,7 @@ class RunEnv:
         return res
 
     def run_processes(self, task_id):
-        """{role: pid} of the run's supervisor and worker, from /proc."""
-        found = {}
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if len(argv) >= 3 and argv[2].decode() == task_id and argv[1] in (b"work", b"supervise"):
-                found[argv[1].decode()] = int(pid)
-        return found
+        return run_processes(task_id)
 
     def close(self, ok=True):
         for up in self.upstreams:

@@ -20,6 +20,7 @@ import unittest
 import urllib.parse
 
 from stack import REPO, TERMINAL, free_port, _child_setup
+from runenv import run_processes
 from test_api import ApiCase, TokenStack, handler_pids
 
 API_TOKEN = "api-t0ken-for-metrics"
@@ -48,23 +49,6 @@ def parse(text):
 def value(samples, name, **labels):
     """The sample's value, or None when the series is absent."""
     return samples.get((name, frozenset(labels.items())))
-
-
-def run_processes(task_id):
-    """{"work"/"supervise": pid} of a run, from /proc."""
-    found = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if len(argv) >= 3 and argv[2].decode(errors="replace") == task_id and \
-                argv[1] in (b"work", b"supervise"):
-            found[argv[1].decode()] = int(pid)
-    return found
 
 
 class MetricsCase(ApiCase):

@@ -26,7 +26,7 @@ import unittest
 
 from stack import TERMINAL
 from test_api import ApiCase
-from test_metrics import run_processes
+from runenv import run_processes
 
 GLOBAL_SECRET = "global-hook-s3cret-PLUGH"
 FEED_SECRET = "feed-hook-s3cret-XYZZY"
@@ -252,11 +252,9 @@ class Delivery(HookCase):
             self.assertLess(time.monotonic(), deadline, procs)
             procs = run_processes(task_id)
             time.sleep(0.05)
-        # The worker's parent is the supervisor (a pid read as "supervise" may
-        # be the worker between fork and exec). Stopped first, it cannot
-        # settle the run when the worker dies before it does.
-        with open("/proc/%d/stat" % procs["work"]) as f:
-            sup = int(f.read().rsplit(")", 1)[1].split()[1])
+        # The supervisor, stopped first, cannot settle the run when the
+        # worker dies before it does.
+        sup = procs["supervise"]
         os.kill(sup, signal.SIGSTOP)
         os.kill(procs["work"], signal.SIGKILL)
         os.kill(sup, signal.SIGKILL)

@@ -11,6 +11,7 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 logdir="$BUILD/test-logs"
 mkdir -p "$logdir"
+rm -f "$logdir"/*.rc
 passed=0 failed=0 skipped=0
 failures=()
 
@@ -72,42 +73,61 @@ if grep -q '^fuzz-regress:' Makefile; then
   if [ "$f" -gt 0 ]; then tail -n 40 "$out"; fi
 fi
 
-# --- python suites (upstream self-test, integration) -------------------------
-pysuite() { # name dir [test names...]
-  local name=$1 out="$logdir/$1.log"; shift
-  timeout 1500 python3 tests/pyrun.py "$@" >"$out" 2>&1
-  local rc=$? line
+# --- python suites and the browser, in parallel lanes -------------------------
+# These suites mostly wait on real processes (runs, grace periods, stalls), so
+# three lanes on two cores take about half the time of one. Each test class
+# starts its own stack on random ports, so lanes share nothing; pyrun deals
+# the integration suite's classes to two shares. Every lane writes its log and
+# exit status; the counting happens afterwards, in a fixed order.
+pyrun() { # name [pyrun args...]
+  local name=$1; shift
+  timeout 1500 python3 tests/pyrun.py "$@" >"$logdir/$name.log" 2>&1
+  echo $? >"$logdir/$name.rc"
+}
+pycount() { # name
+  local name=$1 out="$logdir/$1.log" rc line p f s
+  rc=$(cat "$logdir/$name.rc" 2>/dev/null || echo 1)
   line=$(grep -E '^pyrun: [0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
-  local p f s
   p=$(echo "$line" | awk '{print $2}'); f=$(echo "$line" | awk '{print $4}')
   s=$(echo "$line" | awk '{print $6}')
   p=${p:-0}; f=${f:-0}; s=${s:-0}
-  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   count "$name" "$p" "$f" "$s"
   if [ "$f" -gt 0 ]; then grep -E -A 30 '^(FAIL|ERROR):' "$out" | head -n 150; tail -n 20 "$out"; fi
 }
-pysuite upstream tests/upstream
-pysuite integration tests/integration
+browser() {
+  local out="$logdir/browser.log"
+  (cd tests/browser && timeout 900 node --test --test-reporter=tap ./*.test.mjs) >"$out" 2>&1
+  echo $? >"$logdir/browser.rc"
+}
+browsercount() {
+  local out="$logdir/browser.log" rc p f
+  rc=$(cat "$logdir/browser.rc" 2>/dev/null || echo 1)
+  p=$(grep -E '^# pass [0-9]+' "$out" | awk '{print $3}'); f=$(grep -E '^# fail [0-9]+' "$out" | awk '{print $3}')
+  p=${p:-0}; f=${f:-0}
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  count browser "$p" "$f"
+  if [ "$f" -gt 0 ]; then grep -B2 -A25 '^not ok' "$out" | head -n 150; fi
+}
+pg_suites=(test_runs.CompleteAndIncremental test_runs.Cancels test_runs.Queue test_runs.QueueLimits
+  test_runs.Crashes test_api.Basics test_api.Runs test_api.Pollers test_api.HandlerKilled
+  test_shapes test_metrics test_indicators test_webhooks.Delivery test_webhooks.Retries
+  test_audit)
+pyrun upstream tests/upstream
+( pyrun integration-1 --shard 1/2 tests/integration
+  if ls tests/browser/*.test.mjs >/dev/null 2>&1; then browser; fi ) &
+( pyrun integration-2 --shard 2/2 tests/integration ) &
 # Runs, every cancel path, kills, the queue and the API through lighttpd,
 # again on PostgreSQL (each test gets its own migrated schema).
 if [ -n "$pg_uri" ]; then
-  TF_IT_PG="$pg_uri" pysuite integration-pg tests/integration \
-    test_runs.CompleteAndIncremental test_runs.Cancels test_runs.Queue test_runs.QueueLimits \
-    test_runs.Crashes test_api.Basics test_api.Runs test_api.Pollers test_api.HandlerKilled \
-    test_shapes test_metrics test_indicators test_webhooks.Delivery test_webhooks.Retries \
-    test_audit
+  ( TF_IT_PG="$pg_uri" pyrun integration-pg tests/integration "${pg_suites[@]}" ) &
 fi
-
-# --- browser ------------------------------------------------------------------
-if ls tests/browser/*.test.mjs >/dev/null 2>&1; then
-  out="$logdir/browser.log"
-  (cd tests/browser && timeout 900 node --test --test-reporter=tap ./*.test.mjs) >"$out" 2>&1; rc=$?
-  p=$(grep -E '^# pass [0-9]+' "$out" | awk '{print $3}'); f=$(grep -E '^# fail [0-9]+' "$out" | awk '{print $3}')
-  p=${p:-0}; f=${f:-0}
-  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-  count browser "$p" "$f"
-  if [ "$f" -gt 0 ]; then grep -B2 -A25 '^not ok' "$out" | head -n 150; fi
-fi
+wait
+pycount upstream
+pycount integration-1
+pycount integration-2
+if [ -n "$pg_uri" ]; then pycount integration-pg; fi
+if [ -f "$logdir/browser.rc" ]; then browsercount; fi
 
 echo
 if ((${#failures[@]})); then echo "failing suites: ${failures[*]} (logs in $logdir/)"; fi

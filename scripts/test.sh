@@ -48,7 +48,7 @@ done
 
 # --- the store-backed unit tests again, on PostgreSQL --------------------------
 if [ -n "$pg_uri" ]; then
-  for t in test_store test_records test_task test_index test_feed test_writer test_metrics test_webhook test_auth; do
+  for t in test_store test_records test_task test_runctl test_index test_feed test_writer test_metrics test_webhook test_auth; do
     cmocka_run "unit-pg/$t" "$BUILD/asan/tests/$t" "$logdir/pg-$t.log" TF_TEST_PG="$pg_uri"
   done
 else
@@ -110,7 +110,7 @@ browsercount() {
   if [ "$f" -gt 0 ]; then grep -B2 -A25 '^not ok' "$out" | head -n 150; fi
 }
 pg_suites=(test_runs.CompleteAndIncremental test_runs.Cancels test_runs.Queue test_runs.QueueLimits
-  test_runs.Crashes test_api.Basics test_api.Runs test_api.Pollers test_api.HandlerKilled
+  test_runs.Crashes test_runs.Escalation test_api.Basics test_api.Runs test_api.Pollers test_api.HandlerKilled
   test_shapes test_metrics test_indicators test_webhooks.Delivery test_webhooks.Retries
   test_audit)
 pyrun upstream tests/upstream

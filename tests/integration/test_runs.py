@@ -51,6 +51,19 @@ class RunTest(unittest.TestCase):
         os.kill(pid, signal.SIGSTOP)
         return pid
 
+    def going_feed(self, feed_id="f"):
+        """Pages every 150 ms, then the sixth stalls: a run of it is surely
+        still going when a test acts on it, however slowly a loaded machine
+        runs the test. `up.ctl("faults", {})` lets the next run complete."""
+        up = self.feed_up(feed_id, "--page-delay-ms", "150")
+        up.ctl("faults", {"stall": {"page": 5, "after_bytes": 100, "seconds": 300}})
+        return up
+
+    def stalled_feed(self):
+        up = self.feed_up("f")
+        up.ctl("faults", {"stall": {"page": 2, "after_bytes": 100, "seconds": 300}})
+        return up
+
     def wait_pages(self, task_id, n, timeout=60):
         return self.env.wait(task_id, {"running", "stopping", "cancelling"} | TERMINAL, timeout,
                              pred=lambda t: t["progress"]["pages_done"] >= n or t["status"] in TERMINAL)
@@ -101,7 +114,7 @@ class CompleteAndIncremental(RunTest):
 
 class Cancels(RunTest):
     def test_stop_now_keeps_whole_pages_and_next_run_continues(self):
-        up = self.feed_up("f", "--page-delay-ms", "150")
+        up = self.going_feed()
         task = self.env.consume("f")
         self.wait_pages(task, 2)
         self.env.cancel(task, "stop_now")
@@ -170,7 +183,7 @@ class Cancels(RunTest):
         self.assertTrue(any("429" in w or "rate" in w for w in t["warnings"]), t["warnings"])
 
     def test_double_cancel_is_harmless(self):
-        self.feed_up("f", "--page-delay-ms", "200")
+        self.going_feed()
         task = self.env.consume("f")
         self.wait_pages(task, 1)
         self.env.cancel(task, "stop_now")
@@ -179,28 +192,6 @@ class Cancels(RunTest):
         t = self.env.wait(task, TERMINAL)
         self.assertEqual(t["status"], "stopped")
         self.assertEqual(self.env.cancel(task, "stop_now", check=False).returncode, 4)
-
-    def stalled_feed(self):
-        up = self.feed_up("f")
-        up.ctl("faults", {"stall": {"page": 2, "after_bytes": 100, "seconds": 300}})
-        return up
-
-    def test_escalation_stop_now_to_cancel_job_rolls_back(self):
-        up = self.stalled_feed()
-        task = self.env.consume("f")
-        pid = self.freeze_worker_in_transfer(up, task)   # can't act on the first cancel
-        try:
-            self.env.cancel(task, "stop_now")
-            self.assertEqual(self.env.status(task)["status"], "stopping")
-            self.env.cancel(task, "cancel_job")
-            self.assertEqual(self.env.status(task)["status"], "cancelling")
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        t = self.env.wait(task, TERMINAL)
-        self.assertEqual(t["status"], "cancelled", t)
-        self.assertEqual(t["cancel"]["mode"], "cancel_job")
-        self.assertEqual(t["rolled_back"], 2 * PAGE)
-        self.assertEqual(self.env.export("f"), "")
 
     def test_hung_worker_is_killed_after_grace(self):
         up = self.stalled_feed()
@@ -224,11 +215,36 @@ class Cancels(RunTest):
         self.assertEqual(self.env.export("f"), "")
 
 
+class Escalation(RunTest):
+    """Both cancels must reach the frozen worker's run before the grace
+    period ends it, so the grace period is longer than any slow machine
+    takes for two CLI calls; the test resumes the worker itself."""
+    conf = {"grace_period_s": 120}
+
+    def test_escalation_stop_now_to_cancel_job_rolls_back(self):
+        up = self.stalled_feed()
+        task = self.env.consume("f")
+        pid = self.freeze_worker_in_transfer(up, task)   # can't act on the first cancel
+        try:
+            self.env.cancel(task, "stop_now")
+            self.assertEqual(self.env.status(task)["status"], "stopping")
+            self.env.cancel(task, "cancel_job")
+            self.assertEqual(self.env.status(task)["status"], "cancelling")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        t = self.env.wait(task, TERMINAL)
+        self.assertEqual(t["status"], "cancelled", t)
+        self.assertEqual(t["cancel"]["mode"], "cancel_job")
+        self.assertEqual(t["rolled_back"], 2 * PAGE)
+        self.assertEqual(self.env.export("f"), "")
+
+
 class Queue(unittest.TestCase):
     def test_cancel_while_queued_never_fetches(self):
         env = RunEnv(conf={"max_concurrent_runs": 1, "grace_period_s": 2})
         try:
-            busy = env.upstream("--objects", "1000", "--page-size", "100", "--page-delay-ms", "300")
+            # busy never ends by itself (1000 pages); the test stops it
+            busy = env.upstream("--objects", "100000", "--page-size", "100", "--page-delay-ms", "300")
             idle = env.upstream("--objects", "1000", "--page-size", "100")
             env.add_feed("busy", busy)
             env.add_feed("idle", idle)
@@ -265,7 +281,9 @@ class QueueLimits(unittest.TestCase):
     def test_ten_consumes_with_limit_two(self):
         env = RunEnv(conf={"max_concurrent_runs": 2})
         try:
-            up = env.upstream("--objects", "500", "--page-size", "100", "--page-delay-ms", "150")
+            # 3 s a run: long enough for the sampling below to see two at
+            # once on a loaded machine
+            up = env.upstream("--objects", "500", "--page-size", "100", "--page-delay-ms", "600")
             for i in range(10):
                 env.add_feed("q%d" % i, up)
             tasks = [env.consume("q%d" % i) for i in range(10)]
@@ -298,8 +316,11 @@ class QueueLimits(unittest.TestCase):
     def test_queued_tasks_show_their_place_in_line(self):
         env = RunEnv(conf={"max_concurrent_runs": 1})
         try:
+            # a never ends by itself (1000 pages); the test stops it
+            slow = env.upstream("--objects", "100000", "--page-size", "100", "--page-delay-ms", "300")
             up = env.upstream("--objects", "1000", "--page-size", "100", "--page-delay-ms", "300")
-            for f in ("a", "b", "c"):
+            env.add_feed("a", slow)
+            for f in ("b", "c"):
                 env.add_feed(f, up)
             ta, tb, tc = (env.consume(f) for f in ("a", "b", "c"))
             env.wait(ta, {"running"})
@@ -383,7 +404,7 @@ class Crashes(RunTest):
                 self.assertIn("signal", t["error"])
 
     def test_sigkill_supervisor_and_worker_reports_worker_lost(self):
-        self.feed_up("f", "--page-delay-ms", "200")
+        self.going_feed()
         task = self.env.consume("f")
         self.wait_pages(task, 1)
         procs = self.env.run_processes(task)
@@ -398,7 +419,7 @@ class Crashes(RunTest):
         self.assertTrue(t2)
 
     def test_one_active_run_per_feed_under_concurrent_consumes(self):
-        self.feed_up("f", "--page-delay-ms", "200")
+        self.going_feed()
         results = []
 
         def go():

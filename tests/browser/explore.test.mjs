@@ -40,7 +40,7 @@ async function search(page, text) {
 }
 
 dashTest('indicators: search one value and many, the run and the STIX object of a hit, browse with paging, exports, an API error',
-  { shot: 'explore', timeout: 240_000, stack: { upstream: UPSTREAM } },
+  { shot: 'explore', timeout: 300_000, stack: { upstream: UPSTREAM } },
   async ({ stack, page, d, step }) => {
     const run = await step('create a feed and run it to completion', async () => {
       await stack.createFeed('demo');
@@ -217,6 +217,36 @@ dashTest('indicators: search one value and many, the run and the STIX object of 
       }
       await d.feedRow('gone').waitFor({ state: 'detached' });
       await page.locator('[data-testid="export-row-gone"]').waitFor({ state: 'detached' });
+    });
+
+    await step('Ctrl+Enter in the box searches; Clear empties the results', async () => {
+      const box = page.locator('[data-testid="search-values"]');
+      await box.fill(known.ip.value);
+      await box.press('Control+Enter');
+      await waitText(page.locator('[data-testid="search-summary"]'), /1 value looked up: found/);
+      assert.equal((await hitRows(page, 'search-body'))[0].value, known.ip.value);
+      await page.locator('[data-testid="search-clear"]').click();
+      assert.equal(await page.locator('[data-testid="search-results"]').isVisible(), false);
+      assert.equal(await box.inputValue(), '');
+      assert.equal(await page.evaluate(() => document.activeElement.dataset.testid), 'search-values');
+    });
+
+    await step('a lookup that gets no answer says how long it waited (its own 30 s, not the polls\' 5 s)', async () => {
+      const gate = deferred();
+      const hold = async (route) => {
+        await gate.promise;
+        await route.abort().catch(() => { /* the page gave up on it already */ });
+      };
+      await page.route('**/api/indicators/?value=*', hold);
+      try {
+        await search(page, domain);
+        const box = page.locator('[data-testid="search-error"]');
+        await box.waitFor({ state: 'visible', timeout: 90_000 });
+        assert.match(await textOf(box), /^Lookup: API unreachable: no answer within 30 s/);
+      } finally {
+        gate.resolve();
+        await page.unroute('**/api/indicators/?value=*', hold);
+      }
     });
 
     await step('end on the search results for the screenshot', async () => {

@@ -452,6 +452,48 @@ static int cmd_export(struct ctx *c, int argc, char **argv)
 	return 0;
 }
 
+/* Adds the index entries records stored before the index existed lack
+ * (README "Indicators and exports"); safe to repeat and to interrupt. A
+ * feed with an active run is left for later (exit 4). */
+static int cmd_index(struct ctx *c, int argc, char **argv)
+{
+	char **ids = NULL, *one[1];
+	size_t n = 0, busy = 0;
+	uint64_t records = 0, added = 0;
+	int rc;
+
+	if (argc < 2 || argc > 3 || strcmp(argv[1], "rebuild") ||
+	    (argc == 3 && !tf_valid_feed_id(argv[2])))
+		return fprintf(stderr, "usage: threatfeed index rebuild [FEED]\n"), EXIT_USAGE;
+	if ((rc = open_store(c)))
+		return exit_for(rc);
+	if (argc == 3)
+		one[0] = argv[2], ids = one, n = 1;
+	else if ((rc = tf_feed_ids(c->st, &ids, &n)))
+		return fail(rc, "index rebuild");
+	for (size_t i = 0; i < n && rc != TF_ENOTFOUND; i++) {
+		rc = tf_records_reindex(c->st, ids[i], &records, &added);
+		if (rc == TF_ECONFLICT) {
+			fprintf(stderr, "threatfeed: index rebuild: %s: a run is active; run it again later\n",
+			        ids[i]);
+			busy++;
+		} else if (rc && !(rc == TF_ENOTFOUND && argc == 2)) {
+			break; /* a feed removed meanwhile is no error when rebuilding all */
+		}
+		rc = rc == TF_ECONFLICT || (rc == TF_ENOTFOUND && argc == 2) ? TF_OK : rc;
+	}
+	if (argc == 2) {
+		for (size_t i = 0; i < n; i++)
+			free(ids[i]);
+		free(ids);
+	}
+	if (rc)
+		return fail(rc, argc == 3 ? argv[2] : "index rebuild");
+	printf("{\"feeds\":%zu,\"records\":%llu,\"entries_added\":%llu,\"feeds_busy\":%zu}\n", n,
+	       (unsigned long long)records, (unsigned long long)added, busy);
+	return busy ? EXIT_CONFLICT : 0;
+}
+
 static int cmd_gc(struct ctx *c, int argc, char **argv)
 {
 	uint64_t signals = 0, history = 0, undo = 0;
@@ -549,6 +591,8 @@ static const struct cmd commands[] = {
 	{"cancel", cmd_cancel, "cancel TASK [--mode stop_now|cancel_job]", "stop a run"},
 	{"tasks", cmd_tasks, "tasks [--active] [--feed F] [--limit N]", "tasks, newest first"},
 	{"export", cmd_export, "export [FEED]", "records as JSON lines, in key order"},
+	{"index", cmd_index, "index rebuild [FEED]",
+	 "index the records stored before the index existed (all feeds, or FEED); repeatable"},
 	{"gc", cmd_gc, "gc",
 	 "end runs whose processes are gone; drop expired cancel signals, finished tasks beyond "
 	 "history_keep per feed, and leftover undo entries"},

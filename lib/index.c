@@ -177,6 +177,7 @@ struct tf_index_writer {
 	uint64_t digest;        /* XOR of this commit's changes */
 	int64_t entries, seen_now;
 	int changed;
+	int plain;              /* a rebuild: writes are not journaled (no run owns them) */
 	struct tdelta *td;
 	size_t ntd, captd;
 	char *val, *prior, *oldpack;
@@ -223,7 +224,16 @@ int tf_index_begin(tf_index_writer *w, tf_txn *txn, const char *feed_id, const c
 	w->ntd = 0;
 	w->nets_loaded = w->nets_dirty = 0;
 	w->npw = w->alen = 0;
+	w->plain = 0;
 	return TF_OK;
+}
+
+int tf_index_begin_rebuild(tf_index_writer *w, tf_txn *txn, const char *feed_id, int64_t now_us)
+{
+	int rc = tf_index_begin(w, txn, feed_id, NULL, now_us);
+
+	w->plain = 1;
+	return rc;
 }
 
 static int arena_add(tf_index_writer *w, const void *p, size_t n, size_t *off)
@@ -271,12 +281,31 @@ static int hold(tf_index_writer *w, tf_table tbl, const void *key, size_t klen, 
 	return TF_OK;
 }
 
+/* A rebuild's held writes, unjournaled, in order. */
+static int flush_plain(tf_index_writer *w)
+{
+	int rc = TF_OK;
+
+	for (size_t i = 0; rc == TF_OK && i < w->npw; i++) {
+		const struct pend *p = &w->pw[i];
+		if (p->has_val)
+			rc = tf_txn_put(w->txn, p->tbl, w->arena + p->koff, p->klen, w->arena + p->voff,
+			                p->vlen);
+		else if ((rc = tf_txn_del(w->txn, p->tbl, w->arena + p->koff, p->klen)) == TF_ENOTFOUND)
+			rc = TF_OK;
+	}
+	w->npw = w->alen = 0;
+	return rc;
+}
+
 int tf_index_flush(tf_index_writer *w)
 {
 	int rc;
 
 	if (!w->npw)
 		return TF_OK;
+	if (w->plain)
+		return flush_plain(w);
 	if (w->npw > w->capjw) {
 		tf_jw *grown = realloc(w->jw, w->npw * sizeof *grown);
 		if (!grown)
@@ -369,8 +398,9 @@ static int note_network(tf_index_writer *w, int kind, const char *value)
 	return TF_OK;
 }
 
-static int compose(tf_index_writer *w, const char *reckey, const char *value, int64_t first,
-                   int64_t until, int revoked, size_t *len)
+/* An entry written by run task at last (first: its first write). */
+static int compose(tf_index_writer *w, const char *reckey, const char *value, const char *task,
+                   int64_t first, int64_t last, int64_t until, int revoked, size_t *len)
 {
 	size_t rl = strlen(reckey), vl = strlen(value);
 	int lng = vl > TF_OBS_KEY_VALUE;
@@ -380,10 +410,10 @@ static int compose(tf_index_writer *w, const char *reckey, const char *value, in
 	if (reserve(&w->val, &w->valcap, ENT_HDR + rl + (lng ? vl : 0)))
 		return TF_ENOMEM;
 	memcpy(w->val + ENT_FIRST, &first, 8);
-	memcpy(w->val + ENT_LAST, &w->now, 8);
+	memcpy(w->val + ENT_LAST, &last, 8);
 	memcpy(w->val + ENT_UNTIL, &until, 8);
 	w->val[ENT_FLAGS] = (char)flags;
-	memcpy(w->val + ENT_TASK, w->task, TF_UUID_LEN);
+	memcpy(w->val + ENT_TASK, task, TF_UUID_LEN);
 	memcpy(w->val + ENT_RLEN, &r16, 2);
 	memcpy(w->val + ENT_HDR, reckey, rl);
 	if (lng)
@@ -432,7 +462,7 @@ static int put_entry(tf_index_writer *w, const char *reckey, int kind, const cha
 			prior = 1;
 		}
 	}
-	if ((rc = compose(w, reckey, value, first, until, revoked, &vl)))
+	if ((rc = compose(w, reckey, value, w->task, first, w->now, until, revoked, &vl)))
 		return rc;
 	w->digest ^= entry_hash(k, kl, w->val, vl);
 	w->entries++;
@@ -477,6 +507,44 @@ int tf_index_record(tf_index_writer *w, const char *key, const char *old, size_t
 			return rc;
 	for (const char *p = packed; p && p < packed + plen; p += 2 + strlen(p + 1))
 		if ((rc = put_entry(w, key, p[0], p + 1, old != NULL, valid_until_us, revoked)))
+			return rc;
+	return TF_OK;
+}
+
+/* A missing entry as the record's run would have written it. */
+static int restore_entry(tf_index_writer *w, const char *reckey, int kind, const char *value,
+                         const tf_index_origin *o, size_t *added)
+{
+	char k[KEY_MAX];
+	size_t kl = entry_key(k, kind, value, w->feed, reckey), vl;
+	const void *cur;
+	int rc = tf_txn_get(w->txn, TF_TBL_OBS, k, kl, &cur, &vl);
+
+	if (rc != TF_ENOTFOUND)
+		return rc; /* present (kept exactly as it is), or an error */
+	if ((rc = compose(w, reckey, value, o->task_id, o->written_us, o->written_us,
+	                  o->valid_until_us, o->revoked, &vl)))
+		return rc;
+	w->digest ^= entry_hash(k, kl, w->val, vl);
+	w->entries++;
+	w->changed = 1;
+	(*added)++;
+	if ((rc = add_delta(w, 's', o->written_us, 1)) ||
+	    (o->valid_until_us && (rc = add_delta(w, 'v', o->valid_until_us, 1))) ||
+	    (rc = note_network(w, kind, value)))
+		return rc;
+	return hold(w, TF_TBL_OBS, k, kl, w->val, vl, 0, NULL, 0);
+}
+
+int tf_index_restore(tf_index_writer *w, const char *key, const char *packed, size_t plen,
+                     const tf_index_origin *o, size_t *added)
+{
+	int rc;
+
+	if (!o->task_id || strlen(o->task_id) != TF_UUID_LEN)
+		return TF_EINVAL;
+	for (const char *p = packed; p && p < packed + plen; p += 2 + strlen(p + 1))
+		if ((rc = restore_entry(w, key, p[0], p + 1, o, added)))
 			return rc;
 	return TF_OK;
 }

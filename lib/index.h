@@ -55,6 +55,28 @@ int tf_index_end(tf_index_writer *w);
  * again), the held writes must be flushed. */
 int tf_index_flush(tf_index_writer *w);
 
+/* ---- rebuilding (threatfeed index rebuild) ------------------------------------ */
+
+/* One commit of a rebuild for feed_id: tf_index_restore calls, then
+ * tf_index_end. Its writes are not journaled: no run owns them, so the
+ * caller must not rebuild a feed while a run of it is active (a rollback
+ * restores the feed's digest as the run found it). */
+int tf_index_begin_rebuild(tf_index_writer *w, tf_txn *txn, const char *feed_id, int64_t now_us);
+
+/* Who wrote a stored record, and when, as far as the store still knows. */
+typedef struct tf_index_origin {
+	const char *task_id;      /* the record's run */
+	int64_t written_us;       /* that run's end (or last update); first and last seen */
+	int64_t valid_until_us;   /* 0: none */
+	int revoked;
+} tf_index_origin;
+
+/* Adds the entries record key's observables (packed, tf_index_pack) lack;
+ * entries present are left exactly as they are, so repeating it changes
+ * nothing. *added counts the entries written. */
+int tf_index_restore(tf_index_writer *w, const char *key, const char *packed, size_t plen,
+                     const tf_index_origin *o, size_t *added);
+
 /* Removes every index entry of feed_id (a feed deleted; not journaled). */
 int tf_index_drop_feed(tf_txn *txn, const char *feed_id);
 /* Notes that the index changed outside a commit (a rollback ended): the

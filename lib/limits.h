@@ -212,5 +212,10 @@
  * one this many before it, so the trail is bounded (entries are < 1 KiB:
  * about 10 MiB at most) yet covers weeks of a team's writes. */
 #define TF_AUDIT_KEEP              10000
+/* Records per transaction of `threatfeed index rebuild`: one LMDB write
+ * transaction blocks every other writer (a cancel from the API included),
+ * so a rebuild of a million records must hand the lock back often; a
+ * thousand records with their index entries commit in well under a second. */
+#define TF_REINDEX_BATCH           1000
 
 #endif

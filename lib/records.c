@@ -650,3 +650,155 @@ int tf_records_observables(tf_store *st, const char *except_feed, size_t max, js
 	json_object_put(c.seen);
 	return rc;
 }
+
+/* ---- rebuilding the index ------------------------------------------------------ */
+
+struct reindex_ctx {
+	const char *feed;
+	tf_index_writer *w;
+	char *pack;
+	size_t pcap;
+	char after[MAX_KEY];   /* stored key of the last record done (alen 0: none) */
+	size_t alen;
+	char next[MAX_KEY];    /* where this transaction stopped */
+	size_t nlen;
+	int done;
+	uint64_t records;      /* this transaction's */
+	size_t added;
+	char task[TF_UUID_LEN + 1]; /* the last run looked up, and when it wrote */
+	int64_t task_us, now;
+};
+
+/* When run task_id last wrote: its end, else its last update, else now (a
+ * run no longer in the history). */
+static int64_t run_time(tf_txn *txn, struct reindex_ctx *c, const char *task_id)
+{
+	static const char *const fields[] = {"finished_at", "updated_at", "started_at"};
+	json_object *t = NULL;
+	const void *v;
+	size_t vl;
+	int64_t us = 0;
+
+	if (!strcmp(c->task, task_id))
+		return c->task_us;
+	if (!tf_txn_get(txn, TF_TBL_TASKS, task_id, strlen(task_id), &v, &vl) &&
+	    !tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, &t, NULL, 0)) {
+		for (size_t i = 0; !us && i < sizeof fields / sizeof *fields; i++) {
+			const char *s = tf_json_str(t, fields[i]);
+			if (s && tf_time_parse(s, &us))
+				us = 0;
+		}
+		json_object_put(t);
+	}
+	snprintf(c->task, sizeof c->task, "%s", task_id);
+	c->task_us = us > 0 ? us : c->now;
+	return c->task_us;
+}
+
+/* valid_until (STIX) or expiration (OTX), and revoked, of a stored object:
+ * what worker/feeds/stix.c life() and otx.c read when the record came. */
+static void object_life(json_object *obj, tf_index_origin *o)
+{
+	static const char *const untils[] = {"valid_until", "expiration"};
+	const char *s;
+	int64_t us;
+	int b;
+
+	for (size_t i = 0; i < sizeof untils / sizeof *untils && !o->valid_until_us; i++)
+		if (tf_json_get_str(obj, untils[i], &s) == TF_OK && s && *s && !tf_time_parse(s, &us))
+			o->valid_until_us = us > 0 ? us : 1;
+	if (tf_json_get_bool(obj, "revoked", &b) == TF_OK)
+		o->revoked = b;
+}
+
+/* One stored record: its missing entries. Unreadable records are skipped
+ * (export shows them; there is nothing to index). */
+static int reindex_one(tf_txn *txn, struct reindex_ctx *c, const char *reckey, const char *json,
+                       size_t len)
+{
+	json_object *rec = NULL, *obs = NULL, *obj = NULL;
+	tf_index_origin o = {0};
+	size_t plen = 0;
+	int rc = TF_OK;
+
+	if (tf_json_parse(json, len, TF_MAX_FEED_JSON_DEPTH + 8, &rec, NULL, 0))
+		return TF_OK;
+	o.task_id = tf_json_str(rec, "task_id");
+	json_object_object_get_ex(rec, "observables", &obs);
+	if (o.task_id && strlen(o.task_id) == TF_UUID_LEN &&
+	    !(rc = tf_index_pack(obs, &c->pack, &c->pcap, &plen)) && plen) {
+		o.written_us = run_time(txn, c, o.task_id);
+		if (json_object_object_get_ex(rec, "object", &obj))
+			object_life(obj, &o);
+		rc = tf_index_restore(c->w, reckey, c->pack, plen, &o, &c->added);
+	}
+	json_object_put(rec);
+	return rc;
+}
+
+static int reindex_txn(tf_txn *txn, void *vctx)
+{
+	struct reindex_ctx *c = vctx;
+	size_t fl = strlen(c->feed), kl, vl;
+	char reckey[TF_MAX_RECORD_KEY + 1], start[MAX_KEY + 1];
+	const void *k, *v;
+	tf_cursor *cur;
+	int rc;
+
+	/* A replayed transaction starts over. */
+	c->records = 0, c->added = 0, c->done = 0, c->nlen = c->alen;
+	memcpy(c->next, c->after, c->alen);
+	if ((rc = tf_txn_get(txn, TF_TBL_FEEDS, c->feed, fl, &v, &vl)))
+		return rc;
+	if (!tf_txn_get(txn, TF_TBL_ACTIVE, c->feed, fl, &v, &vl))
+		return TF_ECONFLICT;
+	if ((rc = tf_index_begin_rebuild(c->w, txn, c->feed, c->now)) ||
+	    (rc = tf_cursor_open(txn, TF_TBL_RECORDS, &cur)))
+		return rc;
+	if (c->alen)
+		rc = tf_cursor_get(cur, TF_SEEK_GE, c->after, c->alen, &k, &kl, &v, &vl);
+	else
+		rc = tf_cursor_get(cur, TF_SEEK_GE, c->feed, fl + 1, &k, &kl, &v, &vl);
+	if (rc == TF_OK && c->alen && kl == c->alen && !memcmp(k, c->after, kl))
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	for (; rc == TF_OK; rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		if (kl <= fl + 1 || kl > MAX_KEY || memcmp(k, c->feed, fl) || ((const char *)k)[fl])
+			break; /* past the feed's records */
+		if (c->records == TF_REINDEX_BATCH) {
+			tf_cursor_close(cur);
+			return tf_index_end(c->w);
+		}
+		memcpy(start, k, kl);
+		memcpy(reckey, (const char *)k + fl + 1, kl - fl - 1);
+		reckey[kl - fl - 1] = '\0';
+		if (vl >= VAL_HDR && (rc = reindex_one(txn, c, reckey, (const char *)v + VAL_HDR,
+		                                         vl - VAL_HDR)))
+			break;
+		memcpy(c->next, start, kl);
+		c->nlen = kl;
+		c->records++;
+	}
+	tf_cursor_close(cur);
+	if (rc != TF_OK && rc != TF_ENOTFOUND)
+		return rc;
+	c->done = 1;
+	return tf_index_end(c->w);
+}
+
+int tf_records_reindex(tf_store *st, const char *feed_id, uint64_t *records, uint64_t *added)
+{
+	struct reindex_ctx c = {.feed = feed_id, .now = tf_now_us()};
+	int rc = tf_index_writer_new(&c.w);
+
+	while (!rc && !c.done) {
+		if ((rc = tf_store_update(st, reindex_txn, &c)))
+			break;
+		*records += c.records;
+		*added += c.added;
+		memcpy(c.after, c.next, c.nlen);
+		c.alen = c.nlen;
+	}
+	tf_index_writer_free(c.w);
+	free(c.pack);
+	return rc;
+}

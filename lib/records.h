@@ -70,6 +70,16 @@ int tf_records_page(tf_store *st, const char *feed_id, const char *cursor, int l
 int tf_records_observables(tf_store *st, const char *except_feed, size_t max, json_object *out);
 /* Every record of feed_id (NULL: all feeds) as JSON lines in key order. */
 int tf_records_export(tf_store *st, const char *feed_id, FILE *out);
+/* Adds the index entries (index.h) the records of feed_id lack — records
+ * stored before the index existed — in transactions of TF_REINDEX_BATCH
+ * records; entries present are kept as they are, so repeating it changes
+ * nothing. A restored entry names the record's run, first and last seen
+ * when that run ended (now when the run is no longer in the history), and
+ * valid_until / revoked read from the stored object as the drivers read
+ * them. TF_ENOTFOUND: no such feed; TF_ECONFLICT: a run of it is active
+ * (checked in every transaction; what was committed before stays). Adds
+ * to *records (records read) and *added (entries written). */
+int tf_records_reindex(tf_store *st, const char *feed_id, uint64_t *records, uint64_t *added);
 /* Removes every record, the count, the cursor and the index entries of
  * feed_id (not journaled). */
 int tf_records_drop_feed(tf_txn *txn, const char *feed_id);

@@ -9,7 +9,7 @@
  *   5. rendering (header, feeds, active tasks, recent tasks) by keyed diffing
  *   6. actions (consume, stop/cancel, test, remove, copy, add feed, token)
  *   7. poll loop
- *   8. boot
+ *   8. boot, and what the indicator views in explore.js share (window.threatfeed)
  *
  * Every piece of server text goes through textContent or setAttribute, never
  * innerHTML: feed names, messages and errors come from upstream feeds.
@@ -191,7 +191,9 @@
       body = JSON.stringify(opts.body === undefined ? {} : opts.body);
     }
 
-    const cached = method === 'GET' ? etagCache.get(url) : undefined;
+    // raw: the body is text the caller keeps (an export), not JSON; it is
+    // not cached (an export can be large).
+    const cached = method === 'GET' && !opts.raw ? etagCache.get(url) : undefined;
     if (cached) headers['If-None-Match'] = cached.etag;
 
     const ctrl = new AbortController();
@@ -228,6 +230,11 @@
       } catch (e) {
         throw new NetworkError(ctrl.signal.aborted ? `answer cut off after ${timeoutText}` : 'answer cut off');
       }
+      if (opts.raw && res.ok) {
+        noteReachable(true);
+        if (!opts.authExempt) noteAuthorized();
+        return { status: res.status, data: text, notModified: false, headers: res.headers };
+      }
       let data = null;
       let isJson = true;
       if (text) {
@@ -251,7 +258,7 @@
       // about auth, and must not hide the token panel while the user types.
       if (!opts.authExempt) noteAuthorized();
 
-      if (method === 'GET') {
+      if (method === 'GET' && !opts.raw) {
         const etag = res.headers.get('ETag');
         if (etag) etagCache.set(url, { etag, body: data });
         else etagCache.delete(url);
@@ -694,7 +701,8 @@
       test: button('test', 'Test connection', described),
       remove: button('remove', 'Remove', Object.assign({ class: 'btn btn-small btn-danger' }, described)),
     };
-    const tr = el('tr', { 'data-testid': 'feed-row-' + id, 'data-feed-id': id }, [
+    // The id is a link target: the indicator views link a hit's feed here.
+    const tr = el('tr', { id: 'feed-' + id, 'data-testid': 'feed-row-' + id, 'data-feed-id': id }, [
       el('td', { class: 'cell-name' }, [cells.name, cells.id, cells.note]),
       el('td', null, [cells.type, cells.schedule]),
       el('td', null, [cells.status, cells.statusDetail]),
@@ -1467,6 +1475,7 @@
       state.feedsLoaded = true;
       setText(ui.feedsUpdated, 'updated ' + new Date().toLocaleTimeString());
       pollOk('Loading feeds');
+      document.dispatchEvent(new CustomEvent('threatfeed:feeds'));
     } else {
       pollError('Loading feeds', feedsR.reason);
     }
@@ -1549,6 +1558,16 @@
   /* ===================================================================== */
   /* 8. Boot                                                               */
   /* ===================================================================== */
+
+  // What the indicator views (explore.js, loaded after this file) share
+  // with the rest of the dashboard: one API client, one way to show errors.
+  window.threatfeed = Object.freeze({
+    request, apiUrl, ApiError, NetworkError, REQUEST_TIMEOUT_MS,
+    el, setText, setHidden, setAttr, labelCells, badge, shortId, enc, parseTime, fmtAbsolute, fmtDuration, count,
+    announce, showAlert, reportError, clearAlerts,
+    feeds: () => state.feeds, feedName, outcomeText, progressCounts, progressPages,
+    taskStatus: (id) => api.taskStatus(id),
+  });
 
   function boot() {
     document.addEventListener('click', onClick);

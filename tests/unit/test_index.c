@@ -140,7 +140,13 @@ static void write_recs(tf_store *st, const char *feed, const char *task, const s
 	assert_int_equal(tf_batch_new(&b), TF_OK);
 	for (size_t i = 0; i < n; i++) {
 		json_object *obs = r[i].obs ? tu_json(r[i].obs) : NULL;
-		rc = tf_batch_add(b, r[i].key, "indicator", NULL, obs, r[i].mod, "{}", 2);
+		char object[128], ts[TF_TIME_LEN + 1] = "";
+		/* the object says what the driver read from it (index rebuild reads it again) */
+		if (r[i].until)
+			tf_time_format(r[i].until, ts, sizeof ts);
+		snprintf(object, sizeof object, "{\"valid_until\":%s%s%s,\"revoked\":%s}", *ts ? "\"" : "",
+		         *ts ? ts : "null", *ts ? "\"" : "", r[i].revoked ? "true" : "false");
+		rc = tf_batch_add(b, r[i].key, "indicator", NULL, obs, r[i].mod, object, strlen(object));
 		json_object_put(obs);
 		assert_int_equal(rc, TF_OK);
 		if (r[i].until || r[i].revoked)
@@ -429,6 +435,300 @@ static void test_state_changes_with_content(void **state)
 	tf_store_close(st);
 }
 
+/* ---- index rebuild --------------------------------------------------------------- */
+
+static char *dump(tf_store *st)
+{
+	char *text = NULL;
+	assert_int_equal(tf_index_dump(st, &text), TF_OK);
+	return text;
+}
+
+static int drop_txn(tf_txn *txn, void *vctx)
+{
+	return tf_index_drop_feed(txn, vctx);
+}
+
+/* The feed's records as stored before the index existed: no entries. */
+static void drop_index(tf_store *st, const char *feed)
+{
+	assert_int_equal(tf_store_update(st, drop_txn, (void *)feed), TF_OK);
+}
+
+static size_t reindex(tf_store *st, const char *feed, uint64_t want_records)
+{
+	uint64_t records = 0, added = 0;
+	int rc = tf_records_reindex(st, feed, &records, &added);
+	if (rc)
+		fail_msg("reindex %s: %s", feed, tf_strerror(rc));
+	assert_int_equal(records, want_records);
+	return (size_t)added;
+}
+
+/* The OBSTIME bucket of feed (lib/index.c: feed NUL kind time(8 BE)): how
+ * many of its entries were last written ('s') or stop being valid ('v') at t. */
+static int64_t bucket(tf_store *st, const char *feed, char kind, int64_t t)
+{
+	char k[64];
+	size_t fl = strlen(feed), vl = 0;
+	int64_t n = 0;
+	void *v;
+
+	memcpy(k, feed, fl + 1);
+	k[fl + 1] = kind;
+	for (int i = 0; i < 8; i++)
+		k[fl + 2 + i] = (char)((uint64_t)t >> (56 - 8 * i));
+	v = tu_raw_get(st, TF_TBL_OBSTIME, k, fl + 10, &vl);
+	if (v && vl == sizeof n)
+		memcpy(&n, v, sizeof n);
+	free(v);
+	return n;
+}
+
+/* Does the feed's OBSSTAT (digest: XOR of its entries' hashes, and their
+ * count; lib/index.c) agree with its OBS entries? */
+struct stat_ctx {
+	const char *feed;
+	uint64_t digest, count, stat[2];
+};
+
+static int stat_txn(tf_txn *txn, void *vctx)
+{
+	struct stat_ctx *c = vctx;
+	size_t fl = strlen(c->feed), kl, vl;
+	const void *k, *v;
+	tf_cursor *cur;
+	int rc = tf_cursor_open(txn, TF_TBL_OBS, &cur);
+
+	if (rc)
+		return rc;
+	c->digest = c->count = 0;
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		const char *feed = (const char *)memchr((const char *)k + 1, '\0', kl - 1) + 1;
+		if ((size_t)((const char *)k + kl - 9 - feed) != fl || memcmp(feed, c->feed, fl))
+			continue;
+		c->digest ^= tf_hash64_more(tf_hash64(k, kl), v, vl);
+		c->count++;
+	}
+	tf_cursor_close(cur);
+	memset(c->stat, 0, sizeof c->stat);
+	if (!tf_txn_get(txn, TF_TBL_OBSSTAT, c->feed, fl, &v, &vl) && vl == sizeof c->stat)
+		memcpy(c->stat, v, sizeof c->stat);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+static void stat_agrees(tf_store *st, const char *feed, uint64_t entries)
+{
+	struct stat_ctx c = {feed, 0, 0, {0, 0}};
+	assert_int_equal(tf_store_view(st, stat_txn, &c), TF_OK);
+	assert_int_equal(c.count, entries);
+	assert_int_equal(c.stat[1], entries);
+	assert_true(c.stat[0] == c.digest);
+}
+
+/* The sources of one value's hit as "feed record task first last" lines. */
+struct src_ctx {
+	char out[1024];
+	size_t used;
+};
+
+static int sources(const tf_index_hit *h, void *vctx)
+{
+	struct src_ctx *c = vctx;
+	for (size_t i = 0; i < h->nsrc; i++)
+		c->used += (size_t)snprintf(c->out + c->used, sizeof c->out - c->used,
+		                            "%s %s %s %lld %lld\n", h->src[i].feed_id,
+		                            h->src[i].record_id, h->src[i].task_id,
+		                            (long long)h->src[i].first_seen_us,
+		                            (long long)h->src[i].last_seen_us);
+	return TF_OK;
+}
+
+struct srcs_read {
+	const char *value;
+	struct src_ctx c;
+};
+
+static int sources_txn(tf_txn *txn, void *vctx)
+{
+	struct srcs_read *r = vctx;
+	tf_index_filter f = {0, 1};
+	tf_index_scope *sc;
+	int rc = tf_index_scope_load(txn, NULL, tf_now_us(), &sc);
+	if (rc)
+		return rc;
+	r->c.used = 0;
+	r->c.out[0] = '\0';
+	rc = tf_index_lookup(txn, sc, &f, r->value, 0, sources, &r->c);
+	tf_index_scope_free(sc);
+	return rc;
+}
+
+static void test_rebuild(void **state)
+{
+	tf_store *st = two_feeds();
+	struct read_ctx c = {.f = {0, 1}};
+	int64_t now = tf_now_us(), day = 86400LL * 1000000, ended = now - 3 * day;
+	const struct rec a[] = {
+		{"indicator--r1", 10, "[{\"type\":\"ipv4-addr\",\"value\":\"10.0.0.1\"},"
+		                      "{\"type\":\"domain-name\",\"value\":\"Evil.Example.\"}]", 0, 0},
+		{"indicator--r2", 10, "[{\"type\":\"ipv4-addr\",\"value\":\"10.9.0.0/16\"}]", now + day, 0},
+		{"indicator--r3", 10, "[{\"type\":\"url\",\"value\":\"http://c.example/\"}]", now - day, 0},
+		{"indicator--r4", 10, "[{\"type\":\"url\",\"value\":\"http://r.example/\"}]", 0, 1},
+		{"indicator--r5", 10, NULL, 0, 0},
+	};
+	const struct rec gone[] = {
+		{"indicator--r1", 20, NULL, 0, 0}, {"indicator--r2", 20, NULL, 0, 0},
+		{"indicator--r3", 20, NULL, 0, 0}, {"indicator--r4", 20, NULL, 0, 0},
+	};
+	const struct rec b[] = {{"indicator--b1", 10, "[{\"type\":\"domain-name\",\"value\":\"evil.example\"}]", 0, 0}};
+	char task[256], ts[TF_TIME_LEN + 1], want[256], id[TF_UUID_LEN + 1], active[TF_UUID_LEN + 1];
+	char *only_fb, *full, *restored, *again, walked[8192];
+	struct srcs_read r = {"10.0.0.1", {{0}, 0}};
+	uint64_t n = 0, added = 0;
+	(void)state;
+
+	/* TASK1 is in the history and ended three days ago: restored entries
+	 * were last written then (so ttl_days keeps counting from the run). */
+	tf_time_format(ended, ts, sizeof ts);
+	snprintf(task, sizeof task, "{\"task_id\":\"%s\",\"feed_id\":\"fa\",\"status\":\"completed\","
+	         "\"updated_at\":\"%s\",\"finished_at\":\"%s\"}", TASK1, ts, ts);
+	assert_int_equal(tu_raw_put(st, TF_TBL_TASKS, TASK1, strlen(TASK1), task, strlen(task)), TF_OK);
+
+	write_recs(st, "fb", TASK2, b, 1);
+	only_fb = dump(st);
+	write_recs(st, "fa", TASK1, a, 5);
+	full = dump(st);
+	stat_agrees(st, "fa", 5);
+	snprintf(walked, sizeof walked, "%s", walk(st, &c, 0));
+
+	/* a complete index: nothing to add, nothing touched */
+	assert_int_equal(reindex(st, "fa", 5), 0);
+	again = dump(st);
+	assert_string_equal(again, full);
+	free(again);
+
+	/* records without their entries: every value comes back, as found
+	 * before (feeds, networks, expired and revoked) */
+	drop_index(st, "fa");
+	assert_false(strcmp(walk(st, &c, 0), walked) == 0);
+	assert_int_equal(reindex(st, "fa", 5), 5);
+	assert_string_equal(walk(st, &c, 0), walked);
+	c.f.include_expired = 0;
+	assert_string_equal(lookup(st, &c, "10.9.200.7"), "ipv4-addr 10.9.0.0/16 fa for 10.9.200.7\n");
+	assert_string_equal(lookup(st, &c, "http://c.example/"), "");
+	assert_string_equal(lookup(st, &c, "http://r.example/"), "");
+	/* ...naming the record's run, first and last seen when it ended */
+	assert_int_equal(tf_store_view(st, sources_txn, &r), TF_OK);
+	snprintf(want, sizeof want, "fa indicator--r1 %s %lld %lld\n", TASK1, (long long)ended,
+	         (long long)ended);
+	assert_string_equal(r.c.out, want);
+	/* ...and counted where expiry looks for them (ttl_days, valid_until) */
+	assert_int_equal(bucket(st, "fa", 's', ended), 5);
+	assert_int_equal(bucket(st, "fa", 'v', now + day), 1);
+	assert_int_equal(bucket(st, "fa", 'v', now - day), 1);
+	stat_agrees(st, "fa", 5);
+
+	/* repeating it changes nothing */
+	restored = dump(st);
+	assert_int_equal(reindex(st, "fa", 5), 0);
+	again = dump(st);
+	assert_string_equal(again, restored);
+	free(again);
+
+	/* The feed's digest, count and time buckets agree with its entries: a
+	 * run whose records no longer hold any value leaves no trace of it. */
+	write_recs(st, "fa", TASK2, gone, 4);
+	again = dump(st);
+	assert_string_equal(again, only_fb);
+	free(again);
+
+	/* no such feed; a feed with an active run is left alone */
+	assert_int_equal(tf_records_reindex(st, "nope", &n, &added), TF_ENOTFOUND);
+	assert_int_equal(tf_task_create(st, "fb", id, active), TF_OK);
+	assert_int_equal(tf_records_reindex(st, "fb", &n, &added), TF_ECONFLICT);
+	assert_int_equal(added, 0);
+	free(only_fb);
+	free(full);
+	free(restored);
+	tf_store_close(st);
+}
+
+static int count_one(const tf_index_hit *h, void *vctx)
+{
+	(void)h;
+	(*(size_t *)vctx)++;
+	return TF_OK;
+}
+
+static int count_txn(tf_txn *txn, void *vctx)
+{
+	tf_index_filter f = {0, 1};
+	tf_index_scope *sc;
+	int rc = tf_index_scope_load(txn, NULL, tf_now_us(), &sc);
+	if (rc)
+		return rc;
+	*(size_t *)vctx = 0;
+	rc = tf_index_walk(txn, sc, &f, NULL, 0, count_one, vctx);
+	tf_index_scope_free(sc);
+	return rc;
+}
+
+/* Values in the index (expired too). */
+static size_t count_values(tf_store *st)
+{
+	size_t n = 0;
+	assert_int_equal(tf_store_view(st, count_txn, &n), TF_OK);
+	return n;
+}
+
+/* More records than one transaction takes: every batch resumes after the
+ * last record of the one before; a run no longer in the history counts as
+ * having written them at the rebuild. */
+static void test_rebuild_batches(void **state)
+{
+	enum { N = 2 * TF_REINDEX_BATCH + 7 };
+	tf_store *st = two_feeds();
+	struct rec *a = calloc(N, sizeof *a);
+	char (*keys)[32] = calloc(N, sizeof *keys), (*obs)[96] = calloc(N, sizeof *obs);
+	char *full, *again;
+	struct srcs_read r = {"10.0.3.232", {{0}, 0}};
+	long long first = 0, last = 0;
+	int64_t before;
+	(void)state;
+
+	assert_non_null(a);
+	assert_non_null(keys);
+	assert_non_null(obs);
+	for (int i = 0; i < N; i++) {
+		snprintf(keys[i], sizeof keys[i], "indicator--%05d", i);
+		snprintf(obs[i], sizeof obs[i], "[{\"type\":\"ipv4-addr\",\"value\":\"10.0.%d.%d\"}]",
+		         i / 256, i % 256);
+		a[i] = (struct rec){keys[i], 10, obs[i], 0, 0};
+	}
+	write_recs(st, "fa", TASK2, a, N);
+	full = dump(st);
+	assert_int_equal(count_values(st), N);
+	drop_index(st, "fa");
+	assert_int_equal(count_values(st), 0);
+	before = tf_now_us();
+	assert_int_equal(reindex(st, "fa", N), N);
+	assert_int_equal(count_values(st), N);
+	stat_agrees(st, "fa", N);
+	assert_int_equal(tf_store_view(st, sources_txn, &r), TF_OK);
+	assert_int_equal(sscanf(r.c.out, "fa indicator--01000 " TASK2 " %lld %lld", &first, &last), 2);
+	assert_true(first >= before && first == last);
+	again = dump(st);
+	assert_false(strcmp(again, full) == 0); /* the times differ; the rest is checked above */
+	free(again);
+	free(full);
+	free(a);
+	free(keys);
+	free(obs);
+	tf_store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -438,6 +738,8 @@ int main(void)
 		cmocka_unit_test(test_new_version_moves_entries),
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_state_changes_with_content),
+		cmocka_unit_test(test_rebuild),
+		cmocka_unit_test(test_rebuild_batches),
 	};
 	tu_init("index");
 	tu_seed();

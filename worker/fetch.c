@@ -466,6 +466,11 @@ static int net_error(const tf_fetch *fetch, struct xfer *f, CURLcode cc, int *rc
 		tf_set_err(err, errlen, "the proxy failed the request: %s", why);
 	else if (proxied && cc == CURLE_RECV_ERROR && strstr(why, "CONNECT"))
 		tf_set_err(err, errlen, "the proxy refused the tunnel: %s", why);
+	else if ((cc == CURLE_RECV_ERROR || cc == CURLE_SSL_CONNECT_ERROR) &&
+	         (strstr(why, "certificate required") || strstr(why, "alert handshake failure")) &&
+	         !fetch->cert_pem)
+		tf_set_err(err, errlen, "the server demands a client certificate (the feed's "
+		                        "client_cert_pem and client_key_pem): %s", why);
 	else if (cc == CURLE_SSL_CERTPROBLEM)
 		tf_set_err(err, errlen, "the feed's client certificate or key cannot be used: %s", why);
 	else if (cc == CURLE_SSL_CACERT_BADFILE)

@@ -237,6 +237,7 @@ class ProxyAndCa(NetwCase):
         task = self.run_feed("own-noauth", url=self.tls_url(self.net.tls_port),
                              ca_pem=self.net.ca, proxy="http://127.0.0.1:%d" % self.net.proxy_port)
         self.assertEqual(task["status"], "failed", task)
+        self.assertIn("proxy", task["error"], task)
         self.assertIn("407", task["error"], task)
         # its own proxy with its own credentials (wrong ones, then right ones)
         fields = dict(url=self.tls_url(self.net.tls_port), ca_pem=self.net.ca,
@@ -244,6 +245,7 @@ class ProxyAndCa(NetwCase):
                       proxy_username=PROXY_USER, proxy_secret=FEED_PROXY_PASS)
         task = self.run_feed("own-auth", **fields)
         self.assertEqual(task["status"], "failed", task)
+        self.assertIn("proxy", task["error"], task)
         _, feed = self.expect(200, "PATCH", "/api/threat-feeds/own-auth/",
                               {"proxy_secret": PROXY_PASS})
         self.assertTrue(feed["has_proxy_secret"])

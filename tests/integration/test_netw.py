@@ -191,6 +191,26 @@ class NetwCase(ApiCase):
         _, data = self.expect(200, "POST", "/api/threat-feeds/%s/test_connection/" % feed_id, {})
         return data
 
+    def assert_no_secret_in_logs(self):
+        """Every file the stack wrote but the store and the config file (which
+        hold them by design): the logs of the handler, the web server and the
+        runs."""
+        db = os.path.abspath(self.stack.db_dir) if not self.stack.db_dir.startswith("postgresql:") \
+            else None
+        scanned = 0
+        for root, _, files in os.walk(self.stack.state_dir):
+            for name in files:
+                path = os.path.abspath(os.path.join(root, name))
+                if path == os.path.abspath(self.stack.conf_path) or (db and path.startswith(db)) \
+                        or not os.path.isfile(path):
+                    continue
+                with open(path, "rb") as f:
+                    data = f.read()
+                scanned += 1
+                for secret in (PROXY_PASS, FEED_PROXY_PASS, self.net.client_key.strip()):
+                    self.assertNotIn(secret.encode(), data, path)
+        self.assertGreater(scanned, 0, "no log was scanned")
+
     def assert_no_secrets(self, *texts):
         for text in texts:
             s = text if isinstance(text, str) else json.dumps(text)
@@ -260,6 +280,11 @@ class ProxyAndCa(NetwCase):
         _, feed = self.expect(200, "PATCH", "/api/threat-feeds/own-auth/",
                               {"proxy_secret": None, "proxy_username": None})
         self.assertFalse(feed["has_proxy_secret"])
+        _, feeds = self.expect(200, "GET", "/api/threat-feeds/")
+        _, audit = self.expect(200, "GET", "/api/audit/?limit=1000")
+        self.assertTrue(any(e.get("feed_id") == "own-auth" for e in audit["entries"]), audit)
+        self.assert_no_secrets(feeds, audit)
+        self.assert_no_secret_in_logs()
 
     def test_cancel_during_a_stalled_transfer_through_the_proxy(self):
         # the stack's plain upstream, reached through the global proxy
@@ -313,6 +338,7 @@ class MutualTls(NetwCase):
         _, audit = self.expect(200, "GET", "/api/audit/?limit=1000")
         self.assertTrue(any(e.get("feed_id") == "m-cert" for e in audit["entries"]), audit)
         self.assert_no_secrets(feed, feeds, audit, task)
+        self.assert_no_secret_in_logs()
         # the key stays when a PATCH leaves it out: the feed still runs
         self.expect(200, "PATCH", "/api/threat-feeds/m-cert/", {"name": "still mtls"})
         task = self.wait(self.consume("m-cert"))

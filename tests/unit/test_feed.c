@@ -1,6 +1,7 @@
 /* lib/feed.c: validation of API bodies, the API form (never the secret),
  * generated ids, conflicts with active runs, and deletion. */
 #include "testutil.h"
+#include "config.h"
 
 #define SECRET "s3cr3t-XYZZY-d0-not-leak"
 
@@ -1035,6 +1036,51 @@ static void test_network_fields_write_only(void **state)
 	tf_store_close(st);
 }
 
+/* The config's proxy and no_proxy (lib/config.c): credentials allowed in the
+ * URL there, a bad line refused without echoing it. */
+static int load_conf(const char *text, tf_config *cfg, char *err, size_t errlen)
+{
+	char path[TU_PATH];
+	FILE *f;
+	int rc;
+
+	tu_path(path, sizeof path, "conf");
+	assert_non_null(f = fopen(path, "w"));
+	fputs(text, f);
+	fclose(f);
+	setenv("THREATFEED_CONF", path, 1);
+	rc = tf_config_load(cfg, "threatfeed", err, errlen);
+	unsetenv("THREATFEED_CONF");
+	return rc;
+}
+
+static void test_config_proxy(void **state)
+{
+	static const char *const bad[] = {
+		"proxy = ftp://u:" PROXY_PW "@p.test:21\n",
+		"proxy = http://u:" PROXY_PW "@p.test:3128/path\n",
+		"proxy = http://\n",
+		"no_proxy = a;b\n",
+	};
+	static tf_config cfg;
+	char err[256];
+	(void)state;
+
+	assert_int_equal(load_conf("proxy = http://u:" PROXY_PW "@p.test:3128\n"
+	                           "no_proxy = localhost,127.0.0.1,.corp.test\n",
+	                           &cfg, err, sizeof err),
+	                 TF_OK);
+	assert_string_equal(cfg.proxy, "http://u:" PROXY_PW "@p.test:3128");
+	assert_string_equal(cfg.no_proxy, "localhost,127.0.0.1,.corp.test");
+	assert_int_equal(load_conf("# none\n", &cfg, err, sizeof err), TF_OK);
+	assert_string_equal(cfg.proxy, "");
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		assert_int_equal(load_conf(bad[i], &cfg, err, sizeof err), TF_EINVAL);
+		if (strstr(err, "PLUGH"))
+			fail_msg("config error echoes the password: %s", err);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1052,6 +1098,7 @@ int main(void)
 		cmocka_unit_test(test_null_options),
 		cmocka_unit_test(test_network_fields_validated),
 		cmocka_unit_test(test_network_fields_write_only),
+		cmocka_unit_test(test_config_proxy),
 	};
 	tu_init("feed");
 	tu_seed();

@@ -1004,7 +1004,8 @@ static void test_network_fields_write_only(void **state)
 	assert_string_equal(net.proxy, "http://p.test:3128");
 	assert_string_equal(net.proxy_secret, PROXY_PW);
 	assert_string_equal(net.no_proxy, "intra.test");
-	assert_string_equal(net.client_key_pem, "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n");
+	assert_string_equal(net.client_key_pem,
+	                    "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n");
 	json_object_put(lc.f);
 	/* "" goes direct whatever the global says; null falls back to the global */
 	assert_int_equal(patch_body(st, "n1", "{\"proxy\":\"\",\"proxy_username\":null,"

@@ -1,5 +1,6 @@
 #include "config.h"
 #include "err.h"
+#include "feed.h"
 #include "limits.h"
 #include "store.h"
 #include "util.h"
@@ -185,6 +186,12 @@ static int apply(tf_config *cfg, const char *k, const char *v)
 		return strlen(v) > TF_WEBHOOK_MAX_SECRET
 		           ? TF_EINVAL
 		           : (copy(cfg->webhook_secret, sizeof cfg->webhook_secret, v), TF_OK);
+	else if (!strcmp(k, "proxy"))
+		return *v && tf_feed_proxy_problem(v, 1) ? TF_EINVAL
+		                                      : (copy(cfg->proxy, sizeof cfg->proxy, v), TF_OK);
+	else if (!strcmp(k, "no_proxy"))
+		return !tf_feed_valid_no_proxy(v) ? TF_EINVAL
+		                                  : (copy(cfg->no_proxy, sizeof cfg->no_proxy, v), TF_OK);
 	else if (!strcmp(k, "webhook_attempts"))
 		return set_int(&cfg->webhook_attempts, v, 1, TF_WEBHOOK_MAX_ATTEMPTS);
 	else if (!strcmp(k, "webhook_timeout_s"))

@@ -64,6 +64,12 @@ typedef struct tf_config {
 	char webhook_secret[257];
 	int webhook_attempts;
 	int webhook_timeout_s;
+	/* The proxy of every feed without its own (lib/feed.h tf_feed_net):
+	 * scheme://[user:pass@]host:port, empty: none; and the hosts reached
+	 * directly through it. README "Proxies, private CAs and client
+	 * certificates". Never logged: it may hold a password. */
+	char proxy[1024];
+	char no_proxy[TF_MAX_NO_PROXY + 1];
 } tf_config;
 
 /* Fills cfg from defaults, the environment and the config file. argv0 is used

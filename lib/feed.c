@@ -16,9 +16,16 @@
 static const char *const feed_types[] = {"taxii21", "otx", "virustotal", "stix_bundle"};
 /* Fields the API returns but a client cannot set: accepted and ignored, so a
  * script may send back what it read. */
-static const char *const read_only[] = {"has_secret", "last_task_id", "last_status",
-                                        "last_run_at", "active_task_id", "indicator_count",
-                                        "created_at", "updated_at"};
+static const char *const read_only[] = {"has_secret", "has_proxy_secret", "has_client_key",
+                                        "last_task_id", "last_status", "last_run_at",
+                                        "active_task_id", "indicator_count", "created_at",
+                                        "updated_at"};
+/* Optional top-level fields: null clears them; the write-only ones
+ * (secret, proxy_secret, client_key_pem) are kept when a client leaves
+ * them out, since it was never shown them. */
+static const char *const optional[] = {"collection", "username", "secret", "proxy", "no_proxy",
+                                       "proxy_username", "proxy_secret", "ca_pem",
+                                       "client_cert_pem", "client_key_pem"};
 
 /* Every option a feed may carry, and the ones each type reads (the drivers in
  * worker/feeds/, and worker/supervisor.c for grace_period_s): the API form
@@ -154,8 +161,261 @@ static int check_options(json_object *opts, char *err, size_t errlen)
 	return TF_OK;
 }
 
+
+/* ---- enterprise networks: proxy, CA, client certificate ---------------------- */
+
+static const char *scheme_end(const char *url)
+{
+	static const char *const schemes[] = {"http://", "https://", "socks4://", "socks4a://",
+	                                      "socks5://", "socks5h://"};
+	for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++)
+		if (!strncasecmp(url, schemes[i], strlen(schemes[i])))
+			return url + strlen(schemes[i]);
+	return NULL;
+}
+
+const char *tf_feed_proxy_problem(const char *url, int allow_userinfo)
+{
+	const char *host = scheme_end(url), *end;
+
+	if (!host)
+		return "must be an http://, https://, socks4://, socks4a://, socks5:// or "
+		       "socks5h:// URL";
+	end = host + strcspn(host, "/?#");
+	if (memchr(host, '@', (size_t)(end - host)) && !allow_userinfo)
+		return "must not hold credentials: set proxy_username and proxy_secret";
+	if (memrchr(host, '@', (size_t)(end - host)))
+		host = (const char *)memrchr(host, '@', (size_t)(end - host)) + 1;
+	if (end == host || *host == ':')
+		return "names no host";
+	if (*end && strcmp(end, "/"))
+		return "must be scheme://host:port, without a path";
+	for (; *url; url++)
+		if ((unsigned char)*url <= 0x20 || (unsigned char)*url == 0x7f)
+			return "must not contain spaces or control characters";
+	return NULL;
+}
+
+int tf_feed_valid_no_proxy(const char *s)
+{
+	if (strlen(s) > TF_MAX_NO_PROXY)
+		return 0;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr(".,-_:*[]/ ", *s))
+			return 0;
+	return 1;
+}
+
+/* The 6-bit value of a base64 digit, -1 for anything else. */
+static int b64(int c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Whether the base64 between p and e decodes to one DER SEQUENCE whose
+ * length is exactly the decoded size: what every certificate and key is. */
+static int der_sequence(const char *p, const char *e)
+{
+	unsigned char head[6];
+	size_t bits = 0, n = 0, pad = 0, hl, len = 0;
+	unsigned acc = 0;
+
+	for (; p < e; p++) {
+		int v = b64((unsigned char)*p);
+		if (*p == '=' && (pad || n >= 2) && ++pad <= 2)
+			continue;
+		if (v < 0 && !isspace((unsigned char)*p))
+			return 0;
+		if (v < 0)
+			continue;
+		if (pad)
+			return 0;
+		acc = (acc << 6 | (unsigned)v) & 0xffffff;
+		if ((bits += 6) >= 8) {
+			bits -= 8;
+			if (n < sizeof head)
+				head[n] = (unsigned char)(acc >> bits);
+			n++;
+		}
+	}
+	if (n < 2 || head[0] != 0x30)
+		return 0;
+	if (head[1] < 0x80) {
+		len = head[1];
+		hl = 2;
+	} else {
+		hl = 2 + (head[1] & 0x7f);
+		if (hl < 3 || hl > sizeof head || n < hl)
+			return 0;
+		for (size_t i = 2; i < hl; i++)
+			len = len << 8 | head[i];
+	}
+	return hl + len == n;
+}
+
+enum pem_kind { PEM_CERTS, PEM_KEY };
+
+/* One PEM block at *p (just after "-----BEGIN "): its label into label,
+ * *p moved past its END line. NULL when fine, else what is wrong. */
+static const char *pem_block(const char **p, char *label, size_t llen)
+{
+	const char *s = *p, *dash = strstr(s, "-----"), *body, *end;
+	char endline[96];
+
+	if (!dash || (size_t)(dash - s) >= llen || dash == s || memchr(s, '\n', (size_t)(dash - s)))
+		return "a BEGIN line is malformed";
+	memcpy(label, s, (size_t)(dash - s));
+	label[dash - s] = '\0';
+	body = dash + 5;
+	if (strstr(label, "ENCRYPTED") || strstr(body, "Proc-Type:") == body + strspn(body, "\r\n"))
+		return "holds an encrypted key: give the key without a passphrase";
+	snprintf(endline, sizeof endline, "-----END %s-----", label);
+	if (!(end = strstr(body, endline)))
+		return "a block has no matching END line";
+	if (!der_sequence(body, end))
+		return "a block is not base64 of a certificate or key";
+	*p = end + strlen(endline);
+	return NULL;
+}
+
+static int is_key_label(const char *label)
+{
+	return !strcmp(label, "PRIVATE KEY") || !strcmp(label, "RSA PRIVATE KEY") ||
+	       !strcmp(label, "EC PRIVATE KEY");
+}
+
+/* A syntactic check of PEM text (the worker's TLS library parses it for
+ * real): every block well formed, of the kind wanted, at least one; text
+ * between blocks (openssl's "subject=" lines) is allowed, as OpenSSL does. */
+static const char *pem_problem(const char *text, enum pem_kind kind)
+{
+	const char *p = text, *why;
+	char label[64];
+	int blocks = 0;
+
+	while ((p = strstr(p, "-----BEGIN "))) {
+		p += 11;
+		if ((why = pem_block(&p, label, sizeof label)))
+			return why;
+		if (kind == PEM_CERTS && is_key_label(label))
+			return "holds a private key (only a certificate belongs here)";
+		if (kind == PEM_CERTS && strcmp(label, "CERTIFICATE") &&
+		    strcmp(label, "TRUSTED CERTIFICATE"))
+			return "holds a block that is not a CERTIFICATE";
+		if (kind == PEM_KEY && !is_key_label(label))
+			return "must be a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block";
+		blocks++;
+	}
+	if (!blocks)
+		return kind == PEM_KEY ? "is not a PEM private key (-----BEGIN PRIVATE KEY-----)"
+		                       : "is not PEM (-----BEGIN CERTIFICATE-----)";
+	if (kind == PEM_KEY && blocks > 1)
+		return "must hold one key";
+	return NULL;
+}
+
+static int check_pem(json_object *v, const char *k, size_t max, enum pem_kind kind, char *err,
+                     size_t errlen)
+{
+	const char *s, *why;
+	size_t n;
+
+	if (!json_object_is_type(v, json_type_string))
+		return FAIL("%s: must be a string", k);
+	s = json_object_get_string(v);
+	n = (size_t)json_object_get_string_len(v);
+	if (n > max)
+		return FAIL("%s: longer than %zu bytes", k, max);
+	if (strlen(s) != n)
+		return FAIL("%s: contains a NUL byte", k);
+	return (why = pem_problem(s, kind)) ? FAIL("%s: %s", k, why) : TF_OK;
+}
+
+static int check_proxy(json_object *v, char *err, size_t errlen)
+{
+	const char *why;
+
+	if (check_str(v, "proxy", 0, TF_MAX_URL, err, errlen))
+		return TF_EINVAL;
+	if (!json_object_get_string_len(v)) /* "": this feed goes direct */
+		return TF_OK;
+	return (why = tf_feed_proxy_problem(json_object_get_string(v), 0)) ? FAIL("proxy: %s", why)
+	                                                                   : TF_OK;
+}
+
+/* Fields of the network settings; 1 when k is one of them (rc set). */
+static int check_net_field(const char *k, json_object *v, int *rc, char *err, size_t errlen)
+{
+	if (!strcmp(k, "proxy"))
+		*rc = check_proxy(v, err, errlen);
+	else if (!strcmp(k, "no_proxy"))
+		*rc = check_str(v, k, 0, TF_MAX_NO_PROXY, err, errlen) ? TF_EINVAL
+		      : tf_feed_valid_no_proxy(json_object_get_string(v))
+		          ? TF_OK
+		          : FAIL("no_proxy: a comma-separated list of host names, domains or addresses");
+	else if (!strcmp(k, "proxy_username") || !strcmp(k, "proxy_secret"))
+		*rc = check_str(v, k, 1, TF_MAX_FIELD, err, errlen);
+	else if (!strcmp(k, "ca_pem"))
+		*rc = check_pem(v, k, TF_MAX_CA_PEM, PEM_CERTS, err, errlen);
+	else if (!strcmp(k, "client_cert_pem"))
+		*rc = check_pem(v, k, TF_MAX_CERT_PEM, PEM_CERTS, err, errlen);
+	else if (!strcmp(k, "client_key_pem"))
+		*rc = check_pem(v, k, TF_MAX_KEY_PEM, PEM_KEY, err, errlen);
+	else
+		return 0;
+	return 1;
+}
+
+/* The settings that only make sense together (README "Proxies, private CAs
+ * and client certificates"). */
+static int check_net_complete(json_object *f, char *err, size_t errlen)
+{
+	const char *proxy = tf_json_str(f, "proxy");
+
+	if ((tf_json_str(f, "proxy_username") || tf_json_str(f, "proxy_secret")) &&
+	    (!proxy || !*proxy))
+		return FAIL("proxy_username: proxy credentials need the feed's own proxy");
+	if (tf_json_str(f, "proxy_secret") && !tf_json_str(f, "proxy_username"))
+		return FAIL("proxy_username: required with proxy_secret");
+	if (!tf_json_str(f, "client_cert_pem") != !tf_json_str(f, "client_key_pem"))
+		return FAIL("%s: required with %s",
+		            tf_json_str(f, "client_key_pem") ? "client_cert_pem" : "client_key_pem",
+		            tf_json_str(f, "client_key_pem") ? "client_key_pem" : "client_cert_pem");
+	return TF_OK;
+}
+
+void tf_feed_net_of(json_object *feed, const char *global_proxy, const char *global_no_proxy,
+                    tf_feed_net *net)
+{
+	const char *proxy = tf_json_str(feed, "proxy"), *no_proxy = tf_json_str(feed, "no_proxy");
+
+	memset(net, 0, sizeof *net);
+	if (proxy) { /* the feed's own, or "" for none */
+		net->proxy = proxy;
+		net->proxy_username = tf_json_str(feed, "proxy_username");
+		net->proxy_secret = tf_json_str(feed, "proxy_secret");
+	} else if (global_proxy && *global_proxy) {
+		net->proxy = global_proxy;
+	}
+	if (net->proxy && *net->proxy)
+		net->no_proxy = no_proxy ? no_proxy : global_no_proxy ? global_no_proxy : "";
+	net->ca_pem = tf_json_str(feed, "ca_pem");
+	net->client_cert_pem = tf_json_str(feed, "client_cert_pem");
+	net->client_key_pem = tf_json_str(feed, "client_key_pem");
+}
+
 static int check_field(const char *k, json_object *v, char *err, size_t errlen)
 {
+	int rc;
+
+	if (check_net_field(k, v, &rc, err, errlen))
+		return rc;
 	if (!strcmp(k, "id"))
 		return json_object_is_type(v, json_type_string) &&
 		               tf_valid_feed_id(json_object_get_string(v))
@@ -220,7 +480,7 @@ static int merge(json_object *stored, json_object *body, char *err, size_t errle
 		if (in_list(k, read_only, sizeof read_only / sizeof *read_only))
 			continue;
 		/* null clears an optional field (e.g. the secret) */
-		if (!v && (!strcmp(k, "secret") || !strcmp(k, "username") || !strcmp(k, "collection"))) {
+		if (!v && in_list(k, optional, sizeof optional / sizeof *optional)) {
 			json_object_object_del(stored, k);
 			continue;
 		}
@@ -247,7 +507,7 @@ static int check_complete(json_object *f, char *err, size_t errlen)
 			return FAIL("%s: required", required[i]);
 	if (!strcmp(tf_json_str(f, "type"), "taxii21") && !tf_json_str(f, "collection"))
 		return FAIL("collection: required for taxii21 feeds");
-	return TF_OK;
+	return check_net_complete(f, err, errlen);
 }
 
 /* A readable id from the name: "Demo TAXII 2.1" → "demo-taxii-2-1". */
@@ -346,6 +606,10 @@ static void api_run_fields(tf_txn *txn, const char *id, json_object *o)
 static int api_form(tf_txn *txn, json_object *stored, json_object **out)
 {
 	static const char *const settable[] = {"id", "name", "type", "url", "collection", "username"};
+	/* the readable network settings; proxy_secret and client_key_pem are
+	 * write-only: has_proxy_secret and has_client_key say whether set */
+	static const char *const net[] = {"proxy", "no_proxy", "proxy_username", "ca_pem",
+	                                  "client_cert_pem"};
 	json_object *o = json_object_new_object(), *opts = api_options(stored);
 	const char *id = tf_json_str(stored, "id"), *secret = tf_json_str(stored, "secret");
 	uint64_t count = 0;
@@ -359,6 +623,12 @@ static int api_form(tf_txn *txn, json_object *stored, json_object **out)
 	for (size_t i = 0; i < sizeof settable / sizeof *settable; i++)
 		copy_field(o, stored, settable[i]);
 	json_object_object_add(o, "has_secret", json_object_new_boolean(secret && *secret));
+	for (size_t i = 0; i < sizeof net / sizeof *net; i++)
+		copy_field(o, stored, net[i]);
+	json_object_object_add(o, "has_proxy_secret",
+	                       json_object_new_boolean(tf_json_str(stored, "proxy_secret") != NULL));
+	json_object_object_add(o, "has_client_key",
+	                       json_object_new_boolean(tf_json_str(stored, "client_key_pem") != NULL));
 	copy_field(o, stored, "enabled");
 	copy_field(o, stored, "interval_s");
 	json_object_object_add(o, "options", opts);

@@ -42,6 +42,34 @@ int tf_feed_cursor(tf_txn *txn, const char *id, json_object **out);
 void tf_feed_webhook(json_object *feed, const char *global_url, const char *global_secret,
                      const char **url, const char **secret);
 
+/* How a feed's requests reach its upstream (README "Proxies, private CAs
+ * and client certificates"); pointers borrowed from the feed or the
+ * globals. */
+typedef struct tf_feed_net {
+	/* NULL: no proxy configured (libcurl's environment variables apply, with
+	 * loopback always direct); "": none, direct even if the environment
+	 * names one; else the proxy URL. */
+	const char *proxy;
+	const char *no_proxy;        /* with a proxy: hosts reached directly ("" none) */
+	const char *proxy_username;  /* the feed's own proxy only; NULL: none */
+	const char *proxy_secret;
+	const char *ca_pem;          /* NULL: the system's CAs; else only these */
+	const char *client_cert_pem; /* NULL: no client certificate */
+	const char *client_key_pem;
+} tf_feed_net;
+
+/* The feed's network settings: its own proxy (or "" for none) overrides the
+ * global one (config `proxy`, `no_proxy`; empty: none); its own no_proxy
+ * overrides the global no_proxy. */
+void tf_feed_net_of(json_object *feed, const char *global_proxy, const char *global_no_proxy,
+                    tf_feed_net *net);
+/* NULL when url is a proxy URL we accept (http, https, socks4, socks4a,
+ * socks5, socks5h; scheme://[user:pass@]host[:port]; userinfo only when
+ * allow_userinfo), else why not ("must be …"). */
+const char *tf_feed_proxy_problem(const char *url, int allow_userinfo);
+/* Whether s is a no_proxy list we accept (libcurl's CURLOPT_NOPROXY form). */
+int tf_feed_valid_no_proxy(const char *s);
+
 /* After a run ends: remember its id, status and start time for the feed. */
 int tf_feed_note_run(tf_txn *txn, const char *id, const char *task_id, const char *status,
                      const char *started_at);

@@ -23,6 +23,17 @@
 #define TF_MAX_MESSAGE_LEN     300
 #define TF_MAX_ERROR_LEN       1000
 
+/* Enterprise networks (lib/feed.c, worker/fetch.c; README "Proxies, private
+ * CAs and client certificates"). PEM text is stored in the feed and sent in
+ * one API body (TF_MAX_BODY): a private CA chain is a few certificates of
+ * ~2 KiB, a client certificate one, an RSA-4096 key ~3.3 KiB. Room for a
+ * dozen CAs; a whole public CA store (~200 KiB) is not what this is for. */
+#define TF_MAX_CA_PEM          (32 * 1024)  /* feed ca_pem */
+#define TF_MAX_CERT_PEM        (8 * 1024)   /* feed client_cert_pem */
+#define TF_MAX_KEY_PEM         (8 * 1024)   /* feed client_key_pem */
+/* no_proxy (config and feed): a list of hosts/domains, like the variable. */
+#define TF_MAX_NO_PROXY        1000
+
 /* Upstream content (worker/) */
 #define TF_MAX_PAGE_BYTES      (32L * 1024 * 1024)  /* one response body */
 #define TF_MAX_FEED_JSON_DEPTH 64

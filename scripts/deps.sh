@@ -15,6 +15,9 @@ deb_pkgs=(dpkg-dev lintian)
 # tests/integration/test_deb.py installs the package (adduser: its Depends)
 # and checks its units with systemd-analyze (systemd; not PID 1 needed)
 test_pkgs+=("${deb_pkgs[@]}" adduser systemd)
+# tests/integration/test_netw.py: a real HTTP proxy (the binary only: the
+# tinyproxy package would also start a system-wide one) and certificates
+test_pkgs+=(tinyproxy-bin openssl)
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in

@@ -51,6 +51,9 @@ struct tf_fetch {
 	tf_fetch_cancel_fn cancel;
 	void *ctx;
 	char *noproxy;                 /* loopback plus the environment's no_proxy */
+	/* tf_fetch_set_net: NULL when not set (see tf_feed_net) */
+	char *proxy, *proxy_noproxy, *proxy_user, *proxy_pass;
+	char *ca_pem, *cert_pem, *key_pem;
 	struct xfer x[2];
 	/* Into x: the request waited for, and one started early. The callbacks
 	 * hold their xfer's address, so the two trade places by pointer. */
@@ -132,6 +135,44 @@ static void xfer_end(tf_fetch *f, struct xfer *x)
 	tf_fetch_resp_free(&x->resp);
 }
 
+/* Frees a string that may hold a credential, wiping it first. */
+static void free_secret(char **s)
+{
+	if (*s) {
+		explicit_bzero(*s, strlen(*s));
+		free(*s);
+		*s = NULL;
+	}
+}
+
+static void net_clear(tf_fetch *f)
+{
+	char **all[] = {&f->proxy, &f->proxy_noproxy, &f->proxy_user, &f->proxy_pass,
+	                &f->ca_pem, &f->cert_pem, &f->key_pem};
+	for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+		free_secret(all[i]);
+}
+
+/* *dst = a copy of src (NULL stays NULL); 0 or -1 when out of memory. */
+static int dup_opt(char **dst, const char *src)
+{
+	*dst = src ? strdup(src) : NULL;
+	return src && !*dst ? -1 : 0;
+}
+
+int tf_fetch_set_net(tf_fetch *f, const tf_feed_net *net)
+{
+	net_clear(f);
+	if (dup_opt(&f->proxy, net->proxy) || dup_opt(&f->proxy_noproxy, net->no_proxy) ||
+	    dup_opt(&f->proxy_user, net->proxy_username) ||
+	    dup_opt(&f->proxy_pass, net->proxy_secret) || dup_opt(&f->ca_pem, net->ca_pem) ||
+	    dup_opt(&f->cert_pem, net->client_cert_pem) || dup_opt(&f->key_pem, net->client_key_pem)) {
+		net_clear(f);
+		return TF_ENOMEM;
+	}
+	return TF_OK;
+}
+
 void tf_fetch_free(tf_fetch *f)
 {
 	if (!f)
@@ -144,6 +185,7 @@ void tf_fetch_free(tf_fetch *f)
 	if (f->multi)
 		curl_multi_cleanup(f->multi);
 	free(f->noproxy);
+	net_clear(f);
 	free(f);
 }
 
@@ -301,6 +343,52 @@ static int has_extra_headers(const tf_fetch_req *req)
 	return req->headers[0] != NULL;
 }
 
+/* A PEM string as a blob libcurl reads in place: the fetch handle owns
+ * the text and outlives every transfer. */
+static struct curl_blob *blob_of(struct curl_blob *b, char *pem)
+{
+	b->data = pem;
+	b->len = strlen(pem);
+	b->flags = CURL_BLOB_NOCOPY;
+	return b;
+}
+
+/* The proxy and TLS settings of tf_fetch_set_net. Verification is never
+ * relaxed here: a private CA replaces the trusted set, it does not widen
+ * what is accepted (docs/SPEC.md "As implemented": no fallback to
+ * unverified TLS). */
+static int configure_net(tf_fetch *fetch, CURL *h)
+{
+	struct curl_blob ca, cert, key;
+
+	if (fetch->proxy) {
+		/* "" is libcurl's "no proxy, whatever the environment says" */
+		SETOPT(h, CURLOPT_PROXY, fetch->proxy);
+		SETOPT(h, CURLOPT_NOPROXY, *fetch->proxy && fetch->proxy_noproxy ? fetch->proxy_noproxy
+		                                                                 : "");
+		if (fetch->proxy_user) {
+			SETOPT(h, CURLOPT_PROXYUSERNAME, fetch->proxy_user);
+			SETOPT(h, CURLOPT_PROXYPASSWORD, fetch->proxy_pass ? fetch->proxy_pass : "");
+		}
+	}
+	if (fetch->ca_pem) {
+		/* only these CAs: libcurl would also read its built-in CA path */
+		SETOPT(h, CURLOPT_CAINFO_BLOB, blob_of(&ca, fetch->ca_pem));
+		SETOPT(h, CURLOPT_CAPATH, (char *)NULL);
+		SETOPT(h, CURLOPT_PROXY_CAINFO_BLOB, blob_of(&ca, fetch->ca_pem));
+		SETOPT(h, CURLOPT_PROXY_CAPATH, (char *)NULL);
+	}
+	if (fetch->cert_pem && fetch->key_pem) {
+		SETOPT(h, CURLOPT_SSLCERTTYPE, "PEM");
+		SETOPT(h, CURLOPT_SSLCERT_BLOB, blob_of(&cert, fetch->cert_pem));
+		SETOPT(h, CURLOPT_SSLKEYTYPE, "PEM");
+		SETOPT(h, CURLOPT_SSLKEY_BLOB, blob_of(&key, fetch->key_pem));
+	}
+	return TF_OK;
+setopt_failed:
+	return TF_EINVAL;
+}
+
 static int configure(tf_fetch *fetch, struct xfer *f, const tf_fetch_req *req,
                      struct curl_slist **hdrs)
 {
@@ -355,17 +443,49 @@ static int configure(tf_fetch *fetch, struct xfer *f, const tf_fetch_req *req,
 	}
 	if (*hdrs)
 		SETOPT(h, CURLOPT_HTTPHEADER, *hdrs);
-	return TF_OK;
+	return configure_net(fetch, h);
 setopt_failed:
 	return TF_EINVAL;
 }
 
 /* Words for a failed transfer. */
-static int transfer_error(struct xfer *f, const tf_fetch_req *req, CURLcode cc, char *err,
-                          size_t errlen)
+/* Words for a failure of the proxy or of the feed's TLS settings; 0 when cc
+ * is none of those. Never the proxy URL: it may hold a password. */
+static int net_error(const tf_fetch *fetch, struct xfer *f, CURLcode cc, int *rc, char *err,
+                     size_t errlen)
+{
+	const char *why = f->errbuf[0] ? f->errbuf : curl_easy_strerror(cc);
+	int proxied = fetch->proxy && *fetch->proxy;
+
+	*rc = TF_ENETWORK;
+	if (cc == CURLE_COULDNT_RESOLVE_PROXY)
+		tf_set_err(err, errlen, "could not resolve the proxy's host");
+	else if (proxied && cc == CURLE_COULDNT_CONNECT)
+		tf_set_err(err, errlen, "could not connect to the proxy: %s", why);
+	else if (cc == CURLE_PROXY)
+		tf_set_err(err, errlen, "the proxy failed the request: %s", why);
+	else if (proxied && cc == CURLE_RECV_ERROR && strstr(why, "CONNECT"))
+		tf_set_err(err, errlen, "the proxy refused the tunnel: %s", why);
+	else if ((cc == CURLE_RECV_ERROR || cc == CURLE_SSL_CONNECT_ERROR) &&
+	         (strstr(why, "certificate required") || strstr(why, "alert handshake failure")) &&
+	         !fetch->cert_pem)
+		tf_set_err(err, errlen, "the server demands a client certificate (the feed's "
+		                        "client_cert_pem and client_key_pem): %s", why);
+	else if (cc == CURLE_SSL_CERTPROBLEM)
+		tf_set_err(err, errlen, "the feed's client certificate or key cannot be used: %s", why);
+	else if (cc == CURLE_SSL_CACERT_BADFILE)
+		tf_set_err(err, errlen, "the feed's ca_pem cannot be used: %s", why);
+	else
+		return 0;
+	return 1;
+}
+
+static int transfer_error(tf_fetch *fetch, struct xfer *f, const tf_fetch_req *req, CURLcode cc,
+                          char *err, size_t errlen)
 {
 	char where[300];
 	long oserr = 0;
+	int rc;
 	double total = 0;
 	long timeout = req->timeout_s > 0 ? req->timeout_s : TF_REQUEST_TIMEOUT_S;
 	curl_off_t connect_us = 0;
@@ -374,6 +494,8 @@ static int transfer_error(struct xfer *f, const tf_fetch_req *req, CURLcode cc, 
 	curl_easy_getinfo(f->easy, CURLINFO_OS_ERRNO, &oserr);
 	curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME, &total);
 	curl_easy_getinfo(f->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+	if (net_error(fetch, f, cc, &rc, err, errlen))
+		return rc;
 	switch (cc) {
 	case CURLE_WRITE_ERROR:
 	case CURLE_FILESIZE_EXCEEDED:
@@ -574,7 +696,7 @@ static int get_once(tf_fetch *f, const tf_fetch_req *req, tf_fetch_resp *resp,
 		long code = 0; /* an answer cut short (over the cap) still had a status */
 		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
 		tf_metrics_note_upstream(code);
-		rc = transfer_error(x, req, result, err, errlen);
+		rc = transfer_error(f, x, req, result, err, errlen);
 		goto out;
 	}
 	if (reserve(x, x->len + 1)) {

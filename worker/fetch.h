@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include "feed.h"
+
 typedef struct tf_fetch tf_fetch;
 
 /* Returns nonzero when the run must stop (called when wake_fd is readable). */
@@ -45,6 +47,11 @@ void tf_fetch_basic(tf_fetch_req *req, const char *username, const char *secret)
  * caller's (cancel's) job. Caller owns *out: tf_fetch_free(). */
 int tf_fetch_new(tf_fetch **out, int wake_fd, tf_fetch_cancel_fn cancel, void *ctx);
 void tf_fetch_free(tf_fetch *f);
+/* Every later request of f goes as net says (a proxy, its credentials, the
+ * CAs trusted instead of the system's, a client certificate); net's strings
+ * are copied. Verification stays on whatever net holds: there is no
+ * setting that turns it off. TF_ENOMEM. */
+int tf_fetch_set_net(tf_fetch *f, const tf_feed_net *net);
 
 /* Performs one GET. TF_OK for any HTTP status (resp filled; caller frees with
  * tf_fetch_resp_free), TF_ECANCELLED, TF_ENETWORK (connect/timeout/TLS/

@@ -154,7 +154,8 @@ static int probe_once(json_object *feed, tf_fetch *f, char *detail, size_t len)
 	return ok;
 }
 
-int tf_probe_feed(json_object *feed, char *detail, size_t len, char **api_root)
+int tf_probe_feed(json_object *feed, const tf_feed_net *net, char *detail, size_t len,
+                  char **api_root)
 {
 	const char *type = tf_json_str(feed, "type");
 	tf_fetch *f;
@@ -167,6 +168,11 @@ int tf_probe_feed(json_object *feed, char *detail, size_t len, char **api_root)
 	}
 	/* No wake-up fd and no cancel: plain bounded GETs (fetch.h). */
 	if (tf_fetch_new(&f, -1, NULL, NULL)) {
+		snprintf(detail, len, "out of memory");
+		return 0;
+	}
+	if (tf_fetch_set_net(f, net)) {
+		tf_fetch_free(f);
 		snprintf(detail, len, "out of memory");
 		return 0;
 	}

@@ -8,6 +8,7 @@
 #include <json-c/json.h>
 #include <stddef.h>
 
+#include "feed.h"
 #include "limits.h"
 
 /* Holds any detail: a run's longest error text. */
@@ -21,7 +22,9 @@
  * taxii21: the collection is found and readable), 0 otherwise; detail gets
  * one line for a human (never the secret): where the collection is, or the
  * error a run would fail with. *api_root (caller frees) is the taxii21 API
- * root that lists the collection, readable or not, else NULL. */
-int tf_probe_feed(json_object *feed, char *detail, size_t len, char **api_root);
+ * root that lists the collection, readable or not, else NULL. net: the
+ * proxy and TLS settings the run would use (feed.h tf_feed_net_of). */
+int tf_probe_feed(json_object *feed, const tf_feed_net *net, char *detail, size_t len,
+                  char **api_root);
 
 #endif

@@ -474,6 +474,15 @@ static int end_run(tf_run *r, int rc)
 	return rc;
 }
 
+/* The feed's proxy and TLS settings for every request of the run. */
+static int use_feed_net(tf_run *r, const tf_config *cfg)
+{
+	tf_feed_net net;
+
+	tf_feed_net_of(r->feed, cfg->proxy, cfg->no_proxy, &net);
+	return tf_fetch_set_net(r->fetch, &net);
+}
+
 int tf_work_main(const tf_config *cfg, const char *task_id)
 {
 	tf_run run = {.stage = TF_SG_CONNECTING, .cancel = TF_CANCEL_NONE,
@@ -512,7 +521,8 @@ int tf_work_main(const tf_config *cfg, const char *task_id)
 		rc = tf_writer_start(&run.writer, run.st, run.task_id, run.feed_id, &v);
 	}
 	if (rc || (rc = tf_batch_new(&run.batch)) ||
-	    (rc = tf_fetch_new(&run.fetch, wake_pipe[0], fetch_cancel, &run))) {
+	    (rc = tf_fetch_new(&run.fetch, wake_pipe[0], fetch_cancel, &run)) ||
+	    (rc = use_feed_net(&run, cfg))) {
 		tf_run_fail(&run, "cannot start: %s", tf_strerror(rc));
 	} else {
 		run.last_write_us = 0;

@@ -35,6 +35,7 @@ static int load_feed(tf_txn *txn, void *vctx)
 static int test_connection(const tf_config *cfg, const char *feed_id)
 {
 	struct feed_ctx fc = {.id = feed_id};
+	tf_feed_net net;
 	json_object *o;
 	tf_store *st;
 	char detail[TF_PROBE_DETAIL], err[256], *api_root;
@@ -50,7 +51,8 @@ static int test_connection(const tf_config *cfg, const char *feed_id)
 	tf_store_close(st);
 	if (rc)
 		return fprintf(stderr, "threatfeed: %s: %s\n", feed_id, tf_strerror(rc)), rc == TF_ENOTFOUND ? 3 : 1;
-	ok = tf_probe_feed(fc.feed, detail, sizeof detail, &api_root);
+	tf_feed_net_of(fc.feed, cfg->proxy, cfg->no_proxy, &net);
+	ok = tf_probe_feed(fc.feed, &net, detail, sizeof detail, &api_root);
 	type = tf_json_str(fc.feed, "type");
 	if (!(o = json_object_new_object())) {
 		free(api_root);

@@ -17,7 +17,9 @@ from test_api import ApiCase
 SECRET = "s3cret-shape-XYZZY"
 
 # docs/SPEC.md §2 feed fields, plus the options object and our created_at/updated_at.
-FEED_KEYS = {"id", "name", "type", "url", "collection", "username", "has_secret", "enabled",
+FEED_KEYS = {"id", "name", "type", "url", "collection", "username", "has_secret", "proxy",
+             "no_proxy", "proxy_username", "has_proxy_secret", "ca_pem", "client_cert_pem",
+             "has_client_key", "enabled",
              "interval_s", "options", "last_task_id", "last_status", "last_run_at",
              "active_task_id", "indicator_count", "created_at", "updated_at"}
 # The options each type reads (README "Feed types and their options").

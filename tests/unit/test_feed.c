@@ -1,6 +1,7 @@
 /* lib/feed.c: validation of API bodies, the API form (never the secret),
  * generated ids, conflicts with active runs, and deletion. */
 #include "testutil.h"
+#include "config.h"
 
 #define SECRET "s3cr3t-XYZZY-d0-not-leak"
 
@@ -697,8 +698,9 @@ static void test_list_sorted_and_ids(void **state)
 /* Written out from docs/SPEC.md, independently of lib/feed.c: every field in every
  * answer (created_at/updated_at are ours, also always there), never secret. */
 static const char *const feed_keys[] = {
-	"id", "name", "type", "url", "collection", "username", "has_secret", "enabled",
-	"interval_s", "options", "last_task_id", "last_status", "last_run_at", "active_task_id",
+	"id", "name", "type", "url", "collection", "username", "has_secret", "proxy", "no_proxy",
+	"proxy_username", "has_proxy_secret", "ca_pem", "client_cert_pem", "has_client_key",
+	"enabled", "interval_s", "options", "last_task_id", "last_status", "last_run_at", "active_task_id",
 	"indicator_count", "created_at", "updated_at"};
 
 /* The options each type reads (README "Feed types and their options"). */
@@ -910,6 +912,176 @@ static void test_null_options(void **state)
 	tf_store_close(st);
 }
 
+/* ---- network settings (README "Proxies, private CAs and client certificates") ---- */
+
+#define PEM_CERT "-----BEGIN CERTIFICATE-----\\nMAA=\\n-----END CERTIFICATE-----\\n"
+#define PEM_KEY "-----BEGIN PRIVATE KEY-----\\nMAA=\\n-----END PRIVATE KEY-----\\n"
+#define PROXY_PW "pr0xy-PLUGH-pw"
+#define NET_BODY(extra)                                                                     \
+	"{\"id\":\"n1\",\"name\":\"n\",\"type\":\"stix_bundle\",\"url\":\"https://b.test/x.json\"" \
+	extra "}"
+
+static void assert_bad(tf_store *st, const char *body, const char *field)
+{
+	char *out = NULL, err[256] = "";
+	int rc = create_body(st, body, &out, err, sizeof err);
+
+	free(out);
+	if (rc != TF_EINVAL || strncmp(err, field, strlen(field)) || err[strlen(field)] != ':')
+		fail_msg("%s: want a %s error, got %d '%s'", body, field, rc, err);
+}
+
+static void test_network_fields_validated(void **state)
+{
+	static const struct {
+		const char *extra, *field;
+	} bad[] = {
+		{",\"proxy\":\"ftp://p.test:21\"", "proxy"},
+		{",\"proxy\":\"p.test:3128\"", "proxy"},
+		{",\"proxy\":\"http://u:" PROXY_PW "@p.test:3128\"", "proxy"},
+		{",\"proxy\":\"http://p.test:3128/x\"", "proxy"},
+		{",\"proxy\":\"http://:3128\"", "proxy"},
+		{",\"proxy\":\"http://p .test\"", "proxy"},
+		{",\"no_proxy\":\"a;b\"", "no_proxy"},
+		{",\"proxy_username\":\"u\"", "proxy_username"},
+		{",\"proxy\":\"http://p.test:1\",\"proxy_secret\":\"x\"", "proxy_username"},
+		{",\"ca_pem\":\"hello\"", "ca_pem"},
+		{",\"ca_pem\":\"-----BEGIN CERTIFICATE-----\\nMAE=\\n-----END CERTIFICATE-----\"",
+		 "ca_pem"},
+		{",\"ca_pem\":\"-----BEGIN CERTIFICATE-----\\nMA!=\\n-----END CERTIFICATE-----\"",
+		 "ca_pem"},
+		{",\"ca_pem\":\"-----BEGIN CERTIFICATE-----\\nMAA=\\n\"", "ca_pem"},
+		{",\"ca_pem\":\"" PEM_CERT PEM_KEY "\"", "ca_pem"},
+		{",\"client_cert_pem\":\"" PEM_CERT "\"", "client_key_pem"},
+		{",\"client_key_pem\":\"" PEM_KEY "\"", "client_cert_pem"},
+		{",\"client_cert_pem\":\"" PEM_CERT "\",\"client_key_pem\":\"" PEM_CERT "\"",
+		 "client_key_pem"},
+		{",\"client_cert_pem\":\"" PEM_CERT "\",\"client_key_pem\":\"" PEM_KEY PEM_KEY "\"",
+		 "client_key_pem"},
+		{",\"client_cert_pem\":\"" PEM_CERT "\",\"client_key_pem\":"
+		 "\"-----BEGIN ENCRYPTED PRIVATE KEY-----\\nMAA=\\n-----END ENCRYPTED PRIVATE KEY-----\"",
+		 "client_key_pem"},
+	};
+	tf_store *st = tu_new_store("netv", NULL, 0);
+	char body[512];
+	(void)state;
+
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		snprintf(body, sizeof body, NET_BODY("%s"), bad[i].extra);
+		assert_bad(st, body, bad[i].field);
+	}
+	assert_int_equal(feed_count(st), 0);
+	tf_store_close(st);
+}
+
+static void test_network_fields_write_only(void **state)
+{
+	tf_store *st = tu_new_store("netw", NULL, 0);
+	struct load_ctx lc = {.id = "n1"};
+	char *out = NULL, err[256] = "";
+	tf_feed_net net;
+	(void)state;
+
+	assert_int_equal(create_body(st, NET_BODY(",\"proxy\":\"http://p.test:3128\","
+	                                          "\"proxy_username\":\"pu\",\"proxy_secret\":\"" PROXY_PW
+	                                          "\",\"no_proxy\":\"intra.test\",\"ca_pem\":\"" PEM_CERT
+	                                          "\",\"client_cert_pem\":\"subject=x\\n" PEM_CERT
+	                                          "\",\"client_key_pem\":\"" PEM_KEY "\""),
+	                             &out, err, sizeof err),
+	                 TF_OK);
+	assert_false(tu_contains(out, "PLUGH") || tu_contains(out, "PRIVATE"));
+	assert_true(tu_contains(out, "\"has_proxy_secret\":true") &&
+	            tu_contains(out, "\"has_client_key\":true") &&
+	            tu_contains(out, "\"proxy\":\"http://p.test:3128\""));
+	free(out);
+	/* a PATCH without them keeps them; the stored form has them for the worker */
+	assert_int_equal(patch_body(st, "n1", "{\"name\":\"m\"}", &out, err, sizeof err), TF_OK);
+	assert_true(tu_contains(out, "\"has_proxy_secret\":true") &&
+	            tu_contains(out, "\"has_client_key\":true"));
+	free(out);
+	assert_int_equal(tf_store_view(st, load_txn, &lc), TF_OK);
+	tf_feed_net_of(lc.f, "http://g.test:8080", "g.test", &net);
+	assert_string_equal(net.proxy, "http://p.test:3128");
+	assert_string_equal(net.proxy_secret, PROXY_PW);
+	assert_string_equal(net.no_proxy, "intra.test");
+	assert_string_equal(net.client_key_pem,
+	                    "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n");
+	json_object_put(lc.f);
+	/* "" goes direct whatever the global says; null falls back to the global */
+	assert_int_equal(patch_body(st, "n1", "{\"proxy\":\"\",\"proxy_username\":null,"
+	                                      "\"proxy_secret\":null,\"no_proxy\":null}",
+	                            &out, err, sizeof err),
+	                 TF_OK);
+	free(out);
+	lc.f = NULL;
+	assert_int_equal(tf_store_view(st, load_txn, &lc), TF_OK);
+	tf_feed_net_of(lc.f, "http://g.test:8080", "g.test", &net);
+	assert_string_equal(net.proxy, "");
+	assert_null(net.no_proxy);
+	json_object_put(lc.f);
+	assert_int_equal(patch_body(st, "n1", "{\"proxy\":null,\"client_cert_pem\":null,"
+	                                      "\"client_key_pem\":null}", &out, err, sizeof err),
+	                 TF_OK);
+	assert_true(tu_contains(out, "\"has_client_key\":false"));
+	free(out);
+	lc.f = NULL;
+	assert_int_equal(tf_store_view(st, load_txn, &lc), TF_OK);
+	tf_feed_net_of(lc.f, "http://g.test:8080", "g.test", &net);
+	assert_string_equal(net.proxy, "http://g.test:8080");
+	assert_string_equal(net.no_proxy, "g.test");
+	assert_null(net.proxy_secret);
+	assert_null(net.client_key_pem);
+	tf_feed_net_of(lc.f, "", "", &net);
+	assert_null(net.proxy);
+	json_object_put(lc.f);
+	tf_store_close(st);
+}
+
+/* The config's proxy and no_proxy (lib/config.c): credentials allowed in the
+ * URL there, a bad line refused without echoing it. */
+static int load_conf(const char *text, tf_config *cfg, char *err, size_t errlen)
+{
+	char path[TU_PATH];
+	FILE *f;
+	int rc;
+
+	tu_path(path, sizeof path, "conf");
+	assert_non_null(f = fopen(path, "w"));
+	fputs(text, f);
+	fclose(f);
+	setenv("THREATFEED_CONF", path, 1);
+	rc = tf_config_load(cfg, "threatfeed", err, errlen);
+	unsetenv("THREATFEED_CONF");
+	return rc;
+}
+
+static void test_config_proxy(void **state)
+{
+	static const char *const bad[] = {
+		"proxy = ftp://u:" PROXY_PW "@p.test:21\n",
+		"proxy = http://u:" PROXY_PW "@p.test:3128/path\n",
+		"proxy = http://\n",
+		"no_proxy = a;b\n",
+	};
+	static tf_config cfg;
+	char err[256];
+	(void)state;
+
+	assert_int_equal(load_conf("proxy = http://u:" PROXY_PW "@p.test:3128\n"
+	                           "no_proxy = localhost,127.0.0.1,.corp.test\n",
+	                           &cfg, err, sizeof err),
+	                 TF_OK);
+	assert_string_equal(cfg.proxy, "http://u:" PROXY_PW "@p.test:3128");
+	assert_string_equal(cfg.no_proxy, "localhost,127.0.0.1,.corp.test");
+	assert_int_equal(load_conf("# none\n", &cfg, err, sizeof err), TF_OK);
+	assert_string_equal(cfg.proxy, "");
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		assert_int_equal(load_conf(bad[i], &cfg, err, sizeof err), TF_EINVAL);
+		if (strstr(err, "PLUGH"))
+			fail_msg("config error echoes the password: %s", err);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -925,6 +1097,9 @@ int main(void)
 		cmocka_unit_test(test_api_shape_every_type),
 		cmocka_unit_test(test_api_shape_with_runs),
 		cmocka_unit_test(test_null_options),
+		cmocka_unit_test(test_network_fields_validated),
+		cmocka_unit_test(test_network_fields_write_only),
+		cmocka_unit_test(test_config_proxy),
 	};
 	tu_init("feed");
 	tu_seed();

@@ -660,6 +660,44 @@ static void test_no_wake_fd(void **state)
 	tf_fetch_free(f);
 }
 
+/* A proxy that does not answer: the error names the proxy and never its
+ * password; no_proxy sends the loopback upstream direct past it. */
+static void test_proxy_settings(void **state)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t sl = sizeof sa;
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	char proxy[64], err[256];
+	tf_feed_net net = {.proxy = proxy, .no_proxy = "", .proxy_username = "pu",
+	                   .proxy_secret = "pw-PLUGH"};
+	waker w;
+	tf_fetch *f;
+	tf_fetch_resp resp;
+	tf_fetch_req req = {0};
+	(void)state;
+
+	faults(NULL);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(s, (struct sockaddr *)&sa, sizeof sa), 0);
+	assert_int_equal(getsockname(s, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", ntohs(sa.sin_port));
+	close(s);
+	waker_init(&w);
+	f = new_fetch(&w);
+	assert_int_equal(tf_fetch_set_net(f, &net), TF_OK);
+	req.url = url("/bundles/poisonivy.json");
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ENETWORK);
+	if (!strstr(err, "could not connect to the proxy") || strstr(err, "PLUGH"))
+		fail_msg("proxy error: %s", err);
+	net.no_proxy = "localhost,127.0.0.1";
+	assert_int_equal(tf_fetch_set_net(f, &net), TF_OK);
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_OK);
+	assert_int_equal(resp.status, 200);
+	tf_fetch_resp_free(&resp);
+	tf_fetch_free(f);
+	waker_close(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -678,6 +716,7 @@ int main(void)
 		cmocka_unit_test(test_no_wake_fd),
 		cmocka_unit_test(test_prefetch),
 		cmocka_unit_test(test_prefetch_stalled_cancel),
+		cmocka_unit_test(test_proxy_settings),
 	};
 	return cmocka_run_group_tests_name("fetch", tests, start_upstream, stop_upstream);
 }

@@ -158,6 +158,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -723,6 +724,7 @@ class State:
         self.args = args
         self.lock = threading.Lock()
         self.port = 0
+        self.scheme = "https" if getattr(args, "tls_cert", None) else "http"
         self.stix = StixData(args.seed, args.objects)
         self.otx = OtxData(args.seed, args.otx_pulses)
         self.vt_recorded = load_vt_recordings(args.vt_dir)
@@ -737,7 +739,7 @@ class State:
 
     @property
     def base_url(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % (self.scheme, self.port)
 
     def reset(self, data=False):
         with self.lock:
@@ -1744,6 +1746,25 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
+    tls = None   # an ssl.SSLContext with --tls-cert: every connection is TLS
+
+    def finish_request(self, request, client_address):
+        # The handshake runs in the request's own thread, so a client that
+        # never completes it stalls only itself.
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return   # refused (no or a wrong client certificate): the client sees why
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, socket.timeout, ClientGone)):
@@ -1779,7 +1800,14 @@ def parse_args(argv=None):
     p.add_argument("--otx-pulses", type=int, default=50)
     p.add_argument("--vt-rpm", type=int, default=0, help="VT lookups per minute (0: unlimited)")
     p.add_argument("--vt-dir", default=DEFAULT_VT_DIR, help="recorded VT responses")
+    p.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain)")
+    p.add_argument("--tls-key", help="the PEM key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="demand a client certificate issued by this PEM CA")
     args = p.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        p.error("--tls-client-ca needs --tls-cert")
     demo = args.demo
     if args.objects is None:
         args.objects = 5000 if demo else 1000
@@ -1826,6 +1854,12 @@ def main(argv=None):
     state = State(args)
     server = Server((args.host, args.port), Handler)
     server.state = state
+    if args.tls_cert:
+        server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.tls.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            server.tls.verify_mode = ssl.CERT_REQUIRED
+            server.tls.load_verify_locations(args.tls_client_ca)
     state.port = server.server_address[1]
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: STOP.set())
@@ -1834,7 +1868,7 @@ def main(argv=None):
     thread.start()
     if args.port_file:
         write_port_file(args.port_file, state.port)
-    print("listening on http://127.0.0.1:%d" % state.port, flush=True)
+    print("listening on %s" % state.base_url, flush=True)
     try:
         wait_for_stop(parent, args.lifetime_s)
     finally:

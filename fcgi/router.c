@@ -328,12 +328,15 @@ static int check_param(const tf_qspec *q, tf_qparam *p, tf_resp *resp)
 	case TF_Q_PAGE:
 		/* TAXII 2.1 §3.4: the server may return fewer; only a malformed
 		 * limit is an error */
-		if (tf_parse_i64(v, 1, INT64_MAX, &p->num) == TF_EINVAL)
+	{
+		int rc = tf_parse_i64(v, 0, INT64_MAX, &p->num);
+		if (rc == TF_EINVAL || (!rc && p->num < 1))
 			return tf_resp_error(resp, 400, "invalid_parameter",
 			                     "%s: must be a positive integer", q->name);
-		if (p->num > TF_MAX_TAXII_LIMIT || p->num < 1)
+		if (rc || p->num > TF_MAX_TAXII_LIMIT) /* beyond int64 too */
 			p->num = TF_MAX_TAXII_LIMIT;
 		return 0;
+	}
 	case TF_Q_COUNT:
 		if (tf_parse_i64(v, 1, TF_MAX_EXPORT_LIMIT, &p->num))
 			return tf_resp_error(resp, 400, "invalid_parameter",

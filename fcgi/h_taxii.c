@@ -193,20 +193,31 @@ static int parse_query(const tf_req *req, struct query *q, tf_resp *resp)
 }
 
 /* The absolute URL of the API root when the request names a clean Host
- * (TAXII 2.1 §4.1: api_roots are URLs), else the path alone. */
+ * (TAXII 2.1 §4.1: api_roots are URLs), else the path alone. A Host
+ * without a port (nginx's Debian fastcgi_params pass $host, which drops
+ * it) gets the port the server listens on, when that is not the scheme's. */
 static void root_url(const tf_req *req, char *out, size_t len)
 {
 	const char *host = tf_req_env(req, "HTTP_HOST"), *https = tf_req_env(req, "HTTPS");
-	const char *scheme = tf_req_env(req, "REQUEST_SCHEME");
+	const char *scheme = tf_req_env(req, "REQUEST_SCHEME"), *port = tf_req_env(req, "SERVER_PORT");
 	int tls = (https && (!strcmp(https, "on") || !strcmp(https, "1"))) ||
 	          (scheme && !strcmp(scheme, "https"));
+	const char *rb, *def = tls ? "443" : "80";
+	char hp[300];
 
-	if (host && *host && strlen(host) < 256 &&
-	    strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") ==
-	        strlen(host))
-		snprintf(out, len, "%s://%s%s" ROOT_PATH, tls ? "https" : "http", host, req->prefix);
-	else
+	if (!host || !*host || strlen(host) >= 256 ||
+	    strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
+	        strlen(host)) {
 		snprintf(out, len, "%s" ROOT_PATH, req->prefix);
+		return;
+	}
+	rb = strrchr(host, ']');
+	if (!strchr(rb ? rb : host, ':') && port && *port && strlen(port) <= 5 &&
+	    strspn(port, "0123456789") == strlen(port) && strcmp(port, def))
+		snprintf(hp, sizeof hp, "%s:%s", host, port);
+	else
+		snprintf(hp, sizeof hp, "%s", host);
+	snprintf(out, len, "%s://%s%s" ROOT_PATH, tls ? "https" : "http", hp, req->prefix);
 }
 
 static int answer(tf_resp *resp, json_object *o)
@@ -225,7 +236,7 @@ static int answer(tf_resp *resp, json_object *o)
 
 int tf_h_taxii_discovery(tf_app *app, tf_req *req, tf_resp *resp)
 {
-	char url[TF_MAX_PATH + 300];
+	char url[TF_MAX_PATH + 400];
 	json_object *o = json_object_new_object(), *roots = json_object_new_array();
 	(void)app;
 

@@ -81,6 +81,20 @@ class DeployMixin:
         self.assertIn("application/json", headers.get("Content-Type", ""))
         self.assertEqual(data.get("status"), "ok", data)
 
+    def test_taxii_server_reached(self):
+        # /taxii2/ goes to the same handler (deploy configs), with a query
+        taxii = {"Accept": "application/taxii+json;version=2.1"}
+        status, headers, data = self.req("GET", "/taxii2/", headers=taxii)
+        self.assertEqual(status, 200, data)
+        self.assertEqual(headers.get("Content-Type"), "application/taxii+json;version=2.1")
+        self.assertEqual(data["api_roots"], [self.stack.url("/taxii2/root/")], data)
+        status, _, data = self.req("GET", "/taxii2/root/collections/?x=1", headers=taxii)
+        self.assertEqual(status, 200, data)
+        self.assertTrue(data["collections"], data)
+        status, _, data = self.req("GET", "/taxii2/root/collections/none/objects/?limit=x",
+                                   headers=taxii)
+        self.assertEqual((status, data.get("http_status")), (400, "400"), data)
+
     def test_unknown_route_is_json_404(self):
         status, headers, data = self.req("GET", "/api/no-such-route/")
         self.assertJsonError(status, headers, data, 404)

@@ -222,6 +222,8 @@ class MakeRunScript(unittest.TestCase):
         out = "".join(lines)
         self.assertIn("threatfeed is up: http://127.0.0.1:%d/" % port, out)
         self.assertIn("no API token is configured", out)
+        self.assertIn("TAXII 2.1 server (read-only, one collection per feed): "
+                      "http://127.0.0.1:%d/taxii2/" % port, out)
         return p, out
 
     def _stop(self, p):
@@ -259,6 +261,10 @@ class MakeRunScript(unittest.TestCase):
         self.assertEqual(status, 200, feed)
         self.assertEqual(feed.get("name"), "Demo TAXII 2.1")
         self.assertTrue(feed.get("url", "").startswith("http://127.0.0.1:"), feed)
+        # the TAXII server lists the demo feed's collection
+        status, cols = self._get(port, "/taxii2/root/collections/")
+        self.assertEqual(status, 200, cols)
+        self.assertIn("demo", [c["id"] for c in cols["collections"]], cols)
         self._stop(p)
 
         # the port is free again at once, the state dir is reused

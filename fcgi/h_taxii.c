@@ -45,14 +45,21 @@
 
 int tf_taxii_valid_id(const char *s)
 {
-	const char *sep = s ? strstr(s, "--") : NULL;
+	size_t n = s ? strlen(s) : 0, t = n > 38 ? n - 38 : 0;
 
-	if (!sep || sep == s || (size_t)(sep - s) > 250)
+	/* as the consumer reads ids (worker/feeds/stix.c): the UUID of any
+	 * version, in either case */
+	if (!t || t > 250 || s[t] != '-' || s[t + 1] != '-')
 		return 0;
-	for (const char *p = s; p < sep; p++)
-		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '-')
+	for (size_t i = 0; i < t; i++)
+		if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '-')
 			return 0;
-	return tf_valid_uuid(sep + 2);
+	for (size_t i = 0; i < 36; i++) {
+		int dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? s[t + 2 + i] != '-' : !isxdigit((unsigned char)s[t + 2 + i]))
+			return 0;
+	}
+	return 1;
 }
 
 /* One media range of Accept against ours: type/subtype with an optional
@@ -395,7 +402,7 @@ static int stix_key(const char *key)
 
 static int type_matches(const struct query *q, const char *key)
 {
-	return !q->types.n || has(&q->types, key, (size_t)(strstr(key, "--") - key));
+	return !q->types.n || has(&q->types, key, strlen(key) - 38); /* "--" and the UUID */
 }
 
 static int gather(const char *feed, const char *key, int64_t added, void *vctx)

@@ -242,7 +242,8 @@ static void test_taxii_routes(void **state)
 {
 	static const char *const bad_ids[] = {
 		"indicator", "indicator--", "--" UUID, "Indicator--" UUID, "indicator--" UUID "x",
-		"indi_cator--" UUID, "indicator--3F2B9C1E-8A4D-4E2F-9B1A-0C5D6E7F8A9B",
+		"indi_cator--" UUID, "indicator--3f2b9c1e-8a4d-4e2f-9b1a_0c5d6e7f8a9b",
+		"indicator-" UUID,
 	};
 	const char *coll = "/taxii2/root/collections/" TF_TAXII_ALL_COLLECTION;
 	char uri[512];
@@ -267,6 +268,9 @@ static void test_taxii_routes(void **state)
 	assert_string_equal(r.feed_id, TF_TAXII_ALL_COLLECTION);
 	assert_true(r.taxii);
 	assert_int_equal(strcmp(r.obj_id, "x-custom-thing--" UUID), 0);
+	/* any UUID version, either case, as the consumer stores them */
+	assert_true(tf_taxii_valid_id("indicator--3F2B9C1E-8A4D-4E2F-9B1A-0C5D6E7F8A9B"));
+	assert_true(tf_taxii_valid_id("x-my-type--00000000-0000-0000-0000-000000000000"));
 	/* the collection of every feed can never be a feed's id */
 	assert_false(tf_valid_feed_id(TF_TAXII_ALL_COLLECTION));
 	for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {

@@ -8,6 +8,7 @@ second feed ingests every object of the first, byte for byte."""
 import base64
 import http.client
 import json
+import time
 import unittest
 
 from stack import TERMINAL
@@ -358,6 +359,51 @@ class TaxiiServer(ApiCase):
             self.assertEqual({json.loads(o)["id"]: o for o in got}, self.stored)
         finally:
             self.expect(204, "DELETE", "/api/threat-feeds/mirror/")
+
+    # -- a cancel_job rollback and the date-added order (runs last: it changes src) ----
+    def manifest_all(self):
+        got, _ = self.all_pages(SRC + "manifest/", 1000)
+        return [json.loads(m) for m in got]
+
+    def test_zz_cancel_job_rollback_restores_the_order(self):
+        s = self.stack
+        before = self.manifest_all()
+        last_before = max(m["date_added"] for m in before)
+        s.upstream_ctl("reset", {})
+        self.addCleanup(s.upstream_ctl, "reset", {})
+        s.upstream_ctl("data", {"bump_versions": 150})
+        # the run commits its first page (100 new versions), then its second
+        # page stalls until the cancel
+        s.upstream_ctl("faults", {"page_delay_ms": 0,
+                                  "stall": {"page": 1, "after_bytes": -1, "seconds": 60}})
+        _, t = self.expect(202, "POST", "/api/threat-feeds/src/consume/")
+        s.wait_task(t["task_id"], {"running"}, timeout=60, headers=self.auth)
+        for _ in range(600):
+            task = s.task(t["task_id"], headers=self.auth)
+            if task["progress"]["pages_done"] >= 1:
+                break
+            time.sleep(0.05)
+        self.assertEqual(task["progress"]["indicators_updated"], 100, task)
+        moved = self.manifest_all()
+        self.assertNotEqual(moved, before)   # the committed page moved 100 objects
+        self.expect(202, "POST", "/api/threat-feeds/cancel-task/%s/" % t["task_id"],
+                    {"mode": "cancel_job"})
+        task = s.wait_task(t["task_id"], TERMINAL, timeout=60, headers=self.auth)
+        self.assertEqual(task["status"], "cancelled", task)
+        # exactly as before: the same objects, dates added and versions
+        self.assertEqual(self.manifest_all(), before)
+        # a client that read past the rolled-back dates misses nothing: the
+        # next run's dates come after them
+        seen_last = max(m["date_added"] for m in moved)
+        s.upstream_ctl("reset", {})
+        _, t = self.expect(202, "POST", "/api/threat-feeds/src/consume/")
+        task = s.wait_task(t["task_id"], TERMINAL, timeout=120, headers=self.auth)
+        self.assertEqual(task["status"], "completed", task)
+        self.assertEqual(task["progress"]["indicators_updated"], 150, task)
+        got, _ = self.all_pages(SRC + "manifest/?added_after=" + seen_last, 1000)
+        self.assertEqual(len(got), 150)
+        got, _ = self.all_pages(SRC + "manifest/?added_after=" + last_before, 1000)
+        self.assertEqual(len(got), 150)
 
 
 if __name__ == "__main__":

@@ -392,6 +392,37 @@ def bench_export():
         env.close()
 
 
+class _Up:
+    """A feed URL for RunEnv.add_feed."""
+    def __init__(self, url):
+        self.url = url
+
+
+def bench_taxii():
+    """Our own taxii21 consumer reading INGEST_N objects from our own TAXII
+    2.1 server (/taxii2/, through lighttpd) into a second feed of the same
+    store: objects/s of that run (pages of 1000), the server's part being
+    every page of the collection read and streamed by the handler."""
+    env = RunEnv(bin_dir=BUILD)
+    try:
+        up = env.upstream("--objects", str(INGEST_N), "--page-size", "1000")
+        env.add_feed("src", up, options={"page_size": 1000})
+        finished(env, env.consume("src"), 0.2)
+        web = Web(env)
+        try:
+            env.add_feed("mirror", _Up("http://127.0.0.1:%d/taxii2/" % web.port),
+                         collection="src", options={"page_size": 1000})
+            rate = timed_run(env, "mirror")
+            n = env.feed("mirror").get("indicator_count")
+            if n != INGEST_N:
+                raise SystemExit("bench: the mirror holds %r records, not %d" % (n, INGEST_N))
+            out("taxii_serve_objects_per_s", "%.0f" % rate, "objects/s")
+        finally:
+            web.stop()
+    finally:
+        env.close()
+
+
 def bench_cross_host():
     """stop_now of a run on another host (tests/integration/hosts.py: the
     worker host in its own network and PID namespaces) during a stalled
@@ -471,7 +502,8 @@ def main():
     store = os.environ.get("STORE") or "lmdb"
     print("# threatfeed bench on %s, %d cores; %d cancel trials; store %s" % (
         os.uname().nodename, os.cpu_count(), TRIALS, store), flush=True)
-    which = sys.argv[1:] or ["cancel", "status", "ingest", "rollback", "lookup", "export"]
+    which = sys.argv[1:] or ["cancel", "status", "ingest", "rollback", "lookup", "export",
+                             "taxii"]
     if store == "postgres" and not sys.argv[1:]:
         which.append("cross_host")
 

@@ -141,7 +141,8 @@ static int audited(const tf_req *req, const tf_resp *resp, const tf_route *rt, j
 		return 1;
 	if (resp->status != 403 || !*body)
 		return 0;
-	code = member(*body, "code");
+	if (!(code = member(*body, "code")))
+		code = member(*body, "error_code");
 	return code && !strcmp(code, "forbidden_role");
 }
 
@@ -169,7 +170,9 @@ static void audit(tf_app *app, const tf_req *req, const tf_resp *resp, const tf_
 		return;
 	}
 	if (body) {
-		code = member(body, "code");
+		/* a TAXII error message keeps the code as error_code */
+		if (!(code = member(body, "code")))
+			code = member(body, "error_code");
 		if (!task)
 			task = member(body, "task_id");
 		if (!feed)   /* a cancel by task id answers the task, which names it */
@@ -229,6 +232,8 @@ void tf_app_handle(tf_app *app, char **envp, tf_read_fn rd, void *rctx, tf_write
 	 * reopened by the next request rather than kept for the process's life. */
 	if (resp.status == 503 && app->st)
 		tf_app_close(app);
+	if (req.taxii && resp.status >= 400 && !resp.streamed)
+		tf_taxii_error(&resp);
 	if (!resp.streamed)
 		tf_resp_emit(&resp, req.method == TF_M_HEAD, wr, wctx);
 	audit(app, &req, &resp, rt);

@@ -44,6 +44,49 @@ static const char *bearer_token(const char *h, size_t *len)
 	return *len ? h : NULL;
 }
 
+static int b64val(int c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+int tf_auth_basic_password(const char *h, char *buf, size_t size, size_t *len)
+{
+	size_t n = 0;
+	unsigned acc = 0;
+	int bits = 0;
+	const char *colon;
+
+	if (!h || strncasecmp(h, "Basic", 5) || (h[5] != ' ' && h[5] != '\t'))
+		return -1;
+	for (h += 5; *h == ' ' || *h == '\t'; h++)
+		;
+	for (; *h && *h != '=' && *h != ' ' && *h != '\t'; h++) {
+		int v = b64val((unsigned char)*h);
+		if (v < 0)
+			return -1;
+		acc = (acc << 6 | (unsigned)v) & 0xffffff;
+		if ((bits += 6) >= 8) {
+			if (n + 1 >= size)
+				return -1;
+			bits -= 8;
+			buf[n++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	buf[n] = '\0';
+	/* RFC 7617 §2: user-id ":" password; the user-id cannot hold a colon */
+	if (memchr(buf, '\0', n) || !(colon = memchr(buf, ':', n)))
+		return -1;
+	*len = n - (size_t)(colon + 1 - buf);
+	memmove(buf, colon + 1, *len + 1);
+	return *len ? 0 : -1;
+}
+
 int tf_auth_digest_equal(const unsigned char *digest, const char *given, size_t given_len)
 {
 	unsigned char d[TF_SHA256_LEN];
@@ -128,6 +171,13 @@ int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp)
 	size_t len = 0;
 	const char *tok = bearer_token(tf_req_env(req, "HTTP_AUTHORIZATION"), &len);
 	const tf_token *named;
+	char basic[512];
+
+	/* TAXII clients send HTTP Basic (TAXII 2.1 §1.6.5): the password is the
+	 * token, the user name anything (README "TAXII 2.1 server"). */
+	if (!tok && req->taxii &&
+	    !tf_auth_basic_password(tf_req_env(req, "HTTP_AUTHORIZATION"), basic, sizeof basic, &len))
+		tok = basic;
 
 	if (export_token_ok(cfg, req)) {
 		set_who(req, "export_token", user);
@@ -157,8 +207,10 @@ int tf_auth_check(const tf_config *cfg, tf_req *req, tf_resp *resp)
 		set_who(req, "none", user);
 		return 0;
 	}
-	resp->www_authenticate = 1;
+	resp->www_authenticate = req->taxii ? 2 : 1;
 	return tf_resp_error(resp, 401, "unauthorized",
+	                     req->taxii ? "a valid token is required: HTTP Basic with the token as "
+	                                  "password, or 'Authorization: Bearer'" :
 	                     cfg->api_token[0] || cfg->ntokens
 	                         ? "a valid 'Authorization: Bearer' token is required"
 	                         : "authentication required");

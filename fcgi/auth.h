@@ -52,6 +52,11 @@ int tf_auth_role_check(const tf_req *req, int need, tf_resp *resp);
 /* Does SHA-256(given) equal digest? Time independent of the input's bytes. */
 int tf_auth_digest_equal(const unsigned char *digest, const char *given, size_t given_len);
 
+/* The password of an "Authorization: Basic" header value h (RFC 7617),
+ * decoded into buf (size bytes, NUL-terminated), its length in *len. 0, or
+ * -1 when h is no such header, malformed, too long, or the password empty. */
+int tf_auth_basic_password(const char *h, char *buf, size_t size, size_t *len);
+
 /* Compares secret (the configured value) with given in time that depends on
  * the secret's length only. */
 int tf_auth_ct_equal(const char *secret, const char *given, size_t given_len);

@@ -30,6 +30,23 @@ int tf_h_indicators_lookup(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_feed_export(tf_app *app, tf_req *req, tf_resp *resp);
 int tf_h_export(tf_app *app, tf_req *req, tf_resp *resp);
 
+/* h_taxii.c: the read-only TAXII 2.1 server under /taxii2/. */
+int tf_h_taxii_discovery(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_taxii_root(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_taxii_collections(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_taxii_collection(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_taxii_objects(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_taxii_manifest(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_taxii_object(tf_app *app, tf_req *req, tf_resp *resp);
+int tf_h_taxii_versions(tf_app *app, tf_req *req, tf_resp *resp);
+/* A STIX identifier: `type--UUID`, type [a-z0-9-] (STIX 2.1 §2.9), the
+ * UUID of any version in either case (as the consumer accepts them). */
+int tf_taxii_valid_id(const char *s);
+/* Rewrites an error answer {"error","code"} of a /taxii2/ request as the
+ * TAXII 2.1 error message (§3.6.1) with the TAXII media type; the code
+ * stays in error_code. */
+void tf_taxii_error(tf_resp *resp);
+
 /* h_audit.c: the audit trail, newest first (admins). */
 int tf_h_audit(tf_app *app, tf_req *req, tf_resp *resp);
 

@@ -144,7 +144,8 @@ static int parse_path(tf_req *r, const char *raw, size_t n, tf_resp *resp)
 			                     "invalid percent-encoding in request path");
 		if (!strcmp(out, ".") || !strcmp(out, ".."))
 			return tf_resp_error(resp, 400, "invalid_path", "dot segment in request path");
-		if (!api && !strcmp(out, "api")) {
+		if (!api && (!strcmp(out, "api") || !strcmp(out, "taxii2"))) {
+			r->taxii = !strcmp(out, "taxii2");
 			size_t plen = (size_t)(p - 1 - raw);
 			if (plen > TF_MAX_PATH)
 				return tf_resp_error(resp, 400, "invalid_path", "mount prefix too long");

@@ -39,10 +39,12 @@ typedef struct tf_req {
 	char **envp;                /* not owned; outlives the request */
 	unsigned method;            /* one TF_M_* bit */
 	const char *method_name;
-	/* The raw mount prefix before the "/api" segment ("" at the root); kept
-	 * raw so status_url / Location point back through the same mount. */
+	/* The raw mount prefix before the "/api" (or "/taxii2") segment ("" at
+	 * the root); kept raw so status_url / Location point back through the
+	 * same mount. */
 	char prefix[TF_MAX_PATH + 1];
-	/* Decoded segments from "api" on: seg[0] is "api". */
+	/* Decoded segments from "api" on: seg[0] is "api" — or "taxii2" for the
+	 * TAXII server (taxii set), whichever comes first. */
 	char pathbuf[2 * TF_MAX_PATH + 2];
 	const char *seg[TF_MAX_SEGMENTS];
 	size_t nseg;
@@ -56,6 +58,8 @@ typedef struct tf_req {
 	size_t max_body;            /* the route's body limit; 0: TF_MAX_BODY */
 	/* Path parameters, validated by the router before any handler runs. */
 	const char *feed_id, *task_id;
+	const char *obj_id;         /* {obj}: a STIX id (the TAXII routes) */
+	int taxii;                  /* under /taxii2/: TAXII errors and auth */
 	/* Set by the auth check (auth.c). */
 	const char *auth;           /* "none", "token" or "remote_user" */
 	char requested_by[128];     /* who: token name, remote user, "api-token" */

@@ -179,6 +179,7 @@ const char *tf_http_reason(int status)
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
 	case 409: return "Conflict";
 	case 413: return "Content Too Large";
 	case 415: return "Unsupported Media Type";
@@ -236,6 +237,18 @@ void tf_resp_etag(tf_resp *r, const char *if_none_match)
 		drop_body(r);
 		r->status = 304;
 	}
+}
+
+int tf_resp_header(tf_resp *r, const char *name, const char *value)
+{
+	size_t used = strlen(r->extra);
+	int n = snprintf(r->extra + used, sizeof r->extra - used, "%s: %s\r\n", name, value);
+
+	if (n < 0 || (size_t)n >= sizeof r->extra - used) {
+		r->extra[used] = '\0';
+		return -1;
+	}
+	return 0;
 }
 
 void tf_resp_last_modified(tf_resp *r, int64_t us)
@@ -300,7 +313,12 @@ int tf_resp_emit(const tf_resp *r, int head_only, tf_write_fn w, void *ctx)
 		fail |= put_header(head, sizeof head, &used, "Location", r->location);
 	if (r->www_authenticate)
 		fail |= put_header(head, sizeof head, &used, "WWW-Authenticate",
-		                   "Bearer realm=\"threatfeed\"");
+		                   r->www_authenticate == 2 ? "Basic realm=\"threatfeed\""
+		                                            : "Bearer realm=\"threatfeed\"");
+	if (r->extra[0] && used + strlen(r->extra) < sizeof head) {
+		memcpy(head + used, r->extra, strlen(r->extra));
+		used += strlen(r->extra);
+	}
 	if (has_body) {
 		snprintf(num, sizeof num, "%llu", (unsigned long long)r->len);
 		fail |= put_header(head, sizeof head, &used, "Content-Length", num);
@@ -332,6 +350,10 @@ int tf_resp_stream_begin(tf_resp *r, const char *content_type)
 		fail |= put_header(head, sizeof head, &used, "ETag", r->etag);
 	if (r->last_modified[0])
 		fail |= put_header(head, sizeof head, &used, "Last-Modified", r->last_modified);
+	if (r->extra[0] && used + strlen(r->extra) < sizeof head) {
+		memcpy(head + used, r->extra, strlen(r->extra));
+		used += strlen(r->extra);
+	}
 	if (fail || used + 2 >= sizeof head) {
 		r->stream_failed = 1;
 		return -1;

@@ -25,10 +25,11 @@ typedef struct tf_resp {
 	char etag[TF_ETAG_LEN + 1];
 	char allow[64];             /* "GET, HEAD, POST" on a 405 */
 	char location[TF_LOCATION_MAX];
-	int www_authenticate;       /* adds WWW-Authenticate: Bearer (401) */
+	int www_authenticate;       /* adds WWW-Authenticate: Bearer (1) or Basic (2) (401) */
 	const char *content_type;   /* static; NULL: JSON (every error is JSON) */
 	int no_etag;                /* an answer nobody asks for conditionally */
 	char last_modified[40];     /* an IMF-fixdate, or empty */
+	char extra[160];            /* more header lines ("Name: value\r\n"), tf_resp_header */
 	/* A streamed answer (exports): the handler writes the head and the
 	 * body itself through wr, in constant memory; nothing is buffered. */
 	tf_write_fn wr;             /* set by the pipeline before the handler */
@@ -91,6 +92,10 @@ const char *tf_http_reason(int status);
 void tf_resp_etag(tf_resp *r, const char *if_none_match);
 /* RFC 9110 weak comparison of one ETag against an If-None-Match list. */
 int tf_etag_matches(const char *if_none_match, const char *etag);
+
+/* Adds a header line to the answer (emitted or streamed). -1 when it does
+ * not fit (the header is left out). */
+int tf_resp_header(tf_resp *r, const char *name, const char *value);
 
 /* Sets Last-Modified (RFC 9110 §8.8.2) from a time in µs since the epoch. */
 void tf_resp_last_modified(tf_resp *r, int64_t us);

@@ -60,6 +60,32 @@ static const tf_route routes[] = {
 	 TF_MAX_LOOKUP_BODY, 0, TF_ROLE_VIEWER},
 	{TF_M_GET, "/api/audit", tf_h_audit, "audit", {{"limit", TF_Q_LIMIT}, {"cursor", TF_Q_CURSOR}},
 	 0, 0, TF_ROLE_ADMIN},
+	/* The TAXII 2.1 server (fcgi/h_taxii.c), read-only: one API root. */
+	{TF_M_GET, "/taxii2", tf_h_taxii_discovery, "taxii_discovery", {{0}}, 0, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/taxii2/root", tf_h_taxii_root, "taxii_root", {{0}}, 0, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/taxii2/root/collections", tf_h_taxii_collections, "taxii_collections", {{0}},
+	 0, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/taxii2/root/collections/{coll}", tf_h_taxii_collection, "taxii_collection",
+	 {{0}}, 0, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/taxii2/root/collections/{coll}/objects", tf_h_taxii_objects, "taxii_objects",
+	 {{"added_after", TF_Q_TIME}, {"limit", TF_Q_PAGE}, {"next", TF_Q_CURSOR},
+	  {"match[id]", TF_Q_VALUE}, {"match[type]", TF_Q_VALUE}, {"match[version]", TF_Q_VALUE},
+	  {"match[spec_version]", TF_Q_VALUE}},
+	 0, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/taxii2/root/collections/{coll}/manifest", tf_h_taxii_manifest, "taxii_manifest",
+	 {{"added_after", TF_Q_TIME}, {"limit", TF_Q_PAGE}, {"next", TF_Q_CURSOR},
+	  {"match[id]", TF_Q_VALUE}, {"match[type]", TF_Q_VALUE}, {"match[version]", TF_Q_VALUE},
+	  {"match[spec_version]", TF_Q_VALUE}},
+	 0, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/taxii2/root/collections/{coll}/objects/{obj}", tf_h_taxii_object, "taxii_object",
+	 {{"added_after", TF_Q_TIME}, {"limit", TF_Q_PAGE}, {"next", TF_Q_CURSOR},
+	  {"match[version]", TF_Q_VALUE}, {"match[spec_version]", TF_Q_VALUE}},
+	 0, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/taxii2/root/collections/{coll}/objects/{obj}/versions", tf_h_taxii_versions,
+	 "taxii_versions",
+	 {{"added_after", TF_Q_TIME}, {"limit", TF_Q_PAGE}, {"next", TF_Q_CURSOR},
+	  {"match[spec_version]", TF_Q_VALUE}},
+	 0, 0, TF_ROLE_VIEWER},
 };
 
 const tf_route *tf_router_table(size_t *n)
@@ -97,13 +123,18 @@ void tf_router_allow(unsigned methods, char *buf, size_t len)
 	}
 }
 
+/* Path parameters found by match(). */
+struct params {
+	const char *feed, *task, *obj;
+};
+
 /* Does the pattern match req's segments? Path parameters must pass their
  * validator to match at all. */
-static int match(const char *pat, const tf_req *req, const char **feed, const char **task)
+static int match(const char *pat, const tf_req *req, struct params *pp)
 {
 	size_t i = 0;
 
-	*feed = *task = NULL;
+	pp->feed = pp->task = pp->obj = NULL;
 	while (*pat == '/') {
 		const char *tok = ++pat, *s;
 		size_t tlen;
@@ -117,11 +148,19 @@ static int match(const char *pat, const tf_req *req, const char **feed, const ch
 		if (tlen == 6 && !memcmp(tok, "{feed}", 6)) {
 			if (!tf_valid_feed_id(s))
 				return 0;
-			*feed = s;
+			pp->feed = s;
 		} else if (tlen == 6 && !memcmp(tok, "{task}", 6)) {
 			if (!tf_valid_uuid(s))
 				return 0;
-			*task = s;
+			pp->task = s;
+		} else if (tlen == 6 && !memcmp(tok, "{coll}", 6)) {
+			if (!tf_valid_feed_id(s) && strcmp(s, TF_TAXII_ALL_COLLECTION))
+				return 0;
+			pp->feed = s;
+		} else if (tlen == 5 && !memcmp(tok, "{obj}", 5)) {
+			if (!tf_taxii_valid_id(s))
+				return 0;
+			pp->obj = s;
 		} else if (strlen(s) != tlen || memcmp(s, tok, tlen)) {
 			return 0;
 		}
@@ -132,9 +171,8 @@ static int match(const char *pat, const tf_req *req, const char **feed, const ch
 const tf_route *tf_router_peek(const tf_req *req)
 {
 	for (size_t i = 0; req->nseg && !req->too_deep && i < sizeof routes / sizeof *routes; i++) {
-		const char *feed, *task;
-		if ((with_head(routes[i].methods) & req->method) &&
-		    match(routes[i].pattern, req, &feed, &task))
+		struct params pp;
+		if ((with_head(routes[i].methods) & req->method) && match(routes[i].pattern, req, &pp))
 			return &routes[i];
 	}
 	return NULL;
@@ -146,15 +184,16 @@ const tf_route *tf_router_match(tf_req *req, tf_resp *resp)
 
 	if (req->nseg && !req->too_deep) {
 		for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
-			const char *feed, *task;
+			struct params pp;
 			unsigned m = with_head(routes[i].methods);
 
-			if (!match(routes[i].pattern, req, &feed, &task))
+			if (!match(routes[i].pattern, req, &pp))
 				continue;
 			allowed |= m;
 			if (m & req->method) {
-				req->feed_id = feed;
-				req->task_id = task;
+				req->feed_id = pp.feed;
+				req->task_id = pp.task;
+				req->obj_id = pp.obj;
 				return &routes[i];
 			}
 		}
@@ -286,6 +325,18 @@ static int check_param(const tf_qspec *q, tf_qparam *p, tf_resp *resp)
 			return tf_resp_error(resp, 400, "invalid_parameter",
 			                     "%s: must be txt, csv or stix", q->name);
 		return 0;
+	case TF_Q_PAGE:
+		/* TAXII 2.1 §3.4: the server may return fewer; only a malformed
+		 * limit is an error */
+	{
+		int rc = tf_parse_i64(v, 0, INT64_MAX, &p->num);
+		if (rc == TF_EINVAL || (!rc && p->num < 1))
+			return tf_resp_error(resp, 400, "invalid_parameter",
+			                     "%s: must be a positive integer", q->name);
+		if (rc || p->num > TF_MAX_TAXII_LIMIT) /* beyond int64 too */
+			p->num = TF_MAX_TAXII_LIMIT;
+		return 0;
+	}
 	case TF_Q_COUNT:
 		if (tf_parse_i64(v, 1, TF_MAX_EXPORT_LIMIT, &p->num))
 			return tf_resp_error(resp, 400, "invalid_parameter",

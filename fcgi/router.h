@@ -22,7 +22,8 @@ typedef enum tf_qtype {
 	TF_Q_VALUE,   /* an observable value: 1..TF_MAX_OBS_VALUE bytes */
 	TF_Q_KINDS,   /* observable types, comma-separated → num (bit per kind) */
 	TF_Q_FORMAT,  /* export format: txt, csv or stix → num (tf_export_format) */
-	TF_Q_COUNT    /* 1..TF_MAX_EXPORT_LIMIT → num */
+	TF_Q_COUNT,   /* 1..TF_MAX_EXPORT_LIMIT → num */
+	TF_Q_PAGE     /* TAXII limit: a positive integer → num, capped at TF_MAX_TAXII_LIMIT */
 } tf_qtype;
 
 /* Export formats (TF_Q_FORMAT). */
@@ -50,7 +51,8 @@ typedef struct tf_route {
 const tf_route *tf_router_table(size_t *n);
 
 /* Matches req's segments and method. Returns the route with req->feed_id /
- * req->task_id set, or NULL with resp set to 404 not_found or 405
+ * req->task_id / req->obj_id set ({coll}, a TAXII collection: a feed id or
+ * TF_TAXII_ALL_COLLECTION, sets feed_id), or NULL with resp set to 404 not_found or 405
  * method_not_allowed (+ Allow). */
 const tf_route *tf_router_match(tf_req *req, tf_resp *resp);
 

@@ -11,6 +11,15 @@
 #define TF_MAX_JSON_DEPTH      16           /* json-c tokener depth for API bodies */
 #define TF_MAX_LIST_LIMIT      1000         /* ?limit= on list endpoints */
 #define TF_DEFAULT_LIST_LIMIT  100
+/* TAXII 2.1 server (fcgi/h_taxii.c): objects per page. A page's objects are
+ * streamed, but its entries (up to 600 bytes each) are gathered first to
+ * know the page's date-added headers, and on PostgreSQL its records are
+ * read in one round trip; 1000 is what our own consumer asks for. A larger
+ * ?limit= is capped silently (TAXII 2.1 §3.4 lets a server return fewer). */
+#define TF_MAX_TAXII_LIMIT     1000
+/* Values in one match[...] filter (comma-separated): a query is at most
+ * TF_MAX_QUERY bytes anyway; more values than this is no real client. */
+#define TF_MAX_TAXII_MATCH     64
 
 /* Feeds and tasks */
 #define TF_MAX_FEED_ID         64

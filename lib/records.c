@@ -9,9 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Stored value: modified_us (8 bytes, native) then the record's JSON text.
- * The prefix lets "latest modified wins" be decided without parsing. */
+/* Stored value: modified_us (8 bytes, native), the date added (8 bytes,
+ * big-endian µs), then the record's JSON text. The version prefix lets
+ * "latest modified wins" be decided without parsing. Records written before
+ * the date added existed have the 8-byte prefix only: their JSON follows at
+ * once ('{'), where a date added starts with a 0 byte (below 2^56 µs). */
 #define VAL_HDR 8
+#define ADDED_HDR 16
+/* Stored key of the date-added order (TF_TBL_ADDED): feed_id NUL time. */
+#define ADDED_KEY_MAX (TF_MAX_FEED_ID + 1 + 8)
+/* META key: the last date added given out (µs, native; not journaled, so a
+ * rolled-back date is never given out again: a TAXII client that saw it
+ * must still get what is stored after). */
+#define ADDED_LAST "added/last"
 /* Stored key: feed_id NUL source key. */
 #define MAX_KEY (TF_MAX_FEED_ID + 1 + TF_MAX_RECORD_KEY)
 
@@ -131,6 +141,37 @@ int tf_batch_set_life(tf_batch *b, int64_t valid_until_us, int revoked)
 	return TF_OK;
 }
 
+/* Bytes before the record's JSON in a stored value. */
+static size_t hdr_len(const void *v, size_t vl)
+{
+	return vl > ADDED_HDR && ((const unsigned char *)v)[VAL_HDR] == 0 ? ADDED_HDR : VAL_HDR;
+}
+
+/* The date added of a stored value, 0 when it has none. */
+static int64_t added_of(const void *v, size_t vl)
+{
+	const unsigned char *p = (const unsigned char *)v + VAL_HDR;
+	uint64_t t = 0;
+
+	if (hdr_len(v, vl) != ADDED_HDR)
+		return 0;
+	for (int i = 0; i < 8; i++)
+		t = t << 8 | p[i];
+	return (int64_t)t;
+}
+
+static size_t added_key(char *buf, const char *feed_id, int64_t added_us)
+{
+	size_t fl = strlen(feed_id);
+	uint64_t t = (uint64_t)added_us;
+
+	memcpy(buf, feed_id, fl);
+	buf[fl] = '\0';
+	for (int i = 7; i >= 0; i--, t >>= 8)
+		buf[fl + 1 + (size_t)i] = (char)(t & 0xff);
+	return fl + 9;
+}
+
 static size_t record_key(char *buf, const char *feed_id, const char *key)
 {
 	size_t fl = strlen(feed_id), kl = strlen(key);
@@ -159,7 +200,7 @@ static size_t compose_bound(const struct entry *e, const char *feed_id, const ch
 {
 	size_t strs = strlen(e->key) + strlen(e->type) + (e->value ? strlen(e->value) : 0) +
 	              strlen(feed_id) + strlen(task_id) + TF_TIME_LEN;
-	return VAL_HDR + 96 + TF_JSON_QUOTED_MAX(strs) + 5 * 2 +
+	return ADDED_HDR + 96 + TF_JSON_QUOTED_MAX(strs) + 5 * 2 +
 	       strlen(e->observables ? e->observables : "[]") + e->object_len;
 }
 
@@ -167,15 +208,18 @@ static size_t compose_bound(const struct entry *e, const char *feed_id, const ch
  * record's JSON — our fields, then the source object verbatim. Written
  * directly (strings quoted by tf_json_quote): a json_object per field cost
  * more than the store write. Returns its length. */
-static size_t compose(char *out, const struct entry *e, const char *feed_id, const char *task_id)
+static size_t compose(char *out, const struct entry *e, const char *feed_id, const char *task_id,
+                      int64_t added_us)
 {
-	char ts[TF_TIME_LEN + 1];
+	char ts[TF_TIME_LEN + 1], ak[ADDED_KEY_MAX];
 	const char *obs = e->observables ? e->observables : "[]";
 	char *p;
 
 	if (e->modified_us)
 		tf_time_format(e->modified_us, ts, sizeof ts);
 	p = put_raw(out, (const char *)&e->modified_us, VAL_HDR);
+	added_key(ak, "", added_us); /* "" NUL, then the time */
+	p = put_raw(p, ak + 1, 8);
 	p = put_field(p, "{\"id\":", e->key);
 	p = put_field(p, ",\"type\":", e->type);
 	p = put_field(p, ",\"value\":", e->value);
@@ -226,16 +270,21 @@ struct apply {
 	size_t *kl, *vl;
 	size_t *prev;          /* 1 + index of the key's previous record, 0: none */
 	struct kval *after;    /* the key's value after record i */
-	tf_jw *w;              /* the writes: records, then the count */
+	tf_jw *w;              /* the writes: records, date-added order, the count */
 	size_t *rec;           /* the record of each record write */
 	char *keys, *vals, *priors;
 	size_t vals_len, priors_len;
+	tf_jw *aw;             /* the date-added order's writes (two per record) */
+	size_t naw;
+	char *akeys;           /* their keys, ADDED_KEY_MAX each */
+	int64_t added;         /* the last date added given out */
 };
 
 static void apply_free(struct apply *a)
 {
 	free(a->kp), free(a->vp), free(a->kl), free(a->vl), free(a->prev), free(a->after);
 	free(a->w), free(a->rec), free(a->keys), free(a->vals), free(a->priors);
+	free(a->aw), free(a->akeys);
 }
 
 struct occ {
@@ -280,10 +329,11 @@ static int apply_alloc(struct apply *a, const tf_batch *b, const char *feed_id,
 	a->kp = malloc(n * sizeof *a->kp), a->vp = malloc(n * sizeof *a->vp);
 	a->kl = malloc(n * sizeof *a->kl), a->vl = malloc(n * sizeof *a->vl);
 	a->prev = calloc(n, sizeof *a->prev), a->after = malloc(n * sizeof *a->after);
-	a->w = malloc((n + 1) * sizeof *a->w), a->rec = malloc(n * sizeof *a->rec);
+	a->w = malloc((3 * n + 1) * sizeof *a->w), a->rec = malloc(n * sizeof *a->rec);
 	a->keys = malloc(kbytes), a->vals = malloc(vbytes);
+	a->aw = malloc(2 * n * sizeof *a->aw), a->akeys = malloc(2 * n * ADDED_KEY_MAX);
 	if (!a->kp || !a->vp || !a->kl || !a->vl || !a->prev || !a->after || !a->w || !a->rec ||
-	    !a->keys || !a->vals)
+	    !a->keys || !a->vals || !a->aw || !a->akeys)
 		return TF_ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		a->kp[i] = a->keys + off;
@@ -304,6 +354,24 @@ static int priors_alloc(struct apply *a)
 		if (!a->prev[i] && a->vp[i])
 			bytes += a->vl[i];
 	return (a->priors = malloc(bytes)) ? TF_OK : TF_ENOMEM;
+}
+
+/* The date-added order follows record e's write: its new time in, the
+ * time it had (if any) out. The priors are known: a new time was never
+ * used; the old entry holds e's key. */
+static void order_writes(struct apply *a, const struct entry *e, const char *feed_id,
+                         struct kval cur)
+{
+	char *k = a->akeys + a->naw * ADDED_KEY_MAX;
+	int64_t old = cur.v ? added_of(cur.v, cur.len) : 0;
+
+	a->aw[a->naw++] = (tf_jw){.tbl = TF_TBL_ADDED, .key = k, .klen = added_key(k, feed_id, ++a->added),
+	                          .val = e->key, .vlen = strlen(e->key), .known = 1};
+	if (!old)
+		return;
+	k = a->akeys + a->naw * ADDED_KEY_MAX;
+	a->aw[a->naw++] = (tf_jw){.tbl = TF_TBL_ADDED, .key = k, .klen = added_key(k, feed_id, old),
+	                          .known = 1, .prior = e->key, .plen = strlen(e->key)};
 }
 
 /* Record i: skipped (the stored version is as new or newer), or a write
@@ -335,9 +403,10 @@ static void decide(struct apply *a, tf_batch *b, size_t i, const char *feed_id,
 	} else {
 		p->indicators_created++, (*delta)++;
 	}
+	order_writes(a, e, feed_id, cur);
 	*w = (tf_jw){.tbl = TF_TBL_RECORDS, .key = a->kp[i], .klen = a->kl[i], .known = 1,
 	             .prior = cur.v, .plen = cur.len, .val = a->vals + a->vals_len};
-	w->vlen = compose(a->vals + a->vals_len, e, feed_id, task_id);
+	w->vlen = compose(a->vals + a->vals_len, e, feed_id, task_id, a->added);
 	a->vals_len += w->vlen;
 	a->after[i] = (struct kval){w->val, w->vlen, 1};
 	a->rec[a->nw++] = i;
@@ -361,15 +430,37 @@ static int index_writes(const struct apply *a, tf_batch *b, tf_txn *txn, const c
 		const struct entry *e = &b->e[a->rec[j]];
 		const tf_jw *w = &a->w[j];
 		int old = w->prior && w->plen >= VAL_HDR;
+		size_t h = old ? hdr_len(w->prior, w->plen) : 0;
 		/* A key sent twice: its entries as the first version left them. */
 		if (a->prev[a->rec[j]] && (rc = tf_index_flush(b->ix)))
 			return rc;
-		if ((rc = tf_index_record(b->ix, e->key, old ? (const char *)w->prior + VAL_HDR : NULL,
-		                          old ? w->plen - VAL_HDR : 0, e->packed, e->packed_len,
+		if ((rc = tf_index_record(b->ix, e->key, old ? (const char *)w->prior + h : NULL,
+		                          old ? w->plen - h : 0, e->packed, e->packed_len,
 		                          e->valid_until_us, e->revoked)))
 			return rc;
 	}
 	return tf_index_end(b->ix);
+}
+
+/* The dates added of this page start after the last one given out and
+ * not before now: strictly increasing across every feed and writer (writers
+ * are serialized), so added_after pages exactly even when the clock steps
+ * back or runs differ between hosts. */
+static int added_start(tf_txn *txn, int64_t *last)
+{
+	const void *v;
+	size_t vl;
+	int64_t now = tf_now_us();
+	int rc = tf_txn_get(txn, TF_TBL_META, ADDED_LAST, strlen(ADDED_LAST), &v, &vl);
+
+	*last = 0;
+	if (rc == TF_OK && vl == sizeof *last)
+		memcpy(last, v, sizeof *last);
+	else if (rc != TF_ENOTFOUND && rc != TF_OK)
+		return rc;
+	if (*last < now - 1)
+		*last = now - 1;
+	return TF_OK;
 }
 
 int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_batch *b,
@@ -382,7 +473,7 @@ int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_bat
 
 	if (!b->n)
 		return TF_OK;
-	if ((rc = apply_alloc(&a, b, feed_id, task_id)) ||
+	if ((rc = apply_alloc(&a, b, feed_id, task_id)) || (rc = added_start(txn, &a.added)) ||
 	    (rc = tf_txn_get_many(txn, TF_TBL_RECORDS, a.n, a.kp, a.kl, a.vp, a.vl)) ||
 	    (rc = priors_alloc(&a)) || (rc = count_get(txn, feed_id, &before)))
 		goto out;
@@ -390,6 +481,11 @@ int tf_batch_apply(tf_txn *txn, const char *feed_id, const char *task_id, tf_bat
 		decide(&a, b, i, feed_id, task_id, p, &delta);
 	if ((rc = index_writes(&a, b, txn, feed_id, task_id)))
 		goto out;
+	if (a.naw && (rc = tf_txn_put(txn, TF_TBL_META, ADDED_LAST, strlen(ADDED_LAST), &a.added,
+	                              sizeof a.added)))
+		goto out;
+	memcpy(a.w + a.nw, a.aw, a.naw * sizeof *a.aw);
+	a.nw += a.naw;
 	/* The count's write comes last, in the same batch; its prior is
 	 * journaled as stored (count_get reads a malformed one as 0). */
 	count = before + (uint64_t)delta;
@@ -461,8 +557,8 @@ static int page_txn(tf_txn *txn, void *vctx)
 			break;
 		}
 		if (vl < VAL_HDR ||
-		    tf_json_parse((const char *)v + VAL_HDR, vl - VAL_HDR, TF_MAX_FEED_JSON_DEPTH + 8,
-		                  &rec, NULL, 0)) {
+		    tf_json_parse((const char *)v + hdr_len(v, vl), vl - hdr_len(v, vl),
+		                  TF_MAX_FEED_JSON_DEPTH + 8, &rec, NULL, 0)) {
 			rc = TF_ESTORE;
 			break;
 		}
@@ -522,7 +618,7 @@ static int export_txn(tf_txn *txn, void *vctx)
 		if (c->feed_id && (kl <= fl || memcmp(k, c->feed_id, fl) || ((const char *)k)[fl]))
 			break;
 		if (vl >= VAL_HDR) {
-			fwrite((const char *)v + VAL_HDR, 1, vl - VAL_HDR, c->out);
+			fwrite((const char *)v + hdr_len(v, vl), 1, vl - hdr_len(v, vl), c->out);
 			fputc('\n', c->out);
 		}
 		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
@@ -537,6 +633,26 @@ int tf_records_export(tf_store *st, const char *feed_id, FILE *out)
 {
 	struct export_ctx c = {feed_id, out};
 	return tf_store_view(st, export_txn, &c);
+}
+
+/* Deletes every key of tbl that starts with feed_id NUL. */
+static int drop_range(tf_txn *txn, tf_table tbl, const char *feed_id)
+{
+	size_t fl = strlen(feed_id), kl, vl;
+	tf_cursor *cur;
+	const void *k, *v;
+	int rc = tf_cursor_open(txn, tbl, &cur);
+
+	if (rc)
+		return rc;
+	rc = tf_cursor_get(cur, TF_SEEK_GE, feed_id, fl + 1, &k, &kl, &v, &vl);
+	while (rc == TF_OK && kl > fl && !memcmp(k, feed_id, fl) && !((const char *)k)[fl]) {
+		if ((rc = tf_cursor_del(cur)))
+			break;
+		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
 }
 
 int tf_records_drop_feed(tf_txn *txn, const char *feed_id)
@@ -555,7 +671,7 @@ int tf_records_drop_feed(tf_txn *txn, const char *feed_id)
 		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
 	}
 	tf_cursor_close(cur);
-	if (rc != TF_OK && rc != TF_ENOTFOUND)
+	if ((rc != TF_OK && rc != TF_ENOTFOUND) || (rc = drop_range(txn, TF_TBL_ADDED, feed_id)))
 		return rc;
 	tf_txn_del(txn, TF_TBL_COUNTS, feed_id, fl);
 	tf_txn_del(txn, TF_TBL_CURSORS, feed_id, fl);
@@ -577,8 +693,8 @@ int tf_records_get(tf_txn *txn, const char *feed_id, const char *key, const char
 		return rc;
 	if (vl < VAL_HDR)
 		return TF_ESTORE;
-	*json = (const char *)v + VAL_HDR;
-	*len = vl - VAL_HDR;
+	*json = (const char *)v + hdr_len(v, vl);
+	*len = vl - hdr_len(v, vl);
 	return TF_OK;
 }
 
@@ -633,8 +749,8 @@ static int observables_txn(tf_txn *txn, void *vctx)
 		if (vl < VAL_HDR || (c->except && kl > fl && !memcmp(k, c->except, fl) &&
 		                     !((const char *)k)[fl]))
 			continue;
-		if (tf_json_parse((const char *)v + VAL_HDR, vl - VAL_HDR, TF_MAX_FEED_JSON_DEPTH + 8,
-		                  &rec, NULL, 0))
+		if (tf_json_parse((const char *)v + hdr_len(v, vl), vl - hdr_len(v, vl),
+		                  TF_MAX_FEED_JSON_DEPTH + 8, &rec, NULL, 0))
 			continue; /* not ours to judge here: export shows it */
 		collect(c, rec);
 		json_object_put(rec);
@@ -771,8 +887,8 @@ static int reindex_txn(tf_txn *txn, void *vctx)
 		memcpy(start, k, kl);
 		memcpy(reckey, (const char *)k + fl + 1, kl - fl - 1);
 		reckey[kl - fl - 1] = '\0';
-		if (vl >= VAL_HDR && (rc = reindex_one(txn, c, reckey, (const char *)v + VAL_HDR,
-		                                         vl - VAL_HDR)))
+		if (vl >= VAL_HDR && (rc = reindex_one(txn, c, reckey, (const char *)v + hdr_len(v, vl),
+		                                         vl - hdr_len(v, vl))))
 			break;
 		memcpy(c->next, start, kl);
 		c->nlen = kl;
@@ -800,5 +916,226 @@ int tf_records_reindex(tf_store *st, const char *feed_id, uint64_t *records, uin
 	}
 	tf_index_writer_free(c.w);
 	free(c.pack);
+/* ---- date-added order (TAXII 2.1: fcgi/h_taxii.c) -------------------------- */
+
+/* The source object inside a stored record: the member "object", last of
+ * the record (compose()); every member before it is ours, its strings
+ * quoted, so the first `,"object":` is that member. */
+static int object_span(const char *json, size_t len, const char **obj, size_t *olen)
+{
+	static const char tag[] = ",\"object\":";
+	const char *p = memmem(json, len, tag, sizeof tag - 1);
+
+	if (!p || len < (size_t)(p - json) + sizeof tag)
+		return TF_ESTORE;
+	*obj = p + sizeof tag - 1;
+	*olen = len - (size_t)(*obj - json) - 1; /* the record's closing brace */
+	return TF_OK;
+}
+
+static int fill_object(const void *v, size_t vl, tf_stored_object *out)
+{
+	size_t h;
+
+	if (vl < VAL_HDR)
+		return TF_ESTORE;
+	h = hdr_len(v, vl);
+	memcpy(&out->modified_us, v, VAL_HDR);
+	out->added_us = added_of(v, vl);
+	return object_span((const char *)v + h, vl - h, &out->object, &out->object_len);
+}
+
+int tf_records_objects(tf_txn *txn, size_t n, const char *const *feed_ids,
+                       const char *const *keys, tf_stored_object *out)
+{
+	const void **kp = malloc((n ? n : 1) * sizeof *kp), **vp = malloc((n ? n : 1) * sizeof *vp);
+	size_t *kl = malloc((n ? n : 1) * sizeof *kl), *vl = malloc((n ? n : 1) * sizeof *vl);
+	char *kb = malloc((n ? n : 1) * (MAX_KEY + 1));
+	int rc = kp && vp && kl && vl && kb ? TF_OK : TF_ENOMEM;
+
+	for (size_t i = 0; !rc && i < n; i++) {
+		if (strlen(feed_ids[i]) > TF_MAX_FEED_ID || strlen(keys[i]) > TF_MAX_RECORD_KEY) {
+			rc = TF_EINVAL;
+			break;
+		}
+		kp[i] = kb + i * (MAX_KEY + 1);
+		kl[i] = record_key(kb + i * (MAX_KEY + 1), feed_ids[i], keys[i]);
+	}
+	if (!rc && n)
+		rc = tf_txn_get_many(txn, TF_TBL_RECORDS, n, kp, kl, vp, vl);
+	for (size_t i = 0; !rc && i < n; i++) {
+		memset(&out[i], 0, sizeof out[i]);
+		if (vp[i])
+			rc = fill_object(vp[i], vl[i], &out[i]);
+	}
+	free(kp), free(vp), free(kl), free(vl), free(kb);
+	return rc;
+}
+
+/* One feed's cursor of a walk, on its next entry. */
+struct lane {
+	tf_cursor *cur;
+	const char *feed;
+	size_t fl;
+	const void *k, *v;
+	size_t kl, vl;
+	int live;
+};
+
+static int lane_next(struct lane *l, int first, int64_t after_us)
+{
+	char start[ADDED_KEY_MAX];
+	int rc;
+
+	if (first) {
+		/* strictly after: the first time above after_us */
+		size_t sl = added_key(start, l->feed, after_us < 0 ? 0 : after_us + 1);
+		rc = tf_cursor_get(l->cur, TF_SEEK_GE, start, sl, &l->k, &l->kl, &l->v, &l->vl);
+	} else {
+		rc = tf_cursor_get(l->cur, TF_SEEK_NEXT, NULL, 0, &l->k, &l->kl, &l->v, &l->vl);
+	}
+	l->live = rc == TF_OK && l->kl == l->fl + 9 && !memcmp(l->k, l->feed, l->fl) &&
+	          !((const char *)l->k)[l->fl];
+	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
+}
+
+static int64_t lane_time(const struct lane *l)
+{
+	const unsigned char *p = (const unsigned char *)l->k + l->fl + 1;
+	uint64_t t = 0;
+
+	for (int i = 0; i < 8; i++)
+		t = t << 8 | p[i];
+	return (int64_t)t;
+}
+
+/* The feed ids of the store (the keys of TF_TBL_FEEDS), copied. */
+static int feed_list(tf_txn *txn, char ***ids, size_t *n)
+{
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl, cap = 0;
+	int rc = tf_cursor_open(txn, TF_TBL_FEEDS, &cur);
+
+	*ids = NULL;
+	*n = 0;
+	if (rc)
+		return rc;
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		if (kl > TF_MAX_FEED_ID)
+			continue;
+		if (*n == cap) {
+			char **g = realloc(*ids, (cap = cap ? 2 * cap : 16) * sizeof *g);
+			if (!g) {
+				rc = TF_ENOMEM;
+				break;
+			}
+			*ids = g;
+		}
+		if (!((*ids)[*n] = tf_strndup(k, kl))) {
+			rc = TF_ENOMEM;
+			break;
+		}
+		(*n)++;
+	}
+	tf_cursor_close(cur);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
+int tf_records_walk_added(tf_txn *txn, const char *feed_id, int64_t after_us, tf_added_fn fn,
+                          void *ctx)
+{
+	char **ids = NULL, *one = (char *)feed_id, key[TF_MAX_RECORD_KEY + 1];
+	size_t n = 1, nl = 0;
+	struct lane *lanes = NULL;
+	int rc = feed_id ? TF_OK : feed_list(txn, &ids, &n);
+
+	if (!rc && !(lanes = calloc(n ? n : 1, sizeof *lanes)))
+		rc = TF_ENOMEM;
+	for (size_t i = 0; !rc && i < n; i++, nl++) {
+		lanes[i].feed = ids ? ids[i] : one;
+		lanes[i].fl = strlen(lanes[i].feed);
+		if (!(rc = tf_cursor_open(txn, TF_TBL_ADDED, &lanes[i].cur)))
+			rc = lane_next(&lanes[i], 1, after_us);
+		else
+			break;
+	}
+	/* Merged by time: dates added are unique across feeds. */
+	while (!rc) {
+		struct lane *best = NULL;
+		for (size_t i = 0; i < nl; i++)
+			if (lanes[i].live && (!best || lane_time(&lanes[i]) < lane_time(best)))
+				best = &lanes[i];
+		if (!best)
+			break;
+		if (best->vl > TF_MAX_RECORD_KEY) {
+			rc = TF_ESTORE;
+			break;
+		}
+		memcpy(key, best->v, best->vl);
+		key[best->vl] = '\0';
+		if ((rc = fn(best->feed, key, lane_time(best), ctx)))
+			break;
+		rc = lane_next(best, 0, 0);
+	}
+	for (size_t i = 0; i < nl; i++)
+		tf_cursor_close(lanes[i].cur);
+	free(lanes);
+	for (size_t i = 0; ids && i < n; i++)
+		free(ids[i]);
+	free(ids);
+	return rc == 1 ? TF_OK : rc;
+}
+
+struct order_dump {
+	char *buf;
+	size_t len;
+	FILE *f;
+};
+
+static int order_dump_txn(tf_txn *txn, void *vctx)
+{
+	struct order_dump *d = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl;
+	int rc;
+
+	rewind(d->f);
+	for (int t = 0; t < 2; t++) {
+		if ((rc = tf_cursor_open(txn, t ? TF_TBL_ADDED : TF_TBL_RECORDS, &cur)))
+			return rc;
+		for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+		     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+			fputs(t ? "A " : "R ", d->f);
+			for (size_t i = 0; i < kl; i++)
+				fprintf(d->f, "%02x", ((const unsigned char *)k)[i]);
+			if (t)
+				fprintf(d->f, " %.*s\n", (int)vl, (const char *)v);
+			else
+				fprintf(d->f, " %lld\n", (long long)added_of(v, vl));
+		}
+		tf_cursor_close(cur);
+		if (rc != TF_ENOTFOUND)
+			return rc;
+	}
+	return TF_OK;
+}
+
+int tf_records_order_dump(tf_store *st, char **text)
+{
+	struct order_dump d = {0};
+	int rc;
+
+	*text = NULL;
+	if (!(d.f = open_memstream(&d.buf, &d.len)))
+		return TF_ENOMEM;
+	rc = tf_store_view(st, order_dump_txn, &d);
+	fclose(d.f);
+	if (rc)
+		free(d.buf);
+	else
+		*text = d.buf;
 	return rc;
 }

@@ -80,6 +80,36 @@ int tf_records_export(tf_store *st, const char *feed_id, FILE *out);
  * (checked in every transaction; what was committed before stays). Adds
  * to *records (records read) and *added (entries written). */
 int tf_records_reindex(tf_store *st, const char *feed_id, uint64_t *records, uint64_t *added);
+/* ---- the date-added order (docs/SPEC.md §8 TAXII server) ----------------------
+ * Every record write gives the record a new date added (µs, unique and
+ * increasing across all feeds: never before the write's clock, always after
+ * the last one given out), kept in the record's header and as a key of
+ * TF_TBL_ADDED, both journaled: a cancel_job rollback restores the order
+ * exactly. A record keeps one date added, its latest version's. */
+
+/* A stored object: pointers valid until the transaction ends. */
+typedef struct tf_stored_object {
+	int64_t added_us;     /* 0: absent, or written before dates added existed */
+	int64_t modified_us;  /* the record's version (0: none known) */
+	const char *object;   /* NULL: no such record */
+	size_t object_len;
+} tf_stored_object;
+
+/* Called in date-added order; TF_OK goes on, 1 stops (not an error), any
+ * other code ends the walk with it. key is the record's source key. */
+typedef int (*tf_added_fn)(const char *feed_id, const char *key, int64_t added_us, void *ctx);
+/* The records of feed_id (NULL: every feed, merged by time) added strictly
+ * after after_us (<0: from the start). */
+int tf_records_walk_added(tf_txn *txn, const char *feed_id, int64_t after_us, tf_added_fn fn,
+                          void *ctx);
+/* n records at once (one tf_txn_get_many): out[i] for feed_ids[i] /
+ * keys[i], object NULL when absent. */
+int tf_records_objects(tf_txn *txn, size_t n, const char *const *feed_ids,
+                       const char *const *keys, tf_stored_object *out);
+/* Every record's date added and every TF_TBL_ADDED entry, as text (tests
+ * compare it before and after a rollback). Caller frees. */
+int tf_records_order_dump(tf_store *st, char **text);
+
 /* Removes every record, the count, the cursor and the index entries of
  * feed_id (not journaled). */
 int tf_records_drop_feed(tf_txn *txn, const char *feed_id);

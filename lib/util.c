@@ -175,7 +175,8 @@ int tf_valid_webhook_url(const char *s)
 
 int tf_valid_feed_id(const char *s)
 {
-	static const char *const reserved[] = {"tasks", "task-status", "cancel-task"};
+	static const char *const reserved[] = {"tasks", "task-status", "cancel-task",
+	                                       TF_TAXII_ALL_COLLECTION};
 	size_t n;
 
 	if (!s || !((*s >= 'a' && *s <= 'z') || isdigit((unsigned char)*s)))

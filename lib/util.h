@@ -24,6 +24,9 @@ int tf_uuid_v4(char *buf, size_t len);
 /* Strict checks of identifiers before any lookup. */
 int tf_valid_uuid(const char *s);
 int tf_valid_feed_id(const char *s);   /* [a-z0-9][a-z0-9_-]{0,63}, not reserved */
+/* The TAXII collection of every feed (fcgi/h_taxii.c): reserved, never a
+ * feed id, so it cannot shadow a feed's collection. */
+#define TF_TAXII_ALL_COLLECTION "2f4d6c1e-8b3a-4e5f-9a7c-0d1e2f3a4b5c"
 /* A webhook target: http:// or https://, a host, at most TF_WEBHOOK_MAX_URL
  * bytes, no spaces or control characters (it goes into a curl call and logs). */
 int tf_valid_webhook_url(const char *s);

@@ -236,6 +236,7 @@ rm -f "$API_OUT"
 
 say "threatfeed is up: http://127.0.0.1:$PORT/"
 say "  demo upstream: $UPSTREAM_URL (feed \"demo\")"
+say "  TAXII 2.1 server (read-only, one collection per feed): http://127.0.0.1:$PORT/taxii2/"
 say "  state: $STATE_DIR   access log: $STATE_DIR/lighttpd-access.log"
 if [[ -z $TOKEN ]]; then
   say "  note: no API token is configured — fine on loopback only (set api_token in $STATE_DIR/threatfeed.conf)"

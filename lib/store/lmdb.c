@@ -19,7 +19,7 @@
 static const char *const table_names[TF_TBL__COUNT] = {
 	"meta", "feeds", "feedrun", "cursors", "counts", "records", "tasks",
 	"torder", "active", "signals", "runs", "undo", "queue", "obs", "obsstat", "obstime",
-	"audit",
+	"audit", "added",
 };
 
 typedef struct lm_store {

@@ -42,6 +42,8 @@ typedef enum tf_table {
 	TF_TBL_OBSTIME, /* feed_id NUL 's'|'v' time(8 BE) → entries seen/valid until then
 	                 *                                                      [journaled] */
 	TF_TBL_AUDIT,   /* seq (8 BE) → audit entry JSON (lib/audit.c; the last TF_AUDIT_KEEP) */
+	/* Records in the order they were stored (lib/records.c; the TAXII server): */
+	TF_TBL_ADDED,   /* feed_id NUL date added (8 BE, µs) → record_key       [journaled] */
 	TF_TBL__COUNT
 } tf_table;
 

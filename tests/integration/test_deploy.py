@@ -81,6 +81,20 @@ class DeployMixin:
         self.assertIn("application/json", headers.get("Content-Type", ""))
         self.assertEqual(data.get("status"), "ok", data)
 
+    def test_taxii_server_reached(self):
+        # /taxii2/ goes to the same handler (deploy configs), with a query
+        taxii = {"Accept": "application/taxii+json;version=2.1"}
+        status, headers, data = self.req("GET", "/taxii2/", headers=taxii)
+        self.assertEqual(status, 200, data)
+        self.assertEqual(headers.get("Content-Type"), "application/taxii+json;version=2.1")
+        self.assertEqual(data["api_roots"], [self.stack.url("/taxii2/root/")], data)
+        status, _, data = self.req("GET", "/taxii2/root/collections/?x=1", headers=taxii)
+        self.assertEqual(status, 200, data)
+        self.assertTrue(data["collections"], data)
+        status, _, data = self.req("GET", "/taxii2/root/collections/none/objects/?limit=x",
+                                   headers=taxii)
+        self.assertEqual((status, data.get("http_status")), (400, "400"), data)
+
     def test_unknown_route_is_json_404(self):
         status, headers, data = self.req("GET", "/api/no-such-route/")
         self.assertJsonError(status, headers, data, 404)
@@ -208,6 +222,8 @@ class MakeRunScript(unittest.TestCase):
         out = "".join(lines)
         self.assertIn("threatfeed is up: http://127.0.0.1:%d/" % port, out)
         self.assertIn("no API token is configured", out)
+        self.assertIn("TAXII 2.1 server (read-only, one collection per feed): "
+                      "http://127.0.0.1:%d/taxii2/" % port, out)
         return p, out
 
     def _stop(self, p):
@@ -245,6 +261,10 @@ class MakeRunScript(unittest.TestCase):
         self.assertEqual(status, 200, feed)
         self.assertEqual(feed.get("name"), "Demo TAXII 2.1")
         self.assertTrue(feed.get("url", "").startswith("http://127.0.0.1:"), feed)
+        # the TAXII server lists the demo feed's collection
+        status, cols = self._get(port, "/taxii2/root/collections/")
+        self.assertEqual(status, 200, cols)
+        self.assertIn("demo", [c["id"] for c in cols["collections"]], cols)
         self._stop(p)
 
         # the port is free again at once, the state dir is reused

@@ -247,6 +247,43 @@ static int64_t entry_id(json_object *o, size_t i)
 	return json_object_get_int64(json_object_object_get(json_object_array_get_idx(arr, i), "id"));
 }
 
+/* HTTP Basic as TAXII clients send it: the password is what counts. */
+static void test_basic_password(void **state)
+{
+	static const struct { const char *h, *want; } cases[] = {
+		{"Basic dGF4aWk6czNjcmV0", "s3cret"},          /* taxii:s3cret */
+		{"basic   dGF4aWk6czNjcmV0", "s3cret"},        /* scheme case, spaces */
+		{"Basic OnNlY3JldA==", "secret"},              /* :secret (no user) */
+		{"Basic dTpwOnE=", "p:q"},                     /* u:p:q: the password holds ':' */
+		{"Basic dGF4aWk6", NULL},                      /* taxii: (empty password) */
+		{"Basic dGF4aWk=", NULL},                      /* no colon */
+		{"Basic !!!!", NULL},
+		{"Bearer dGF4aWk6czNjcmV0", NULL},
+		{"Basicx dGF4aWk6czNjcmV0", NULL},
+		{"Basic dQBwOnE=", NULL},                      /* u NUL p:q */
+		{"", NULL},
+	};
+	char buf[64], small[4];
+	size_t len;
+	(void)state;
+
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		int rc = tf_auth_basic_password(cases[i].h, buf, sizeof buf, &len);
+		if (!cases[i].want) {
+			if (rc == 0)
+				fail_msg("%s accepted as %s", cases[i].h, buf);
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		assert_string_equal(buf, cases[i].want);
+		assert_int_equal(len, strlen(cases[i].want));
+	}
+	assert_int_equal(tf_auth_basic_password(NULL, buf, sizeof buf, &len), -1);
+	/* longer than the buffer: refused, never cut */
+	assert_int_equal(tf_auth_basic_password("Basic dGF4aWk6czNjcmV0", small, sizeof small, &len),
+	                 -1);
+}
+
 static void test_audit_pages_and_bound(void **state)
 {
 	tf_store *st = tu_new_store("audit", NULL, 0);
@@ -320,6 +357,7 @@ int main(void)
 		cmocka_unit_test(test_config_tokens),
 		cmocka_unit_test(test_roles_of_callers),
 		cmocka_unit_test(test_route_roles),
+		cmocka_unit_test(test_basic_password),
 		cmocka_unit_test(test_audit_pages_and_bound),
 	};
 	tu_init("auth");

@@ -233,6 +233,88 @@ static void test_query_validators(void **state)
 	}
 }
 
+/* The TAXII 2.1 server's routes (fcgi/h_taxii.c): /taxii2/ is a root like
+ * /api/ (any mount prefix), {coll} is a feed id or the collection of every
+ * feed, {obj} a STIX id; limit is capped, never refused when it is a
+ * positive number. */
+#define OBJ "indicator--" UUID
+static void test_taxii_routes(void **state)
+{
+	static const char *const bad_ids[] = {
+		"indicator", "indicator--", "--" UUID, "Indicator--" UUID, "indicator--" UUID "x",
+		"indi_cator--" UUID, "indicator--3f2b9c1e-8a4d-4e2f-9b1a_0c5d6e7f8a9b",
+		"indicator-" UUID,
+	};
+	const char *coll = "/taxii2/root/collections/" TF_TAXII_ALL_COLLECTION;
+	char uri[512];
+	int64_t n;
+	tf_req r;
+	tf_resp resp;
+	(void)state;
+
+	expect_route("GET", "/taxii2", tf_h_taxii_discovery);
+	expect_route("HEAD", "/taxii2", tf_h_taxii_discovery);
+	expect_route("GET", "/mount/taxii2/root", tf_h_taxii_root);
+	expect_route("GET", "/taxii2/root/collections", tf_h_taxii_collections);
+	expect_route("GET", "/taxii2/root/collections/" FEED, tf_h_taxii_collection);
+	expect_route("GET", "/taxii2/root/collections/" FEED "/objects", tf_h_taxii_objects);
+	expect_route("GET", "/taxii2/root/collections/" FEED "/manifest", tf_h_taxii_manifest);
+	expect_route("GET", "/taxii2/root/collections/" FEED "/objects/" OBJ, tf_h_taxii_object);
+	expect_route("GET", "/taxii2/root/collections/" FEED "/objects/" OBJ "/versions",
+	             tf_h_taxii_versions);
+	snprintf(uri, sizeof uri, "%s/objects/x-custom-thing--%s", coll, UUID);
+	expect_route("GET", uri, tf_h_taxii_object);
+	assert_non_null(route("GET", uri, &r, &resp));
+	assert_string_equal(r.feed_id, TF_TAXII_ALL_COLLECTION);
+	assert_true(r.taxii);
+	assert_int_equal(strcmp(r.obj_id, "x-custom-thing--" UUID), 0);
+	/* any UUID version, either case, as the consumer stores them */
+	assert_true(tf_taxii_valid_id("indicator--3F2B9C1E-8A4D-4E2F-9B1A-0C5D6E7F8A9B"));
+	assert_true(tf_taxii_valid_id("x-my-type--00000000-0000-0000-0000-000000000000"));
+	/* the collection of every feed can never be a feed's id */
+	assert_false(tf_valid_feed_id(TF_TAXII_ALL_COLLECTION));
+	for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
+		assert_false(tf_taxii_valid_id(bad_ids[i]));
+		snprintf(uri, sizeof uri, "/taxii2/root/collections/" FEED "/objects/%s", bad_ids[i]);
+		assert_null(route("GET", uri, &r, &resp));
+		assert_int_equal(resp.status, 404);
+		tf_resp_free(&resp);
+	}
+	/* read-only: 405 with Allow */
+	assert_null(route("POST", "/taxii2/root/collections/" FEED "/objects/", &r, &resp));
+	assert_int_equal(resp.status, 405);
+	assert_string_equal(resp.allow, "GET, HEAD");
+	tf_resp_free(&resp);
+	/* /api/ routes are not TAXII routes, even under a /taxii2 mount */
+	assert_non_null(route("GET", "/api/health", &r, &resp));
+	assert_false(r.taxii);
+	/* limit: capped above the maximum, refused when not a positive number */
+	{
+		static const struct { const char *v; int64_t want; } lim[] = {
+			{"1", 1}, {"1000", 1000}, {"1001", TF_MAX_TAXII_LIMIT},
+			{"99999999999999999999999", TF_MAX_TAXII_LIMIT}, {"0", -1}, {"-1", -1},
+			{"x", -1}, {"%2B2", -1}, {"1.0", -1},
+		};
+		for (size_t i = 0; i < sizeof lim / sizeof *lim; i++) {
+			const tf_qparam *q;
+			snprintf(uri, sizeof uri, "/taxii2/root/collections/" FEED "/objects/?limit=%s",
+			         lim[i].v);
+			n = query_check(uri, &resp);
+			if (lim[i].want < 0) {
+				assert_int_equal(n, -1);
+				assert_int_equal(resp.status, 400);
+			} else {
+				route("GET", uri, &r, &resp);
+				assert_int_equal(tf_router_check_query(tf_router_match(&r, &resp), &r, &resp), 0);
+				q = tf_req_query(&r, "limit");
+				assert_non_null(q);
+				assert_int_equal(q->num, lim[i].want);
+			}
+			tf_resp_free(&resp);
+		}
+	}
+}
+
 static void test_allow_text(void **state)
 {
 	char buf[64];
@@ -751,6 +833,7 @@ int main(void)
 		cmocka_unit_test(test_wrong_method),
 		cmocka_unit_test(test_unknown_and_invalid_ids),
 		cmocka_unit_test(test_query_validators),
+		cmocka_unit_test(test_taxii_routes),
 		cmocka_unit_test(test_allow_text),
 	};
 	const struct CMUnitTest pipeline[] = {

@@ -101,6 +101,16 @@ static int cursor_txn(tf_txn *txn, void *vctx)
 	return TF_OK;
 }
 
+/* The date-added order: every record's date added and every order entry. */
+static char *order_text(tf_store *st)
+{
+	char *text = NULL;
+	int rc = tf_records_order_dump(st, &text);
+	if (rc)
+		fail_msg("tf_records_order_dump: %s", tf_strerror(rc));
+	return text;
+}
+
 static char *cursor_text(tf_store *st, const char *feed)
 {
 	struct cursor_ctx c = {feed, NULL};
@@ -287,7 +297,8 @@ static void test_apply_replayed_after_growth(void **state)
 	assert_int_equal(c.p.indicators_created, 3000);  /* counted once */
 	assert_int_equal(c.p.indicators_updated, 1);
 	assert_int_equal(tu_records_count(st, "big"), 3001);
-	assert_int_equal(tu_undo_count(st, task), 3002);  /* records + the count, once */
+	/* records, their dates added (and the seed's old one out), the count: once */
+	assert_int_equal(tu_undo_count(st, task), 3001 + 3001 + 1 + 1);
 	assert_int_equal(tf_store_rollback(st, task, &recs), TF_OK);
 	assert_int_equal(recs, 3001);
 	e1 = tu_export(st, NULL, NULL);
@@ -334,10 +345,10 @@ static void test_rollback_property(void **state)
 	tf_store *st = tu_new_store("prop", NULL, 0);
 	tu_rng r = {tu_seed_value ^ 0x9e37};
 	struct model m = {{0}, 0}, base;
-	char *e0, *c0, *i0, *obj = malloc(9000), key[64];
+	char *e0, *c0, *i0, *o0, *obj = malloc(9000), key[64];
 	tf_batch *b;
 	uint64_t total_created = 0, total_updated = 0, total_skipped = 0, kept = 0;
-	int index_runs_changed = 0;
+	int index_runs_changed = 0, order_runs_changed = 0;
 	int64_t t_start = tf_mono_us();
 	(void)state;
 
@@ -370,6 +381,7 @@ static void test_rollback_property(void **state)
 	e0 = tu_export(st, NULL, NULL);
 	c0 = cursor_text(st, "pf");
 	i0 = index_text(st);
+	o0 = order_text(st);
 	assert_true(strlen(i0) > 0); /* the seed has index entries to restore */
 	base = m;
 	assert_int_equal(tu_records_count(st, "pf"), 150);
@@ -452,24 +464,28 @@ static void test_rollback_property(void **state)
 			free(e0);
 			free(c0);
 			free(i0);
+			free(o0);
 			e0 = tu_export(st, NULL, NULL);
 			c0 = cursor_text(st, "pf");
 			i0 = index_text(st);
+			o0 = order_text(st);
 			base = m;
 			kept++;
 			continue;
 		}
 		{
 			/* the run did change the index (so the comparison below can fail) */
-			char *ib = index_text(st);
+			char *ib = index_text(st), *ob = order_text(st);
 			index_runs_changed += strcmp(ib, i0) != 0;
+			order_runs_changed += strcmp(ob, o0) != 0;
 			free(ib);
+			free(ob);
 		}
 		assert_int_equal(tf_store_rollback(st, task, &recs), TF_OK);
 		assert_int_equal(recs, writes);
 		{
 			char *e1 = tu_export(st, NULL, NULL), *c1 = cursor_text(st, "pf");
-			char *i1 = index_text(st);
+			char *i1 = index_text(st), *o1 = order_text(st);
 			if (strcmp(e1, e0))
 				fail_msg("run %d: export differs after rollback (TF_TEST_SEED=%llu)", run,
 				         (unsigned long long)tu_seed_value);
@@ -477,7 +493,12 @@ static void test_rollback_property(void **state)
 			if (strcmp(i1, i0))
 				fail_msg("run %d: index differs after rollback (TF_TEST_SEED=%llu)", run,
 				         (unsigned long long)tu_seed_value);
+			/* the date-added order (TAXII): every record's date and entry */
+			if (strcmp(o1, o0))
+				fail_msg("run %d: date-added order differs after rollback (TF_TEST_SEED=%llu)",
+				         run, (unsigned long long)tu_seed_value);
 			assert_string_equal(c1, c0);
+			free(o1);
 			free(e1);
 			free(c1);
 			free(i1);
@@ -495,6 +516,8 @@ static void test_rollback_property(void **state)
 	        RUNS, (unsigned long long)total_created, (unsigned long long)total_updated,
 	        (unsigned long long)total_skipped, (double)(tf_mono_us() - t_start) / 1e6);
 	assert_true(index_runs_changed > RUNS / 2);
+	assert_true(order_runs_changed > RUNS / 2);
+	free(o0);
 	free(e0);
 	free(c0);
 	free(i0);

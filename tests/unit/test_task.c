@@ -1553,12 +1553,12 @@ static void test_gc_undo(void **state)
 	create(st, "p", live);
 	claim(st, live);
 	write_records(st, "p", live, "live", 4, 9000);
-	assert_int_equal(tu_undo_count(st, done), 6);   /* 5 records + the count */
+	assert_int_equal(tu_undo_count(st, done), 11);  /* 5 records, their dates added, the count */
 	assert_int_equal(tf_runctl_gc_undo(st, &runs), TF_OK);
 	assert_int_equal(runs, 2);
 	assert_int_equal(tu_undo_count(st, done), 0);
 	assert_int_equal(tu_undo_count(st, gone), 0);
-	assert_int_equal(tu_undo_count(st, live), 5);   /* 4 records + the count */
+	assert_int_equal(tu_undo_count(st, live), 9);   /* 4 records, their dates added, the count */
 	/* data stays */
 	assert_int_equal(tu_records_count(st, "r"), 55);
 	assert_int_equal(tu_records_count(st, "q"), 3);

@@ -916,6 +916,9 @@ int tf_records_reindex(tf_store *st, const char *feed_id, uint64_t *records, uin
 	}
 	tf_index_writer_free(c.w);
 	free(c.pack);
+	return rc;
+}
+
 /* ---- date-added order (TAXII 2.1: fcgi/h_taxii.c) -------------------------- */
 
 /* The source object inside a stored record: the member "object", last of

@@ -60,6 +60,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -196,6 +197,8 @@ class Soak:
         self.rss = {"fcgi": {}, "worker_first": [], "worker_last": []}
         self.fds = {}
         self.started = time.monotonic()
+        self.lock = threading.RLock()
+        self.done = False
 
     # ---------------------------------------------------------------- output
     def note(self, msg):
@@ -340,15 +343,23 @@ class Soak:
             return False
 
     def resume_due(self, all_=False):
-        for pid, (kind, until) in list(self.stopped.items()):
-            if all_ or (until is not None and time.monotonic() >= until):
-                self.signal(pid, signal.SIGCONT)
-                del self.stopped[pid]
-                self.note("SIGCONT %s %d" % (kind, pid))
+        with self.lock:
+            for pid, (kind, until) in list(self.stopped.items()):
+                if all_ or (until is not None and time.monotonic() >= until):
+                    self.signal(pid, signal.SIGCONT)
+                    del self.stopped[pid]
+                    self.note("SIGCONT %s %d" % (kind, pid))
+
+    def resumer(self):
+        """SIGCONTs stopped processes on time, even while the driver waits
+        on a request that a stopped process holds up."""
+        while not self.done:
+            self.resume_due()
+            time.sleep(0.05)
 
     # ---------------------------------------------------------------- steps
     def step(self):
-        steps = [(self.do_consume, 30), (self.do_cancel_task, 10), (self.do_cancel_feed, 8),
+        steps = [(self.do_consume, 25), (self.do_burst, 5), (self.do_cancel_task, 10), (self.do_cancel_feed, 8),
                  (self.do_kill_worker, 4), (self.do_kill_supervisor, 2), (self.do_kill_fcgi, 2),
                  (self.do_stop_worker, 4), (self.do_stop_supervisor, 1), (self.do_stop_fcgi, 1),
                  (self.do_restart_web, 1), (self.do_disk_fill, 1 if self.s.tmpfs else 0),
@@ -390,6 +401,11 @@ class Soak:
         elif st == 409 and data.get("code") == "run_active":
             self.violation("api", "consume %s: 409 run_active but we know of no active run: %r"
                            % (fid, data))
+
+    def do_burst(self):
+        """Consume every idle feed at once: more runs than slots, so some queue."""
+        for _ in range(len(self.idle_feeds())):
+            self.do_consume()
 
     def _cancel(self, tid, mode, by_feed):
         r = self.tasks[tid]
@@ -457,8 +473,9 @@ class Soak:
         if self.freeze_in_commit:
             # Left stopped at whatever instant: a cancel must still end the
             # run (the supervisor escalates after the grace period).
-            self.signal(pid, signal.SIGSTOP)
-            self.stopped[pid] = ("worker", time.monotonic() + 60)
+            with self.lock:
+                self.signal(pid, signal.SIGSTOP)
+                self.stopped[pid] = ("worker", time.monotonic() + 60)
             tid = next((t for t in self.active_tasks()
                         if run_processes(t).get("work") == pid), None)
             if tid:
@@ -466,15 +483,17 @@ class Soak:
         else:
             # Bounded: until issue 14 §1 lands, a worker stopped inside a
             # commit holds the writer lock; the cancel latency shows it.
-            self.signal(pid, signal.SIGSTOP)
-            self.stopped[pid] = ("worker", time.monotonic() + self.rng.uniform(0.2, 1.5))
+            with self.lock:
+                self.signal(pid, signal.SIGSTOP)
+                self.stopped[pid] = ("worker", time.monotonic() + self.rng.uniform(0.2, 1.5))
         self.fig["stops_worker"] += 1
         self.note("SIGSTOP worker %d" % pid)
 
     def do_stop_supervisor(self):
         pid = self._pick("supervise")
-        if pid and self.signal(pid, signal.SIGSTOP):
-            self.stopped[pid] = ("supervisor", time.monotonic() + self.rng.uniform(0.2, 3))
+        with self.lock:
+            if pid and self.signal(pid, signal.SIGSTOP):
+                self.stopped[pid] = ("supervisor", time.monotonic() + self.rng.uniform(0.2, 3))
             self.fig["stops_supervisor"] += 1
             self.note("SIGSTOP supervisor %d" % pid)
 
@@ -484,16 +503,18 @@ class Soak:
             pid = self.rng.choice(pids)
             until = time.monotonic() + self.rng.uniform(0.2, 2)
             self.fault_until = max(self.fault_until, until + 5)
-            self.signal(pid, signal.SIGSTOP)
-            self.stopped[pid] = ("fcgi", until)
+            with self.lock:
+                self.signal(pid, signal.SIGSTOP)
+                self.stopped[pid] = ("fcgi", until)
             self.fig["stops_fcgi"] += 1
             self.note("SIGSTOP fcgi %d" % pid)
 
     def do_restart_web(self):
-        for pid, (kind, _) in list(self.stopped.items()):
-            if kind == "fcgi":
-                self.signal(pid, signal.SIGCONT)
-                del self.stopped[pid]
+        with self.lock:
+            for pid, (kind, _) in list(self.stopped.items()):
+                if kind == "fcgi":
+                    self.signal(pid, signal.SIGCONT)
+                    del self.stopped[pid]
         self.fault_until = time.monotonic() + 60
         self.s.restart_web()
         self.fault_until = time.monotonic() + 3
@@ -596,7 +617,7 @@ class Soak:
         r["status"] = t["status"]
         if t["status"] in ACTIVE:
             alive = run_processes(tid)
-            if alive or self.mutate == "orphan":
+            if alive and self.mutate != "orphan":
                 r["seen_gone"] = None
             elif r["seen_gone"] is None:
                 r["seen_gone"] = time.monotonic()
@@ -788,6 +809,7 @@ class Soak:
         try:
             self.start()
             self.started = time.monotonic()
+            threading.Thread(target=self.resumer, daemon=True).start()
             end = self.started + self.duration
             while time.monotonic() < end:
                 self.step()
@@ -801,6 +823,7 @@ class Soak:
             rc = 2
             self.report_violation("soak driver error:\n" + traceback.format_exc())
         finally:
+            self.done = True
             self.resume_due(all_=True)
         for k, v in self.figures():
             print("%s: %s" % (k, v))

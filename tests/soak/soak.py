@@ -199,6 +199,7 @@ class Soak:
         self.started = time.monotonic()
         self.lock = threading.RLock()
         self.done = False
+        self.slot_violation = None
 
     # ---------------------------------------------------------------- output
     def note(self, msg):
@@ -364,9 +365,22 @@ class Soak:
     def resumer(self):
         """SIGCONTs stopped processes on time, even while the driver waits
         on a request that a stopped process holds up."""
+        n = 0
         while not self.done:
             self.resume_due()
+            n += 1
+            if n % 4 == 0:
+                self.sample_slots()
             time.sleep(0.05)
+
+    def sample_slots(self):
+        """slots, sampled every 0.2 s (a step's check alone would miss short overlaps)."""
+        workers = [p for p, r in self.store_procs().items() if r == "work"]
+        self.max_workers = max(self.max_workers, len(workers))
+        limit = MAX_RUNS - 1 if self.mutate == "slots" else MAX_RUNS
+        if len(workers) > limit and self.slot_violation is None:
+            self.slot_violation = "%d workers alive (max_concurrent_runs %d): %r" % (
+                len(workers), MAX_RUNS, workers)
 
     # ---------------------------------------------------------------- steps
     def step(self):
@@ -604,13 +618,9 @@ class Soak:
         if st != 200:
             return
         self.last_scan_at = scan_at
-        procs = self.store_procs()
-        workers = [p for p, r in procs.items() if r == "work"]
-        self.max_workers = max(self.max_workers, len(workers))
-        limit = MAX_RUNS - 1 if self.mutate == "slots" else MAX_RUNS
-        if len(workers) > limit:
-            self.violation("slots", "%d workers alive (max_concurrent_runs %d): %r"
-                           % (len(workers), MAX_RUNS, workers))
+        self.sample_slots()
+        if self.slot_violation:
+            self.violation("slots", self.slot_violation)
         listed = {t["task_id"]: t for t in data["tasks"]}
         for tid, r in list(self.tasks.items()):
             if r["status"] in TERMINAL:

@@ -519,8 +519,8 @@ class Soak:
         with self.lock:
             if pid and self.signal(pid, signal.SIGSTOP):
                 self.stopped[pid] = ("supervisor", time.monotonic() + self.rng.uniform(0.2, 3))
-            self.fig["stops_supervisor"] += 1
-            self.note("SIGSTOP supervisor %d" % pid)
+                self.fig["stops_supervisor"] += 1
+                self.note("SIGSTOP supervisor %d" % pid)
 
     def do_stop_fcgi(self):
         pids = [p for p in self.fcgi_pids() if p not in self.stopped]

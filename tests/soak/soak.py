@@ -467,8 +467,20 @@ class Soak:
             self._cancel(self.rng.choice(act), self.rng.choice(("stop_now", "cancel_job")), True)
 
     def _pick(self, role):
-        pids = [p for p, r in self.store_procs().items() if r == role and p not in self.stopped]
-        return self.rng.choice(pids) if pids else None
+        """A random live process of `role`; with none, start a run and wait
+        up to 3 s for one (so process faults meet processes)."""
+        deadline = time.monotonic() + 3
+        consumed = False
+        while True:
+            pids = [p for p, r in self.store_procs().items() if r == role and p not in self.stopped]
+            if pids:
+                return self.rng.choice(pids)
+            if not consumed:
+                self.do_consume()
+                consumed = True
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(self.rng.uniform(0.05, 0.3))
 
     def do_kill_worker(self):
         pid = self._pick("work")

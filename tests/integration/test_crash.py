@@ -122,6 +122,9 @@ class PowerCut(unittest.TestCase):
         newest, older = lose_newest_commit(os.path.join(lost, "data.mdb"))
         if older < floor:
             return None
+        # LMDB itself (lmdb-utils) opens the copy at the older commit.
+        out = subprocess.run(["mdb_stat", "-e", lost], capture_output=True, text=True).stdout
+        self.assertIn("Last transaction ID: %d\n" % older, out, "seed %d: %s" % (SEED, out))
         return lost
 
     def reboot_cli(self, db, *args):

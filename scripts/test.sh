@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test layer and ends with one summary line "N passed, N failed".
 # Layers: unit (cmocka, ASan+UBSan), upstream self-test, integration (Python
-# stdlib, real lighttpd + handler + workers, ASan binaries), a 45 s soak
-# (tests/soak/soak.py, fixed seed), browser
-# (playwright-core + Debian chromium).
+# stdlib, real lighttpd + handler + workers, ASan binaries), browser
+# (playwright-core + Debian chromium), and a 45 s soak (tests/soak/soak.py,
+# fixed seed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -99,13 +99,6 @@ if [ -n "$pg_uri" ]; then
     test_audit
 fi
 
-# --- soak: a short chaos run with a fixed seed (`make soak` runs the long one) -------
-out="$logdir/soak.log"
-SOAK_S=${SOAK_SHORT_S:-45} SOAK_SEED=${SOAK_SHORT_SEED:-14} SOAK_BIN="$TF_BIN_DIR" \
-  SOAK_OUT="$BUILD/soak" TF_STACK_QUIET=1 timeout 900 python3 tests/soak/soak.py >"$out" 2>&1
-rc=$?
-if [ $rc -eq 0 ] && grep -q '^violations: 0$' "$out"; then count soak 1 0; else count soak 0 1; tail -n 60 "$out"; fi
-
 # --- browser ------------------------------------------------------------------
 if ls tests/browser/*.test.mjs >/dev/null 2>&1; then
   out="$logdir/browser.log"
@@ -116,6 +109,14 @@ if ls tests/browser/*.test.mjs >/dev/null 2>&1; then
   count browser "$p" "$f"
   if [ "$f" -gt 0 ]; then grep -B2 -A25 '^not ok' "$out" | head -n 150; fi
 fi
+
+# --- soak: a short chaos run with a fixed seed, alone after the other layers
+# (`make soak` runs the long one; README "Soak") ------------------------------
+out="$logdir/soak.log"
+SOAK_S=${SOAK_SHORT_S:-45} SOAK_SEED=${SOAK_SHORT_SEED:-14} SOAK_BIN="$TF_BIN_DIR" \
+  SOAK_OUT="$BUILD/soak" TF_STACK_QUIET=1 timeout 900 python3 tests/soak/soak.py >"$out" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q '^violations: 0$' "$out"; then count soak 1 0; else count soak 0 1; tail -n 60 "$out"; fi
 
 echo
 if ((${#failures[@]})); then echo "failing suites: ${failures[*]} (logs in $logdir/)"; fi

@@ -423,9 +423,31 @@ class Soak:
             d["active"] = tid
             self.fig["consumes"] += 1
             self.note("consume %s -> %s" % (fid, tid))
+        elif st is None:
+            # The answer was lost (a FastCGI process killed or stopped): the
+            # run may exist all the same. Adopt it, so its counts are summed.
+            self.adopt(fid, d)
         elif st == 409 and data.get("code") == "run_active":
             self.violation("api", "consume %s: 409 run_active but we know of no active run: %r"
                            % (fid, data))
+
+    def adopt(self, fid, d):
+        for _ in range(20):
+            st, data = self.api("GET", "/api/threat-feeds/tasks/?feed_id=%s&limit=10" % fid)
+            if st == 200:
+                break
+            time.sleep(0.5)
+        else:
+            self.violation("api", "no task listing for 10 s after a lost consume answer")
+        for t in data["tasks"]:
+            if t["task_id"] not in self.tasks and ts(t["created_at"]) >= d["consumed_at"] - 1:
+                self.tasks[t["task_id"]] = {
+                    "feed": fid, "status": "queued", "cancel_at": None, "cancel_mode": None,
+                    "seen_gone": None, "snapshot": d["snapshot"], "snap_count": d["snap_count"],
+                    "consumed_at": d["consumed_at"]}
+                d["active"] = t["task_id"]
+                self.fig["consumes"] += 1
+                self.note("consume %s -> %s (adopted: the answer was lost)" % (fid, t["task_id"]))
 
     def do_burst(self):
         """Consume every idle feed at once: more runs than slots, so some queue."""

@@ -479,14 +479,21 @@ class Soak:
         self.note("cancel %s %s by %s (%.1f ms)" % (tid, mode, "feed" if by_feed else "task", ms))
 
     def do_cancel_task(self):
-        act = self.active_tasks()
-        if act:
-            self._cancel(self.rng.choice(act), self.rng.choice(("stop_now", "cancel_job")), False)
+        self.cancel_some(False)
 
     def do_cancel_feed(self):
+        self.cancel_some(True)
+
+    def cancel_some(self, by_feed):
+        """Cancel an active run; a third of the time again at once, by task
+        or by feed, repeating the mode or raising stop_now to cancel_job."""
         act = self.active_tasks()
-        if act:
-            self._cancel(self.rng.choice(act), self.rng.choice(("stop_now", "cancel_job")), True)
+        if not act:
+            return
+        tid = self.rng.choice(act)
+        self._cancel(tid, self.rng.choice(("stop_now", "cancel_job")), by_feed)
+        if self.rng.random() < 0.33 and self.tasks[tid]["status"] not in TERMINAL:
+            self._cancel(tid, self.rng.choice(("stop_now", "cancel_job")), self.rng.random() < 0.5)
 
     def _pick(self, role):
         """A random live process of `role`; with none, start a run and wait

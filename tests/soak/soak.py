@@ -37,6 +37,8 @@ data) and after every step checks:
              stale undo entries; FastCGI fds flat
   memory     RSS of long-lived FastCGI processes and of workers stays flat
   sanitizer  no ASan/UBSan report in any log
+  cancel_latency  with SOAK_FREEZE_IN_COMMIT=1: every cancel answered within 5 s
+             (the worker may be frozen inside a commit)
 
 It prints `name: value` lines and exits 1 at the first violation, with the
 seed, the log and a copy of the store.
@@ -466,6 +468,9 @@ class Soak:
         if st != 202:
             return
         self.cancel_api_ms.append(ms)
+        if self.freeze_in_commit and ms > 5000:
+            # Issue 14 §1: a cancel never waits behind a worker's write.
+            self.violation("cancel_latency", "a cancel took %.0f ms to answer 202" % ms)
         kind = "cancels_%s_%s" % (mode, "feed" if by_feed else "task")
         if r["cancel_mode"] is not None:
             self.fig["cancels_repeated"] += 1

@@ -916,7 +916,9 @@ class Soak:
             return
         for f in self.feeds.values():
             f["up"].proc.terminate()
-        s.stop(keep=True)
+        if not keep:
+            s._note = lambda msg, force=False: None   # not "kept": removed below
+        s.stop(keep=True)   # the tmpfs is unmounted before the state dir goes
         if getattr(s, "tmpfs", False):
             subprocess.run(["umount", "-l", s.db_dir], capture_output=True)
         if not keep and os.environ.get("TF_KEEP_TMP") != "1":

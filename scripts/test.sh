@@ -2,7 +2,8 @@
 # Runs every test layer and ends with one summary line "N passed, N failed".
 # Layers: unit (cmocka, ASan+UBSan), upstream self-test, integration (Python
 # stdlib, real lighttpd + handler + workers, ASan binaries), browser
-# (playwright-core + Debian chromium).
+# (playwright-core + Debian chromium), and a 45 s soak (tests/soak/soak.py,
+# fixed seed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -128,6 +129,14 @@ pycount integration-1
 pycount integration-2
 if [ -n "$pg_uri" ]; then pycount integration-pg; fi
 if [ -f "$logdir/browser.rc" ]; then browsercount; fi
+
+# --- soak: a short chaos run with a fixed seed, alone after the other layers
+# (`make soak` runs the long one; README "Soak") ------------------------------
+out="$logdir/soak.log"
+SOAK_S=${SOAK_SHORT_S:-45} SOAK_SEED=${SOAK_SHORT_SEED:-14} SOAK_BIN="$TF_BIN_DIR" \
+  SOAK_OUT="$BUILD/soak" TF_STACK_QUIET=1 timeout 900 python3 tests/soak/soak.py >"$out" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q '^violations: 0$' "$out"; then count soak 1 0; else count soak 0 1; tail -n 60 "$out"; fi
 
 echo
 if ((${#failures[@]})); then echo "failing suites: ${failures[*]} (logs in $logdir/)"; fi

@@ -16,12 +16,6 @@
 #define UNDO_KEY_LEN (TF_UUID_LEN + 8)
 #define UNDO_SEQ "undo" /* META counter numbering undo entries */
 
-static void put_be64(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
 /* A named counter's value (0 when never set). */
 static int seq_load(tf_txn *t, const char *name, uint64_t *n)
 {
@@ -95,7 +89,7 @@ static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key
 	if ((rc = undo_seq_next(t, &seq)))
 		return rc;
 	memcpy(ukey, task_id, TF_UUID_LEN);
-	put_be64(ukey + TF_UUID_LEN, seq);
+	tf_put_be64(ukey + TF_UUID_LEN, seq);
 	/* Most entries are a key and a record: no malloc for those. */
 	if (elen > sizeof small && !(entry = malloc(elen)))
 		return TF_ENOMEM;

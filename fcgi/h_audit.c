@@ -3,7 +3,7 @@
 #include "audit.h"
 #include "err.h"
 #include "handlers.h"
-#include "limits.h"
+#include "tf_limits.h"
 
 int tf_h_audit(tf_app *app, tf_req *req, tf_resp *resp)
 {

@@ -18,7 +18,7 @@
 #include "handlers.h"
 #include "index.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "log.h"
 #include "router.h"
 #include "util.h"

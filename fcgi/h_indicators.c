@@ -13,7 +13,7 @@
 #include "handlers.h"
 #include "index.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "records.h"
 #include "router.h"
 #include "util.h"

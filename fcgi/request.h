@@ -1,6 +1,6 @@
 /* One API request, parsed strictly from its CGI/FastCGI parameters (an envp
  * array of "NAME=value" strings, so tests need no FastCGI) and its body.
- * Every limit comes from limits.h and is checked while reading: a body over
+ * Every limit comes from tf_limits.h and is checked while reading: a body over
  * TF_MAX_BODY is refused before one byte of it is read. */
 #ifndef TF_REQUEST_H
 #define TF_REQUEST_H
@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"
+#include "tf_limits.h"
 #include "respond.h"
 
 /* Methods as bits, so a route can name several. */

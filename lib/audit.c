@@ -7,7 +7,7 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "util.h"
 
 static void add_str(json_object *o, const char *k, const char *v)

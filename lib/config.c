@@ -1,6 +1,6 @@
 #include "config.h"
 #include "err.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "store.h"
 #include "util.h"
 

@@ -7,7 +7,7 @@
 #include "err.h"
 #include "feed.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "util.h"
 
 /* Keys of TF_TBL_OBS: kind(1) keyvalue NUL feed_id NUL hash64(record key)

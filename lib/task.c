@@ -1,7 +1,7 @@
 #include "task.h"
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "metrics.h"
 #include "util.h"
 

@@ -1,6 +1,6 @@
 #include "util.h"
 #include "err.h"
-#include "limits.h"
+#include "tf_limits.h"
 
 #include <ctype.h>
 #include <stdarg.h>

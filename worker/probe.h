@@ -8,7 +8,7 @@
 #include <json-c/json.h>
 #include <stddef.h>
 
-#include "limits.h"
+#include "tf_limits.h"
 
 /* Holds any detail: a run's longest error text. */
 #define TF_PROBE_DETAIL (TF_MAX_ERROR_LEN + 1)

@@ -34,7 +34,7 @@
 
 #include "backend.h"
 #include "err.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "log.h"
 
 /* The schema version this build reads and writes; `threatfeed db migrate`

@@ -14,7 +14,7 @@
 #include "err.h"
 #include "fetch.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "stix.h"
 
 static char compact_buf[TF_MAX_OBJECT_BYTES + 8];

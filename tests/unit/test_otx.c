@@ -15,7 +15,7 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "otx.h"
 #include "util.h"
 

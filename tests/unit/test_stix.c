@@ -13,7 +13,7 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "stix.h"
 
 /* "type=value;type=value" of an observables array ("" when NULL/empty). */

@@ -21,6 +21,7 @@
 #include <ftw.h>
 #include <json-c/json.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,16 +35,15 @@
 #include "err.h"
 #include "feed.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "records.h"
 #include "runctl.h"
 #include "store.h"
 #include "task.h"
 #include "util.h"
 
-/* Path buffers (PATH_MAX would need <limits.h>, which lib/limits.h
- * shadowed under -Ilib). */
-#define TU_PATH 4096
+/* Path buffers. */
+#define TU_PATH PATH_MAX
 
 /* ---- temporary directories ------------------------------------------------ */
 

@@ -14,7 +14,7 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "run.h"
 #include "bundle.h"
 #include "stix.h"

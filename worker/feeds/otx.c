@@ -55,7 +55,7 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "run.h"
 #include "stix.h"
 #include "util.h"

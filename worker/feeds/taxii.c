@@ -17,7 +17,7 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "run.h"
 #include "taxii.h"
 #include "taxii_find.h"

@@ -10,7 +10,7 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "stix.h"
 #include "taxii_find.h"
 #include "util.h"

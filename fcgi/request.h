@@ -81,6 +81,15 @@ int tf_req_read_body(tf_req *r, tf_read_fn rd, void *ctx, tf_resp *resp);
  * absent (docs/SPEC.md §2 shows "?active=1&feed_id=&limit="). */
 const tf_qparam *tf_req_query(const tf_req *r, const char *name);
 
+/* A list's paging parameters, as the route table checked them (router.c):
+ * ?limit= (TF_DEFAULT_LIST_LIMIT when absent) and the ?cursor= page token
+ * (NULL when absent). */
+typedef struct tf_req_paging {
+	int limit;
+	const char *cursor;
+} tf_req_paging;
+tf_req_paging tf_req_page(const tf_req *r);
+
 /* Percent-decodes src[0..n) into out (outsz bytes, NUL-terminated); '+' is a
  * space when plus_is_space (query strings only). TF_OK; TF_EINVAL on a bad
  * escape or an encoded NUL; TF_ELIMIT when out is too small. *outlen (may be

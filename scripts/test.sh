@@ -103,9 +103,10 @@ if ls tests/browser/*.test.mjs >/dev/null 2>&1; then
   out="$logdir/browser.log"
   (cd tests/browser && timeout 900 node --test --test-reporter=tap ./*.test.mjs) >"$out" 2>&1; rc=$?
   p=$(grep -E '^# pass [0-9]+' "$out" | awk '{print $3}'); f=$(grep -E '^# fail [0-9]+' "$out" | awk '{print $3}')
+  s=$(grep -E '^# (skipped|todo) [0-9]+' "$out" | awk '{s+=$3} END {print s+0}')
   p=${p:-0}; f=${f:-0}
   if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-  count browser "$p" "$f"
+  count browser "$p" "$f" "$s"
   if [ "$f" -gt 0 ]; then grep -B2 -A25 '^not ok' "$out" | head -n 150; fi
 fi
 

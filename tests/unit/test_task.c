@@ -1598,30 +1598,6 @@ static void test_gc_undo(void **state)
 
 /* ---- spawning and waking ------------------------------------------------------------ */
 
-static void write_script(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
-	assert_int_equal(chmod(path, 0755), 0);
-}
-
-static char *slurp(const char *path)
-{
-	char *buf = NULL;
-	size_t cap = 0;
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	if (getdelim(&buf, &cap, '\0', f) < 0) {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	return buf;
-}
-
 static long session_of(pid_t pid)
 {
 	char path[64], buf[512], *p;
@@ -1659,7 +1635,7 @@ static void test_spawn_detached(void **state)
 	         "mv %s.tmp %s\n"
 	         "sleep 1\n",   /* a run outlives the request that started it */
 	         out, out, out);
-	write_script(script, text);
+	tu_write_script(script, text);
 	memset(&cfg, 0, sizeof cfg);
 	snprintf(cfg.worker, sizeof cfg.worker, "%.480s", script);
 	/* an fd without close-on-exec that must not leak into the run */
@@ -1674,7 +1650,7 @@ static void test_spawn_detached(void **state)
 	/* no child of ours is left behind (not even a zombie) */
 	assert_int_equal(waitpid(-1, &status, WNOHANG), -1);
 	assert_int_equal(errno, ECHILD);
-	for (int i = 0; i < 500 && !(got = slurp(out)); i++)
+	for (int i = 0; i < 500 && !(got = tu_slurp(out, NULL)); i++)
 		usleep(10000);
 	close(57);
 	assert_non_null(got);

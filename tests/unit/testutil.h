@@ -400,4 +400,63 @@ static inline int tu_contains(const char *s, const char *needle)
 	return s && needle && strstr(s, needle) != NULL;
 }
 
+/* ---- files ----------------------------------------------------------------- */
+
+/* The whole file at path, NUL-terminated; *len (may be NULL) gets its length.
+ * NULL when it cannot be opened or is empty (a file another process is about
+ * to write counts as not there yet). The caller frees it. */
+static inline char *tu_slurp(const char *path, size_t *len)
+{
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	FILE *f = fopen(path, "rb");
+
+	if (!f)
+		return NULL;
+	for (;;) {
+		if (cap - n < 4096) {
+			char *grown = realloc(buf, cap = cap ? 2 * cap : 65536);
+			assert_non_null(grown);
+			buf = grown;
+		}
+		size_t got = fread(buf + n, 1, cap - n - 1, f);
+		n += got;
+		if (!got)
+			break;
+	}
+	fclose(f);
+	if (!n) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	return buf;
+}
+
+/* A recorded fixture, tests/data/SUB/NAME (tests/data is $TF_TEST_DATA when
+ * set): the test fails when it is missing. */
+static inline char *tu_data(const char *sub, const char *name, size_t *len)
+{
+	const char *dir = getenv("TF_TEST_DATA");
+	char path[TU_PATH];
+	char *buf;
+
+	snprintf(path, sizeof path, "%s/%s/%s", dir && *dir ? dir : "tests/data", sub, name);
+	if (!(buf = tu_slurp(path, len)))
+		fail_msg("cannot read %s (run from the repository root or set TF_TEST_DATA)", path);
+	return buf;
+}
+
+/* Writes text to path as an executable script (a stand-in CLI or runner). */
+static inline void tu_write_script(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(chmod(path, 0755), 0);
+}
+
 #endif

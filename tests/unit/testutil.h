@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <regex.h>
 #include <json-c/json.h>
 #include <libpq-fe.h>
 #include <limits.h>
@@ -398,6 +399,59 @@ static inline int tu_wait(pid_t pid)
 static inline int tu_contains(const char *s, const char *needle)
 {
 	return s && needle && strstr(s, needle) != NULL;
+}
+
+/* ---- tasks and runs (test_task.c, test_runctl.c) -------------------------- */
+
+/* A new queued task of feed into id (TF_UUID_LEN + 1 bytes). */
+static inline void tu_create(tf_store *st, const char *feed, char *id)
+{
+	char active[TF_UUID_LEN + 1] = "";
+	int rc = tf_task_create(st, feed, id, active);
+	if (rc)
+		fail_msg("tf_task_create(%s): %s (active %s)", feed, tf_strerror(rc), active);
+}
+
+/* The string at o.path1[.path2], or NULL. */
+static inline const char *tu_jstr(json_object *o, const char *path1, const char *path2)
+{
+	json_object *v = o;
+	if (path1 && !json_object_object_get_ex(v, path1, &v))
+		return NULL;
+	if (path2 && (!v || !json_object_object_get_ex(v, path2, &v)))
+		return NULL;
+	return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+/* True when o has member k and it is JSON null. */
+static inline int tu_is_null(json_object *o, const char *k)
+{
+	json_object *v = (json_object *)1;
+	return json_object_object_get_ex(o, k, &v) && v == NULL;
+}
+
+/* True when s is an RFC 3339 UTC time as we write them. */
+static inline int tu_rfc3339(const char *s)
+{
+	regex_t re;
+	int ok;
+	assert_int_equal(regcomp(&re,
+	                         "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+	                         "(\\.[0-9]{1,9})?Z$",
+	                         REG_EXTENDED | REG_NOSUB),
+	                 0);
+	ok = s && regexec(&re, s, 0, NULL, 0) == 0;
+	regfree(&re);
+	return ok;
+}
+
+/* Claims queued task id for a run (it must then be running). */
+static inline void tu_claim(tf_store *st, const char *id)
+{
+	int claimed = 0;
+	assert_int_equal(tf_runctl_claim(st, id, 100, &claimed), TF_OK);
+	assert_int_equal(claimed, 1);
+	assert_int_equal(tu_task_status(st, id), TF_ST_RUNNING);
 }
 
 /* ---- files ----------------------------------------------------------------- */

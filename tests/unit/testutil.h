@@ -503,6 +503,25 @@ static inline char *tu_data(const char *sub, const char *name, size_t *len)
 	return buf;
 }
 
+/* Loads cfg with a config file holding text (THREATFEED_CONF names it for
+ * this call only); err may be NULL. What tf_config_load returns. */
+static inline int tu_config(tf_config *cfg, const char *text, char *err, size_t errlen)
+{
+	char path[TU_PATH];
+	FILE *f;
+	int rc;
+
+	tu_path(path, sizeof path, "conf");
+	assert_non_null(f = fopen(path, "w"));
+	fputs(text, f);
+	fclose(f);
+	setenv("THREATFEED_CONF", path, 1);
+	rc = tf_config_load(cfg, "threatfeed", err, errlen);
+	unsetenv("THREATFEED_CONF");
+	remove(path);
+	return rc;
+}
+
 /* Writes text to path as an executable script (a stand-in CLI or runner). */
 static inline void tu_write_script(const char *path, const char *text)
 {

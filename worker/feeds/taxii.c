@@ -168,6 +168,43 @@ static void prefetch_next(taxii *t, const char *after, const char *next)
 	free(url);
 }
 
+int tf_taxii_page_read(json_object *doc, tf_taxii_page *pg, char *why, size_t whylen)
+{
+	json_object *v;
+
+	*pg = (tf_taxii_page){0};
+	if (json_object_object_get_ex(doc, "objects", &v) && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_array)) {
+			tf_set_err(why, whylen, ": \"objects\" is not an array");
+			return TF_EPARSE;
+		}
+		pg->objects = v;
+		pg->n = json_object_array_length(v);
+	}
+	if (pg->n > TF_MAX_PAGE_OBJECTS) {
+		tf_set_err(why, whylen, " has %zu objects, limit %d", pg->n, TF_MAX_PAGE_OBJECTS);
+		return TF_ELIMIT;
+	}
+	if (tf_json_get_bool(doc, "more", &pg->more) == TF_EINVAL) {
+		tf_set_err(why, whylen, ": \"more\" is not a boolean");
+		return TF_EPARSE;
+	}
+	if (json_object_object_get_ex(doc, "next", &v) && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_string)) {
+			tf_set_err(why, whylen, ": \"next\" is not a string");
+			return TF_EPARSE;
+		}
+		pg->next = json_object_get_string(v);
+		if (!*pg->next) {
+			pg->next = NULL;
+		} else if (strlen(pg->next) > TF_MAX_URL) {
+			tf_set_err(why, whylen, ": next token longer than %d bytes", TF_MAX_URL);
+			return TF_ELIMIT;
+		}
+	}
+	return TF_OK;
+}
+
 static int fetch_objects(taxii *t)
 {
 	tf_progress *p = tf_run_progress(t->r);
@@ -182,13 +219,14 @@ static int fetch_objects(taxii *t)
 	if (set_str(&after, t->committed))
 		goto nomem;
 	for (;;) {
-		json_object *objs = NULL, *v;
-		const char *token = NULL, *dal_raw = NULL, *dal;
-		size_t n = 0;
-		int more = 0, no_progress;
+		tf_taxii_page pg;
+		json_object *objs;
+		const char *token, *dal_raw = NULL, *dal;
+		size_t n;
+		int more, no_progress;
 		long status;
 		int64_t snap_objects, snap_pages;
-		char what[48];
+		char what[48], why[96];
 
 		json_object_put(doc);
 		doc = NULL;
@@ -235,43 +273,14 @@ static int fetch_objects(taxii *t)
 			goto out;
 		dal_raw = body.date_added_last;
 
-		/* The envelope: every member optional (an empty result may be {}). */
-		if (json_object_object_get_ex(doc, "objects", &objs) &&
-		    !json_object_is_type(objs, json_type_null)) {
-			if (!json_object_is_type(objs, json_type_array)) {
-				tf_run_fail(t->r, "page %d: \"objects\" is not an array", page + 1);
-				rc = TF_EPARSE;
-				goto out;
-			}
-			n = json_object_array_length(objs);
-		}
-		if (n > TF_MAX_PAGE_OBJECTS) {
-			tf_run_fail(t->r, "page %d has %zu objects, limit %d", page + 1, n,
-			            TF_MAX_PAGE_OBJECTS);
-			rc = TF_ELIMIT;
+		if ((rc = tf_taxii_page_read(doc, &pg, why, sizeof why))) {
+			tf_run_fail(t->r, "page %d%s", page + 1, why);
 			goto out;
 		}
-		if (tf_json_get_bool(doc, "more", &more) == TF_EINVAL) {
-			tf_run_fail(t->r, "page %d: \"more\" is not a boolean", page + 1);
-			rc = TF_EPARSE;
-			goto out;
-		}
-		if (json_object_object_get_ex(doc, "next", &v) && !json_object_is_type(v, json_type_null)) {
-			if (!json_object_is_type(v, json_type_string)) {
-				tf_run_fail(t->r, "page %d: \"next\" is not a string", page + 1);
-				rc = TF_EPARSE;
-				goto out;
-			}
-			token = json_object_get_string(v);
-			if (!*token)
-				token = NULL;
-			else if (strlen(token) > TF_MAX_URL) {
-				tf_run_fail(t->r, "page %d: next token longer than %d bytes", page + 1,
-				            TF_MAX_URL);
-				rc = TF_ELIMIT;
-				goto out;
-			}
-		}
+		objs = pg.objects;
+		n = pg.n;
+		more = pg.more;
+		token = pg.next;
 		dal = usable_date(t->r, dal_raw, page + 1, &dal_warned);
 		if (more && (token || dal))
 			prefetch_next(t, token ? after : dal, token);

@@ -3,7 +3,7 @@
  * TF_MAX_FEED_JSON_DEPTH, tf_taxii_page_read (the envelope: objects an
  * array, more a boolean, next a string), tf_stix_spans to locate each
  * object's own bytes, tf_stix_compact on each span, tf_stix_record on each object — and the
- * error-answer helpers tf_stix_http_error / tf_stix_is_json on the body.
+ * error-answer helpers tf_upstream_error / tf_upstream_is_json on the body.
  *
  * Invariant checked: when tf_stix_spans finds one span per element, each
  * span compacted is JSON that parses to exactly the element json-c parsed
@@ -15,6 +15,7 @@
 #include "json.h"
 #include "tf_limits.h"
 #include "stix.h"
+#include "upstream.h"
 #include "taxii.h"
 
 static char compact_buf[TF_MAX_OBJECT_BYTES + 8];
@@ -56,12 +57,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	resp.status = 500;
 	resp.body = body;
 	resp.len = size;
-	tf_stix_http_error(&resp, buf, sizeof buf);
+	tf_upstream_error(&resp, buf, sizeof buf);
 	FUZZ_CHECK(strlen(buf) < sizeof buf && !strncmp(buf, "HTTP 500", 8));
 	for (const char *c = buf; *c; c++)
 		FUZZ_CHECK((unsigned char)*c >= 0x20);
 	resp.status = 200;
-	tf_stix_is_json(&resp, buf, sizeof buf);
+	tf_upstream_is_json(&resp, buf, sizeof buf);
 
 	if (tf_json_parse(body, size, TF_MAX_FEED_JSON_DEPTH, &doc, NULL, 0) != TF_OK)
 		goto out;

@@ -475,38 +475,6 @@ static void test_compact(void **state)
 	assert_int_equal(tf_stix_compact(in, sizeof in - 1, out, sizeof want - 2), SIZE_MAX);
 }
 
-/* ---- HTTP error words ------------------------------------------------------------- */
-
-static void test_http_error_text(void **state)
-{
-	static const char taxii[] = "{\"title\":\"Collection not found\",\"description\":"
-	                            "\"No collection with id x\\n\",\"http_status\":\"404\"}";
-	static const char html[] = "<!DOCTYPE html><html><body>401</body></html>";
-	tf_fetch_resp resp = {0};
-	char buf[300];
-	(void)state;
-
-	resp.status = 404;
-	resp.body = (char *)taxii;
-	resp.len = sizeof taxii - 1;
-	tf_stix_http_error(&resp, buf, sizeof buf);
-	assert_string_equal(buf, "HTTP 404: Collection not found (No collection with id x )");
-	resp.status = 401;
-	resp.body = (char *)html;
-	resp.len = sizeof html - 1;
-	tf_stix_http_error(&resp, buf, sizeof buf);
-	assert_string_equal(buf, "HTTP 401");
-
-	resp.content_type = (char *)"text/html; charset=utf-8";
-	assert_false(tf_stix_is_json(&resp, buf, sizeof buf));
-	assert_string_equal(buf, "text/html");
-	resp.content_type = (char *)"application/taxii+json;version=2.1";
-	assert_true(tf_stix_is_json(&resp, buf, sizeof buf));
-	resp.content_type = NULL;
-	resp.body = (char *)" {\"a\":1}";
-	assert_true(tf_stix_is_json(&resp, buf, sizeof buf));
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -518,7 +486,6 @@ int main(void)
 		cmocka_unit_test(test_bundle_ics_attack),
 		cmocka_unit_test(test_spans),
 		cmocka_unit_test(test_compact),
-		cmocka_unit_test(test_http_error_text),
 	};
 	return cmocka_run_group_tests_name("stix", tests, NULL, NULL);
 }

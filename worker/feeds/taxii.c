@@ -6,7 +6,7 @@
  * of what is stored (docs/SPEC.md §3 stop_now), and the next run starts from it.
  *
  * What fails the run: any request that still fails after the retries of
- * tf_stix_http_get, a non-JSON or unparsable page, a wrong envelope (objects
+ * tf_upstream_get, a non-JSON or unparsable page, a wrong envelope (objects
  * not an array, more not a boolean, next not a string), a page over
  * TF_MAX_PAGE_OBJECTS, paging that loops or makes no progress, more than
  * TF_MAX_PAGES pages or TF_MAX_RUN_S seconds. What is skipped with a
@@ -22,6 +22,7 @@
 #include "taxii.h"
 #include "taxii_find.h"
 #include "stix.h"
+#include "upstream.h"
 #include "util.h"
 
 #define TAXII_DEFAULT_LIMIT 1000   /* objects per page we ask for; servers may cap it */
@@ -44,7 +45,7 @@ typedef struct taxii {
 /* ---- requests ------------------------------------------------------------------ */
 
 /* The run's way to send the requests of the search and of paging: the
- * upstream retry policy, woken by a cancel (tf_stix_http_get). Its failure
+ * upstream retry policy, woken by a cancel (tf_upstream_get). Its failure
  * text goes to err and the run's error is left clear: the caller decides
  * what fails the run (a failing API root does not, when another root has
  * the collection). */
@@ -52,7 +53,7 @@ static int run_get(void *ctx, const tf_fetch_req *req, tf_fetch_resp *resp, cons
                    char *err, size_t errlen)
 {
 	taxii *t = ctx;
-	int rc = tf_stix_http_get(t->r, req, resp, t->stage, what);
+	int rc = tf_upstream_get(t->r, req, resp, t->stage, what);
 
 	if (rc) {
 		tf_set_err(err, errlen, "%s", tf_run_error(t->r));

@@ -206,13 +206,64 @@ int tf_taxii_page_read(json_object *doc, tf_taxii_page *pg, char *why, size_t wh
 	return TF_OK;
 }
 
-static int fetch_objects(taxii *t)
+/* Page page's n objects → one batch → one commit with the cursor (the
+ * page's date added dal, when usable). TF_OK; else the run failed (or was
+ * cancelled) and the progress counts are those before the page. */
+static int store_page(taxii *t, json_object *objs, size_t n, const tf_fetch_resp *body,
+                      const char *dal, const char *what, int page)
 {
 	tf_progress *p = tf_run_progress(t->r);
-	char *after = NULL, *next = NULL, *url = NULL;
-	json_object *doc = NULL, *cursor = NULL;
-	tf_fetch_resp body = {0};
 	tf_stix_span *spans = NULL;
+	json_object *cursor = NULL;
+	int64_t snap_objects, snap_pages;
+	int rc;
+
+	if ((rc = tf_run_stage(t->r, TF_SG_PROCESSING, "page %d: %zu objects", page + 1, n)))
+		return rc;
+	snap_objects = p->objects_processed;
+	snap_pages = p->pages_done;
+	if (n) {
+		/* Store each object's own bytes when they can be located (one
+		 * span per element); else serialize the parsed objects. */
+		size_t ns = 0;
+		rc = tf_stix_spans(body->body, body->len, &spans, &ns);
+		if (rc == TF_ENOMEM)
+			goto nomem;
+		if (rc || ns != n) {
+			free(spans);
+			spans = NULL;
+		}
+		rc = tf_stix_ingest(t->r, objs, 0, n, body->body, spans, what, &t->st);
+	}
+	if (!rc) {
+		p->pages_done++;
+		if (dal && (!(cursor = json_object_new_object()) ||
+		            json_object_object_add(cursor, "added_after", json_object_new_string(dal))))
+			goto nomem;
+		rc = tf_run_commit(t->r, cursor);
+		json_object_put(cursor);
+		if (rc && rc != TF_ECANCELLED)
+			tf_run_fail(t->r, "page %d: storing failed: %s", page + 1, tf_strerror(rc));
+	}
+	if (rc) {
+		/* Counts stay exact: nothing of this page was kept. */
+		p->objects_processed = snap_objects;
+		p->pages_done = snap_pages;
+	}
+	free(spans);
+	return rc;
+nomem:
+	json_object_put(cursor);
+	free(spans);
+	tf_run_fail(t->r, "out of memory");
+	return TF_ENOMEM;
+}
+
+static int fetch_objects(taxii *t)
+{
+	char *after = NULL, *next = NULL, *url = NULL;
+	json_object *doc = NULL;
+	tf_fetch_resp body = {0};
 	int rc = TF_OK, page = 0, empty = 0, fallback_armed = 1, dal_warned = 0;
 	uint64_t prev_digest = 0;
 	int prev_had_objects = 0;
@@ -226,7 +277,6 @@ static int fetch_objects(taxii *t)
 		size_t n;
 		int more, no_progress;
 		long status;
-		int64_t snap_objects, snap_pages;
 		char what[48], why[96];
 
 		json_object_put(doc);
@@ -240,8 +290,6 @@ static int fetch_objects(taxii *t)
 		if ((rc = tf_run_stage(t->r, TF_SG_FETCHING, "page %d: fetching", page + 1)))
 			goto out;
 		tf_fetch_resp_free(&body);
-		free(spans);
-		spans = NULL;
 		t->stage = TF_SG_FETCHING;
 		rc = get_json(t, url, what, 0,
 		              next ? TF_TAXII_ALLOW_400 | TF_TAXII_ALLOW_404 : TF_TAXII_ALLOW_404, &doc,
@@ -286,43 +334,8 @@ static int fetch_objects(taxii *t)
 		if (more && (token || dal))
 			prefetch_next(t, token ? after : dal, token);
 
-		/* Objects → batch → one commit with the cursor. */
-		if ((rc = tf_run_stage(t->r, TF_SG_PROCESSING, "page %d: %zu objects", page + 1, n)))
+		if ((rc = store_page(t, objs, n, &body, dal, what, page)))
 			goto out;
-		snap_objects = p->objects_processed;
-		snap_pages = p->pages_done;
-		if (n) {
-			/* Store each object's own bytes when they can be located (one
-			 * span per element); else serialize the parsed objects. */
-			size_t ns = 0;
-			rc = tf_stix_spans(body.body, body.len, &spans, &ns);
-			if (rc == TF_ENOMEM)
-				goto nomem;
-			if (rc || ns != n) {
-				free(spans);
-				spans = NULL;
-			}
-			rc = tf_stix_ingest(t->r, objs, 0, n, body.body, spans, what, &t->st);
-		}
-		if (!rc) {
-			p->pages_done++;
-			if (dal) {
-				if (!(cursor = json_object_new_object()) ||
-				    json_object_object_add(cursor, "added_after", json_object_new_string(dal)))
-					goto nomem;
-			}
-			rc = tf_run_commit(t->r, cursor);
-			json_object_put(cursor);
-			cursor = NULL;
-			if (rc && rc != TF_ECANCELLED)
-				tf_run_fail(t->r, "page %d: storing failed: %s", page + 1, tf_strerror(rc));
-		}
-		if (rc) {
-			/* Counts stay exact: nothing of this page was kept. */
-			p->objects_processed = snap_objects;
-			p->pages_done = snap_pages;
-			goto out;
-		}
 		page++;
 		fallback_armed = 1;
 		if (dal && set_str(&t->committed, dal))
@@ -381,9 +394,7 @@ static int fetch_objects(taxii *t)
 	rc = TF_OK;
 out:
 	json_object_put(doc);
-	json_object_put(cursor);
 	tf_fetch_resp_free(&body);
-	free(spans);
 	free(url);
 	free(after);
 	free(next);

@@ -1,4 +1,6 @@
-/* Shared helpers for the cmocka unit tests of lib/.
+/* The fixtures every cmocka unit test shares (one test_X.c per module X):
+ * temporary stores, raw store access, tasks and runs, config files,
+ * recorded data under tests/data, stand-in scripts.
  *
  * Every test binary keeps its stores under build/test-tmp/unit-<name>-<pid>/
  * (found from the binary's own path, so the working directory does not

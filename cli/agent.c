@@ -1,6 +1,6 @@
 #include "agent.h"
 #include "err.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "log.h"
 #include "runctl.h"
 #include "store.h"

@@ -7,7 +7,7 @@
 #include "err.h"
 #include "feed.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "log.h"
 #include "records.h"
 #include "runctl.h"

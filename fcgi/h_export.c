@@ -18,7 +18,7 @@
 #include "handlers.h"
 #include "index.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "log.h"
 #include "router.h"
 #include "util.h"
@@ -27,8 +27,8 @@
 #define OUT_BUF (64 * 1024)
 /* Room a line may need beyond its value: csv columns, a STIX object's
  * other members with its feed ids (TF_MAX_HIT_SOURCES of them). */
-#define LINE_MAX (TF_JSON_QUOTED_MAX(2 * TF_MAX_OBS_VALUE + 64) + \
-                  TF_MAX_HIT_SOURCES * (TF_MAX_FEED_ID + 4) + 1024)
+#define OUT_LINE_MAX (TF_JSON_QUOTED_MAX(2 * TF_MAX_OBS_VALUE + 64) + \
+                      TF_MAX_HIT_SOURCES * (TF_MAX_FEED_ID + 4) + 1024)
 
 struct export_ctx {
 	tf_app *app;
@@ -39,7 +39,7 @@ struct export_ctx {
 	tf_index_filter f;
 	int64_t limit, written;
 	size_t used;
-	char *buf;             /* OUT_BUF + LINE_MAX */
+	char *buf;             /* OUT_BUF + OUT_LINE_MAX */
 };
 
 static const char *const content_types[] = {
@@ -339,7 +339,7 @@ static int run_export(tf_app *app, tf_req *req, tf_resp *resp, const char *feed_
 	c.f.kinds = type ? (unsigned)type->num : 0;
 	c.f.include_expired = expired && expired->num;
 	c.limit = limit ? limit->num : 0;
-	if (!(c.buf = malloc(OUT_BUF + LINE_MAX)))
+	if (!(c.buf = malloc(OUT_BUF + OUT_LINE_MAX)))
 		return tf_resp_fail(resp, TF_ENOMEM, NULL);
 	rc = tf_store_view(app->st, export_txn, &c);
 	free(c.buf);

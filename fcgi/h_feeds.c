@@ -31,6 +31,11 @@ int tf_h_answer(tf_resp *resp, int rc, int status, char *json, size_t len)
 	return tf_resp_json(resp, status, json, len);
 }
 
+int tf_h_bad_cursor(tf_resp *resp)
+{
+	return tf_resp_error(resp, 400, "invalid_parameter", "cursor: not a valid cursor");
+}
+
 static int no_such_feed(tf_resp *resp)
 {
 	return tf_resp_error(resp, 404, "not_found", "no such feed");
@@ -293,8 +298,7 @@ int tf_h_feed_cancel(tf_app *app, tf_req *req, tf_resp *resp)
 
 int tf_h_feed_indicators(tf_app *app, tf_req *req, tf_resp *resp)
 {
-	const tf_qparam *limit = tf_req_query(req, "limit");
-	const tf_qparam *cursor = tf_req_query(req, "cursor");
+	tf_req_paging pg = tf_req_page(req);
 	char *json = NULL;
 	size_t len = 0;
 	int rc;
@@ -309,11 +313,10 @@ int tf_h_feed_indicators(tf_app *app, tf_req *req, tf_resp *resp)
 		return no_such_feed(resp);
 	if (rc)
 		return tf_resp_fail(resp, rc, NULL);
-	rc = tf_records_page(app->st, req->feed_id, cursor ? cursor->value : NULL,
-	                     limit ? (int)limit->num : TF_DEFAULT_LIST_LIMIT, &json, &len);
+	rc = tf_records_page(app->st, req->feed_id, pg.cursor, pg.limit, &json, &len);
 	if (rc == TF_EINVAL) {
 		free(json);
-		return tf_resp_error(resp, 400, "invalid_parameter", "cursor: not a valid cursor");
+		return tf_h_bad_cursor(resp);
 	}
 	return tf_h_answer(resp, rc, 200, json, len);
 }

@@ -13,7 +13,7 @@
 #include "handlers.h"
 #include "index.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "records.h"
 #include "router.h"
 #include "util.h"
@@ -179,13 +179,13 @@ static int answer_json(tf_resp *resp, json_object *root)
 int tf_h_indicators(tf_app *app, tf_req *req, tf_resp *resp)
 {
 	const tf_qparam *value = tf_req_query(req, "value"), *type = tf_req_query(req, "type");
-	const tf_qparam *feed = tf_req_query(req, "feed_id"), *limit = tf_req_query(req, "limit");
-	const tf_qparam *cursor = tf_req_query(req, "cursor");
+	const tf_qparam *feed = tf_req_query(req, "feed_id");
+	tf_req_paging pg = tf_req_page(req);
 	const tf_qparam *expired = tf_req_query(req, "include_expired");
 	const tf_qparam *object = tf_req_query(req, "include_object");
 	struct get_ctx c = {.feed_id = feed ? feed->value : NULL,
 	                    .value = value ? value->value : NULL,
-	                    .cursor = cursor ? cursor->value : NULL};
+	                    .cursor = pg.cursor};
 	json_object *arr, *root;
 	int rc;
 
@@ -194,7 +194,7 @@ int tf_h_indicators(tf_app *app, tf_req *req, tf_resp *resp)
 	c.f.kinds = type ? (unsigned)type->num : 0;
 	c.f.include_expired = expired && expired->num;
 	c.h.include_object = object && object->num;
-	c.h.limit = value ? 0 : limit ? (int)limit->num : TF_DEFAULT_LIST_LIMIT;
+	c.h.limit = value ? 0 : pg.limit;
 	if (!(root = tf_json_list_root(value ? "hits" : "indicators", &arr)))
 		return tf_resp_fail(resp, TF_ENOMEM, NULL);
 	c.h.arr = arr;
@@ -204,7 +204,7 @@ int tf_h_indicators(tf_app *app, tf_req *req, tf_resp *resp)
 		if (c.not_feed)
 			return tf_resp_error(resp, 404, "not_found", "no such feed");
 		if (c.bad_cursor)
-			return tf_resp_error(resp, 400, "invalid_parameter", "cursor: not a valid cursor");
+			return tf_h_bad_cursor(resp);
 		return tf_resp_fail(resp, rc, NULL);
 	}
 	if (value)

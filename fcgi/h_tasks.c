@@ -55,11 +55,10 @@ int tf_h_task_list(tf_app *app, tf_req *req, tf_resp *resp)
 {
 	const tf_qparam *active = tf_req_query(req, "active");
 	const tf_qparam *feed = tf_req_query(req, "feed_id");
-	const tf_qparam *limit = tf_req_query(req, "limit");
 	tf_task_filter f = {
 		.active_only = active ? (int)active->num : 0,
 		.feed_id = feed ? feed->value : NULL,
-		.limit = limit ? (int)limit->num : TF_DEFAULT_LIST_LIMIT,
+		.limit = tf_req_page(req).limit,
 	};
 	char *json = NULL;
 	size_t len = 0;

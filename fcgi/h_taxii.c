@@ -30,7 +30,7 @@
 #include "feed.h"
 #include "handlers.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "log.h"
 #include "records.h"
 #include "util.h"

@@ -65,5 +65,8 @@ void tf_h_fresh_task(tf_app *app, const char *task_id, char **json, size_t *len)
 /* A handler's answer for a lib result: (json,len) taken over as a success
  * with status, or the error mapped by tf_resp_fail(). */
 int tf_h_answer(tf_resp *resp, int rc, int status, char *json, size_t len);
+/* The 400 for a ?cursor= that passed the route's check but that the store
+ * does not know as one of its page tokens (lib answered TF_EINVAL). */
+int tf_h_bad_cursor(tf_resp *resp);
 
 #endif

@@ -261,6 +261,15 @@ const tf_qparam *tf_req_query(const tf_req *r, const char *name)
 	return NULL;
 }
 
+tf_req_paging tf_req_page(const tf_req *r)
+{
+	const tf_qparam *limit = tf_req_query(r, "limit");
+	const tf_qparam *cursor = tf_req_query(r, "cursor");
+
+	return (tf_req_paging){.limit = limit ? (int)limit->num : TF_DEFAULT_LIST_LIMIT,
+	                       .cursor = cursor ? cursor->value : NULL};
+}
+
 static int equal_token(const char *s, size_t n, const char *word)
 {
 	return strlen(word) == n && !strncasecmp(s, word, n);

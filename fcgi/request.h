@@ -1,6 +1,6 @@
 /* One API request, parsed strictly from its CGI/FastCGI parameters (an envp
  * array of "NAME=value" strings, so tests need no FastCGI) and its body.
- * Every limit comes from limits.h and is checked while reading: a body over
+ * Every limit comes from tf_limits.h and is checked while reading: a body over
  * TF_MAX_BODY is refused before one byte of it is read. */
 #ifndef TF_REQUEST_H
 #define TF_REQUEST_H
@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"
+#include "tf_limits.h"
 #include "respond.h"
 
 /* Methods as bits, so a route can name several. */
@@ -84,6 +84,15 @@ int tf_req_read_body(tf_req *r, tf_read_fn rd, void *ctx, tf_resp *resp);
 /* A decoded query parameter, or NULL when absent. Empty values count as
  * absent (docs/SPEC.md §2 shows "?active=1&feed_id=&limit="). */
 const tf_qparam *tf_req_query(const tf_req *r, const char *name);
+
+/* A list's paging parameters, as the route table checked them (router.c):
+ * ?limit= (TF_DEFAULT_LIST_LIMIT when absent) and the ?cursor= page token
+ * (NULL when absent). */
+typedef struct tf_req_paging {
+	int limit;
+	const char *cursor;
+} tf_req_paging;
+tf_req_paging tf_req_page(const tf_req *r);
 
 /* Percent-decodes src[0..n) into out (outsz bytes, NUL-terminated); '+' is a
  * space when plus_is_space (query strings only). TF_OK; TF_EINVAL on a bad

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"
+#include "tf_limits.h"
 
 /* Writes len bytes; returns 0 or -1. The FastCGI stream, stdout, or a test
  * buffer. */

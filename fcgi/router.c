@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "err.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "observable.h"
 #include "util.h"
 

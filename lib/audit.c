@@ -7,22 +7,8 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "util.h"
-
-static void put_be64(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
 
 static void add_str(json_object *o, const char *k, const char *v)
 {
@@ -66,13 +52,13 @@ int tf_audit_append_txn(tf_txn *txn, const tf_audit_entry *e)
 	if (!(o = entry_json(e, seq)))
 		return TF_ENOMEM;
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	put_be64(key, seq);
+	tf_put_be64(key, seq);
 	rc = text ? tf_txn_put(txn, TF_TBL_AUDIT, key, 8, text, strlen(text)) : TF_ENOMEM;
 	json_object_put(o);
 	/* Bounded: the entry TF_AUDIT_KEEP back goes as this one comes (those
 	 * before it went with their own successors). */
 	if (!rc && seq > TF_AUDIT_KEEP) {
-		put_be64(key, seq - TF_AUDIT_KEEP);
+		tf_put_be64(key, seq - TF_AUDIT_KEEP);
 		if ((rc = tf_txn_del(txn, TF_TBL_AUDIT, key, 8)) == TF_ENOTFOUND)
 			rc = TF_OK;
 	}
@@ -110,12 +96,12 @@ static int list_txn(tf_txn *txn, void *vctx)
 	c->next = 0;
 	if (c->before) {
 		/* The first entry at or after the cursor, then one step back. */
-		put_be64(key, c->before);
+		tf_put_be64(key, c->before);
 		rc = tf_cursor_get(cur, TF_SEEK_GE, key, 8, &k, &kl, &v, &vl);
 		rc = rc == TF_ENOTFOUND ? tf_cursor_get(cur, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl)
 		                        : tf_cursor_get(cur, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
 		/* SEEK_LAST may land on the cursor's own entry or above it. */
-		while (!rc && kl == 8 && get_be64(k) >= c->before)
+		while (!rc && kl == 8 && tf_get_be64(k) >= c->before)
 			rc = tf_cursor_get(cur, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
 	} else {
 		rc = tf_cursor_get(cur, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl);
@@ -133,7 +119,7 @@ static int list_txn(tf_txn *txn, void *vctx)
 		if (o)
 			json_object_array_add(c->arr, o);
 		n++;
-		c->next = kl == 8 ? get_be64(k) : 0;
+		c->next = kl == 8 ? tf_get_be64(k) : 0;
 		rc = tf_cursor_get(cur, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
 	}
 	if (rc == TF_ENOTFOUND)   /* walked off the oldest: no next page */

@@ -1,7 +1,7 @@
 #include "config.h"
 #include "err.h"
 #include "feed.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "store.h"
 #include "util.h"
 

@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "limits.h"
+#include "tf_limits.h"
 #include "sha256.h"
 
 /* Roles, in order: each allows what the ones below it do (README "Roles").

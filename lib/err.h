@@ -18,7 +18,7 @@ typedef enum tf_rc {
 	TF_ESTORE,      /* the store failed (I/O, corrupt, unwritable) */
 	TF_EFULL,       /* store map full: grow and retry (handled in store.c) */
 	TF_EPERM,       /* permission denied */
-	TF_ELIMIT,      /* an input exceeded a named limit (limits.h) */
+	TF_ELIMIT,      /* an input exceeded a named limit (tf_limits.h) */
 	TF_ECANCELLED,  /* the run was told to stop */
 	TF_EUPSTREAM,   /* the upstream feed answered an error */
 	TF_ENETWORK,    /* connect/transfer failure, timeout */

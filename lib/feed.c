@@ -1,7 +1,7 @@
 #include "feed.h"
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "metrics.h"
 #include "records.h"
 #include "task.h"

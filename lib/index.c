@@ -7,7 +7,7 @@
 #include "err.h"
 #include "feed.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "util.h"
 
 /* Keys of TF_TBL_OBS: kind(1) keyvalue NUL feed_id NUL hash64(record key)
@@ -38,20 +38,6 @@
 #define META_NETS6 "obs_nets6"  /* IPv6 prefix lengths indexed (2 x 64 bits) */
 
 #define US_PER_DAY (86400LL * 1000000)
-
-static void put_be64(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
 
 static int reserve(char **buf, size_t *cap, size_t need)
 {
@@ -93,7 +79,7 @@ static size_t entry_key(char *out, int kind, const char *value, const char *feed
 
 	memcpy(out + n, feed, fl + 1);
 	n += fl + 1;
-	put_be64((unsigned char *)out + n, tf_hash64(reckey, strlen(reckey)));
+	tf_put_be64((unsigned char *)out + n, tf_hash64(reckey, strlen(reckey)));
 	return n + 8;
 }
 
@@ -564,7 +550,7 @@ static size_t time_key(char *out, const char *feed, char kind, int64_t t)
 
 	memcpy(out, feed, fl + 1);
 	out[fl + 1] = kind;
-	put_be64((unsigned char *)out + fl + 2, t > 0 ? (uint64_t)t : 0);
+	tf_put_be64((unsigned char *)out + fl + 2, t > 0 ? (uint64_t)t : 0);
 	return fl + 10;
 }
 
@@ -1067,7 +1053,7 @@ static int last_bucket(tf_txn *txn, const char *feed, char kind, int64_t t, int6
 	rc = rc == TF_ENOTFOUND ? tf_cursor_get(c, TF_SEEK_LAST, NULL, 0, &k, &fkl, &v, &fvl)
 	                        : tf_cursor_get(c, TF_SEEK_PREV, NULL, 0, &k, &fkl, &v, &fvl);
 	if (rc == TF_OK && fkl == ll + 8 && !memcmp(k, lo, ll))
-		*out = (int64_t)get_be64((const unsigned char *)k + ll);
+		*out = (int64_t)tf_get_be64((const unsigned char *)k + ll);
 	tf_cursor_close(c);
 	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
 }

@@ -1,6 +1,6 @@
 #include "json.h"
 #include "err.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "util.h"
 
 #include <math.h>

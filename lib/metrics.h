@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"
+#include "tf_limits.h"
 #include "store.h"
 #include "task.h"
 

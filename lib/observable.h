@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"
+#include "tf_limits.h"
 
 /* In export order ("by type"): the enum value is the kind's byte in index
  * keys, so it must never be renumbered. */

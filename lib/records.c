@@ -2,7 +2,7 @@
 #include "err.h"
 #include "index.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "util.h"
 
 #include <stdio.h>

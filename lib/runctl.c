@@ -183,7 +183,7 @@ int tf_runctl_alive(tf_txn *txn, const char *task_id, const tf_runinfo *ri, int 
 
 void tf_runctl_cancel_channel(const char *task_id, char *buf)
 {
-	snprintf(buf, TF_UUID_LEN + 3, "c_%s", task_id);
+	snprintf(buf, TF_CHAN_CANCEL_SIZE, "c_%s", task_id);
 }
 
 struct info_ctx {
@@ -208,7 +208,7 @@ int tf_runctl_info(tf_store *st, const char *task_id, tf_runinfo *ri)
 
 int tf_runctl_wake(tf_store *st, const char *task_id)
 {
-	char chan[TF_UUID_LEN + 3];
+	char chan[TF_CHAN_CANCEL_SIZE];
 	tf_runinfo ri;
 	int reaped = 0, rc;
 

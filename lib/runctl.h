@@ -42,7 +42,9 @@ int tf_runctl_kick(const tf_config *cfg, tf_store *st);
 /* Store channels (tf_store_listen): the queue's, which agents listen on,
  * and a run's cancel channel, which its supervisor listens on. */
 #define TF_CHAN_QUEUE "queue"
-/* "c_" + task id: buf needs TF_UUID_LEN + 3 bytes. */
+/* A cancel channel's name, "c_" + task id, with its NUL. */
+#define TF_CHAN_CANCEL_SIZE (TF_UUID_LEN + 3)
+/* buf needs TF_CHAN_CANCEL_SIZE bytes. */
 void tf_runctl_cancel_channel(const char *task_id, char *buf);
 
 /* Wakes the run so it looks at the cancel now instead of at its next check:

@@ -1,8 +1,9 @@
 #include "task.h"
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "metrics.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,12 +424,6 @@ const char *tf_task_json(tf_task *t, size_t *len)
 
 /* ---- store operations ---------------------------------------------------- */
 
-static void put_be64(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
 struct create_ctx {
 	const char *feed_id;
 	char *task_id, *active_id;
@@ -489,7 +484,7 @@ static int create_txn(tf_txn *txn, void *vctx)
 	text = tf_json_text(obj, &len);
 	if (!(rc = tf_txn_put(txn, TF_TBL_TASKS, c->task_id, TF_UUID_LEN, text, len)) &&
 	    !(rc = tf_txn_seq_next(txn, "task", &seq))) {
-		put_be64(seqkey, seq);
+		tf_put_be64(seqkey, seq);
 		if (!(rc = tf_txn_put(txn, TF_TBL_TORDER, seqkey, 8, c->task_id, TF_UUID_LEN)) &&
 		    !(rc = tf_txn_put(txn, TF_TBL_QUEUE, seqkey, 8, c->task_id, TF_UUID_LEN)))
 			rc = tf_txn_put(txn, TF_TBL_ACTIVE, c->feed_id, strlen(c->feed_id), c->task_id,

@@ -1,6 +1,6 @@
 #include "util.h"
 #include "err.h"
-#include "limits.h"
+#include "tf_limits.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -182,7 +182,7 @@ int tf_valid_feed_id(const char *s)
 	if (!s || !((*s >= 'a' && *s <= 'z') || isdigit((unsigned char)*s)))
 		return 0;
 	n = strlen(s);
-	if (n > 64)
+	if (n > TF_MAX_FEED_ID)
 		return 0;
 	for (size_t i = 1; i < n; i++)
 		if (!((s[i] >= 'a' && s[i] <= 'z') || isdigit((unsigned char)s[i]) || s[i] == '_' ||

@@ -37,6 +37,21 @@ uint64_t tf_hash64(const void *data, size_t len);
  * (the page loop guards of the feed drivers). Start from TF_FNV_OFFSET. */
 #define TF_FNV_OFFSET 14695981039346656037ULL
 uint64_t tf_hash64_more(uint64_t h, const void *data, size_t len);
+/* Big-endian 64-bit integers in store keys: keys sort as the numbers do. */
+static inline void tf_put_be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static inline uint64_t tf_get_be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
 /* Appends s to the string dst, percent-encoded for a URL query value
  * (RFC 3986 unreserved characters kept); dst needs 3 * strlen(s) more bytes. */
 void tf_url_enc_append(char *dst, const char *s);

@@ -102,12 +102,13 @@ browser() {
   echo $? >"$logdir/browser.rc"
 }
 browsercount() {
-  local out="$logdir/browser.log" rc p f
+  local out="$logdir/browser.log" rc p f s
   rc=$(cat "$logdir/browser.rc" 2>/dev/null || echo 1)
   p=$(grep -E '^# pass [0-9]+' "$out" | awk '{print $3}'); f=$(grep -E '^# fail [0-9]+' "$out" | awk '{print $3}')
+  s=$(grep -E '^# (skipped|todo) [0-9]+' "$out" | awk '{s+=$3} END {print s+0}')
   p=${p:-0}; f=${f:-0}
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-  count browser "$p" "$f"
+  count browser "$p" "$f" "$s"
   if [ "$f" -gt 0 ]; then grep -B2 -A25 '^not ok' "$out" | head -n 150; fi
 }
 pg_suites=(test_runs.CompleteAndIncremental test_runs.Cancels test_runs.Queue test_runs.QueueLimits

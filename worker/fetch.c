@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "err.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "metrics.h"
 #include "util.h"
 

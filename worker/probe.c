@@ -2,7 +2,7 @@
 #include "err.h"
 #include "fetch.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "run.h"
 #include "taxii_find.h"
 #include "util.h"

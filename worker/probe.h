@@ -9,7 +9,7 @@
 #include <stddef.h>
 
 #include "feed.h"
-#include "limits.h"
+#include "tf_limits.h"
 
 /* Holds any detail: a run's longest error text. */
 #define TF_PROBE_DETAIL (TF_MAX_ERROR_LEN + 1)

@@ -2,7 +2,7 @@
 #include "err.h"
 #include "feed.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "log.h"
 #include "runctl.h"
 #include "store.h"
@@ -212,7 +212,7 @@ int tf_supervise_main(const tf_config *cfg, const char *task_id)
 	struct sup s = {.cfg = cfg, .task_id = task_id, .grace_s = cfg->grace_period_s,
 	                .note_fd = -1};
 	sigset_t set, old;
-	char err[256], chan[TF_UUID_LEN + 3];
+	char err[256], chan[TF_CHAN_CANCEL_SIZE];
 	int claimed = 0, reaped, status = 0, rc, hook;
 
 	if (!tf_valid_uuid(task_id))

@@ -14,7 +14,7 @@
 
 #include <json-c/json.h>
 
-#include "limits.h"
+#include "tf_limits.h"
 #include "metrics.h"
 #include "records.h"
 #include "store.h"

@@ -33,7 +33,7 @@
   const POLL_AGAIN_MS = 100;     // follow-up round right after a user action
   const REQUEST_TIMEOUT_MS = 5000;
   // test_connection: the server gives up on the upstream after 10 s
-  // (TF_TEST_CONNECTION_TIMEOUT_S in lib/limits.h); wait longer than that.
+  // (TF_TEST_CONNECTION_TIMEOUT_S in lib/tf_limits.h); wait longer than that.
   const TEST_CONNECTION_TIMEOUT_MS = 20000;
   const HEALTH_EVERY_MS = 5000;
   const MAX_ALERTS = 6;

@@ -13,14 +13,7 @@
 /* Undo entries undone per transaction: a kill mid-rollback keeps whole
  * chunks, and one chunk's transaction stays short. */
 #define ROLLBACK_CHUNK 32768
-#define UNDO_KEY_LEN (TF_UUID_LEN + 8)
 #define UNDO_SEQ "undo" /* META counter numbering undo entries */
-
-static void put_be64(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
 
 /* A named counter's value (0 when never set). */
 static int seq_load(tf_txn *t, const char *name, uint64_t *n)
@@ -84,7 +77,7 @@ int tf_journal_flush(tf_txn *t)
 static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key, size_t klen,
                    const void *prior, size_t plen)
 {
-	unsigned char ukey[UNDO_KEY_LEN], small[4096], *entry = small;
+	unsigned char ukey[TF_UNDO_KEY_LEN], small[4096], *entry = small;
 	uint32_t kl32 = (uint32_t)klen;
 	size_t elen = 6 + klen + plen;
 	uint64_t seq;
@@ -95,7 +88,7 @@ static int journal(tf_txn *t, const char *task_id, tf_table tbl, const void *key
 	if ((rc = undo_seq_next(t, &seq)))
 		return rc;
 	memcpy(ukey, task_id, TF_UUID_LEN);
-	put_be64(ukey + TF_UUID_LEN, seq);
+	tf_put_be64(ukey + TF_UUID_LEN, seq);
 	/* Most entries are a key and a record: no malloc for those. */
 	if (elen > sizeof small && !(entry = malloc(elen)))
 		return TF_ENOMEM;
@@ -252,7 +245,7 @@ static int restore_one(tf_txn *t, const unsigned char *e, size_t elen, uint64_t 
 static int undo_chunk(tf_txn *t, void *vctx)
 {
 	struct undo_ctx *u = vctx;
-	unsigned char hi[UNDO_KEY_LEN];
+	unsigned char hi[TF_UNDO_KEY_LEN];
 	tf_cursor *c;
 	const void *k, *v;
 	size_t kl, vl;
@@ -267,7 +260,7 @@ static int undo_chunk(tf_txn *t, void *vctx)
 	rc = rc == TF_ENOTFOUND ? tf_cursor_get(c, TF_SEEK_LAST, NULL, 0, &k, &kl, &v, &vl)
 	                        : tf_cursor_get(c, TF_SEEK_PREV, NULL, 0, &k, &kl, &v, &vl);
 	while (rc == TF_OK && u->entries < ROLLBACK_CHUNK) {
-		if (kl != UNDO_KEY_LEN || memcmp(k, u->task_id, TF_UUID_LEN))
+		if (kl != TF_UNDO_KEY_LEN || memcmp(k, u->task_id, TF_UUID_LEN))
 			break;
 		if (u->restore && (rc = restore_one(t, v, vl, &u->records)))
 			break;
@@ -330,7 +323,7 @@ static int count_undo(tf_txn *t, void *vctx)
 		return rc;
 	cc->n = 0;
 	rc = tf_cursor_get(c, TF_SEEK_GE, cc->task_id, TF_UUID_LEN, &k, &kl, &v, &vl);
-	while (rc == TF_OK && kl == UNDO_KEY_LEN && !memcmp(k, cc->task_id, TF_UUID_LEN)) {
+	while (rc == TF_OK && kl == TF_UNDO_KEY_LEN && !memcmp(k, cc->task_id, TF_UUID_LEN)) {
 		cc->n++;
 		rc = tf_cursor_get(c, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
 	}

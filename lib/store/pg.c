@@ -34,7 +34,7 @@
 
 #include "backend.h"
 #include "err.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "log.h"
 
 /* The schema version this build reads and writes; `threatfeed db migrate`
@@ -1305,14 +1305,6 @@ static int pg_write_j(tf_txn *bt, const char *task_id, uint64_t first_seq, const
 	return rc;
 }
 
-static uint64_t be64(const char *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | (unsigned char)p[i];
-	return v;
-}
-
 static int get_chunk(pg_txn *t, tf_table tbl, size_t n, const void *const *keys,
                      const size_t *klens, const void **vals, size_t *vlens, pg_arr *a)
 {
@@ -1336,7 +1328,8 @@ static int get_chunk(pg_txn *t, tf_table tbl, size_t n, const void *const *keys,
 		return rc;
 	}
 	for (int r = 0; r < PQntuples(res); r++) {
-		uint64_t i = PQgetlength(res, r, 0) == 8 ? be64(PQgetvalue(res, r, 0)) : 0;
+		const unsigned char *v = (const unsigned char *)PQgetvalue(res, r, 0);
+		uint64_t i = PQgetlength(res, r, 0) == 8 ? tf_get_be64(v) : 0;
 		if (i < 1 || i > n) {
 			PQclear(res);
 			return TF_ESTORE;

@@ -12,7 +12,7 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "otx.h"
 
 /* 2024-01-01T00:00:00Z */

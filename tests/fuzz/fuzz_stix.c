@@ -9,7 +9,7 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "stix.h"
 
 static void record(json_object *obj)

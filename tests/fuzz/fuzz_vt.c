@@ -12,7 +12,7 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "vt.h"
 
 static int b64val(char c)

@@ -44,23 +44,6 @@ static void test_sha256_vectors(void **state)
 	free(million);
 }
 
-/* Loads cfg from a config file holding text. TF_OK or TF_EINVAL. */
-static int load(tf_config *cfg, const char *text)
-{
-	char path[TU_PATH];
-	FILE *f;
-	int rc;
-
-	tu_path(path, sizeof path, "conf");
-	assert_non_null(f = fopen(path, "w"));
-	fputs(text, f);
-	fclose(f);
-	setenv("THREATFEED_CONF", path, 1);
-	rc = tf_config_load(cfg, "threatfeed", NULL, 0);
-	unsetenv("THREATFEED_CONF");
-	return rc;
-}
-
 
 static void test_config_tokens(void **state)
 {
@@ -78,7 +61,7 @@ static void test_config_tokens(void **state)
 	         "token.root = admin  sha256:%s\n"   /* upper case hex too */
 	         "remote_user.carol = viewer\nremote_user_role = none\n",
 	         h, "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855");
-	assert_int_equal(load(&cfg, conf), TF_OK);
+	assert_int_equal(tu_config(&cfg, conf, NULL, 0), TF_OK);
 	assert_int_equal(cfg.ntokens, 3);
 	assert_string_equal(tf_auth_mode(&cfg), "token");
 
@@ -99,21 +82,24 @@ static void test_config_tokens(void **state)
 
 	assert_int_equal(tf_auth_user_role(&cfg, "carol"), TF_ROLE_VIEWER);
 	assert_int_equal(tf_auth_user_role(&cfg, "mallory"), TF_ROLE_NONE);
-	assert_int_equal(load(&cfg, "trust_remote_user = 1\n"), TF_OK);
+	assert_int_equal(tu_config(&cfg, "trust_remote_user = 1\n", NULL, 0), TF_OK);
 	assert_int_equal(tf_auth_user_role(&cfg, "anyone"), TF_ROLE_ADMIN);   /* as before roles */
 
-	assert_int_equal(load(&cfg, "token.x = superuser s3cret\n"), TF_EINVAL);
-	assert_int_equal(load(&cfg, "token.x = none s3cret\n"), TF_EINVAL);
-	assert_int_equal(load(&cfg, "token.x = viewer\n"), TF_EINVAL);
-	assert_int_equal(load(&cfg, "token.x = viewer sha256:abcd\n"), TF_EINVAL);
-	assert_int_equal(load(&cfg, "token.x = viewer sha256:"
-	                            "zz0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"),
+	assert_int_equal(tu_config(&cfg, "token.x = superuser s3cret\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "token.x = none s3cret\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "token.x = viewer\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "token.x = viewer sha256:abcd\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg,
+	                           "token.x = viewer sha256:"
+	                           "zz0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n",
+	                           NULL, 0),
 	                 TF_EINVAL);
-	assert_int_equal(load(&cfg, "token.a:b = viewer s\n"), TF_EINVAL);   /* ':' is cli:'s */
-	assert_int_equal(load(&cfg, "token. = viewer s\n"), TF_EINVAL);
-	assert_int_equal(load(&cfg, "token.x = viewer a\ntoken.x = admin b\n"), TF_EINVAL);
-	assert_int_equal(load(&cfg, "remote_user.x = root\n"), TF_EINVAL);
-	assert_int_equal(load(&cfg, "remote_user_role = everything\n"), TF_EINVAL);
+	/* ':' is cli:'s */
+	assert_int_equal(tu_config(&cfg, "token.a:b = viewer s\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "token. = viewer s\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "token.x = viewer a\ntoken.x = admin b\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "remote_user.x = root\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "remote_user_role = everything\n", NULL, 0), TF_EINVAL);
 }
 
 /* Runs the auth check on a GET of /api/health with extra CGI params. */
@@ -145,9 +131,10 @@ static void test_roles_of_callers(void **state)
 	tf_resp resp;
 	(void)state;
 
-	assert_int_equal(load(&cfg, "api_token = adm1n\ntoken.alice = operator op-secret\n"
-	                            "trust_remote_user = 1\nremote_user.carol = viewer\n"
-	                            "remote_user_role = none\n"),
+	assert_int_equal(tu_config(&cfg, "api_token = adm1n\ntoken.alice = operator op-secret\n"
+	                                 "trust_remote_user = 1\nremote_user.carol = viewer\n"
+	                                 "remote_user_role = none\n",
+	                           NULL, 0),
 	                 TF_OK);
 	/* a named token is its name, whatever REMOTE_USER says */
 	assert_int_equal(check(&cfg, alice, &r, &resp), 0);
@@ -173,7 +160,7 @@ static void test_roles_of_callers(void **state)
 	assert_int_equal(resp.status, 401);
 	tf_resp_free(&resp);
 	/* no auth configured: everything, as before */
-	assert_int_equal(load(&cfg, ""), TF_OK);
+	assert_int_equal(tu_config(&cfg, "", NULL, 0), TF_OK);
 	assert_int_equal(check(&cfg, NULL, &r, &resp), 0);
 	assert_int_equal(r.role, TF_ROLE_ADMIN);
 	tf_resp_free(&resp);

@@ -9,46 +9,25 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "otx.h"
 #include "util.h"
 
 /* 2024-01-01T00:00:00Z: "now" for expiration checks */
 #define NOW_US 1704067200000000LL
 
-static char *slurp(const char *name, size_t *len)
-{
-	const char *dir = getenv("TF_TEST_DATA");
-	char path[1024];
-	char *buf;
-	long n;
-	FILE *f;
-
-	snprintf(path, sizeof path, "%s/otx/%s", dir && *dir ? dir : "tests/data", name);
-	if (!(f = fopen(path, "rb")))
-		fail_msg("cannot open %s (run from the repository root or set TF_TEST_DATA)", path);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
-
 static void load_page(const char *name, tf_otx_page *page)
 {
 	size_t len;
-	char *text = slurp(name, &len), err[200] = "";
+	char *text = tu_data("otx", name, &len), err[200] = "";
 	int rc = tf_otx_page_parse(text, len, page, err, sizeof err);
 
 	if (rc)

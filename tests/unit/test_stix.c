@@ -7,13 +7,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "stix.h"
 
 /* "type=value;type=value" of an observables array ("" when NULL/empty). */
@@ -299,26 +301,13 @@ static const char *const obs_types[] = {"ipv4-addr", "ipv6-addr", "domain-name",
 
 static json_object *load(const char *name)
 {
-	const char *dir = getenv("TF_TEST_DATA");
-	char path[1024], err[200];
+	char err[200];
 	json_object *doc = NULL;
-	FILE *f;
-	char *buf;
-	long n;
+	size_t n;
+	char *buf = tu_data("stix", name, &n);
 
-	snprintf(path, sizeof path, "%s/stix/%s", dir && *dir ? dir : "tests/data", name);
-	f = fopen(path, "rb");
-	if (!f)
-		fail_msg("cannot open %s (run from the repository root or set TF_TEST_DATA)", path);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	if (tf_json_parse(buf, (size_t)n, TF_MAX_FEED_JSON_DEPTH, &doc, err, sizeof err))
-		fail_msg("%s: %s", path, err);
+	if (tf_json_parse(buf, n, TF_MAX_FEED_JSON_DEPTH, &doc, err, sizeof err))
+		fail_msg("stix/%s: %s", name, err);
 	free(buf);
 	return doc;
 }
@@ -464,21 +453,10 @@ static void test_spans(void **state)
 	assert_int_equal(tf_stix_spans("{\"objects\":[\"x", 14, &spans, &n), TF_EINVAL);
 	/* the real bundles, pretty-printed and compact alike */
 	for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
-		const char *dir = getenv("TF_TEST_DATA");
-		char path[1024];
-		FILE *fp;
-		char *buf;
-		long len;
+		size_t len;
+		char *buf = tu_data("stix", files[f], &len);
 
-		snprintf(path, sizeof path, "%s/stix/%s", dir && *dir ? dir : "tests/data", files[f]);
-		assert_non_null(fp = fopen(path, "rb"));
-		fseek(fp, 0, SEEK_END);
-		len = ftell(fp);
-		fseek(fp, 0, SEEK_SET);
-		assert_non_null(buf = malloc((size_t)len));
-		assert_int_equal(fread(buf, 1, (size_t)len, fp), (size_t)len);
-		fclose(fp);
-		check_spans(buf, (size_t)len, f == 0 ? 155 : f == 1 ? 1826 : 963);
+		check_spans(buf, len, f == 0 ? 155 : f == 1 ? 1826 : 963);
 		free(buf);
 	}
 }
@@ -497,38 +475,6 @@ static void test_compact(void **state)
 	assert_int_equal(tf_stix_compact(in, sizeof in - 1, out, sizeof want - 2), SIZE_MAX);
 }
 
-/* ---- HTTP error words ------------------------------------------------------------- */
-
-static void test_http_error_text(void **state)
-{
-	static const char taxii[] = "{\"title\":\"Collection not found\",\"description\":"
-	                            "\"No collection with id x\\n\",\"http_status\":\"404\"}";
-	static const char html[] = "<!DOCTYPE html><html><body>401</body></html>";
-	tf_fetch_resp resp = {0};
-	char buf[300];
-	(void)state;
-
-	resp.status = 404;
-	resp.body = (char *)taxii;
-	resp.len = sizeof taxii - 1;
-	tf_stix_http_error(&resp, buf, sizeof buf);
-	assert_string_equal(buf, "HTTP 404: Collection not found (No collection with id x )");
-	resp.status = 401;
-	resp.body = (char *)html;
-	resp.len = sizeof html - 1;
-	tf_stix_http_error(&resp, buf, sizeof buf);
-	assert_string_equal(buf, "HTTP 401");
-
-	resp.content_type = (char *)"text/html; charset=utf-8";
-	assert_false(tf_stix_is_json(&resp, buf, sizeof buf));
-	assert_string_equal(buf, "text/html");
-	resp.content_type = (char *)"application/taxii+json;version=2.1";
-	assert_true(tf_stix_is_json(&resp, buf, sizeof buf));
-	resp.content_type = NULL;
-	resp.body = (char *)" {\"a\":1}";
-	assert_true(tf_stix_is_json(&resp, buf, sizeof buf));
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -540,7 +486,6 @@ int main(void)
 		cmocka_unit_test(test_bundle_ics_attack),
 		cmocka_unit_test(test_spans),
 		cmocka_unit_test(test_compact),
-		cmocka_unit_test(test_http_error_text),
 	};
 	return cmocka_run_group_tests_name("stix", tests, NULL, NULL);
 }

@@ -9,41 +9,20 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "vt.h"
 
 #define REC "malwaredb-vt-client_"
 #define SHA_A "001015aafcae8a6942366cbb0e7d39c0738752a7800c41ea1c655d47b0a4d04c"
 #define SHA_B "fff40032c3dc062147c530e3a0a5c7e6acda4d1f1369fbc994cddd3c19a2de88"
-
-static char *slurp(const char *name, size_t *len)
-{
-	const char *dir = getenv("TF_TEST_DATA");
-	char path[1024];
-	char *buf;
-	long n;
-	FILE *f;
-
-	snprintf(path, sizeof path, "%s/vt/%s", dir && *dir ? dir : "tests/data", name);
-	if (!(f = fopen(path, "rb")))
-		fail_msg("cannot open %s (run from the repository root or set TF_TEST_DATA)", path);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
 
 /* ---- targets ------------------------------------------------------------------ */
 
@@ -153,7 +132,7 @@ static void check_recording(const char *file, tf_vt_kind kind, const char *verdi
                             int64_t malicious, int64_t date, int64_t reputation)
 {
 	size_t len;
-	char *body = slurp(file, &len), err[200] = "";
+	char *body = tu_data("vt", file, &len), err[200] = "";
 	tf_vt_report rep;
 	int rc = tf_vt_report_parse(body, len, kind, &rep, err, sizeof err);
 
@@ -183,7 +162,7 @@ static void test_recorded_reports(void **state)
 static void test_recorded_record_text(void **state)
 {
 	size_t len, tl;
-	char *body = slurp(REC "haikuorg.json", &len), err[200];
+	char *body = tu_data("vt", REC "haikuorg.json", &len), err[200];
 	tf_vt_target t;
 	tf_vt_report rep;
 	json_object *obj = NULL, *obs;
@@ -221,7 +200,7 @@ static void test_recorded_errors(void **state)
 	tf_vt_report rep;
 	(void)state;
 
-	body = slurp(REC "not_found.json", &len);
+	body = tu_data("vt", REC "not_found.json", &len);
 	tf_vt_error(body, len, code, sizeof code, msg, sizeof msg);
 	assert_string_equal(code, "NotFoundError");
 	assert_string_equal(msg, "File \"fffdddd2c3dc06d147c5ddddddd5c7e6acda4d1f1369fbc994cddd3c19a2de88\" "
@@ -231,14 +210,14 @@ static void test_recorded_errors(void **state)
 	assert_null(rep.doc);
 	free(body);
 
-	body = slurp(REC "wrong_key.json", &len);
+	body = tu_data("vt", REC "wrong_key.json", &len);
 	tf_vt_error(body, len, code, sizeof code, msg, sizeof msg);
 	assert_string_equal(code, "WrongCredentialsError");
 	assert_string_equal(msg, "Wrong API key");
 	free(body);
 
 	/* an analysis (no attributes) is not a lookup answer */
-	body = slurp(REC "rescan.json", &len);
+	body = tu_data("vt", REC "rescan.json", &len);
 	assert_int_equal(tf_vt_report_parse(body, len, TF_VT_FILE, &rep, err, sizeof err), TF_EPARSE);
 	assert_non_null(strstr(err, "attributes"));
 	tf_vt_error(body, len, code, sizeof code, msg, sizeof msg);
@@ -246,7 +225,7 @@ static void test_recorded_errors(void **state)
 	free(body);
 
 	/* a domain answer to a file lookup is a malformed answer */
-	body = slurp(REC "haikuorg.json", &len);
+	body = tu_data("vt", REC "haikuorg.json", &len);
 	assert_int_equal(tf_vt_report_parse(body, len, TF_VT_FILE, &rep, err, sizeof err), TF_EINVAL);
 	assert_non_null(strstr(err, "data.type"));
 	free(body);

@@ -94,45 +94,28 @@ static void webhook_urls(void **state)
 	assert_true(tf_valid_webhook_url(longer));
 }
 
-/* Loads a config file with the given text; the return of tf_config_load. */
-static int load_conf(const char *text, tf_config *cfg)
-{
-	char path[TU_PATH];
-	FILE *f;
-	int rc;
-
-	tu_path(path, sizeof path, "conf");
-	assert_non_null(f = fopen(path, "w"));
-	fputs(text, f);
-	fclose(f);
-	setenv("THREATFEED_CONF", path, 1);
-	rc = tf_config_load(cfg, "threatfeed", NULL, 0);
-	unsetenv("THREATFEED_CONF");
-	remove(path);
-	return rc;
-}
-
 static void config_keys(void **state)
 {
 	tf_config cfg;
 	(void)state;
 
-	assert_int_equal(load_conf("", &cfg), TF_OK);
+	assert_int_equal(tu_config(&cfg, "", NULL, 0), TF_OK);
 	assert_string_equal(cfg.webhook_url, "");
 	assert_int_equal(cfg.webhook_attempts, TF_WEBHOOK_DEFAULT_ATTEMPTS);
 	assert_int_equal(cfg.webhook_timeout_s, TF_WEBHOOK_DEFAULT_TIMEOUT_S);
-	assert_int_equal(load_conf("webhook_url = http://127.0.0.1:1/h\nwebhook_secret = " HOOK_SECRET
+	assert_int_equal(tu_config(&cfg,
+	                           "webhook_url = http://127.0.0.1:1/h\nwebhook_secret = " HOOK_SECRET
 	                           "\nwebhook_attempts = 3\nwebhook_timeout_s = 2\n",
-	                           &cfg),
+	                           NULL, 0),
 	                 TF_OK);
 	assert_string_equal(cfg.webhook_url, "http://127.0.0.1:1/h");
 	assert_string_equal(cfg.webhook_secret, HOOK_SECRET);
 	assert_int_equal(cfg.webhook_attempts, 3);
 	assert_int_equal(cfg.webhook_timeout_s, 2);
-	assert_int_equal(load_conf("webhook_url = file:///etc/passwd\n", &cfg), TF_EINVAL);
-	assert_int_equal(load_conf("webhook_attempts = 0\n", &cfg), TF_EINVAL);
-	assert_int_equal(load_conf("webhook_attempts = 11\n", &cfg), TF_EINVAL);
-	assert_int_equal(load_conf("webhook_timeout_s = 61\n", &cfg), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "webhook_url = file:///etc/passwd\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "webhook_attempts = 0\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "webhook_attempts = 11\n", NULL, 0), TF_EINVAL);
+	assert_int_equal(tu_config(&cfg, "webhook_timeout_s = 61\n", NULL, 0), TF_EINVAL);
 }
 
 /* ---- the per-feed webhook in the feed's options ----------------------------------------- */

@@ -1,4 +1,6 @@
-/* Shared helpers for the cmocka unit tests of lib/.
+/* The fixtures every cmocka unit test shares (one test_X.c per module X):
+ * temporary stores, raw store access, tasks and runs, config files,
+ * recorded data under tests/data, stand-in scripts.
  *
  * Every test binary keeps its stores under build/test-tmp/unit-<name>-<pid>/
  * (found from the binary's own path, so the working directory does not
@@ -19,8 +21,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <regex.h>
 #include <json-c/json.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,16 +38,15 @@
 #include "err.h"
 #include "feed.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "records.h"
 #include "runctl.h"
 #include "store.h"
 #include "task.h"
 #include "util.h"
 
-/* Path buffers (PATH_MAX would need <limits.h>, which lib/limits.h
- * shadowed under -Ilib). */
-#define TU_PATH 4096
+/* Path buffers. */
+#define TU_PATH PATH_MAX
 
 /* ---- temporary directories ------------------------------------------------ */
 
@@ -398,6 +401,137 @@ static inline int tu_wait(pid_t pid)
 static inline int tu_contains(const char *s, const char *needle)
 {
 	return s && needle && strstr(s, needle) != NULL;
+}
+
+/* ---- tasks and runs (test_task.c, test_runctl.c) -------------------------- */
+
+/* A new queued task of feed into id (TF_UUID_LEN + 1 bytes). */
+static inline void tu_create(tf_store *st, const char *feed, char *id)
+{
+	char active[TF_UUID_LEN + 1] = "";
+	int rc = tf_task_create(st, feed, id, active);
+	if (rc)
+		fail_msg("tf_task_create(%s): %s (active %s)", feed, tf_strerror(rc), active);
+}
+
+/* The string at o.path1[.path2], or NULL. */
+static inline const char *tu_jstr(json_object *o, const char *path1, const char *path2)
+{
+	json_object *v = o;
+	if (path1 && !json_object_object_get_ex(v, path1, &v))
+		return NULL;
+	if (path2 && (!v || !json_object_object_get_ex(v, path2, &v)))
+		return NULL;
+	return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+/* True when o has member k and it is JSON null. */
+static inline int tu_is_null(json_object *o, const char *k)
+{
+	json_object *v = (json_object *)1;
+	return json_object_object_get_ex(o, k, &v) && v == NULL;
+}
+
+/* True when s is an RFC 3339 UTC time as we write them. */
+static inline int tu_rfc3339(const char *s)
+{
+	regex_t re;
+	int ok;
+	assert_int_equal(regcomp(&re,
+	                         "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+	                         "(\\.[0-9]{1,9})?Z$",
+	                         REG_EXTENDED | REG_NOSUB),
+	                 0);
+	ok = s && regexec(&re, s, 0, NULL, 0) == 0;
+	regfree(&re);
+	return ok;
+}
+
+/* Claims queued task id for a run (it must then be running). */
+static inline void tu_claim(tf_store *st, const char *id)
+{
+	int claimed = 0;
+	assert_int_equal(tf_runctl_claim(st, id, 100, &claimed), TF_OK);
+	assert_int_equal(claimed, 1);
+	assert_int_equal(tu_task_status(st, id), TF_ST_RUNNING);
+}
+
+/* ---- files ----------------------------------------------------------------- */
+
+/* The whole file at path, NUL-terminated; *len (may be NULL) gets its length.
+ * NULL when it cannot be opened or is empty (a file another process is about
+ * to write counts as not there yet). The caller frees it. */
+static inline char *tu_slurp(const char *path, size_t *len)
+{
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	FILE *f = fopen(path, "rb");
+
+	if (!f)
+		return NULL;
+	for (;;) {
+		if (cap - n < 4096) {
+			char *grown = realloc(buf, cap = cap ? 2 * cap : 65536);
+			assert_non_null(grown);
+			buf = grown;
+		}
+		size_t got = fread(buf + n, 1, cap - n - 1, f);
+		n += got;
+		if (!got)
+			break;
+	}
+	fclose(f);
+	if (!n) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	return buf;
+}
+
+/* A recorded fixture, tests/data/SUB/NAME (tests/data is $TF_TEST_DATA when
+ * set): the test fails when it is missing. */
+static inline char *tu_data(const char *sub, const char *name, size_t *len)
+{
+	const char *dir = getenv("TF_TEST_DATA");
+	char path[TU_PATH];
+	char *buf;
+
+	snprintf(path, sizeof path, "%s/%s/%s", dir && *dir ? dir : "tests/data", sub, name);
+	if (!(buf = tu_slurp(path, len)))
+		fail_msg("cannot read %s (run from the repository root or set TF_TEST_DATA)", path);
+	return buf;
+}
+
+/* Loads cfg with a config file holding text (THREATFEED_CONF names it for
+ * this call only); err may be NULL. What tf_config_load returns. */
+static inline int tu_config(tf_config *cfg, const char *text, char *err, size_t errlen)
+{
+	char path[TU_PATH];
+	FILE *f;
+	int rc;
+
+	tu_path(path, sizeof path, "conf");
+	assert_non_null(f = fopen(path, "w"));
+	fputs(text, f);
+	fclose(f);
+	setenv("THREATFEED_CONF", path, 1);
+	rc = tf_config_load(cfg, "threatfeed", err, errlen);
+	unsetenv("THREATFEED_CONF");
+	remove(path);
+	return rc;
+}
+
+/* Writes text to path as an executable script (a stand-in CLI or runner). */
+static inline void tu_write_script(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(chmod(path, 0755), 0);
 }
 
 #endif

@@ -14,10 +14,11 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "run.h"
 #include "bundle.h"
 #include "stix.h"
+#include "upstream.h"
 
 #define BUNDLE_BATCH 1000
 #define BUNDLE_ACCEPT "application/stix+json;version=2.1, application/json;q=0.9, */*;q=0.5"
@@ -56,25 +57,20 @@ int tf_bundle_run(tf_run *r)
 	}
 	if ((rc = tf_run_stage(r, TF_SG_FETCHING, "downloading the bundle")))
 		return rc;
-	if ((rc = tf_stix_http_get(r, &req, &resp, TF_SG_FETCHING, "bundle")))
+	if ((rc = tf_upstream_get(r, &req, &resp, TF_SG_FETCHING, "bundle")))
 		return rc;
-	if (resp.status < 200 || resp.status > 299) {
-		tf_stix_http_error(&resp, buf, sizeof buf);
-		if (resp.status == 401 || resp.status == 403) {
+	if ((rc = tf_upstream_failure(&resp, buf, sizeof buf))) {
+		if (rc == TF_EPERM)
 			tf_run_fail(r, "authentication failed (HTTP %ld)%s", resp.status,
 			            buf + strcspn(buf, ":"));
-			rc = TF_EPERM;
-		} else if (resp.status == 404) {
+		else if (rc == TF_ENOTFOUND)
 			tf_run_fail(r, "bundle not found (HTTP 404)");
-			rc = TF_ENOTFOUND;
-		} else {
+		else
 			tf_run_fail(r, "bundle: %s", buf);
-			rc = TF_EUPSTREAM;
-		}
 		goto out;
 	}
 	if (surely_not_json(&resp)) {
-		tf_stix_is_json(&resp, buf, sizeof buf);
+		tf_upstream_is_json(&resp, buf, sizeof buf);
 		tf_run_fail(r, "bundle: expected STIX JSON, got %s", buf);
 		rc = TF_EPARSE;
 		goto out;

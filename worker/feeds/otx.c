@@ -24,7 +24,7 @@
  * What FAILS the run (nothing of the page in flight is kept):
  *  - transport errors, a body over TF_MAX_PAGE_BYTES, timeouts, redirects to
  *    a non-http(s) URL (fetch.c), 5xx/429 still failing after the retries of
- *    tf_stix_http_get (which waits in stage rate_limited, honouring
+ *    tf_upstream_get (which waits in stage rate_limited, honouring
  *    Retry-After);
  *  - HTTP 401/403 ("API key rejected"), any other non-2xx;
  *  - a body that is not JSON (an HTML page), invalid JSON, invalid UTF-8,
@@ -55,9 +55,9 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "run.h"
-#include "stix.h"
+#include "upstream.h"
 #include "util.h"
 
 #define OTX_DEFAULT_LIMIT 50          /* the OTX SDK's page size */
@@ -549,25 +549,22 @@ static int get_page(otx *o, const char *url, const char *what, tf_otx_page *page
 	req.url = url;
 	req.accept = OTX_ACCEPT;
 	req.headers[0] = o->key_header;
-	if ((rc = tf_stix_http_get(o->r, &req, &resp, TF_SG_FETCHING, what)))
+	if ((rc = tf_upstream_get(o->r, &req, &resp, TF_SG_FETCHING, what)))
 		return rc;
-	if (resp.status < 200 || resp.status > 299) {
-		tf_stix_http_error(&resp, buf, sizeof buf);
-		if (resp.status == 401 || resp.status == 403) {
+	if ((rc = tf_upstream_failure(&resp, buf, sizeof buf))) {
+		if (rc == TF_EPERM) {
 			tf_run_fail(o->r, "API key rejected (HTTP %ld)%s", resp.status,
 			            buf + strcspn(buf, ":"));
-			rc = TF_EPERM;
-		} else if (resp.status == 404) {
+		} else if (rc == TF_ENOTFOUND) {
 			tf_run_fail(o->r, "%s: %s: is the feed's url the OTX base URL (e.g. "
 			                  "https://otx.alienvault.com)?", what, buf);
 			rc = TF_EUPSTREAM;
 		} else {
 			tf_run_fail(o->r, "%s: %s", what, buf);
-			rc = TF_EUPSTREAM;
 		}
 		goto out;
 	}
-	if (!tf_stix_is_json(&resp, buf, sizeof buf)) {
+	if (!tf_upstream_is_json(&resp, buf, sizeof buf)) {
 		tf_run_fail(o->r, "%s: expected OTX JSON, got %s", what, buf);
 		rc = TF_EPARSE;
 		goto out;

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"   /* TF_OTX_MAX_ID, TF_OTX_MAX_TYPE */
+#include "tf_limits.h"   /* TF_OTX_MAX_ID, TF_OTX_MAX_TYPE */
 
 /* "otx:" + pulse id + ":" + a 64-bit indicator id + NUL */
 #define TF_OTX_KEY_LEN (4 + TF_OTX_MAX_ID + 1 + 20 + 1)

@@ -1,7 +1,7 @@
 /* STIX 2.x content (docs/SPEC.md §4): one STIX object → one record (key, type,
  * version time, observables), indicator patterns → observables, and the
- * pieces the two STIX feed drivers (taxii.c, bundle.c) share: feeding an
- * `objects` array into a run and one GET with the upstream retry policy.
+ * piece the two STIX feed drivers (taxii.c, bundle.c) share: feeding an
+ * `objects` array into a run.
  *
  * What is data and what is an error: unknown and custom (x-…) types are data
  * (stored, no observables). An object that is not a JSON object, lacks a
@@ -94,25 +94,5 @@ int tf_stix_ingest(tf_run *r, json_object *objects, size_t from, size_t count, c
 void tf_stix_summary(tf_run *r, const tf_stix_stats *st);
 /* Frees the scratch buffer of st (the counts stay). */
 void tf_stix_stats_free(tf_stix_stats *st);
-
-/* One GET with the retry policy of the STIX upstreams: a cancel check first;
- * 429 and 503 wait for Retry-After (seconds or an HTTP date, at most
- * TF_MAX_BACKOFF_S; else 1, 2, 4 … s) in stage rate_limited, other 5xx back
- * off likewise, at most TF_MAX_RETRIES times, a warning each; the run's
- * stage is then set back to `stage`. Adds the body bytes to bytes_received.
- * TF_OK with *resp the answer, of any status but those retried (caller
- * frees: tf_fetch_resp_free); TF_ECANCELLED; or, after tf_run_fail(r,
- * "<what>: …"), TF_EUPSTREAM when the retries ran out and the fetch's error
- * (TF_ENETWORK, TF_ELIMIT, …) when the transfer failed — network errors are
- * not retried. */
-int tf_stix_http_get(tf_run *r, const tf_fetch_req *req, tf_fetch_resp *resp, tf_stage stage,
-                     const char *what);
-/* A one-line description of a non-2xx answer for an error text: "HTTP 500",
- * with the TAXII error's title and description when the body carries one
- * (never the raw body: it may be an HTML page). */
-void tf_stix_http_error(const tf_fetch_resp *resp, char *buf, size_t len);
-/* Nonzero when a 2xx answer claims (or, without a Content-Type, looks like)
- * JSON; else buf gets the media type for "expected JSON, got text/html". */
-int tf_stix_is_json(const tf_fetch_resp *resp, char *buf, size_t len);
 
 #endif

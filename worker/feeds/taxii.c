@@ -6,7 +6,7 @@
  * of what is stored (docs/SPEC.md §3 stop_now), and the next run starts from it.
  *
  * What fails the run: any request that still fails after the retries of
- * tf_stix_http_get, a non-JSON or unparsable page, a wrong envelope (objects
+ * tf_upstream_get, a non-JSON or unparsable page, a wrong envelope (objects
  * not an array, more not a boolean, next not a string), a page over
  * TF_MAX_PAGE_OBJECTS, paging that loops or makes no progress, more than
  * TF_MAX_PAGES pages or TF_MAX_RUN_S seconds. What is skipped with a
@@ -17,11 +17,12 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "run.h"
 #include "taxii.h"
 #include "taxii_find.h"
 #include "stix.h"
+#include "upstream.h"
 #include "util.h"
 
 #define TAXII_DEFAULT_LIMIT 1000   /* objects per page we ask for; servers may cap it */
@@ -44,7 +45,7 @@ typedef struct taxii {
 /* ---- requests ------------------------------------------------------------------ */
 
 /* The run's way to send the requests of the search and of paging: the
- * upstream retry policy, woken by a cancel (tf_stix_http_get). Its failure
+ * upstream retry policy, woken by a cancel (tf_upstream_get). Its failure
  * text goes to err and the run's error is left clear: the caller decides
  * what fails the run (a failing API root does not, when another root has
  * the collection). */
@@ -52,7 +53,7 @@ static int run_get(void *ctx, const tf_fetch_req *req, tf_fetch_resp *resp, cons
                    char *err, size_t errlen)
 {
 	taxii *t = ctx;
-	int rc = tf_stix_http_get(t->r, req, resp, t->stage, what);
+	int rc = tf_upstream_get(t->r, req, resp, t->stage, what);
 
 	if (rc) {
 		tf_set_err(err, errlen, "%s", tf_run_error(t->r));
@@ -168,13 +169,101 @@ static void prefetch_next(taxii *t, const char *after, const char *next)
 	free(url);
 }
 
-static int fetch_objects(taxii *t)
+int tf_taxii_page_read(json_object *doc, tf_taxii_page *pg, char *why, size_t whylen)
+{
+	json_object *v;
+
+	*pg = (tf_taxii_page){0};
+	if (json_object_object_get_ex(doc, "objects", &v) && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_array)) {
+			tf_set_err(why, whylen, ": \"objects\" is not an array");
+			return TF_EPARSE;
+		}
+		pg->objects = v;
+		pg->n = json_object_array_length(v);
+	}
+	if (pg->n > TF_MAX_PAGE_OBJECTS) {
+		tf_set_err(why, whylen, " has %zu objects, limit %d", pg->n, TF_MAX_PAGE_OBJECTS);
+		return TF_ELIMIT;
+	}
+	if (tf_json_get_bool(doc, "more", &pg->more) == TF_EINVAL) {
+		tf_set_err(why, whylen, ": \"more\" is not a boolean");
+		return TF_EPARSE;
+	}
+	if (json_object_object_get_ex(doc, "next", &v) && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_string)) {
+			tf_set_err(why, whylen, ": \"next\" is not a string");
+			return TF_EPARSE;
+		}
+		pg->next = json_object_get_string(v);
+		if (!*pg->next) {
+			pg->next = NULL;
+		} else if (strlen(pg->next) > TF_MAX_URL) {
+			tf_set_err(why, whylen, ": next token longer than %d bytes", TF_MAX_URL);
+			return TF_ELIMIT;
+		}
+	}
+	return TF_OK;
+}
+
+/* Page page's n objects → one batch → one commit with the cursor (the
+ * page's date added dal, when usable). TF_OK; else the run failed (or was
+ * cancelled) and the progress counts are those before the page. */
+static int store_page(taxii *t, json_object *objs, size_t n, const tf_fetch_resp *body,
+                      const char *dal, const char *what, int page)
 {
 	tf_progress *p = tf_run_progress(t->r);
-	char *after = NULL, *next = NULL, *url = NULL;
-	json_object *doc = NULL, *cursor = NULL;
-	tf_fetch_resp body = {0};
 	tf_stix_span *spans = NULL;
+	json_object *cursor = NULL;
+	int64_t snap_objects, snap_pages;
+	int rc;
+
+	if ((rc = tf_run_stage(t->r, TF_SG_PROCESSING, "page %d: %zu objects", page + 1, n)))
+		return rc;
+	snap_objects = p->objects_processed;
+	snap_pages = p->pages_done;
+	if (n) {
+		/* Store each object's own bytes when they can be located (one
+		 * span per element); else serialize the parsed objects. */
+		size_t ns = 0;
+		rc = tf_stix_spans(body->body, body->len, &spans, &ns);
+		if (rc == TF_ENOMEM)
+			goto nomem;
+		if (rc || ns != n) {
+			free(spans);
+			spans = NULL;
+		}
+		rc = tf_stix_ingest(t->r, objs, 0, n, body->body, spans, what, &t->st);
+	}
+	if (!rc) {
+		p->pages_done++;
+		if (dal && (!(cursor = json_object_new_object()) ||
+		            json_object_object_add(cursor, "added_after", json_object_new_string(dal))))
+			goto nomem;
+		rc = tf_run_commit(t->r, cursor);
+		json_object_put(cursor);
+		if (rc && rc != TF_ECANCELLED)
+			tf_run_fail(t->r, "page %d: storing failed: %s", page + 1, tf_strerror(rc));
+	}
+	if (rc) {
+		/* Counts stay exact: nothing of this page was kept. */
+		p->objects_processed = snap_objects;
+		p->pages_done = snap_pages;
+	}
+	free(spans);
+	return rc;
+nomem:
+	json_object_put(cursor);
+	free(spans);
+	tf_run_fail(t->r, "out of memory");
+	return TF_ENOMEM;
+}
+
+static int fetch_objects(taxii *t)
+{
+	char *after = NULL, *next = NULL, *url = NULL;
+	json_object *doc = NULL;
+	tf_fetch_resp body = {0};
 	int rc = TF_OK, page = 0, empty = 0, fallback_armed = 1, dal_warned = 0;
 	uint64_t prev_digest = 0;
 	int prev_had_objects = 0;
@@ -182,13 +271,13 @@ static int fetch_objects(taxii *t)
 	if (set_str(&after, t->committed))
 		goto nomem;
 	for (;;) {
-		json_object *objs = NULL, *v;
-		const char *token = NULL, *dal_raw = NULL, *dal;
-		size_t n = 0;
-		int more = 0, no_progress;
+		tf_taxii_page pg;
+		json_object *objs;
+		const char *token, *dal_raw = NULL, *dal;
+		size_t n;
+		int more, no_progress;
 		long status;
-		int64_t snap_objects, snap_pages;
-		char what[48];
+		char what[48], why[96];
 
 		json_object_put(doc);
 		doc = NULL;
@@ -201,8 +290,6 @@ static int fetch_objects(taxii *t)
 		if ((rc = tf_run_stage(t->r, TF_SG_FETCHING, "page %d: fetching", page + 1)))
 			goto out;
 		tf_fetch_resp_free(&body);
-		free(spans);
-		spans = NULL;
 		t->stage = TF_SG_FETCHING;
 		rc = get_json(t, url, what, 0,
 		              next ? TF_TAXII_ALLOW_400 | TF_TAXII_ALLOW_404 : TF_TAXII_ALLOW_404, &doc,
@@ -235,84 +322,20 @@ static int fetch_objects(taxii *t)
 			goto out;
 		dal_raw = body.date_added_last;
 
-		/* The envelope: every member optional (an empty result may be {}). */
-		if (json_object_object_get_ex(doc, "objects", &objs) &&
-		    !json_object_is_type(objs, json_type_null)) {
-			if (!json_object_is_type(objs, json_type_array)) {
-				tf_run_fail(t->r, "page %d: \"objects\" is not an array", page + 1);
-				rc = TF_EPARSE;
-				goto out;
-			}
-			n = json_object_array_length(objs);
-		}
-		if (n > TF_MAX_PAGE_OBJECTS) {
-			tf_run_fail(t->r, "page %d has %zu objects, limit %d", page + 1, n,
-			            TF_MAX_PAGE_OBJECTS);
-			rc = TF_ELIMIT;
+		if ((rc = tf_taxii_page_read(doc, &pg, why, sizeof why))) {
+			tf_run_fail(t->r, "page %d%s", page + 1, why);
 			goto out;
 		}
-		if (tf_json_get_bool(doc, "more", &more) == TF_EINVAL) {
-			tf_run_fail(t->r, "page %d: \"more\" is not a boolean", page + 1);
-			rc = TF_EPARSE;
-			goto out;
-		}
-		if (json_object_object_get_ex(doc, "next", &v) && !json_object_is_type(v, json_type_null)) {
-			if (!json_object_is_type(v, json_type_string)) {
-				tf_run_fail(t->r, "page %d: \"next\" is not a string", page + 1);
-				rc = TF_EPARSE;
-				goto out;
-			}
-			token = json_object_get_string(v);
-			if (!*token)
-				token = NULL;
-			else if (strlen(token) > TF_MAX_URL) {
-				tf_run_fail(t->r, "page %d: next token longer than %d bytes", page + 1,
-				            TF_MAX_URL);
-				rc = TF_ELIMIT;
-				goto out;
-			}
-		}
+		objs = pg.objects;
+		n = pg.n;
+		more = pg.more;
+		token = pg.next;
 		dal = usable_date(t->r, dal_raw, page + 1, &dal_warned);
 		if (more && (token || dal))
 			prefetch_next(t, token ? after : dal, token);
 
-		/* Objects → batch → one commit with the cursor. */
-		if ((rc = tf_run_stage(t->r, TF_SG_PROCESSING, "page %d: %zu objects", page + 1, n)))
+		if ((rc = store_page(t, objs, n, &body, dal, what, page)))
 			goto out;
-		snap_objects = p->objects_processed;
-		snap_pages = p->pages_done;
-		if (n) {
-			/* Store each object's own bytes when they can be located (one
-			 * span per element); else serialize the parsed objects. */
-			size_t ns = 0;
-			rc = tf_stix_spans(body.body, body.len, &spans, &ns);
-			if (rc == TF_ENOMEM)
-				goto nomem;
-			if (rc || ns != n) {
-				free(spans);
-				spans = NULL;
-			}
-			rc = tf_stix_ingest(t->r, objs, 0, n, body.body, spans, what, &t->st);
-		}
-		if (!rc) {
-			p->pages_done++;
-			if (dal) {
-				if (!(cursor = json_object_new_object()) ||
-				    json_object_object_add(cursor, "added_after", json_object_new_string(dal)))
-					goto nomem;
-			}
-			rc = tf_run_commit(t->r, cursor);
-			json_object_put(cursor);
-			cursor = NULL;
-			if (rc && rc != TF_ECANCELLED)
-				tf_run_fail(t->r, "page %d: storing failed: %s", page + 1, tf_strerror(rc));
-		}
-		if (rc) {
-			/* Counts stay exact: nothing of this page was kept. */
-			p->objects_processed = snap_objects;
-			p->pages_done = snap_pages;
-			goto out;
-		}
 		page++;
 		fallback_armed = 1;
 		if (dal && set_str(&t->committed, dal))
@@ -371,9 +394,7 @@ static int fetch_objects(taxii *t)
 	rc = TF_OK;
 out:
 	json_object_put(doc);
-	json_object_put(cursor);
 	tf_fetch_resp_free(&body);
-	free(spans);
 	free(url);
 	free(after);
 	free(next);

@@ -10,8 +10,8 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
-#include "stix.h"
+#include "tf_limits.h"
+#include "upstream.h"
 #include "taxii_find.h"
 #include "util.h"
 
@@ -120,25 +120,23 @@ int tf_taxii_get_json(const tf_taxii_client *c, const char *url, const char *wha
 		return rc;
 	if (status)
 		*status = resp.status;
-	if (resp.status < 200 || resp.status > 299) {
-		if (((allow & TF_TAXII_ALLOW_404) && resp.status == 404) ||
-		    ((allow & TF_TAXII_ALLOW_400) && resp.status == 400)) {
-			tf_fetch_resp_free(&resp);
-			return TF_ENOTFOUND;
-		}
-		tf_stix_http_error(&resp, buf, sizeof buf);
-		if (resp.status == 401 || resp.status == 403) {
+	if (((allow & TF_TAXII_ALLOW_404) && resp.status == 404) ||
+	    ((allow & TF_TAXII_ALLOW_400) && resp.status == 400)) {
+		tf_fetch_resp_free(&resp);
+		return TF_ENOTFOUND;
+	}
+	if ((rc = tf_upstream_failure(&resp, buf, sizeof buf))) {
+		if (rc == TF_EPERM) {
 			/* buf starts with "HTTP 401": keep what follows (a TAXII title) */
 			tf_set_err(err, errlen, "authentication failed (HTTP %ld)%s", resp.status,
 			           buf + strcspn(buf, ":"));
-			rc = TF_EPERM;
 		} else {
 			tf_set_err(err, errlen, "%s: %s", what, buf);
 			rc = TF_EUPSTREAM;
 		}
 		goto out;
 	}
-	if (!tf_stix_is_json(&resp, buf, sizeof buf)) {
+	if (!tf_upstream_is_json(&resp, buf, sizeof buf)) {
 		tf_set_err(err, errlen, "%s: expected TAXII JSON, got %s", what, buf);
 		rc = TF_EPARSE;
 		goto out;

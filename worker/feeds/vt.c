@@ -54,9 +54,9 @@
 
 #include "err.h"
 #include "json.h"
-#include "limits.h"
+#include "tf_limits.h"
 #include "run.h"
-#include "stix.h"
+#include "upstream.h"
 #include "util.h"
 
 #define VT_DEFAULT_RPM 4              /* public API budget (docs/FEEDS.md) */
@@ -640,7 +640,7 @@ static int one_target(vt *v, size_t i)
 	                       found ? "processing" : "not found")))
 		goto out;
 	if (found) {
-		if (!tf_stix_is_json(&resp, buf, sizeof buf)) {
+		if (!tf_upstream_is_json(&resp, buf, sizeof buf)) {
 			tf_run_fail(v->r, "%s: expected VirusTotal JSON, got %s", what, buf);
 			rc = TF_EPARSE;
 			goto out;

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"   /* TF_VT_MAX_DOMAIN */
+#include "tf_limits.h"   /* TF_VT_MAX_DOMAIN */
 
 typedef enum tf_vt_kind { TF_VT_FILE, TF_VT_DOMAIN, TF_VT_IP, TF_VT_URL } tf_vt_kind;
 

@@ -3,13 +3,17 @@
 #ifndef TF_LIMITS_H
 #define TF_LIMITS_H
 
-/* API requests (fcgi/) */
+/* API requests (fcgi/). The routes, fields and values of docs/SPEC.md §2
+ * fit in these many times over; anything larger is refused with a 400/413
+ * before it costs memory or a store read. */
 #define TF_MAX_BODY            (64 * 1024)  /* request body bytes (docs/SPEC.md §2: 413 above) */
-#define TF_MAX_PATH            1024         /* request path bytes after the mount prefix */
-#define TF_MAX_QUERY           2048         /* query string bytes */
-#define TF_MAX_QUERY_PARAMS    16
-#define TF_MAX_JSON_DEPTH      16           /* json-c tokener depth for API bodies */
-#define TF_MAX_LIST_LIMIT      1000         /* ?limit= on list endpoints */
+#define TF_MAX_PATH            1024         /* path bytes after the mount prefix: ids are short */
+#define TF_MAX_QUERY           2048         /* query string bytes: a cursor and a few filters */
+#define TF_MAX_QUERY_PARAMS    16           /* no route takes more than a handful */
+#define TF_MAX_JSON_DEPTH      16           /* API bodies are flat objects; deeper is an attack */
+/* ?limit= on list endpoints: one page must stay one quick answer in memory
+ * (docs/SPEC.md §2 "As implemented": 1–1000, default 100). */
+#define TF_MAX_LIST_LIMIT      1000
 #define TF_DEFAULT_LIST_LIMIT  100
 /* TAXII 2.1 server (fcgi/h_taxii.c): objects per page. A page's objects are
  * streamed, but its entries (up to 600 bytes each) are gathered first to
@@ -21,16 +25,19 @@
  * TF_MAX_QUERY bytes anyway; more values than this is no real client. */
 #define TF_MAX_TAXII_MATCH     64
 
-/* Feeds and tasks */
-#define TF_MAX_FEED_ID         64
-#define TF_MAX_NAME            200
-#define TF_MAX_URL             2048
-#define TF_MAX_FIELD           1024         /* collection, username, secret */
-#define TF_MAX_TARGETS         10000        /* virustotal target list */
+/* Feeds and tasks: fields a client sets and text a run writes into a task.
+ * A task is one stored value read by every status poll, so its texts are
+ * bounded; a feed's fields are bounded so they fit in fixed buffers (the
+ * feed id in store keys, a secret in an HTTP header). */
+#define TF_MAX_FEED_ID         64           /* part of every store key of the feed */
+#define TF_MAX_NAME            200          /* a display name (also who asked a cancel) */
+#define TF_MAX_URL             2048         /* the common browser/server URL limit */
+#define TF_MAX_FIELD           1024         /* collection, username, secret (sent in a header) */
+#define TF_MAX_TARGETS         10000        /* virustotal targets: kept in the feed's JSON */
 #define TF_MAX_WARNINGS        100          /* task warnings kept (docs/SPEC.md §2) */
-#define TF_MAX_WARNING_LEN     300
-#define TF_MAX_MESSAGE_LEN     300
-#define TF_MAX_ERROR_LEN       1000
+#define TF_MAX_WARNING_LEN     300          /* one warning line, upstream text shortened */
+#define TF_MAX_MESSAGE_LEN     300          /* the task's one-line progress message */
+#define TF_MAX_ERROR_LEN       1000         /* the task's error: room for a TAXII root listing */
 
 /* Enterprise networks (lib/feed.c, worker/fetch.c; README "Proxies, private
  * CAs and client certificates"). PEM text is stored in the feed and sent in
@@ -43,21 +50,22 @@
 /* no_proxy (config and feed): a list of hosts/domains, like the variable. */
 #define TF_MAX_NO_PROXY        1000
 
-/* Upstream content (worker/) */
-#define TF_MAX_PAGE_BYTES      (32L * 1024 * 1024)  /* one response body */
-#define TF_MAX_FEED_JSON_DEPTH 64
-#define TF_MAX_PAGE_OBJECTS    10000                /* objects in one page */
+/* Upstream content (worker/): nothing an upstream sends may hold a run, its
+ * memory or the store without end (docs/SPEC.md §4, "Untrusted content"). */
+#define TF_MAX_PAGE_BYTES      (32L * 1024 * 1024)  /* one response body, buffered whole */
+#define TF_MAX_FEED_JSON_DEPTH 64                   /* STIX objects nest a few levels */
+#define TF_MAX_PAGE_OBJECTS    10000                /* objects in one page: 10x the TAXII page we ask */
 #define TF_MAX_OBJECT_BYTES    (1024 * 1024)        /* one stored record */
 #define TF_MAX_PAGES           100000               /* pages in one run */
-#define TF_MAX_EMPTY_PAGES     20                   /* more:true with nothing new */
-#define TF_MAX_REDIRECTS       3
+#define TF_MAX_EMPTY_PAGES     20                   /* more:true with nothing new: a loop */
+#define TF_MAX_REDIRECTS       3                    /* a moved server, not a chain */
 #define TF_CONNECT_TIMEOUT_S   10
 #define TF_LOW_SPEED_BYTES     1                    /* below this many bytes/s … */
 #define TF_LOW_SPEED_TIME_S    60                   /* … for this long: timeout */
 #define TF_REQUEST_TIMEOUT_S   300                  /* one whole request */
-#define TF_MAX_RUN_S           (6 * 3600)           /* one whole run */
-#define TF_MAX_RETRIES         5
-#define TF_MAX_BACKOFF_S       300
+#define TF_MAX_RUN_S           (6 * 3600)           /* one whole run: a slot is not held forever */
+#define TF_MAX_RETRIES         5                    /* transient failures, then the run fails */
+#define TF_MAX_BACKOFF_S       300                  /* also caps an upstream's Retry-After */
 
 /* Cancellation */
 #define TF_SIGNAL_TTL_S        300   /* per-feed cancel signal expiry (docs/SPEC.md §3) */

@@ -59,21 +59,33 @@ static int map_err(int rc)
 
 static int begin(lm_store *st, unsigned flags, MDB_txn **txn);
 
-static int open_dbis(lm_store *st)
+/* Opens the tables in a read-only transaction when they all exist (every
+ * open after the first): opening must not wait for the writer lock, which a
+ * worker frozen inside a page commit may hold for long (a CLI cancel, a new
+ * handler process: docs/SPEC.md §3). A read-only transaction's commit keeps
+ * its handles. A store missing a table creates them under the lock. */
+static int open_dbis_in(lm_store *st, unsigned flags)
 {
 	MDB_txn *txn = NULL;
 	/* begin(): a writer may grow the map between mdb_env_open and here. */
-	int rc = begin(st, 0, &txn);
+	int rc = begin(st, flags, &txn);
 
 	if (rc)
 		return rc; /* txn was never set: nothing to abort */
 	for (int i = 0; !rc && i < TF_TBL__COUNT; i++)
-		rc = mdb_dbi_open(txn, table_names[i], MDB_CREATE, &st->dbi[i]);
+		rc = mdb_dbi_open(txn, table_names[i], flags & MDB_RDONLY ? 0 : MDB_CREATE,
+		                  &st->dbi[i]);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return rc;
 	}
 	return mdb_txn_commit(txn);
+}
+
+static int open_dbis(lm_store *st)
+{
+	int rc = open_dbis_in(st, MDB_RDONLY);
+	return rc == MDB_NOTFOUND ? open_dbis_in(st, 0) : rc;
 }
 
 static void share_files(const char *path);

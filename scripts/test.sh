@@ -95,7 +95,7 @@ if [ -n "$pg_uri" ]; then
     test_runs.CompleteAndIncremental test_runs.Cancels test_runs.Queue test_runs.QueueLimits \
     test_runs.Crashes test_api.Basics test_api.Runs test_api.Pollers test_api.HandlerKilled \
     test_shapes test_metrics test_indicators test_webhooks.Delivery test_webhooks.Retries \
-    test_audit
+    test_audit test_freeze
 fi
 
 # --- browser ------------------------------------------------------------------

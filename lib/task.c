@@ -92,6 +92,7 @@ struct tf_task {
 	/* The cancel mode the tables hold; a higher one shown comes from the
 	 * signal store (merged by tf_task_load) and is counted when saved. */
 	tf_cancel_mode stored_mode;
+	tf_cancel_mode first_mode; /* of a merged request: the mode first asked for */
 };
 
 static void set_str(json_object *o, const char *k, const char *v)
@@ -218,12 +219,13 @@ static int wrap(json_object *obj, tf_task **out)
  * load of an active task merges it in: the API, the supervisor and the
  * worker's checks see it at once, and the first write of the task (a
  * progress commit, the run's end) records it in the tables.
- * Key: 'c' task_id. Value: mode(1) requested_at(8, µs, big-endian) requested_by. */
+ * Key: 'c' task_id. Value: mode(1, raised in place by a later request)
+ * first mode(1) requested_at(8, µs, big-endian) requested_by. */
 #define SIG_KEY_LEN (1 + TF_UUID_LEN)
-#define SIG_HEAD (1 + 8)
+#define SIG_HEAD (1 + 1 + 8)
 
 typedef struct cancel_sig {
-	tf_cancel_mode mode;
+	tf_cancel_mode mode, first;
 	int64_t at_us;
 	char by[TF_MAX_NAME + 1];
 } cancel_sig;
@@ -241,8 +243,8 @@ static size_t sig_encode(tf_cancel_mode mode, int64_t at_us, const char *by, uns
 
 	if (bl > TF_MAX_NAME)
 		bl = TF_MAX_NAME;
-	v[0] = (unsigned char)mode;
-	for (int i = 8; i >= 1; i--, at >>= 8)
+	v[0] = v[1] = (unsigned char)mode;
+	for (int i = 9; i >= 2; i--, at >>= 8)
 		v[i] = (unsigned char)at;
 	memcpy(v + SIG_HEAD, by, bl);
 	return SIG_HEAD + bl;
@@ -253,10 +255,11 @@ static int sig_decode(const unsigned char *v, size_t vl, cancel_sig *s)
 	uint64_t at = 0;
 
 	if (vl < SIG_HEAD || vl > SIG_HEAD + TF_MAX_NAME || v[0] < TF_CANCEL_STOP_NOW ||
-	    v[0] > TF_CANCEL_JOB)
+	    v[0] > TF_CANCEL_JOB || v[1] < TF_CANCEL_STOP_NOW || v[1] > v[0])
 		return TF_ESTORE;
 	s->mode = (tf_cancel_mode)v[0];
-	for (int i = 1; i <= 8; i++)
+	s->first = (tf_cancel_mode)v[1];
+	for (int i = 2; i <= 9; i++)
 		at = at << 8 | v[i];
 	s->at_us = (int64_t)at;
 	memcpy(s->by, v + SIG_HEAD, vl - SIG_HEAD);
@@ -289,6 +292,7 @@ static int merge_signal(tf_txn *txn, tf_task *t)
 		return TF_OK;
 	if ((rc = sig_read(txn, t->id, &s)))
 		return rc == TF_ENOTFOUND || rc == TF_ESTORE ? TF_OK : rc; /* a bad entry: ignored */
+	t->first_mode = s.first;
 	rc = request_cancel_at(t, s.mode, s.by, s.at_us);
 	return rc == TF_ECONFLICT ? TF_OK : rc;
 }
@@ -333,7 +337,11 @@ int tf_task_save(tf_txn *txn, tf_task *t)
 	int rc;
 
 	/* A request that raised the mode is counted (metrics.h) when the tables
-	 * first record it; a repeat is not. */
+	 * first record it — a stop_now raised to cancel_job before that, both —
+	 * and a repeat is not. */
+	if (mode > t->stored_mode && t->first_mode > t->stored_mode && t->first_mode < mode &&
+	    (rc = tf_metrics_cancel_requested(txn, t->feed_id, t->first_mode)))
+		return rc;
 	if (mode > t->stored_mode && (rc = tf_metrics_cancel_requested(txn, t->feed_id, mode)))
 		return rc;
 	set_now(t->obj, "updated_at");

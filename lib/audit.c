@@ -244,11 +244,24 @@ static int list_txn(tf_txn *txn, void *vctx)
 	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
 }
 
+static int pending_one(const void *k, size_t kl, const void *v, size_t vl, void *vctx)
+{
+	(void)k, (void)kl, (void)v, (void)vl;
+	*(int *)vctx = 1;
+	return TF_OK;
+}
+
+static int pending_txn(tf_txn *txn, void *vctx)
+{
+	return tf_txn_signal_scan(txn, "a", 1, 1, pending_one, vctx);
+}
+
 int tf_audit_list(tf_store *st, int limit, const char *cursor, char **json, size_t *len)
 {
 	json_object *arr, *root;
 	struct list_ctx c = {.limit = limit};
 	int64_t before = 0;
+	int pending = 0;
 	int rc;
 
 	*json = NULL;
@@ -258,6 +271,12 @@ int tf_audit_list(tf_store *st, int limit, const char *cursor, char **json, size
 	if (!(root = tf_json_list_root("entries", &arr)))
 		return TF_ENOMEM;
 	c.arr = arr;
+	/* A cancel's entry deferred after its run ended (nothing audited
+	 * since to move it) joins the trail before it is listed. */
+	if ((rc = tf_store_view(st, pending_txn, &pending)) || (pending && (rc = tf_audit_flush(st)))) {
+		json_object_put(root);
+		return rc;
+	}
 	if (!(rc = tf_store_view(st, list_txn, &c))) {
 		char next[24];
 		snprintf(next, sizeof next, "%llu", (unsigned long long)c.next);

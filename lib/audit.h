@@ -40,7 +40,8 @@ int tf_audit_defer(tf_store *st, const tf_audit_entry *e);
 /* Moves deferred entries into the trail (a run's end calls it). */
 int tf_audit_flush(tf_store *st);
 
-/* Newest first: {"entries":[...],"next_cursor":"ID"|null}; cursor (from
+/* Moves deferred entries into the trail first (a write, only when some
+ * wait). Newest first: {"entries":[...],"next_cursor":"ID"|null}; cursor (from
  * next_cursor, NULL for the first page) continues below that entry.
  * TF_EINVAL for a cursor that is not one. *json is the caller's. */
 int tf_audit_list(tf_store *st, int limit, const char *cursor, char **json, size_t *len);

@@ -141,6 +141,28 @@ class FrozenInCommit(unittest.TestCase):
         self.assertIsNone(feed["active_task_id"], feed)
         print("\nfrozen-in-commit stop_now: 202 in %.1f ms" % (took * 1000))
 
+    def test_cli_cancel_while_frozen_in_commit(self):
+        """The CLI opens the store and cancels without the writer lock too."""
+        import json
+        self.add_feed("fc")
+        self.stack.upstream_ctl("reset")
+        self.stack.upstream_ctl("data", {"objects": 1000})
+        task = self.consume("fc")
+        self.wait_frozen(task)
+        writer = self.assert_lock_held()
+        # Generous: a CLI start under ASan on a loaded machine. A CLI that
+        # waited for the lock would wait forever: without the cancel the
+        # supervisor never kills the frozen worker.
+        out = self.stack.cli("cancel", task, "--mode", "cancel_job", timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        shown = json.loads(out.stdout)
+        self.assertEqual(shown["status"], "cancelling", shown)
+        self.assertEqual(shown["cancel"]["requested_by"][:4], "cli:", shown)
+        done = self.finish(task, writer)
+        self.assertEqual(done["status"], "cancelled", done)
+        self.assertTrue(done["cancel"]["forced"], done)
+        self.assertEqual(self.export("fc"), "")
+
     def test_cancel_job_while_frozen_in_commit_restores_export(self):
         up = self.stack.upstream_ctl
         self.add_feed("fj")

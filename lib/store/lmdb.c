@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,9 @@ typedef struct lm_store {
 	MDB_env *env;
 	MDB_env *sig;        /* <path>/signals: store.h "signals", its own writer lock */
 	MDB_dbi dbi[TF_TBL__COUNT];
-	size_t map_size;
+	/* Written by every transaction's begin: a worker's writer thread and
+	 * its driver thread's views (a cancel peek) run at once. */
+	atomic_size_t map_size;
 	char *path;
 } lm_store;
 
@@ -155,9 +158,9 @@ static int lm_open(tf_store **out, const char *path, size_t map_size, char *err,
 		free(st);
 		return TF_ENOMEM;
 	}
-	st->map_size = map_size ? map_size : DEFAULT_MAP_SIZE;
+	atomic_init(&st->map_size, map_size ? map_size : DEFAULT_MAP_SIZE);
 	if ((rc = mdb_env_create(&st->env)) || (rc = mdb_env_set_maxdbs(st->env, TF_TBL__COUNT)) ||
-	    (rc = mdb_env_set_mapsize(st->env, st->map_size)) ||
+	    (rc = mdb_env_set_mapsize(st->env, atomic_load(&st->map_size))) ||
 	    (rc = mdb_env_set_maxreaders(st->env, 510)) ||
 	    (rc = mdb_env_open(st->env, path, MDB_NOTLS, 0660))) {
 		snprintf(err, errlen, "cannot open store %s: %s", path, mdb_strerror(rc));
@@ -173,7 +176,7 @@ static int lm_open(tf_store **out, const char *path, size_t map_size, char *err,
 	{
 		MDB_envinfo info;
 		if (!mdb_env_info(st->env, &info))
-			st->map_size = info.me_mapsize;
+			atomic_store(&st->map_size, info.me_mapsize);
 	}
 	if ((rc = open_signals(st, err, errlen))) {
 		mdb_env_close(st->env);
@@ -215,7 +218,7 @@ static int lm_sync(lm_store *st)
 
 static size_t lm_map_size(lm_store *st)
 {
-	return st->map_size;
+	return atomic_load(&st->map_size);
 }
 
 /* LMDB reports a page write cut short by a full disk as EIO: a failed write
@@ -243,20 +246,20 @@ static int begin(lm_store *st, unsigned flags, MDB_txn **txn)
 	if (!rc) {
 		MDB_envinfo info;
 		if (!mdb_env_info(st->env, &info))
-			st->map_size = info.me_mapsize;
+			atomic_store(&st->map_size, info.me_mapsize);
 	}
 	return rc;
 }
 
 static int grow(lm_store *st)
 {
-	size_t next = st->map_size * 2;
+	size_t next = atomic_load(&st->map_size) * 2;
 	int rc = mdb_env_set_mapsize(st->env, next);
 	if (rc) {
 		tf_err("store: cannot grow map to %zu bytes: %s", next, mdb_strerror(rc));
 		return TF_ESTORE;
 	}
-	st->map_size = next;
+	atomic_store(&st->map_size, next);
 	tf_debug("store: map grown to %zu bytes", next);
 	return TF_OK;
 }

@@ -1379,6 +1379,8 @@ static void test_signals_while_writer_lock_held(void **state)
 	assert_true(holder >= 0);
 	if (holder == 0) {
 		tf_store *cs;
+		signal(SIGALRM, on_alarm); /* never outlives a failed test */
+		alarm(60);
 		fds[0] = held[1], fds[1] = go[0];
 		if (tf_store_open(&cs, path, 0, NULL, 0))
 			_exit(1);

@@ -89,7 +89,9 @@ static void cli_audit(struct ctx *c, const char *action, const char *feed, const
 	case TF_EINVAL: e.status = 400, e.outcome = "invalid"; break;
 	default: e.status = 500, e.outcome = "error"; break;
 	}
-	if ((arc = tf_audit_append(c->st, &e)))
+	/* A cancel's entry never waits for the writer lock (docs/SPEC.md §3;
+	 * lib/audit.h), like the cancel itself. */
+	if ((arc = mode ? tf_audit_defer(c->st, &e) : tf_audit_append(c->st, &e)))
 		fprintf(stderr, "threatfeed: audit: %s\n", tf_strerror(arc));
 }
 

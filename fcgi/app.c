@@ -202,7 +202,12 @@ static void audit(tf_app *app, const tf_req *req, const tf_resp *resp, const tf_
 	 * cancel (measured: +6 ms on LMDB). The entry is lost only if the
 	 * machine (not the process) dies before the next synchronous commit of
 	 * any writer flushes it (README "Audit"). */
-	if (!tf_app_store(app, &scratch)) {
+	if (e.mode && !tf_app_store(app, &scratch)) {
+		/* A cancel's entry waits in the store's signals, like the cancel:
+		 * the writer lock may be held by a frozen worker (lib/audit.h). */
+		if ((rc = tf_audit_defer(app->st, &e)))
+			tf_warn("audit: %s", tf_strerror(rc));
+	} else if (!tf_app_store(app, &scratch)) {
 		tf_store_set_lazy(app->st, 1);
 		if ((rc = tf_audit_append(app->st, &e)))
 			tf_warn("audit: %s", tf_strerror(rc));

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "json.h"
@@ -65,14 +66,115 @@ int tf_audit_append_txn(tf_txn *txn, const tf_audit_entry *e)
 	return rc;
 }
 
-static int append_txn(tf_txn *txn, void *ctx)
+/* ---- entries deferred to the signal store -------------------------------------
+ * A cancel is answered while a worker may hold the writer lock (docs/SPEC.md §3):
+ * its entry waits in the signal store (store.h) under 'a' time(8 BE) pid(4 BE)
+ * n(4 BE), stamped with its own time, and the next audited write (or the end
+ * of a run) moves it into the trail, where it gets its id. A crash between
+ * that move's commit and the removal from the signal store may list an
+ * entry twice; none is lost. */
+#define OUTBOX_KEY_LEN 17
+
+int tf_audit_defer(tf_store *st, const tf_audit_entry *e)
 {
-	return tf_audit_append_txn(txn, ctx);
+	static uint32_t n;
+	unsigned char key[OUTBOX_KEY_LEN];
+	json_object *o = entry_json(e, 0);
+	const char *text;
+	uint32_t pid = (uint32_t)getpid();
+	int rc;
+
+	if (!o)
+		return TF_ENOMEM;
+	json_object_object_del(o, "id");
+	key[0] = 'a';
+	put_be64(key + 1, (uint64_t)tf_now_us());
+	for (int i = 0; i < 4; i++) {
+		key[9 + i] = (unsigned char)(pid >> (24 - 8 * i));
+		key[13 + i] = (unsigned char)(n >> (24 - 8 * i));
+	}
+	n++;
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	rc = text ? tf_store_signal_write(st, key, sizeof key, text, strlen(text), 0, NULL, 0, NULL)
+	          : TF_ENOMEM;
+	json_object_put(o);
+	return rc;
+}
+
+struct append_ctx {
+	const tf_audit_entry *e;   /* NULL: only move the deferred ones */
+	tf_txn *txn;
+	unsigned char moved[TF_AUDIT_OUTBOX_BATCH][OUTBOX_KEY_LEN];
+	size_t nmoved;
+};
+
+static int put_entry(tf_txn *txn, json_object *o)
+{
+	unsigned char key[8];
+	const char *text;
+	uint64_t seq;
+	int rc;
+
+	if ((rc = tf_txn_seq_next(txn, "audit", &seq)))
+		return rc;
+	json_object_object_add(o, "id", json_object_new_int64((int64_t)seq));
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	put_be64(key, seq);
+	rc = text ? tf_txn_put(txn, TF_TBL_AUDIT, key, 8, text, strlen(text)) : TF_ENOMEM;
+	if (!rc && seq > TF_AUDIT_KEEP) {
+		put_be64(key, seq - TF_AUDIT_KEEP);
+		if ((rc = tf_txn_del(txn, TF_TBL_AUDIT, key, 8)) == TF_ENOTFOUND)
+			rc = TF_OK;
+	}
+	return rc;
+}
+
+static int move_one(const void *k, size_t kl, const void *v, size_t vl, void *vctx)
+{
+	struct append_ctx *c = vctx;
+	json_object *o = NULL;
+	int rc;
+
+	if (kl != OUTBOX_KEY_LEN || c->nmoved == TF_AUDIT_OUTBOX_BATCH)
+		return TF_OK;
+	memcpy(c->moved[c->nmoved++], k, kl);
+	if (tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, &o, NULL, 0))
+		return TF_OK;  /* unreadable: dropped with the rest */
+	rc = put_entry(c->txn, o);
+	json_object_put(o);
+	return rc;
+}
+
+static int append_txn(tf_txn *txn, void *vctx)
+{
+	struct append_ctx *c = vctx;
+	int rc;
+
+	c->txn = txn;
+	c->nmoved = 0;   /* a replay (map grown) moves them again */
+	if ((rc = tf_txn_signal_scan(txn, "a", 1, TF_AUDIT_OUTBOX_BATCH, move_one, c)))
+		return rc;
+	return c->e ? tf_audit_append_txn(txn, c->e) : TF_OK;
+}
+
+static int append(tf_store *st, const tf_audit_entry *e)
+{
+	struct append_ctx c = {.e = e};
+	int rc = tf_store_update(st, append_txn, &c);
+
+	for (size_t i = 0; !rc && i < c.nmoved; i++)
+		tf_store_signal_del(st, c.moved[i], OUTBOX_KEY_LEN);
+	return rc;
 }
 
 int tf_audit_append(tf_store *st, const tf_audit_entry *e)
 {
-	return tf_store_update(st, append_txn, (void *)e);
+	return append(st, e);
+}
+
+int tf_audit_flush(tf_store *st)
+{
+	return append(st, NULL);
 }
 
 struct list_ctx {
@@ -128,11 +230,24 @@ static int list_txn(tf_txn *txn, void *vctx)
 	return rc == TF_ENOTFOUND || rc == TF_OK ? TF_OK : rc;
 }
 
+static int pending_one(const void *k, size_t kl, const void *v, size_t vl, void *vctx)
+{
+	(void)k, (void)kl, (void)v, (void)vl;
+	*(int *)vctx = 1;
+	return TF_OK;
+}
+
+static int pending_txn(tf_txn *txn, void *vctx)
+{
+	return tf_txn_signal_scan(txn, "a", 1, 1, pending_one, vctx);
+}
+
 int tf_audit_list(tf_store *st, int limit, const char *cursor, char **json, size_t *len)
 {
 	json_object *arr, *root;
 	struct list_ctx c = {.limit = limit};
 	int64_t before = 0;
+	int pending = 0;
 	int rc;
 
 	*json = NULL;
@@ -142,6 +257,12 @@ int tf_audit_list(tf_store *st, int limit, const char *cursor, char **json, size
 	if (!(root = tf_json_list_root("entries", &arr)))
 		return TF_ENOMEM;
 	c.arr = arr;
+	/* A cancel's entry deferred after its run ended (nothing audited
+	 * since to move it) joins the trail before it is listed. */
+	if ((rc = tf_store_view(st, pending_txn, &pending)) || (pending && (rc = tf_audit_flush(st)))) {
+		json_object_put(root);
+		return rc;
+	}
 	if (!(rc = tf_store_view(st, list_txn, &c))) {
 		char next[24];
 		snprintf(next, sizeof next, "%llu", (unsigned long long)c.next);

@@ -29,10 +29,19 @@ typedef struct tf_audit_entry {
 /* Appends e (stamped with the time now) and drops the entry TF_AUDIT_KEEP
  * before it, inside txn: one put and one delete. */
 int tf_audit_append_txn(tf_txn *txn, const tf_audit_entry *e);
-/* The same in its own write transaction. */
+/* The same in its own write transaction, which first moves entries
+ * deferred by tf_audit_defer (up to TF_AUDIT_OUTBOX_BATCH) into the trail. */
 int tf_audit_append(tf_store *st, const tf_audit_entry *e);
+/* Records e in the store's signals (store.h), never waiting for the writer
+ * lock: for a cancel, answered while a worker may hold it (docs/SPEC.md
+ * §3). It joins the trail, with its own time and a later id, at the next
+ * tf_audit_append or tf_audit_flush. */
+int tf_audit_defer(tf_store *st, const tf_audit_entry *e);
+/* Moves deferred entries into the trail (a run's end calls it). */
+int tf_audit_flush(tf_store *st);
 
-/* Newest first: {"entries":[...],"next_cursor":"ID"|null}; cursor (from
+/* Moves deferred entries into the trail first (a write, only when some
+ * wait). Newest first: {"entries":[...],"next_cursor":"ID"|null}; cursor (from
  * next_cursor, NULL for the first page) continues below that entry.
  * TF_EINVAL for a cursor that is not one. *json is the caller's. */
 int tf_audit_list(tf_store *st, int limit, const char *cursor, char **json, size_t *len);

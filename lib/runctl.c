@@ -1,4 +1,5 @@
 #include "runctl.h"
+#include "audit.h"
 #include "index.h"
 #include "err.h"
 #include "feed.h"
@@ -408,7 +409,7 @@ static int finish(tf_store *st, const char *task_id, tf_status final, int forced
 	if ((rc = tf_store_view(st, peek_txn, &p)))
 		return rc;
 	if (tf_status_terminal(p.status))
-		return TF_OK;
+		return tf_task_cancel_drop_signal(st, task_id); /* a late request: moot */
 	for (int attempt = 0; attempt < 3; attempt++) {
 		if (settle(p.status, final) == TF_ST_CANCELLED || c.again) {
 			tf_store_update(st, mark_rolling_back, (void *)task_id);
@@ -425,6 +426,14 @@ static int finish(tf_store *st, const char *task_id, tf_status final, int forced
 			continue;
 		if (rc)
 			return rc;
+		/* The tables hold the cancel now (finish_txn saved the task with
+		 * it merged in): the request in the signal store has done its work. */
+		if (tf_task_cancel_drop_signal(st, task_id))
+			tf_warn("runctl: could not drop the cancel signal of %s", task_id);
+		/* The cancel's audit entry, deferred like the cancel, joins the
+		 * trail at the latest now. */
+		if (tf_audit_flush(st))
+			tf_warn("runctl: could not move deferred audit entries");
 		*ended = !c.already;
 		if (!c.already && c.final != TF_ST_CANCELLED)
 			rc = tf_store_undo_drop(st, task_id);

@@ -90,6 +90,10 @@ struct tf_task {
 	char id[TF_UUID_LEN + 1];
 	char feed_id[TF_MAX_FEED_ID + 1];
 	tf_status status;
+	/* The cancel mode the tables hold; a higher one shown comes from the
+	 * signal store (merged by tf_task_load) and is counted when saved. */
+	tf_cancel_mode stored_mode;
+	tf_cancel_mode first_mode; /* of a merged request: the mode first asked for */
 };
 
 static void set_str(json_object *o, const char *k, const char *v)
@@ -210,6 +214,100 @@ static int wrap(json_object *obj, tf_task **out)
 	return TF_OK;
 }
 
+/* ---- cancel requests in the signal store (store.h "signals") --------------
+ * A cancel is written there, never under the writer lock, so it is durable
+ * and answered while a worker holds that lock (docs/SPEC.md §3). Every
+ * load of an active task merges it in: the API, the supervisor and the
+ * worker's checks see it at once, and the first write of the task (a
+ * progress commit, the run's end) records it in the tables.
+ * Key: 'c' task_id. Value: mode(1, raised in place by a later request)
+ * first mode(1) requested_at(8, µs, big-endian) requested_by. */
+#define SIG_KEY_LEN (1 + TF_UUID_LEN)
+#define SIG_HEAD (1 + 1 + 8)
+
+typedef struct cancel_sig {
+	tf_cancel_mode mode, first;
+	int64_t at_us;
+	char by[TF_MAX_NAME + 1];
+} cancel_sig;
+
+static void sig_key(const char *task_id, unsigned char *k)
+{
+	k[0] = 'c';
+	memcpy(k + 1, task_id, TF_UUID_LEN);
+}
+
+static size_t sig_encode(tf_cancel_mode mode, int64_t at_us, const char *by, unsigned char *v)
+{
+	size_t bl = strlen(by);
+	uint64_t at = (uint64_t)at_us;
+
+	if (bl > TF_MAX_NAME)
+		bl = TF_MAX_NAME;
+	v[0] = v[1] = (unsigned char)mode;
+	for (int i = 9; i >= 2; i--, at >>= 8)
+		v[i] = (unsigned char)at;
+	memcpy(v + SIG_HEAD, by, bl);
+	return SIG_HEAD + bl;
+}
+
+static int sig_decode(const unsigned char *v, size_t vl, cancel_sig *s)
+{
+	uint64_t at = 0;
+
+	if (vl < SIG_HEAD || vl > SIG_HEAD + TF_MAX_NAME || v[0] < TF_CANCEL_STOP_NOW ||
+	    v[0] > TF_CANCEL_JOB || v[1] < TF_CANCEL_STOP_NOW || v[1] > v[0])
+		return TF_ESTORE;
+	s->mode = (tf_cancel_mode)v[0];
+	s->first = (tf_cancel_mode)v[1];
+	for (int i = 2; i <= 9; i++)
+		at = at << 8 | v[i];
+	s->at_us = (int64_t)at;
+	memcpy(s->by, v + SIG_HEAD, vl - SIG_HEAD);
+	s->by[vl - SIG_HEAD] = '\0';
+	return TF_OK;
+}
+
+/* TF_ENOTFOUND when no cancel of task_id waits in the signal store. */
+static int sig_read(tf_txn *txn, const char *task_id, cancel_sig *s)
+{
+	unsigned char k[SIG_KEY_LEN], v[SIG_HEAD + TF_MAX_NAME];
+	size_t vl;
+	int rc;
+
+	sig_key(task_id, k);
+	if ((rc = tf_txn_signal_get(txn, k, sizeof k, v, sizeof v, &vl)))
+		return rc;
+	return sig_decode(v, vl, s);
+}
+
+static int request_cancel_at(tf_task *t, tf_cancel_mode mode, const char *by, int64_t at_us);
+
+static int merge_signal(tf_txn *txn, tf_task *t)
+{
+	cancel_sig s;
+	int rc;
+
+	t->stored_mode = tf_task_cancel_mode(t);
+	if (!tf_status_active(t->status))
+		return TF_OK;
+	if ((rc = sig_read(txn, t->id, &s)))
+		return rc == TF_ENOTFOUND || rc == TF_ESTORE ? TF_OK : rc; /* a bad entry: ignored */
+	t->first_mode = s.first;
+	rc = request_cancel_at(t, s.mode, s.by, s.at_us);
+	return rc == TF_ECONFLICT ? TF_OK : rc;
+}
+
+int tf_task_cancel_drop_signal(tf_store *st, const char *task_id)
+{
+	unsigned char k[SIG_KEY_LEN];
+	int rc;
+
+	sig_key(task_id, k);
+	rc = tf_store_signal_del(st, k, sizeof k);
+	return rc == TF_ENOTFOUND ? TF_OK : rc;
+}
+
 int tf_task_load(tf_txn *txn, const char *task_id, tf_task **out)
 {
 	const void *v;
@@ -221,8 +319,14 @@ int tf_task_load(tf_txn *txn, const char *task_id, tf_task **out)
 		return rc;
 	if (tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, &obj, NULL, 0))
 		return TF_ESTORE;
-	if ((rc = wrap(obj, out)))
+	if ((rc = wrap(obj, out))) {
 		json_object_put(obj);
+		return rc;
+	}
+	if ((rc = merge_signal(txn, *out))) {
+		tf_task_free(*out);
+		*out = NULL;
+	}
 	return rc;
 }
 
@@ -230,10 +334,23 @@ int tf_task_save(tf_txn *txn, tf_task *t)
 {
 	size_t len;
 	const char *text;
+	tf_cancel_mode mode = tf_task_cancel_mode(t);
+	int rc;
 
+	/* A request that raised the mode is counted (metrics.h) when the tables
+	 * first record it — a stop_now raised to cancel_job before that, both —
+	 * and a repeat is not. */
+	if (mode > t->stored_mode && t->first_mode > t->stored_mode && t->first_mode < mode &&
+	    (rc = tf_metrics_cancel_requested(txn, t->feed_id, t->first_mode)))
+		return rc;
+	if (mode > t->stored_mode && (rc = tf_metrics_cancel_requested(txn, t->feed_id, mode)))
+		return rc;
 	set_now(t->obj, "updated_at");
 	text = tf_json_text(t->obj, &len);
-	return tf_txn_put(txn, TF_TBL_TASKS, t->id, TF_UUID_LEN, text, len);
+	if ((rc = tf_txn_put(txn, TF_TBL_TASKS, t->id, TF_UUID_LEN, text, len)))
+		return rc;
+	t->stored_mode = mode;
+	return TF_OK;
 }
 
 void tf_task_free(tf_task *t)
@@ -328,7 +445,9 @@ void tf_task_set_progress(tf_task *t, const tf_progress *p)
 	json_object_object_add(t->obj, "progress", o);
 }
 
-int tf_task_request_cancel(tf_task *t, tf_cancel_mode mode, const char *by)
+/* tf_task_request_cancel with the request's own time: a request read from
+ * the signal store shows when it was made, not when it was merged. */
+static int request_cancel_at(tf_task *t, tf_cancel_mode mode, const char *by, int64_t at_us)
 {
 	tf_cancel_mode cur = tf_task_cancel_mode(t);
 	json_object *c;
@@ -342,10 +461,11 @@ int tf_task_request_cancel(tf_task *t, tf_cancel_mode mode, const char *by)
 	if (tf_task_set_status(t, next))
 		return TF_ECONFLICT;
 	if (!json_object_object_get_ex(t->obj, "cancel", &c) || !c) {
-		char who[TF_MAX_NAME + 1];
+		char who[TF_MAX_NAME + 1], ts[TF_TIME_LEN + 1];
 		c = json_object_new_object();
 		set_str(c, "mode", NULL);
-		set_now(c, "requested_at");
+		tf_time_format(at_us, ts, sizeof ts);
+		set_str(c, "requested_at", ts);
 		copy_text(who, sizeof who, by ? by : "anonymous");
 		set_str(c, "requested_by", who);
 		json_object_object_add(c, "acknowledged_at", NULL);
@@ -357,6 +477,11 @@ int tf_task_request_cancel(tf_task *t, tf_cancel_mode mode, const char *by)
 	                  mode == TF_CANCEL_JOB ? "cancel requested: rolling back"
 	                                        : "stop requested: keeping committed data");
 	return TF_OK;
+}
+
+int tf_task_request_cancel(tf_task *t, tf_cancel_mode mode, const char *by)
+{
+	return request_cancel_at(t, mode, by, tf_now_us());
 }
 
 static json_object *cancel_obj(tf_task *t)
@@ -551,16 +676,30 @@ struct read_ctx {
 	size_t len;
 };
 
+/* The stored text as is, unless a cancel waits in the signal store (one
+ * lookup there): then the task with it merged (tf_task_load). */
 static int read_txn(tf_txn *txn, void *vctx)
 {
 	struct read_ctx *c = vctx;
 	const void *v;
 	size_t vl;
+	cancel_sig sig;
+	tf_task *t;
+	const char *text;
 	int rc = tf_txn_get(txn, TF_TBL_TASKS, c->task_id, strlen(c->task_id), &v, &vl);
 
 	if (rc)
 		return rc;
-	if (!(c->json = tf_strndup(v, vl)))
+	if (strlen(c->task_id) == TF_UUID_LEN && sig_read(txn, c->task_id, &sig) == TF_OK) {
+		if ((rc = tf_task_load(txn, c->task_id, &t)))
+			return rc;
+		text = tf_task_json(t, &vl);
+		c->json = tf_strndup(text, vl);
+		tf_task_free(t);
+	} else {
+		c->json = tf_strndup(v, vl);
+	}
+	if (!c->json)
 		return TF_ENOMEM;
 	c->len = vl;
 	return TF_OK;
@@ -576,59 +715,65 @@ int tf_task_read(tf_store *st, const char *task_id, char **json, size_t *len)
 	return rc;
 }
 
+/* A cancel never takes the writer lock (docs/SPEC.md §3; store.h
+ * "signals"): the task is read in a snapshot, the request written to the
+ * signal store in its own durable commit, and the task read again with the
+ * request merged in. The run's processes see it at their next read of the
+ * task; the tables record it with the task's next write. */
 struct cancel_ctx {
-	const char *task_id, *feed_id, *by;
-	tf_cancel_mode mode;
-	char *out_id;
-	char *json;
-	size_t len;
+	const char *task_id, *feed_id;
+	tf_status status;
+	tf_cancel_mode mode; /* the task's, with any waiting request merged */
+	char id[TF_UUID_LEN + 1];
 };
 
-static int cancel_task_in(tf_txn *txn, struct cancel_ctx *c, const char *task_id)
+static int cancel_peek_txn(tf_txn *txn, void *vctx)
 {
+	struct cancel_ctx *c = vctx;
 	tf_task *t;
-	const char *text;
-	tf_cancel_mode before;
-	int rc = tf_task_load(txn, task_id, &t);
+	int rc = tf_task_load(txn, c->task_id, &t);
 
 	if (rc)
 		return rc;
-	before = tf_task_cancel_mode(t);
-	/* A request that raised the mode is counted (metrics.h); a repeat is not. */
-	if (!(rc = tf_task_request_cancel(t, c->mode, c->by)) && !(rc = tf_task_save(txn, t)) &&
-	    (tf_task_cancel_mode(t) == before ||
-	     !(rc = tf_metrics_cancel_requested(txn, t->feed_id, c->mode)))) {
-		text = tf_task_json(t, &c->len);
-		if (!(c->json = tf_strndup(text, c->len)))
-			rc = TF_ENOMEM;
-	}
+	c->status = t->status;
+	c->mode = tf_task_cancel_mode(t);
 	tf_task_free(t);
-	return rc;
+	return TF_OK;
 }
 
-static int cancel_txn(tf_txn *txn, void *vctx)
+int tf_task_cancel(tf_store *st, const char *task_id, tf_cancel_mode mode, const char *by,
+                   char **json, size_t *len)
 {
-	struct cancel_ctx *c = vctx;
-	free(c->json);
-	c->json = NULL;
-	return cancel_task_in(txn, c, c->task_id);
+	struct cancel_ctx c = {.task_id = task_id};
+	unsigned char k[SIG_KEY_LEN], v[SIG_HEAD + TF_MAX_NAME];
+	int rc;
+
+	*json = NULL;
+	if (len)
+		*len = 0;
+	if (mode != TF_CANCEL_STOP_NOW && mode != TF_CANCEL_JOB)
+		return TF_EINVAL;
+	if ((rc = tf_store_view(st, cancel_peek_txn, &c)))
+		return rc;
+	if (tf_status_terminal(c.status))
+		return TF_ECONFLICT;
+	if (mode > c.mode) { /* a repeat, or a lower mode, changes nothing */
+		sig_key(task_id, k);
+		if ((rc = tf_store_signal_write(st, k, sizeof k, v,
+		                                sig_encode(mode, tf_now_us(), by ? by : "anonymous", v),
+		                                1, NULL, 0, NULL)))
+			return rc;
+	}
+	return tf_task_read(st, task_id, json, len);
 }
 
-/* Signal value: task_id(36) mode(1) expires_us(8, native). */
-#define SIGNAL_LEN (TF_UUID_LEN + 1 + 8)
-
-static int cancel_feed_txn(tf_txn *txn, void *vctx)
+static int active_txn(tf_txn *txn, void *vctx)
 {
 	struct cancel_ctx *c = vctx;
 	const void *v;
 	size_t vl;
-	char id[TF_UUID_LEN + 1];
-	unsigned char sig[SIGNAL_LEN];
-	int64_t expires = tf_now_us() + (int64_t)TF_SIGNAL_TTL_S * 1000000;
 	int rc = tf_txn_get(txn, TF_TBL_ACTIVE, c->feed_id, strlen(c->feed_id), &v, &vl);
 
-	free(c->json);
-	c->json = NULL;
 	if (rc == TF_ENOTFOUND) {
 		/* Unknown feed and idle feed answer differently (404 vs 409). */
 		rc = tf_txn_get(txn, TF_TBL_FEEDS, c->feed_id, strlen(c->feed_id), &v, &vl);
@@ -638,46 +783,30 @@ static int cancel_feed_txn(tf_txn *txn, void *vctx)
 		return rc;
 	if (vl != TF_UUID_LEN)
 		return TF_ESTORE;
-	memcpy(id, v, TF_UUID_LEN);
-	id[TF_UUID_LEN] = '\0';
-	memcpy(c->out_id, id, TF_UUID_LEN + 1);
-	memcpy(sig, id, TF_UUID_LEN);
-	sig[TF_UUID_LEN] = (unsigned char)c->mode;
-	memcpy(sig + TF_UUID_LEN + 1, &expires, 8);
-	if ((rc = tf_txn_put(txn, TF_TBL_SIGNALS, c->feed_id, strlen(c->feed_id), sig, sizeof sig)))
-		return rc;
-	return cancel_task_in(txn, c, id);
+	memcpy(c->id, v, TF_UUID_LEN);
+	c->id[TF_UUID_LEN] = '\0';
+	return TF_OK;
 }
 
-int tf_task_cancel(tf_store *st, const char *task_id, tf_cancel_mode mode, const char *by,
-                   char **json, size_t *len)
-{
-	struct cancel_ctx c = {.task_id = task_id, .by = by, .mode = mode};
-	int rc = tf_store_update(st, cancel_txn, &c);
-	if (rc) {
-		free(c.json);
-		c.json = NULL;
-	}
-	*json = c.json;
-	if (len)
-		*len = c.len;
-	return rc;
-}
-
+/* The feed's active run is named in the tables from its creation on, so the
+ * request goes to that task: no per-feed signal is needed (TF_TBL_SIGNALS
+ * entries of older builds are still honoured by tf_task_cancel_requested). */
 int tf_task_cancel_feed(tf_store *st, const char *feed_id, tf_cancel_mode mode, const char *by,
                         char *task_id, char **json, size_t *len)
 {
-	struct cancel_ctx c = {.feed_id = feed_id, .by = by, .mode = mode, .out_id = task_id};
-	int rc = tf_store_update(st, cancel_feed_txn, &c);
-	if (rc) {
-		free(c.json);
-		c.json = NULL;
-	}
-	*json = c.json;
-	if (len)
-		*len = c.len;
-	return rc;
+	struct cancel_ctx c = {.feed_id = feed_id};
+	int rc = tf_store_view(st, active_txn, &c);
+
+	*json = NULL;
+	if (rc)
+		return rc;
+	memcpy(task_id, c.id, TF_UUID_LEN + 1);
+	return tf_task_cancel(st, c.id, mode, by, json, len);
 }
+
+/* TF_TBL_SIGNALS value (older builds' per-feed signal): task_id(36) mode(1)
+ * expires_us(8, native). */
+#define SIGNAL_LEN (TF_UUID_LEN + 1 + 8)
 
 int tf_task_cancel_requested(tf_txn *txn, const char *task_id, const char *feed_id,
                              tf_cancel_mode *mode)
@@ -727,6 +856,20 @@ static int list_one(tf_txn *txn, struct list_ctx *c, const void *id, size_t idl)
 		return TF_OK; /* history entry whose task was cleared */
 	if (tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, &obj, NULL, 0))
 		return TF_ESTORE;
+	/* An active task may have a cancel waiting in the signal store. */
+	if (!tf_status_parse(tf_json_str(obj, "status"), &s) && tf_status_active(s) &&
+	    idl == TF_UUID_LEN) {
+		char id_s[TF_UUID_LEN + 1];
+		cancel_sig sig;
+		tf_task *t;
+		memcpy(id_s, id, TF_UUID_LEN);
+		id_s[TF_UUID_LEN] = '\0';
+		if (sig_read(txn, id_s, &sig) == TF_OK && tf_task_load(txn, id_s, &t) == TF_OK) {
+			json_object_put(obj);
+			obj = json_object_get(t->obj);
+			tf_task_free(t);
+		}
+	}
 	if ((c->f->feed_id && strcmp(c->f->feed_id, tf_json_str(obj, "feed_id") ? tf_json_str(obj, "feed_id") : "")) ||
 	    (c->f->active_only &&
 	     (tf_status_parse(tf_json_str(obj, "status"), &s) || !tf_status_active(s)))) {
@@ -912,7 +1055,55 @@ static int gc_signals_txn(tf_txn *txn, void *vctx)
 	return rc == TF_ENOTFOUND ? TF_OK : rc;
 }
 
+/* Cancel requests left in the signal store by tasks that ended or went
+ * (a request that raced the run's end; a crash between the end's commit
+ * and the drop). */
+struct stale_ctx {
+	tf_txn *txn;
+	char ids[64][TF_UUID_LEN + 1];
+	size_t n;
+};
+
+static int stale_one(const void *k, size_t kl, const void *v, size_t vl, void *vctx)
+{
+	struct stale_ctx *c = vctx;
+	const void *tv;
+	size_t tl;
+	json_object *obj = NULL;
+	tf_status s = TF_ST_COMPLETED;
+	char id[TF_UUID_LEN + 1];
+
+	(void)v, (void)vl;
+	if (kl != SIG_KEY_LEN || c->n == 64)
+		return TF_OK;
+	memcpy(id, (const char *)k + 1, TF_UUID_LEN);
+	id[TF_UUID_LEN] = '\0';
+	if (!tf_txn_get(c->txn, TF_TBL_TASKS, id, TF_UUID_LEN, &tv, &tl) &&
+	    !tf_json_parse(tv, tl, TF_MAX_FEED_JSON_DEPTH, &obj, NULL, 0))
+		tf_status_parse(tf_json_str(obj, "status"), &s);
+	json_object_put(obj);
+	if (!tf_status_active(s))
+		memcpy(c->ids[c->n++], id, TF_UUID_LEN + 1);
+	return TF_OK;
+}
+
+static int stale_txn(tf_txn *txn, void *vctx)
+{
+	struct stale_ctx *c = vctx;
+	c->txn = txn;
+	c->n = 0;
+	return tf_txn_signal_scan(txn, "c", 1, 4096, stale_one, c);
+}
+
 int tf_task_gc_signals(tf_store *st, uint64_t *dropped)
 {
-	return tf_store_update(st, gc_signals_txn, dropped);
+	struct stale_ctx c;
+	int rc = tf_store_update(st, gc_signals_txn, dropped);
+
+	if (rc || (rc = tf_store_view(st, stale_txn, &c)))
+		return rc;
+	for (size_t i = 0; i < c.n && !rc; i++)
+		if (!(rc = tf_task_cancel_drop_signal(st, c.ids[i])))
+			(*dropped)++;
+	return rc;
 }

@@ -101,7 +101,11 @@ int tf_task_read(tf_store *st, const char *task_id, char **json, size_t *len);
 
 /* Records a cancel durably (docs/SPEC.md §3) and returns the task's new JSON (caller
  * frees). TF_ENOTFOUND, TF_ECONFLICT (already finished). Does not wake the
- * run: call tf_runctl_wake() after it. */
+ * run: call tf_runctl_wake() after it. Never waits for the writer lock: the
+ * request goes to the store's signals (store.h), and every tf_task_load of
+ * the active task merges it in (status stopping/cancelling, its cancel
+ * object with the request's time and requester) until a write of the task
+ * records it in the tables. */
 int tf_task_cancel(tf_store *st, const char *task_id, tf_cancel_mode mode, const char *by,
                    char **json, size_t *len);
 /* Same for the feed's active run; also leaves a per-feed signal naming that
@@ -109,6 +113,9 @@ int tf_task_cancel(tf_store *st, const char *task_id, tf_cancel_mode mode, const
  * task_id receives the cancelled run's id. */
 int tf_task_cancel_feed(tf_store *st, const char *feed_id, tf_cancel_mode mode, const char *by,
                         char *task_id, char **json, size_t *len);
+/* Forgets task_id's request in the signal store (its run has ended and the
+ * tables hold the cancel). Absent: TF_OK. */
+int tf_task_cancel_drop_signal(tf_store *st, const char *task_id);
 /* The cancel mode recorded for task_id, looking also at the feed's signal
  * (so a run that is still starting cannot miss a feed-level cancel). */
 int tf_task_cancel_requested(tf_txn *txn, const char *task_id, const char *feed_id,

@@ -246,4 +246,16 @@
  * thousand records with their index entries commit in well under a second. */
 #define TF_REINDEX_BATCH           1000
 
+/* The signal store (store.h "signals"): keys are a prefix byte and a task
+ * id or an outbox sequence; values a cancel request (mode, time, who: under
+ * TF_MAX_NAME) or one audit entry (< 1 KiB). */
+#define TF_SIGNAL_MAX_KEY          64
+#define TF_SIGNAL_MAX_VAL          2048
+/* LMDB map of <store>/signals: only pending requests live there (a cancel
+ * until its run ends, an audit entry until the next audited write moves it),
+ * so a few hundred KiB; the map is a sparse reservation, not disk. */
+#define TF_SIGNAL_MAP_BYTES        ((size_t)32 << 20)
+/* Audit entries waiting in the signal store moved by one audited write. */
+#define TF_AUDIT_OUTBOX_BATCH      64
+
 #endif

@@ -43,6 +43,7 @@ struct tf_writer {
 	tf_run_view kept; /* the driver's view at the last committed page */
 	int64_t created, updated, skipped;
 	atomic_int cancel;
+	int64_t stop_at_page;      /* test hook (fault_stop_page); 0: off */
 };
 
 /* ---- the transactions ---------------------------------------------------------- */
@@ -98,12 +99,40 @@ static int show_txn(tf_txn *txn, void *vctx)
 	return tf_run_view_save(txn, c->w->task_id, &v, c->warnings, c->nwarnings, &c->taken);
 }
 
+/* Test hook (README "Testing"): TF_FAULT=stop_in_commit:N in the worker's
+ * environment stops the whole process (SIGSTOP) inside the write
+ * transaction of the commit that carries page N, once, while it holds the
+ * writer lock — the freeze that cancels must not wait behind (docs/SPEC.md
+ * §3). Nothing else reads TF_FAULT; without it the hook costs one test. */
+static int64_t fault_stop_page(void)
+{
+	const char *f = getenv("TF_FAULT");
+	int64_t n = 0;
+
+	if (f && !strncmp(f, "stop_in_commit:", 15) && !tf_parse_i64(f + 15, 1, INT64_MAX, &n))
+		return n;
+	return 0;
+}
+
+static void fault_check(tf_writer *w, const struct txn_ctx *c)
+{
+	for (int i = 0; w->stop_at_page && i < c->n; i++)
+		if (c->items[i].v.prog.pages_done >= w->stop_at_page) {
+			w->stop_at_page = 0;
+			tf_warn("run %s: TF_FAULT: stopping inside the commit of page %lld", w->task_id,
+			        (long long)c->items[i].v.prog.pages_done);
+			raise(SIGSTOP);
+		}
+}
+
 static int commit_txn(tf_txn *txn, void *vctx)
 {
 	struct txn_ctx *c = vctx;
 	tf_writer *w = c->w;
 	json_object *cursor = NULL;
 	int rc;
+
+	fault_check(w, c);
 
 	/* Inside the write transaction, a cancel recorded before it is seen:
 	 * the pages are abandoned whole. */
@@ -296,6 +325,7 @@ int tf_writer_start(tf_writer **out, tf_store *st, const char *task_id, const ch
 	snprintf(w->feed_id, sizeof w->feed_id, "%s", feed_id);
 	w->view = w->kept = *initial;
 	atomic_init(&w->cancel, TF_CANCEL_NONE);
+	w->stop_at_page = fault_stop_page();
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->work, NULL);
 	pthread_cond_init(&w->idle, NULL);

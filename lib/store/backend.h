@@ -68,6 +68,14 @@ struct tf_store_ops {
 	                const size_t *klens, const void **vals, size_t *vlens);
 	int (*write_j)(tf_txn *t, const char *task_id, uint64_t first_seq, const tf_jw *w,
 	               size_t n, uint64_t *entries);
+	/* store.h's signals (every backend): never under the writer lock. */
+	int (*signal_write)(tf_store *st, const void *key, size_t klen, const void *val,
+	                    size_t vlen, int raise, void *out, size_t cap, size_t *outlen);
+	int (*signal_del)(tf_store *st, const void *key, size_t klen);
+	int (*signal_get)(tf_txn *t, const void *key, size_t klen, void *out, size_t cap,
+	                  size_t *outlen);
+	int (*signal_scan)(tf_txn *t, const void *prefix, size_t plen, size_t max,
+	                   tf_signal_fn fn, void *ctx);
 };
 
 /* Writes the transaction's undo sequence back (journal.c); every backend's

@@ -1,9 +1,11 @@
 #include "backend.h"
+#include "tf_limits.h"
 #include "err.h"
 #include "log.h"
 #include "util.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +27,11 @@ static const char *const table_names[TF_TBL__COUNT] = {
 typedef struct lm_store {
 	tf_store base;
 	MDB_env *env;
+	MDB_env *sig;        /* <path>/signals: store.h "signals", its own writer lock */
 	MDB_dbi dbi[TF_TBL__COUNT];
-	size_t map_size;
+	/* Written by every transaction's begin: a worker's writer thread and
+	 * its driver thread's views (a cancel peek) run at once. */
+	atomic_size_t map_size;
 	char *path;
 } lm_store;
 
@@ -57,21 +62,68 @@ static int map_err(int rc)
 
 static int begin(lm_store *st, unsigned flags, MDB_txn **txn);
 
-static int open_dbis(lm_store *st)
+/* Opens the tables in a read-only transaction when they all exist (every
+ * open after the first): opening must not wait for the writer lock, which a
+ * worker frozen inside a page commit may hold for long (a CLI cancel, a new
+ * handler process: docs/SPEC.md §3). A read-only transaction's commit keeps
+ * its handles. A store missing a table creates them under the lock. */
+static int open_dbis_in(lm_store *st, unsigned flags)
 {
 	MDB_txn *txn = NULL;
 	/* begin(): a writer may grow the map between mdb_env_open and here. */
-	int rc = begin(st, 0, &txn);
+	int rc = begin(st, flags, &txn);
 
 	if (rc)
 		return rc; /* txn was never set: nothing to abort */
 	for (int i = 0; !rc && i < TF_TBL__COUNT; i++)
-		rc = mdb_dbi_open(txn, table_names[i], MDB_CREATE, &st->dbi[i]);
+		rc = mdb_dbi_open(txn, table_names[i], flags & MDB_RDONLY ? 0 : MDB_CREATE,
+		                  &st->dbi[i]);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return rc;
 	}
 	return mdb_txn_commit(txn);
+}
+
+static int open_dbis(lm_store *st)
+{
+	int rc = open_dbis_in(st, MDB_RDONLY);
+	return rc == MDB_NOTFOUND ? open_dbis_in(st, 0) : rc;
+}
+
+static void share_files(const char *path);
+
+/* The signal environment: small, synchronous commits, never grown (what it
+ * holds is pending requests only; TF_SIGNAL_MAP_BYTES). */
+static int open_signals(lm_store *st, char *err, size_t errlen)
+{
+	char dir[560]; /* share_files() appends "/data.mdb" within 600 */
+	int rc, dead = 0;
+
+	if ((size_t)snprintf(dir, sizeof dir, "%s/signals", st->path) >= sizeof dir) {
+		snprintf(err, errlen, "store path too long: %s", st->path);
+		return TF_EINVAL;
+	}
+	if (mkdir(dir, 0770) == 0) {
+		chmod(dir, 0770);
+	} else if (errno != EEXIST) {
+		rc = errno;
+		snprintf(err, errlen, "cannot create %s: %s", dir, strerror(rc));
+		return rc == EACCES || rc == EPERM || rc == EROFS ? TF_EPERM : TF_ESTORE;
+	}
+	if ((rc = mdb_env_create(&st->sig)) ||
+	    (rc = mdb_env_set_mapsize(st->sig, TF_SIGNAL_MAP_BYTES)) ||
+	    (rc = mdb_env_set_maxreaders(st->sig, 510)) ||
+	    (rc = mdb_env_open(st->sig, dir, MDB_NOTLS, 0660))) {
+		snprintf(err, errlen, "cannot open %s: %s", dir, mdb_strerror(rc));
+		if (st->sig)
+			mdb_env_close(st->sig);
+		st->sig = NULL;
+		return map_err(rc) == TF_EPERM ? TF_EPERM : TF_ESTORE;
+	}
+	share_files(dir);
+	mdb_reader_check(st->sig, &dead);
+	return TF_OK;
 }
 
 /* The web server's user and the runs it spawns share the files. */
@@ -106,9 +158,9 @@ static int lm_open(tf_store **out, const char *path, size_t map_size, char *err,
 		free(st);
 		return TF_ENOMEM;
 	}
-	st->map_size = map_size ? map_size : DEFAULT_MAP_SIZE;
+	atomic_init(&st->map_size, map_size ? map_size : DEFAULT_MAP_SIZE);
 	if ((rc = mdb_env_create(&st->env)) || (rc = mdb_env_set_maxdbs(st->env, TF_TBL__COUNT)) ||
-	    (rc = mdb_env_set_mapsize(st->env, st->map_size)) ||
+	    (rc = mdb_env_set_mapsize(st->env, atomic_load(&st->map_size))) ||
 	    (rc = mdb_env_set_maxreaders(st->env, 510)) ||
 	    (rc = mdb_env_open(st->env, path, MDB_NOTLS, 0660))) {
 		snprintf(err, errlen, "cannot open store %s: %s", path, mdb_strerror(rc));
@@ -124,7 +176,13 @@ static int lm_open(tf_store **out, const char *path, size_t map_size, char *err,
 	{
 		MDB_envinfo info;
 		if (!mdb_env_info(st->env, &info))
-			st->map_size = info.me_mapsize;
+			atomic_store(&st->map_size, info.me_mapsize);
+	}
+	if ((rc = open_signals(st, err, errlen))) {
+		mdb_env_close(st->env);
+		free(st->path);
+		free(st);
+		return rc;
 	}
 	st->base.ops = &tf_lmdb_ops;
 	*out = &st->base;
@@ -141,6 +199,8 @@ static void lm_close(lm_store *st)
 {
 	if (!st)
 		return;
+	if (st->sig)
+		mdb_env_close(st->sig);
 	mdb_env_close(st->env);
 	free(st->path);
 	free(st);
@@ -158,7 +218,7 @@ static int lm_sync(lm_store *st)
 
 static size_t lm_map_size(lm_store *st)
 {
-	return st->map_size;
+	return atomic_load(&st->map_size);
 }
 
 /* LMDB reports a page write cut short by a full disk as EIO: a failed write
@@ -186,20 +246,20 @@ static int begin(lm_store *st, unsigned flags, MDB_txn **txn)
 	if (!rc) {
 		MDB_envinfo info;
 		if (!mdb_env_info(st->env, &info))
-			st->map_size = info.me_mapsize;
+			atomic_store(&st->map_size, info.me_mapsize);
 	}
 	return rc;
 }
 
 static int grow(lm_store *st)
 {
-	size_t next = st->map_size * 2;
+	size_t next = atomic_load(&st->map_size) * 2;
 	int rc = mdb_env_set_mapsize(st->env, next);
 	if (rc) {
 		tf_err("store: cannot grow map to %zu bytes: %s", next, mdb_strerror(rc));
 		return TF_ESTORE;
 	}
-	st->map_size = next;
+	atomic_store(&st->map_size, next);
 	tf_debug("store: map grown to %zu bytes", next);
 	return TF_OK;
 }
@@ -315,6 +375,114 @@ static void lm_cursor_close(lm_cursor *c)
 	free(c);
 }
 
+/* ---- signals (store.h): the second environment ---------------------------- */
+
+static int sig_write(lm_store *st, const void *key, size_t klen, const void *val, size_t vlen,
+                     int raise, void *out, size_t cap, size_t *outlen)
+{
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val}, cur;
+	unsigned char *kept = NULL;
+	int rc = mdb_txn_begin(st->sig, NULL, 0, &txn);
+
+	if (rc)
+		return map_err(rc);
+	if ((rc = mdb_dbi_open(txn, NULL, 0, &dbi)))
+		goto out;
+	if (raise && !(rc = mdb_get(txn, dbi, &k, &cur))) {
+		/* The request there stays; only its rank may rise. */
+		if (!(kept = malloc(cur.mv_size))) {
+			rc = ENOMEM;
+			goto out;
+		}
+		memcpy(kept, cur.mv_data, cur.mv_size);
+		if (*(const unsigned char *)val > kept[0])
+			kept[0] = *(const unsigned char *)val;
+		v.mv_data = kept, v.mv_size = cur.mv_size;
+	} else if (rc && rc != MDB_NOTFOUND) {
+		goto out;
+	}
+	if ((rc = mdb_put(txn, dbi, &k, &v, 0)))
+		goto out;
+	*outlen = v.mv_size;
+	if (out)
+		memcpy(out, v.mv_data, v.mv_size < cap ? v.mv_size : cap);
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	free(kept);
+	return write_err(st, rc);
+}
+
+static int sig_del(lm_store *st, const void *key, size_t klen)
+{
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = {klen, (void *)key};
+	int rc = mdb_txn_begin(st->sig, NULL, 0, &txn);
+
+	if (rc)
+		return map_err(rc);
+	if ((rc = mdb_dbi_open(txn, NULL, 0, &dbi)) || (rc = mdb_del(txn, dbi, &k, NULL))) {
+		mdb_txn_abort(txn);
+		return map_err(rc);
+	}
+	return write_err(st, mdb_txn_commit(txn));
+}
+
+/* A read transaction of its own: the signals as of now, whatever snapshot
+ * of the tables the caller is in (and whether it holds their writer lock). */
+static int sig_get(lm_txn *t, const void *key, size_t klen, void *out, size_t cap,
+                   size_t *outlen)
+{
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = {klen, (void *)key}, v;
+	int rc = mdb_txn_begin(t->st->sig, NULL, MDB_RDONLY, &txn);
+
+	*outlen = 0;
+	if (rc)
+		return map_err(rc);
+	if (!(rc = mdb_dbi_open(txn, NULL, 0, &dbi)) && !(rc = mdb_get(txn, dbi, &k, &v))) {
+		*outlen = v.mv_size;
+		memcpy(out, v.mv_data, v.mv_size < cap ? v.mv_size : cap);
+	}
+	mdb_txn_abort(txn);
+	return map_err(rc);
+}
+
+static int sig_scan(lm_txn *t, const void *prefix, size_t plen, size_t max, tf_signal_fn fn,
+                    void *ctx)
+{
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *cur = NULL;
+	MDB_val k = {plen, (void *)prefix}, v;
+	size_t n = 0;
+	int rc = mdb_txn_begin(t->st->sig, NULL, MDB_RDONLY, &txn), frc = 0;
+
+	if (rc)
+		return map_err(rc);
+	if ((rc = mdb_dbi_open(txn, NULL, 0, &dbi)) || (rc = mdb_cursor_open(txn, dbi, &cur)))
+		goto out;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc && n < max;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen))
+			break;
+		if ((frc = fn(k.mv_data, k.mv_size, v.mv_data, v.mv_size, ctx)))
+			break;
+	}
+out:
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	if (frc)
+		return frc;
+	return rc == MDB_NOTFOUND ? TF_OK : map_err(rc);
+}
+
 /* ---- the backend table: base pointers in, this backend's structs inside -- */
 #define LS(p) ((lm_store *)(p))
 #define LT(p) ((lm_txn *)(p))
@@ -379,10 +547,28 @@ static int o_migrate(const char *location, int *from, int *to, char *err, size_t
 	return TF_OK;
 }
 
+static int o_sig_write(tf_store *st, const void *k, size_t kl, const void *v, size_t vl,
+                       int raise, void *out, size_t cap, size_t *outlen)
+{
+	return sig_write(LS(st), k, kl, v, vl, raise, out, cap, outlen);
+}
+static int o_sig_del(tf_store *st, const void *k, size_t kl) { return sig_del(LS(st), k, kl); }
+static int o_sig_get(tf_txn *t, const void *k, size_t kl, void *out, size_t cap, size_t *ol)
+{
+	return sig_get(LT(t), k, kl, out, cap, ol);
+}
+static int o_sig_scan(tf_txn *t, const void *p, size_t pl, size_t max, tf_signal_fn fn,
+                      void *ctx)
+{
+	return sig_scan(LT(t), p, pl, max, fn, ctx);
+}
+
 const tf_store_ops tf_lmdb_ops = {
 	.name = "lmdb", .open = lm_open, .close = o_close, .update = o_update, .view = o_view,
 	.get = o_get, .put = o_put, .del = o_del, .cursor_open = o_cursor_open,
 	.cursor_get = o_cursor_get, .cursor_del = o_cursor_del, .cursor_close = o_cursor_close,
 	.set_lazy = o_set_lazy, .sync = o_sync, .map_size = o_map_size, .migrate = o_migrate,
 	.space = o_space,
+	.signal_write = o_sig_write, .signal_del = o_sig_del, .signal_get = o_sig_get,
+	.signal_scan = o_sig_scan,
 };

@@ -49,6 +49,10 @@
 /* Advisory lock class of the writer lock (the second key is the schema's
  * hash, so two stores in one database do not serialize each other). */
 #define PG_LOCK_CLASS 7406
+/* The signals' rows in tf_kv (store.h "signals"): a tbl no tf_table uses, so
+ * no transaction of the tables touches them, and no schema change (a
+ * database migrated for an older build has them already). */
+#define PG_SIGNAL_TBL 100
 
 typedef struct pg_link {
 	PGconn *conn;
@@ -843,6 +847,137 @@ static size_t pg_map_size(tf_store *st)
 	return 0;
 }
 
+/* ---- signals (store.h): single statements, never the advisory lock ----------- */
+
+static const char sig_write_sql[] =
+	"INSERT INTO tf_kv (tbl, k, v) VALUES (" STR(PG_SIGNAL_TBL) ", $1, $2) "
+	"ON CONFLICT (tbl, k) DO UPDATE SET v = CASE "
+	"WHEN NOT $3::boolean THEN EXCLUDED.v "
+	"WHEN get_byte(EXCLUDED.v, 0) > get_byte(tf_kv.v, 0) "
+	"THEN overlay(tf_kv.v placing substring(EXCLUDED.v from 1 for 1) from 1 for 1) "
+	"ELSE tf_kv.v END RETURNING v";
+static const char sig_del_sql[] =
+	"DELETE FROM tf_kv WHERE tbl = " STR(PG_SIGNAL_TBL) " AND k = $1";
+
+/* One autocommit statement on the writer's connection (outside any
+ * transaction: the caller holds none on it), committed synchronously even
+ * when the connection is lazy; once more on a fresh connection. */
+static int sig_exec(pg_store *st, const char *sql, int n, const char *const *vals,
+                    const int *lens, const int *fmts, PGresult **out)
+{
+	int rc = TF_ESTORE;
+
+	*out = NULL;
+	pthread_mutex_lock(&st->w.mu);
+	for (int i = 0; i < 2 && rc; i++) {
+		PGresult *res;
+		ExecStatusType es;
+		if ((rc = conn_ready(st, &st->w, NULL, 0)))
+			continue;
+		if (st->w.lazy)
+			exec_simple(st->w.conn, "SET synchronous_commit = on");
+		res = PQexecParams(st->w.conn, sql, n, NULL, vals, lens, fmts, 1);
+		es = PQresultStatus(res);
+		if (st->w.lazy)
+			exec_simple(st->w.conn, "SET synchronous_commit = off");
+		if (es == PGRES_TUPLES_OK || es == PGRES_COMMAND_OK) {
+			*out = res;
+			rc = TF_OK;
+			break;
+		}
+		tf_warn("store: signal write: %s", msg(st->w.conn));
+		PQclear(res);
+		if (PQstatus(st->w.conn) != CONNECTION_OK) {
+			PQfinish(st->w.conn);
+			st->w.conn = NULL;
+		} else {
+			break; /* the statement failed, not the connection */
+		}
+	}
+	pthread_mutex_unlock(&st->w.mu);
+	return rc;
+}
+
+static int pg_sig_write(tf_store *bst, const void *key, size_t klen, const void *val,
+                        size_t vlen, int raise, void *out, size_t cap, size_t *outlen)
+{
+	const char *vals[3] = {key, val, raise ? "t" : "f"};
+	int lens[3] = {(int)klen, (int)vlen, 0}, fmts[3] = {1, 1, 0};
+	PGresult *res;
+	int rc = sig_exec((pg_store *)bst, sig_write_sql, 3, vals, lens, fmts, &res);
+
+	if (rc)
+		return rc;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		return TF_ESTORE;
+	}
+	*outlen = (size_t)PQgetlength(res, 0, 0);
+	if (out)
+		memcpy(out, PQgetvalue(res, 0, 0), *outlen < cap ? *outlen : cap);
+	PQclear(res);
+	return TF_OK;
+}
+
+static int pg_sig_del(tf_store *bst, const void *key, size_t klen)
+{
+	const char *vals[1] = {key};
+	int lens[1] = {(int)klen}, fmts[1] = {1};
+	PGresult *res;
+	int rc = sig_exec((pg_store *)bst, sig_del_sql, 1, vals, lens, fmts, &res);
+
+	if (!rc && !strcmp(PQcmdTuples(res), "0"))
+		rc = TF_ENOTFOUND;
+	PQclear(res);
+	return rc;
+}
+
+/* Inside the caller's transaction, on its connection: a plain read takes
+ * no lock a writer of the signals would wait for. */
+static int pg_sig_get(tf_txn *bt, const void *key, size_t klen, void *out, size_t cap,
+                      size_t *outlen)
+{
+	pg_txn *t = (pg_txn *)bt;
+	PGresult *res = run_stmt(t, S_GET, (tf_table)PG_SIGNAL_TBL, key, klen, NULL, 0, 0);
+	int rc = TF_OK;
+
+	*outlen = 0;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		rc = failed(t, res);
+	else if (PQntuples(res) == 0)
+		rc = TF_ENOTFOUND;
+	else {
+		*outlen = (size_t)PQgetlength(res, 0, 0);
+		memcpy(out, PQgetvalue(res, 0, 0), *outlen < cap ? *outlen : cap);
+	}
+	PQclear(res);
+	return rc;
+}
+
+static int pg_sig_scan(tf_txn *bt, const void *prefix, size_t plen, size_t max, tf_signal_fn fn,
+                       void *ctx)
+{
+	pg_txn *t = (pg_txn *)bt;
+	PGresult *res = run_stmt(t, S_GE, (tf_table)PG_SIGNAL_TBL, prefix, plen, NULL, 0,
+	                         max > 10000 ? 10000 : (int)max);
+	int rc = TF_OK;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		rc = failed(t, res);
+		PQclear(res);
+		return rc;
+	}
+	for (int i = 0; i < PQntuples(res) && !rc; i++) {
+		const char *k = PQgetvalue(res, i, 0);
+		size_t kl = (size_t)PQgetlength(res, i, 0);
+		if (kl < plen || memcmp(k, prefix, plen))
+			break;
+		rc = fn(k, kl, PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1), ctx);
+	}
+	PQclear(res);
+	return rc;
+}
+
 /* ---- leases and notifications (store.h "runs on many hosts") ---------------- */
 
 /* A lease is a shared session advisory lock keyed by the schema and the
@@ -1373,4 +1508,6 @@ const tf_store_ops tf_pg_ops = {
 	.notifications = pg_notifications,
 	.space = pg_space,
 	.get_many = pg_get_many, .write_j = pg_write_j,
+	.signal_write = pg_sig_write, .signal_del = pg_sig_del, .signal_get = pg_sig_get,
+	.signal_scan = pg_sig_scan,
 };

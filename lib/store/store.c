@@ -3,6 +3,7 @@
 
 #include "backend.h"
 #include "err.h"
+#include "tf_limits.h"
 
 int tf_store_is_pg(const char *location)
 {
@@ -159,4 +160,31 @@ int tf_store_notifications(tf_store *st, int *n, int *fd)
 int tf_txn_space(tf_txn *t, uint64_t *used, uint64_t *map)
 {
 	return t->ops->space(t, used, map);
+}
+
+int tf_store_signal_write(tf_store *st, const void *key, size_t klen, const void *val,
+                          size_t vlen, int raise, void *out, size_t cap, size_t *outlen)
+{
+	size_t dummy;
+	if (!klen || klen > TF_SIGNAL_MAX_KEY || !vlen || vlen > TF_SIGNAL_MAX_VAL)
+		return TF_EINVAL;
+	return st->ops->signal_write(st, key, klen, val, vlen, raise, out, out ? cap : 0,
+	                             outlen ? outlen : &dummy);
+}
+
+int tf_store_signal_del(tf_store *st, const void *key, size_t klen)
+{
+	return st->ops->signal_del(st, key, klen);
+}
+
+int tf_txn_signal_get(tf_txn *t, const void *key, size_t klen, void *out, size_t cap,
+                      size_t *outlen)
+{
+	return t->ops->signal_get(t, key, klen, out, cap, outlen);
+}
+
+int tf_txn_signal_scan(tf_txn *t, const void *prefix, size_t plen, size_t max, tf_signal_fn fn,
+                       void *ctx)
+{
+	return t->ops->signal_scan(t, prefix, plen, max, fn, ctx);
 }

@@ -204,4 +204,35 @@ int tf_store_listen(tf_store *st, const char *channel, int *fd);
  * have been missed. */
 int tf_store_notifications(tf_store *st, int *n, int *fd);
 
+/* ---- signals: a small key space beside the tables ------------------------------
+ * For the writes a user waits on while a writer may hold the writer lock
+ * for long — a worker frozen (SIGSTOP, swapped out) inside a page commit:
+ * cancel requests (docs/SPEC.md §3) and the audit entries that record them.
+ * Signals are written WITHOUT the writer lock, each write its own durable
+ * commit when it returns: on LMDB a second environment, <store>/signals,
+ * whose own writer lock no worker ever takes; on PostgreSQL rows of tf_kv
+ * outside every tf_table (TF_SIGNAL_PG_TBL), written by single statements
+ * that never take the advisory lock (a page transaction never touches
+ * them, so no row lock is shared). Readers of the tables read them from
+ * inside any transaction, as of now (not of the transaction's snapshot on
+ * LMDB; on PostgreSQL a view's snapshot, an update's latest). */
+
+/* Writes val under key. With raise, a value already there is kept except
+ * for its first byte, which rises to val's when val's is higher (a rank:
+ * the first request's other fields stay). *out (cap bytes; may be NULL)
+ * receives what is stored after the write, *outlen its length. */
+int tf_store_signal_write(tf_store *st, const void *key, size_t klen, const void *val,
+                          size_t vlen, int raise, void *out, size_t cap, size_t *outlen);
+/* TF_ENOTFOUND when absent. */
+int tf_store_signal_del(tf_store *st, const void *key, size_t klen);
+/* Copies key's value (at most cap bytes; *outlen is the full length).
+ * TF_ENOTFOUND when absent. */
+int tf_txn_signal_get(tf_txn *t, const void *key, size_t klen, void *out, size_t cap,
+                      size_t *outlen);
+/* Calls fn for up to max entries whose key starts with prefix, in key
+ * order; fn's non-zero return stops the walk and is returned. */
+typedef int (*tf_signal_fn)(const void *k, size_t kl, const void *v, size_t vl, void *ctx);
+int tf_txn_signal_scan(tf_txn *t, const void *prefix, size_t plen, size_t max, tf_signal_fn fn,
+                       void *ctx);
+
 #endif

@@ -39,8 +39,8 @@ class RunTest(unittest.TestCase):
     def freeze_worker_in_transfer(self, up, task_id):
         """SIGSTOPs the run's worker while it waits on a stalled page (page 2),
         i.e. outside any store transaction — a worker that ignores SIGTERM,
-        SIGUSR1 and the store. (Stopped inside a write transaction it would
-        also hold the store's writer lock; see README, known limitations.)"""
+        SIGUSR1 and the store. (Stopped inside a write transaction, holding
+        the store's writer lock: test_freeze.py.)"""
         self.wait_pages(task_id, 2)
         deadline = time.monotonic() + 30
         while up.ctl("stats")["in_flight"] < 1:

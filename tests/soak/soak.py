@@ -44,10 +44,10 @@ It prints `name: value` lines and exits 1 at the first violation, with the
 seed, the log and a copy of the store.
 
 Environment: SOAK_S (600), SOAK_SEED (random), SOAK_BIN (build/asan),
-SOAK_OUT (build/soak), SOAK_DETECT_S (15), SOAK_FREEZE_IN_COMMIT=1 (leave
-SIGSTOPped workers to the supervisor's escalation with a cancel, at any
-instant, even inside a store commit: needs issue 14 §1; default 0 = SIGSTOP
-for at most 1.5 s), SOAK_DISK_MB (64, the tmpfs holding the store when
+SOAK_OUT (build/soak), SOAK_DETECT_S (15), SOAK_FREEZE_IN_COMMIT (default
+1: leave SIGSTOPped workers to the supervisor's escalation with a cancel, at
+any instant, even inside a store commit — cancels do not wait on a worker's
+write, issue 14 §1; 0 = SIGSTOP for at most 1.5 s, then SIGCONT), SOAK_DISK_MB (64, the tmpfs holding the store when
 root), SOAK_MUTATE=name (development: break one check on purpose to prove it
 can fail: api, orphan, counts, rollback, cursor, after_ack, slots).
 """
@@ -175,7 +175,7 @@ class Soak:
         self.seed = int(seed) if seed else random.SystemRandom().randrange(1, 1 << 31)
         self.rng = random.Random(self.seed)
         self.detect_s = float(os.environ.get("SOAK_DETECT_S", "15"))
-        self.freeze_in_commit = os.environ.get("SOAK_FREEZE_IN_COMMIT") == "1"
+        self.freeze_in_commit = os.environ.get("SOAK_FREEZE_IN_COMMIT", "1") == "1"
         self.mutate = os.environ.get("SOAK_MUTATE", "")
         self.out = os.path.abspath(os.environ.get("SOAK_OUT") or os.path.join(REPO, "build", "soak"))
         os.makedirs(self.out, exist_ok=True)

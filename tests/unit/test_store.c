@@ -1216,6 +1216,198 @@ static void test_lmdb_is_single_host(void **state)
 	tf_store_close(st);
 }
 
+
+/* ---- signals: beside the tables, never under the writer lock ------------------- */
+
+struct sget_ctx {
+	const char *key;
+	unsigned char v[64];
+	size_t vl;
+	int rc;
+};
+
+static int sget_txn(tf_txn *t, void *vctx)
+{
+	struct sget_ctx *c = vctx;
+	c->rc = tf_txn_signal_get(t, c->key, strlen(c->key), c->v, sizeof c->v, &c->vl);
+	return TF_OK;
+}
+
+static int sget(tf_store *st, const char *key, int write, char *out)
+{
+	struct sget_ctx c = {.key = key, .rc = -1};
+	assert_int_equal(write ? tf_store_update(st, sget_txn, &c) : tf_store_view(st, sget_txn, &c),
+	                 TF_OK);
+	if (c.rc == TF_OK) {
+		assert_true(c.vl < sizeof c.v);
+		memcpy(out, c.v, c.vl);
+		out[c.vl] = '\0';
+	}
+	return c.rc;
+}
+
+struct scan_ctx {
+	char seen[256];
+	int n;
+	int stop_at;
+};
+
+static int scan_one(const void *k, size_t kl, const void *v, size_t vl, void *vctx)
+{
+	struct scan_ctx *c = vctx;
+	size_t used = strlen(c->seen);
+	snprintf(c->seen + used, sizeof c->seen - used, "%.*s=%.*s;", (int)kl, (const char *)k,
+	         (int)vl, (const char *)v);
+	return ++c->n == c->stop_at ? TF_ECANCELLED : TF_OK;
+}
+
+struct scan_args {
+	const char *prefix;
+	size_t max;
+	struct scan_ctx *c;
+	int rc;
+};
+
+static int scan_txn(tf_txn *t, void *vctx)
+{
+	struct scan_args *a = vctx;
+	a->rc = tf_txn_signal_scan(t, a->prefix, strlen(a->prefix), a->max, scan_one, a->c);
+	return TF_OK;
+}
+
+static int scan(tf_store *st, const char *prefix, size_t max, int stop_at, char *seen)
+{
+	struct scan_ctx c = {.stop_at = stop_at};
+	struct scan_args a = {prefix, max, &c, -1};
+	assert_int_equal(tf_store_view(st, scan_txn, &a), TF_OK);
+	strcpy(seen, c.seen);
+	return a.rc;
+}
+
+static void test_signals(void **state)
+{
+	char path[TU_PATH], got[80];
+	tf_store *st = tu_new_store("signals", path, sizeof path), *again;
+	unsigned char out[16];
+	size_t ol = 0;
+	(void)state;
+
+	assert_int_equal(sget(st, "c1", 0, got), TF_ENOTFOUND);
+	/* raise: the first value goes in whole */
+	assert_int_equal(tf_store_signal_write(st, "c1", 2, "\x01" "alice", 6, 1, out, sizeof out,
+	                                       &ol), TF_OK);
+	assert_int_equal(ol, 6);
+	assert_memory_equal(out, "\x01" "alice", 6);
+	/* a higher rank raises the first byte only: alice's request stays */
+	assert_int_equal(tf_store_signal_write(st, "c1", 2, "\x02" "bob", 4, 1, out, sizeof out,
+	                                       &ol), TF_OK);
+	assert_int_equal(ol, 6);
+	assert_memory_equal(out, "\x02" "alice", 6);
+	/* a lower one changes nothing */
+	assert_int_equal(tf_store_signal_write(st, "c1", 2, "\x01" "carol", 6, 1, NULL, 0, NULL),
+	                 TF_OK);
+	assert_int_equal(sget(st, "c1", 0, got), TF_OK);
+	assert_string_equal(got, "\x02" "alice");
+	/* seen from a write transaction too */
+	assert_int_equal(sget(st, "c1", 1, got), TF_OK);
+	assert_string_equal(got, "\x02" "alice");
+	/* a plain write replaces */
+	assert_int_equal(tf_store_signal_write(st, "a3", 2, "three", 5, 0, NULL, 0, NULL), TF_OK);
+	assert_int_equal(tf_store_signal_write(st, "a1", 2, "one", 3, 0, NULL, 0, NULL), TF_OK);
+	assert_int_equal(tf_store_signal_write(st, "a2", 2, "two", 3, 0, NULL, 0, NULL), TF_OK);
+	assert_int_equal(tf_store_signal_write(st, "a2", 2, "TWO", 3, 0, NULL, 0, NULL), TF_OK);
+	/* prefix scans in key order, bounded, stoppable */
+	assert_int_equal(scan(st, "a", 10, 0, got), TF_OK);
+	assert_string_equal(got, "a1=one;a2=TWO;a3=three;");
+	assert_int_equal(scan(st, "a", 2, 0, got), TF_OK);
+	assert_string_equal(got, "a1=one;a2=TWO;");
+	assert_int_equal(scan(st, "a", 10, 1, got), TF_ECANCELLED);
+	assert_string_equal(got, "a1=one;");
+	assert_int_equal(scan(st, "b", 10, 0, got), TF_OK);
+	assert_string_equal(got, "");
+	/* none of it is in the tables */
+	assert_null(tu_raw_get(st, TF_TBL_META, "a1", 2, &ol));
+	/* bounds */
+	assert_int_equal(tf_store_signal_write(st, "", 0, "x", 1, 0, NULL, 0, NULL), TF_EINVAL);
+	assert_int_equal(tf_store_signal_write(st, "k", 1, "", 0, 0, NULL, 0, NULL), TF_EINVAL);
+	/* durable: another handle (a new process's view) sees them; delete */
+	again = tu_open(path, 0);
+	assert_int_equal(sget(again, "a2", 0, got), TF_OK);
+	assert_string_equal(got, "TWO");
+	assert_int_equal(tf_store_signal_del(again, "a2", 2), TF_OK);
+	assert_int_equal(tf_store_signal_del(again, "a2", 2), TF_ENOTFOUND);
+	tf_store_close(again);
+	assert_int_equal(sget(st, "a2", 0, got), TF_ENOTFOUND);
+	assert_int_equal(scan(st, "a", 10, 0, got), TF_OK);
+	assert_string_equal(got, "a1=one;a3=three;");
+	tf_store_close(st);
+}
+
+/* In a child: holds an update open (the writer lock) until told to go on. */
+static int hold_txn(tf_txn *t, void *vctx)
+{
+	int *fds = vctx;
+	char ch;
+	if (tf_txn_put(t, TF_TBL_META, "held", 4, "1", 1) || write(fds[0], "h", 1) != 1 ||
+	    read(fds[1], &ch, 1) != 1)
+		return TF_ESYS;
+	return TF_OK;
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	_exit(99);
+}
+
+/* The point of signals: written and read while another process holds the
+ * writer lock mid-transaction (a worker frozen in a page commit). A hang
+ * here is the bug: the child doing the signal work gives up after 20 s. */
+static void test_signals_while_writer_lock_held(void **state)
+{
+	char path[TU_PATH];
+	tf_store *st = tu_new_store("siglock", path, sizeof path);
+	int held[2], go[2], fds[2];
+	pid_t holder, doer;
+	char ch;
+	(void)state;
+
+	tf_store_close(st);
+	assert_int_equal(pipe(held), 0);
+	assert_int_equal(pipe(go), 0);
+	holder = fork();
+	assert_true(holder >= 0);
+	if (holder == 0) {
+		tf_store *cs;
+		signal(SIGALRM, on_alarm); /* never outlives a failed test */
+		alarm(60);
+		fds[0] = held[1], fds[1] = go[0];
+		if (tf_store_open(&cs, path, 0, NULL, 0))
+			_exit(1);
+		_exit(tf_store_update(cs, hold_txn, fds) ? 2 : 0);
+	}
+	assert_int_equal(read(held[0], &ch, 1), 1); /* the lock is held now */
+	doer = fork();
+	assert_true(doer >= 0);
+	if (doer == 0) {
+		tf_store *cs;
+		char got[80];
+		signal(SIGALRM, on_alarm);
+		alarm(20);
+		if (tf_store_open(&cs, path, 0, NULL, 0) ||
+		    tf_store_signal_write(cs, "cT", 2, "\x02" "x", 2, 1, NULL, 0, NULL) ||
+		    sget(cs, "cT", 0, got) || strcmp(got, "\x02" "x") ||
+		    tf_store_signal_del(cs, "cT", 2))
+			_exit(3);
+		tf_store_close(cs);
+		_exit(0);
+	}
+	assert_int_equal(tu_wait(doer), 0);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	assert_int_equal(tu_wait(holder), 0);
+	close(held[0]), close(held[1]), close(go[0]), close(go[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1237,6 +1429,8 @@ int main(void)
 		cmocka_unit_test(test_rollback_resume_after_kill),
 		cmocka_unit_test(test_dead_reader_released),
 		cmocka_unit_test(test_map_growth),
+		cmocka_unit_test(test_signals),
+		cmocka_unit_test(test_signals_while_writer_lock_held),
 	};
 	tu_init("store");
 	tu_seed();

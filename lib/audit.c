@@ -88,7 +88,7 @@ int tf_audit_defer(tf_store *st, const tf_audit_entry *e)
 		return TF_ENOMEM;
 	json_object_object_del(o, "id");
 	key[0] = 'a';
-	put_be64(key + 1, (uint64_t)tf_now_us());
+	tf_put_be64(key + 1, (uint64_t)tf_now_us());
 	for (int i = 0; i < 4; i++) {
 		key[9 + i] = (unsigned char)(pid >> (24 - 8 * i));
 		key[13 + i] = (unsigned char)(n >> (24 - 8 * i));
@@ -119,10 +119,10 @@ static int put_entry(tf_txn *txn, json_object *o)
 		return rc;
 	json_object_object_add(o, "id", json_object_new_int64((int64_t)seq));
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	put_be64(key, seq);
+	tf_put_be64(key, seq);
 	rc = text ? tf_txn_put(txn, TF_TBL_AUDIT, key, 8, text, strlen(text)) : TF_ENOMEM;
 	if (!rc && seq > TF_AUDIT_KEEP) {
-		put_be64(key, seq - TF_AUDIT_KEEP);
+		tf_put_be64(key, seq - TF_AUDIT_KEEP);
 		if ((rc = tf_txn_del(txn, TF_TBL_AUDIT, key, 8)) == TF_ENOTFOUND)
 			rc = TF_OK;
 	}

@@ -796,6 +796,11 @@
 
   /* ----- Active Background Tasks ----- */
 
+  /** The task id as a link to its run view (explore.js, `#task/ID`). */
+  function runLink(id, code, label) {
+    return el('a', { class: 'run-link', href: '#task/' + id, 'data-testid': 'task-link', 'aria-label': label || null }, [code]);
+  }
+
   const taskRows = new Map();
 
   function buildTaskRow(id) {
@@ -820,7 +825,7 @@
       cancel: button('cancel', 'Cancel Job', described),
     };
     const tr = el('tr', { 'data-testid': 'task-row-' + id, 'data-task-id': id }, [
-      el('td', { class: 'cell-id' }, [el('div', { class: 'id-line' }, [idCode, btns.copy])]),
+      el('td', { class: 'cell-id' }, [el('div', { class: 'id-line' }, [runLink(id, idCode), btns.copy])]),
       c.feed,
       el('td', null, [c.status, c.stage]),
       c.message,
@@ -901,7 +906,7 @@
 
   function buildRecentRow(id) {
     const c = {
-      id: el('code', { class: 'mono', 'data-testid': 'task-id', title: id, text: shortId(id) }),
+      id: runLink(id, el('code', { class: 'mono', 'data-testid': 'task-id', title: id, text: shortId(id) }), 'run ' + id),
       feed: el('td', { 'data-testid': 'feed' }),
       outcome: badge(null),
       started: el('time', { 'data-testid': 'started' }),

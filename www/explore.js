@@ -5,7 +5,8 @@
  *   2. hit rows (shared by search and browse), a hit's STIX object on request
  *   3. search: one value (GET /api/indicators/?value=) or many (POST /api/indicators/lookup)
  *   4. browse: GET /api/indicators/?type=&feed_id=&limit=&cursor=, one page at a time
- *   5. run detail (#task/ID): the run that last wrote a hit
+ *   5. run detail (#task/ID): the run that last wrote a hit, or a task table's run
+ *   5b. its charts (inline SVG): the run's objects/s, its feed's indicator count over its runs
  *   6. exports: per feed and across feeds, downloaded with the tab's token
  *   7. boot
  *
@@ -35,6 +36,7 @@
   // An export streams the whole list (1M values take about 2 s to write,
   // README "Benchmarks"), and then it still has to cross the network.
   const EXPORT_TIMEOUT_MS = 120000;
+  const TERMINAL_STATES = new Set(['completed', 'failed', 'stopped', 'cancelled']);
   const HIT_COLUMNS = 7;   // Value … STIX object (search adds "Looked up")
 
   const $ = (sel) => document.querySelector(sel);
@@ -428,6 +430,7 @@
 
   async function openRun(id) {
     const seq = ++runSeq;
+    resetRunCharts();
     setText(ui.runId, id);
     ui.runFacts.textContent = '';
     ui.runFacts.append(...fact('Status', 'Loading…'));
@@ -438,6 +441,7 @@
       const { data: t } = await tf.taskStatus(id);
       if (seq !== runSeq) return;
       renderRun(t);
+      showRunCharts(t, seq);
     } catch (e) {
       if (seq !== runSeq) return;
       ui.runFacts.textContent = '';
@@ -493,11 +497,306 @@
 
   function closeRun() {
     runSeq++;
+    resetRunCharts();
     setHidden(ui.run, true);
     if (taskFromHash()) history.replaceState(null, '', location.pathname + location.search);
     const back = runOpener && runOpener.isConnected ? runOpener : $('#main');
     runOpener = null;
     back.focus();
+  }
+
+  /* ===================================================================== */
+  /* 5b. Run charts: objects/s of the run, indicator count over the runs    */
+  /* ===================================================================== */
+
+  // The API keeps no progress history: a task holds its counters as of its
+  // last write (updated_at). While the view is open on an active run it
+  // samples task-status this often and keeps every distinct write it sees;
+  // a run opened after it ended has only its start and end (its average).
+  const RATE_SAMPLE_MS = 1000;
+  // Every run the history keeps (history_keep, 50 by default) fits in one
+  // page of the task list (at most TF_MAX_LIST_LIMIT, 1000).
+  const COUNT_RUNS_LIMIT = 1000;
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  const CHART = { w: 560, h: 190, left: 64, right: 16, top: 14, bottom: 34 };
+
+  const chartUi = {
+    rateSvg: $('#rate-svg'), rateNote: $('#rate-note'), rateBody: $('#rate-body'),
+    countSvg: $('#count-svg'), countNote: $('#count-note'), countBody: $('#count-body'), countFeed: $('#count-feed'),
+  };
+
+  // samples: [{t: ms of the write (server clock), objects}], oldest first.
+  const rate = { id: null, started: null, samples: [], timer: null };
+  let chartSeq = 0;
+
+  function svg(tag, attrs, children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v == null) continue;
+      if (k === 'text') node.textContent = String(v); else node.setAttribute(k, String(v));
+    }
+    for (const c of children || []) if (c) node.append(c);
+    return node;
+  }
+
+  /** 0, 1.5, 12.3, 1234: a rate with the precision that matters at its size. */
+  function fmtRate(v) {
+    if (!Number.isFinite(v)) return '—';
+    return v >= 100 ? String(Math.round(v)) : String(Math.round(v * 10) / 10);
+  }
+
+  function fmtSecs(ms) { return String(Math.round(ms / 100) / 10); }
+
+  /** The smallest 1, 2 or 5 × 10^n at or above v (an axis top that reads well). */
+  function niceCeil(v) {
+    if (!(v > 0)) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+
+  /**
+   * A line chart with one marked point per value: points [{x, y, label,
+   * current}], x and y numbers; names {id, title, desc, xLabel, yLabel,
+   * xTicks: [[x, text]…] (optional)}. Screen readers get the title and the
+   * description (role img); the numbers are in the table next to it.
+   */
+  function lineChart(points, o) {
+    const { w, h, left, right, top, bottom } = CHART;
+    const pw = w - left - right, ph = h - top - bottom;
+    const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
+    const x0 = Math.min(0, ...xs), x1 = Math.max(x0 + 1, ...xs);
+    const y1 = niceCeil(Math.max(0, ...ys));
+    const px = (x) => left + (points.length === 1 && !o.xFromZero ? pw / 2 : ((x - x0) / (x1 - x0)) * pw);
+    const py = (y) => top + ph - (y / y1) * ph;
+    const r2 = (v) => Math.round(v * 10) / 10;
+    const kids = [svg('title', { id: o.id + '-title', text: o.title }), svg('desc', { id: o.id + '-desc', text: o.desc })];
+    for (let i = 0; i <= 4; i++) {
+      const v = (y1 * i) / 4, y = r2(py(v));
+      kids.push(svg('line', { class: 'chart-grid', x1: left, x2: w - right, y1: y, y2: y }));
+      kids.push(svg('text', { class: 'chart-tick', x: left - 6, y: y + 4, 'text-anchor': 'end', text: fmtRate(v) }));
+    }
+    for (const [x, text] of o.xTicks || [[x0, fmtRate(x0)], [x1, fmtRate(x1)]]) {
+      kids.push(svg('text', { class: 'chart-tick', x: r2(px(x)), y: h - bottom + 16, 'text-anchor': 'middle', text }));
+    }
+    kids.push(svg('text', { class: 'chart-axis', x: left + pw / 2, y: h - 3, 'text-anchor': 'middle', text: o.xLabel }));
+    kids.push(svg('text', { class: 'chart-axis', x: 12, y: top + ph / 2, 'text-anchor': 'middle',
+      transform: 'rotate(-90 12 ' + (top + ph / 2) + ')', text: o.yLabel }));
+    kids.push(svg('line', { class: 'chart-base', x1: left, x2: w - right, y1: top + ph, y2: top + ph }));
+    if (o.xFromZero && points.length) {
+      // A rate holds over the interval before its point: draw it as steps from 0.
+      let d = 'M' + r2(px(x0)) + ',' + r2(py(points[0].y));
+      points.forEach((p, i) => {
+        d += ' H' + r2(px(p.x));
+        if (i + 1 < points.length) d += ' V' + r2(py(points[i + 1].y));
+      });
+      kids.push(svg('path', { class: 'chart-line', d }));
+    } else if (points.length > 1) {
+      kids.push(svg('polyline', { class: 'chart-line', points: points.map((p) => r2(px(p.x)) + ',' + r2(py(p.y))).join(' ') }));
+    }
+    for (const p of points) {
+      kids.push(svg('circle', {
+        class: 'chart-point' + (p.current ? ' chart-current' : ''), cx: r2(px(p.x)), cy: r2(py(p.y)), r: p.current ? 5 : 3.5,
+        'data-testid': 'chart-point', 'data-x': p.x, 'data-y': p.y,
+      }, [svg('title', { text: p.label })]));
+    }
+    return svg('svg', {
+      class: 'chart', viewBox: '0 0 ' + w + ' ' + h, role: 'img', 'aria-labelledby': o.id + '-title ' + o.id + '-desc',
+      'data-testid': o.id, preserveAspectRatio: 'xMinYMin meet',
+    }, kids);
+  }
+
+  function tableRow(tbody, cells, attrs) {
+    const tr = el('tr', attrs || null, cells.map((c) => el('td', null, [c instanceof Node ? c : String(c)])));
+    tbody.append(tr);
+    tf.labelCells(tbody, tr);
+  }
+
+  /* ----- a run's objects per second ----- */
+
+  /** Keep the task's counters as one sample when they are a write not seen yet. */
+  function addSample(t) {
+    const started = tf.parseTime(t.started_at);
+    if (started == null) return;
+    rate.started = started;
+    const terminal = tf.parseTime(t.finished_at);
+    const at = terminal != null ? terminal : tf.parseTime(t.updated_at);
+    const objects = Number((t.progress || {}).objects_processed);
+    if (at == null || !Number.isFinite(objects)) return;
+    const last = rate.samples[rate.samples.length - 1];
+    if (last && at <= last.t) {
+      if (at === last.t) last.objects = objects; // the same write, read again
+      return;
+    }
+    rate.samples.push({ t: at, objects });
+  }
+
+  /** [{x: s after start, y: objects/s since the point before, objects}], from the samples. */
+  function ratePoints() {
+    const out = [];
+    let prev = { t: rate.started, objects: 0 };
+    for (const s of rate.samples) {
+      if (s.t <= prev.t) continue; // same instant as the start: no interval to divide by
+      out.push({ x: (s.t - rate.started) / 1000, y: (s.objects - prev.objects) / ((s.t - prev.t) / 1000), objects: s.objects });
+      prev = s;
+    }
+    return out;
+  }
+
+  function renderRate(t) {
+    chartUi.rateSvg.textContent = '';
+    chartUi.rateBody.textContent = '';
+    const active = !TERMINAL_STATES.has(t.status);
+    if (rate.started == null) {
+      setText(chartUi.rateNote, 'The run has not started: no objects yet.');
+      return;
+    }
+    const pts = ratePoints();
+    const last = rate.samples[rate.samples.length - 1];
+    const avg = last && last.t > rate.started ? last.objects / ((last.t - rate.started) / 1000) : null;
+    for (const p of pts) {
+      p.label = fmtSecs(p.x * 1000) + ' s: ' + p.objects + ' objects, ' + fmtRate(p.y) + ' objects/s';
+      tableRow(chartUi.rateBody, [fmtSecs(p.x * 1000), p.objects, fmtRate(p.y)], { 'data-testid': 'rate-row' });
+    }
+    const watched = pts.length > 1 || active;
+    const summary = last && avg != null
+      ? (active ? 'So far ' : 'Average over the run: ') + last.objects + ' objects in ' + fmtSecs(last.t - rate.started) +
+        ' s = ' + fmtRate(avg) + ' objects/s.'
+      : 'The run ' + (active ? 'has processed no objects yet.' : 'was too short to measure (start and end at the same instant).');
+    const how = watched
+      ? ' Points: the progress writes this view saw while it was open (sampled every ' + RATE_SAMPLE_MS / 1000 +
+        ' s), each the rate since the point before' + (active ? '; updating while the run is active.' : '.')
+      : ' The run ended before this view was opened: the server keeps no progress history, so the one point is its average.';
+    setText(chartUi.rateNote, summary + how);
+    if (!pts.length) return;
+    chartUi.rateSvg.append(lineChart(pts, {
+      id: 'rate-chart-svg', xFromZero: true,
+      title: 'Objects per second of run ' + t.task_id,
+      desc: summary + ' ' + pts.length + (pts.length === 1 ? ' point.' : ' points.'),
+      xLabel: 'seconds after the start', yLabel: 'objects/s',
+    }));
+  }
+
+  function stopSampling() {
+    if (rate.timer) clearTimeout(rate.timer);
+    rate.timer = null;
+  }
+
+  /** Sample task-status while the run is active and its view open. */
+  function sampleLater(id, seq) {
+    stopSampling();
+    rate.timer = setTimeout(async () => {
+      rate.timer = null;
+      if (seq !== runSeq) return;
+      try {
+        const { data: t } = await tf.taskStatus(id);
+        if (seq !== runSeq) return;
+        renderRun(t);
+        showRunCharts(t, seq);
+      } catch (e) {
+        if (seq !== runSeq) return;
+        // A missed sample is only a wider interval: say so, try again.
+        setText(chartUi.rateNote, 'Sampling paused: ' + (e.message || String(e)) + ' (retrying).');
+        sampleLater(id, seq);
+      }
+    }, RATE_SAMPLE_MS);
+  }
+
+  /* ----- a feed's indicator count over its runs ----- */
+
+  /**
+   * The feed's indicator_count after each run of its history. A run adds its
+   * indicators_created unless it ended cancelled (rolled back; README
+   * "counts": indicator_count = the sum of created of the runs not
+   * cancelled), so counting back from today's indicator_count gives the
+   * count after each run, also when older runs left the history.
+   */
+  function countPoints(feed, tasks, currentId) {
+    const runs = tasks.filter((x) => tf.parseTime(x.started_at) != null)
+      .sort((a, b) => tf.parseTime(a.started_at) - tf.parseTime(b.started_at));
+    let after = Number(feed.indicator_count) || 0;
+    const out = [];
+    for (let i = runs.length - 1; i >= 0; i--) {
+      const r = runs[i], p = r.progress || {};
+      const created = Number(p.indicators_created) || 0;
+      out.unshift({ run: r, x: i + 1, y: after, created, updated: Number(p.indicators_updated) || 0, current: r.task_id === currentId });
+      after -= r.status === 'cancelled' ? 0 : created;
+    }
+    return { points: out, before: after };
+  }
+
+  async function loadCounts(t, seq) {
+    const feedId = t.feed_id;
+    setText(chartUi.countFeed, tf.feedName(feedId));
+    try {
+      // The list first: a run committing between the two answers then shows
+      // in the count as well, not in neither.
+      const { data: list } = await tf.request('GET', 'threat-feeds/tasks/' + query({ feed_id: feedId, limit: COUNT_RUNS_LIMIT }));
+      const { data: feed } = await tf.request('GET', 'threat-feeds/' + tf.enc(feedId) + '/');
+      if (seq !== chartSeq) return;
+      renderCounts(feed, list && Array.isArray(list.tasks) ? list.tasks : [], t.task_id);
+    } catch (e) {
+      if (seq !== chartSeq) return;
+      chartUi.countSvg.textContent = '';
+      chartUi.countBody.textContent = '';
+      setText(chartUi.countNote, e instanceof ApiError && e.status === 404
+        ? 'The feed has been removed: its count is gone.'
+        : 'Could not load the feed\'s runs: ' + (e.message || String(e)) + (e.code ? ' (' + e.code + ')' : ''));
+    }
+  }
+
+  function renderCounts(feed, tasks, currentId) {
+    chartUi.countSvg.textContent = '';
+    chartUi.countBody.textContent = '';
+    const { points, before } = countPoints(feed, tasks, currentId);
+    for (const p of points) {
+      const r = p.run, active = !TERMINAL_STATES.has(r.status);
+      p.label = 'run ' + p.x + ' (' + r.task_id + '), ' + tf.outcomeText(r) + ': ' + p.y + ' indicators after it';
+      tableRow(chartUi.countBody, [
+        el('a', { href: '#task/' + r.task_id, class: 'mono', 'aria-label': 'run ' + r.task_id, text: tf.shortId(r.task_id) }),
+        active ? 'running' : (fmtTime(r.finished_at) || '—'), r.status, p.created, p.updated,
+        p.y + (active ? ' so far' : ''),
+      ], { 'data-testid': 'count-row', 'data-task-id': r.task_id, 'aria-current': p.current ? 'true' : null });
+    }
+    const name = feed.name || feed.id;
+    const summary = points.length
+      ? name + ': ' + feed.indicator_count + ' indicators now, over ' + points.length + (points.length === 1 ? ' run' : ' runs') +
+        ' in the history; ' + before + ' before the oldest of them.'
+      : name + ': no run has started yet.';
+    setText(chartUi.countNote, summary + ' Each point is the count after a run: today\'s indicator_count less what ' +
+      'the later runs created (a cancelled run adds nothing, its records were rolled back).');
+    if (!points.length) return;
+    const ticks = points.length <= 12 ? points.map((p) => [p.x, String(p.x)]) : [[1, '1'], [points.length, String(points.length)]];
+    chartUi.countSvg.append(lineChart(points, {
+      id: 'count-chart-svg', xTicks: ticks,
+      title: 'Indicator count of ' + name + ' after each run',
+      desc: summary, xLabel: 'run (oldest first; the open run is the large point)', yLabel: 'indicators',
+    }));
+  }
+
+  /** Draw both charts for task t (another sample, or the view just opened). */
+  function showRunCharts(t, seq) {
+    if (rate.id !== t.task_id) { rate.id = t.task_id; rate.started = null; rate.samples = []; }
+    addSample(t);
+    renderRate(t);
+    const active = !TERMINAL_STATES.has(t.status);
+    // The count chart when the view opens and once more when the run ends.
+    if (!rate.countsFor || rate.countsFor !== t.task_id + ':' + active) {
+      rate.countsFor = t.task_id + ':' + active;
+      chartSeq++;
+      loadCounts(t, chartSeq);
+    }
+    if (active) sampleLater(t.task_id, seq);
+  }
+
+  function resetRunCharts() {
+    stopSampling();
+    chartSeq++;
+    rate.id = null; rate.started = null; rate.samples = []; rate.countsFor = null;
+    for (const n of [chartUi.rateSvg, chartUi.rateBody, chartUi.countSvg, chartUi.countBody]) n.textContent = '';
+    setText(chartUi.rateNote, '');
+    setText(chartUi.countNote, '');
+    setText(chartUi.countFeed, 'the feed');
   }
 
   /* ===================================================================== */

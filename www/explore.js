@@ -545,7 +545,13 @@
     return v >= 100 ? String(Math.round(v)) : String(Math.round(v * 10) / 10);
   }
 
-  function fmtSecs(ms) { return String(Math.round(ms / 100) / 10); }
+  /** An axis label: 0.25 stays 0.25 (fmtRate would print 0.3 for it). */
+  function fmtTick(v) { return String(Math.round(v * 100) / 100); }
+
+  /** Seconds: 0.13, 4.56, 72.3 (a short run keeps two decimals, so its rate can be checked). */
+  function fmtSecs(ms) {
+    return ms < 10000 ? String(Math.round(ms / 10) / 100) : String(Math.round(ms / 100) / 10);
+  }
 
   /** The smallest 1, 2 or 5 × 10^n at or above v (an axis top that reads well). */
   function niceCeil(v) {
@@ -565,7 +571,9 @@
     const { w, h, left, right, top, bottom } = CHART;
     const pw = w - left - right, ph = h - top - bottom;
     const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
-    const x0 = Math.min(0, ...xs), x1 = Math.max(x0 + 1, ...xs);
+    // A rate is over the interval before its point: its axis starts at the run's start.
+    const x0 = o.xFromZero ? 0 : Math.min(...xs);
+    const x1 = Math.max(...xs) > x0 ? Math.max(...xs) : x0 + 1;
     const y1 = niceCeil(Math.max(0, ...ys));
     const px = (x) => left + (points.length === 1 && !o.xFromZero ? pw / 2 : ((x - x0) / (x1 - x0)) * pw);
     const py = (y) => top + ph - (y / y1) * ph;
@@ -574,9 +582,9 @@
     for (let i = 0; i <= 4; i++) {
       const v = (y1 * i) / 4, y = r2(py(v));
       kids.push(svg('line', { class: 'chart-grid', x1: left, x2: w - right, y1: y, y2: y }));
-      kids.push(svg('text', { class: 'chart-tick', x: left - 6, y: y + 4, 'text-anchor': 'end', text: fmtRate(v) }));
+      kids.push(svg('text', { class: 'chart-tick', x: left - 6, y: y + 4, 'text-anchor': 'end', text: fmtTick(v) }));
     }
-    for (const [x, text] of o.xTicks || [[x0, fmtRate(x0)], [x1, fmtRate(x1)]]) {
+    for (const [x, text] of o.xTicks || [[x0, fmtTick(x0)], [x1, fmtTick(x1)]]) {
       kids.push(svg('text', { class: 'chart-tick', x: r2(px(x)), y: h - bottom + 16, 'text-anchor': 'middle', text }));
     }
     kids.push(svg('text', { class: 'chart-axis', x: left + pw / 2, y: h - 3, 'text-anchor': 'middle', text: o.xLabel }));
@@ -601,7 +609,7 @@
       }, [svg('title', { text: p.label })]));
     }
     return svg('svg', {
-      class: 'chart', viewBox: '0 0 ' + w + ' ' + h, role: 'img', 'aria-labelledby': o.id + '-title ' + o.id + '-desc',
+      id: o.id, class: 'chart', viewBox: '0 0 ' + w + ' ' + h, role: 'img', 'aria-labelledby': o.id + '-title ' + o.id + '-desc',
       'data-testid': o.id, preserveAspectRatio: 'xMinYMin meet',
     }, kids);
   }

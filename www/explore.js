@@ -521,6 +521,7 @@
   const CHART = { w: 560, h: 190, left: 64, right: 16, top: 14, bottom: 34 };
 
   const chartUi = {
+    box: $('#run-charts'),
     rateSvg: $('#rate-svg'), rateNote: $('#rate-note'), rateBody: $('#rate-body'),
     countSvg: $('#count-svg'), countNote: $('#count-note'), countBody: $('#count-body'), countFeed: $('#count-feed'),
   };
@@ -699,7 +700,10 @@
       try {
         const { data: t } = await tf.taskStatus(id);
         if (seq !== runSeq) return;
+        // The facts are rebuilt with each sample: keep the keyboard on the feed link.
+        const hadFocus = ui.runFacts.contains(document.activeElement);
         renderRun(t);
+        if (hadFocus) (ui.runFacts.querySelector('a') || ui.runHeading).focus();
         showRunCharts(t, seq);
       } catch (e) {
         if (seq !== runSeq) return;
@@ -784,6 +788,7 @@
 
   /** Draw both charts for task t (another sample, or the view just opened). */
   function showRunCharts(t, seq) {
+    setHidden(chartUi.box, false);
     if (rate.id !== t.task_id) { rate.id = t.task_id; rate.started = null; rate.samples = []; }
     addSample(t);
     renderRate(t);
@@ -799,6 +804,7 @@
 
   function resetRunCharts() {
     stopSampling();
+    setHidden(chartUi.box, true);
     chartSeq++;
     rate.id = null; rate.started = null; rate.samples = []; rate.countsFor = null;
     for (const n of [chartUi.rateSvg, chartUi.rateBody, chartUi.countSvg, chartUi.countBody]) n.textContent = '';

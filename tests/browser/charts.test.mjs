@@ -129,6 +129,7 @@ dashTest('run charts: a finished run\'s average objects/s and its feed\'s count 
     });
 
     await step('while it runs, the view samples it: a point per progress write seen', async () => {
+      await page.locator('[data-testid="run-facts"] a').first().focus();
       const t = await stack.waitTask(live, (x) => x.progress.pages_done >= 3, { what: 'three pages done' });
       const c = await waitUntil(async () => {
         const x = await chart(page, 'rate');
@@ -140,6 +141,8 @@ dashTest('run charts: a finished run\'s average objects/s and its feed\'s count 
       assert.match(c.note, /sampled every 1 s/);
       const objs = c.rows.map((r) => Number(r[1]));
       for (let i = 1; i < objs.length; i++) assert.ok(objs[i] >= objs[i - 1], `objects never go back: ${objs}`);
+      assert.equal(await page.evaluate(() => !!document.activeElement.closest('[data-testid="run-facts"]')), true,
+        'the samples re-render the facts without dropping the keyboard focus');
       await waitText(page.locator('[data-testid="count-note"]'), /Slow feed: \d+ indicators now, over 1 run/);
     });
 

@@ -139,6 +139,8 @@ class Otx(FeedTest):
 
     def test_stop_now_keeps_whole_pages_and_next_run_continues(self):
         up = self.otx_feed("--otx-pulses", "50", "--page-delay-ms", "300", page_size=5)
+        up.ctl("faults", {"page_delay_ms": 300,   # the fault set replaces the flags'
+                          "stall": {"page": 5, "after_bytes": 100, "seconds": 300}})
         per_page = 5 * PER_PULSE
         task = self.env.consume("o")
         self.env.wait(task, {"running"} | TERMINAL,
@@ -168,7 +170,11 @@ class Otx(FeedTest):
         self.assertEqual(self.run_feed("o")["status"], "completed")
         before = self.env.export()
         up.ctl("data", {"otx_pulses": 80})
-        up.ctl("faults", {"page_delay_ms": 300})
+        # the fourth request stalls: the run is still going when the cancel
+        # comes, however slowly a loaded machine runs this test
+        up.ctl("reset")
+        up.ctl("faults", {"page_delay_ms": 300,
+                          "stall": {"page": 3, "after_bytes": 100, "seconds": 300}})
         task = self.env.consume("o")
         self.env.wait(task, {"running"} | TERMINAL,
                       pred=lambda t: t["progress"]["pages_done"] >= 1 or t["status"] in TERMINAL)
@@ -416,6 +422,9 @@ class VirusTotal(FeedTest):
     def test_stopped_run_is_continued_by_the_next(self):
         targets = [SHA_A, SHA_B, "haiku-os.org", "198.51.100.7", "198.51.100.8", "x.example"]
         up = self.vt_feed(targets, "--page-delay-ms", "400")
+        # the fourth lookup stalls: the run is still going when the cancel comes
+        up.ctl("faults", {"page_delay_ms": 400,
+                          "stall": {"page": 3, "after_bytes": 100, "seconds": 300}})
         task = self.env.consume("v")
         self.env.wait(task, {"running"} | TERMINAL,
                       pred=lambda t: t["progress"]["pages_done"] >= 2 or t["status"] in TERMINAL)

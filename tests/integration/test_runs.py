@@ -55,8 +55,9 @@ class RunTest(unittest.TestCase):
         """Pages every 150 ms, then the sixth stalls: a run of it is surely
         still going when a test acts on it, however slowly a loaded machine
         runs the test. `up.ctl("faults", {})` lets the next run complete."""
-        up = self.feed_up(feed_id, "--page-delay-ms", "150")
-        up.ctl("faults", {"stall": {"page": 5, "after_bytes": 100, "seconds": 300}})
+        up = self.feed_up(feed_id)
+        up.ctl("faults", {"page_delay_ms": 150,
+                          "stall": {"page": 5, "after_bytes": 100, "seconds": 300}})
         return up
 
     def stalled_feed(self):

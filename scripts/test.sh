@@ -76,7 +76,8 @@ fi
 
 # --- python suites and the browser, in parallel lanes -------------------------
 # These suites mostly wait on real processes (runs, grace periods, stalls), so
-# three lanes on two cores take about half the time of one. Each test class
+# two lanes on two cores take little more than half the time of one (three
+# loaded the machine enough to slow every test's processes). Each test class
 # starts its own stack on random ports, so lanes share nothing; pyrun deals
 # the integration suite's classes to two shares. Every lane writes its log and
 # exit status; the counting happens afterwards, in a fixed order.
@@ -118,12 +119,12 @@ pg_suites=(test_runs.CompleteAndIncremental test_runs.Cancels test_runs.Queue te
 pyrun upstream tests/upstream
 ( pyrun integration-1 --shard 1/2 tests/integration
   if ls tests/browser/*.test.mjs >/dev/null 2>&1; then browser; fi ) &
-( pyrun integration-2 --shard 2/2 tests/integration ) &
-# Runs, every cancel path, kills, the queue and the API through lighttpd,
-# again on PostgreSQL (each test gets its own migrated schema).
-if [ -n "$pg_uri" ]; then
-  ( TF_IT_PG="$pg_uri" pyrun integration-pg tests/integration "${pg_suites[@]}" ) &
-fi
+( pyrun integration-2 --shard 2/2 tests/integration
+  # Runs, every cancel path, kills, the queue and the API through lighttpd,
+  # again on PostgreSQL (each test gets its own migrated schema).
+  if [ -n "$pg_uri" ]; then
+    TF_IT_PG="$pg_uri" pyrun integration-pg tests/integration "${pg_suites[@]}"
+  fi ) &
 wait
 pycount upstream
 pycount integration-1

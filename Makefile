@@ -112,13 +112,14 @@ run: deps-run
 	@$(MAKE) --no-print-directory all
 	@PORT=$(PORT) STATE_DIR=$(STATE_DIR) DB=$(DB) BUILD=$(BUILD) scripts/run.sh
 
-# Bench-only programs: the FastCGI floor and the rollback timer.
+# Bench-only programs: the FastCGI floor, the rollback timer and the scale
+# store generator (bench/populate.c).
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(call obj,$(BUILD),$(LIB_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 bench: deps-bench
-	@$(MAKE) --no-print-directory all $(BUILD)/bench/floor $(BUILD)/bench/rollback
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/floor $(BUILD)/bench/rollback $(BUILD)/bench/populate
 	@BUILD=$(BUILD) STORE=$(STORE) python3 bench/bench.py
 
 # The chaos soak (tests/soak/soak.py; README "Soak"): SOAK_S seconds of runs

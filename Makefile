@@ -52,7 +52,8 @@ obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
 .PHONY: all asan test check unit integration browser fuzz-regress run bench soak install deb clean deps-build deps-test deps-run deps-bench deps-deb
 all: $(BUILD)/threatfeed $(BUILD)/threatfeed-worker $(BUILD)/threatfeed.fcgi
 
-asan: $(BUILD)/asan/threatfeed $(BUILD)/asan/threatfeed-worker $(BUILD)/asan/threatfeed.fcgi
+asan: $(BUILD)/asan/threatfeed $(BUILD)/asan/threatfeed-worker $(BUILD)/asan/threatfeed.fcgi \
+      $(BUILD)/asan/bench/populate
 
 $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -117,6 +118,12 @@ run: deps-run
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(call obj,$(BUILD),$(LIB_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# bench/populate under sanitizers too: tests/integration/test_scale.py fills
+# its stores with it.
+$(BUILD)/asan/bench/%: $(BUILD)/asan/obj/bench/%.o $(call obj,$(BUILD)/asan,$(LIB_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/floor $(BUILD)/bench/rollback $(BUILD)/bench/populate

@@ -522,11 +522,16 @@ class _ScaleSide:
         _, data = timed(self.web, "GET", "/api/threat-feeds/tasks/?limit=1000")
         self.newest = [t["task_id"] for t in data["tasks"]]
         self.target = "s%04d" % (feeds // 2)
-        self.lat = {k: [] for k in ("feeds", "tasks", "active", "status", "cancel_req", "cancel")}
+        self.middle = "s%04d" % (feeds // 2) if feeds > 1 else None
+        self.lat = {k: [] for k in ("feeds", "feeds_page", "tasks", "active", "status",
+                                    "cancel_req", "cancel")}
 
     def reads(self, rnd):
         web, lat = self.web, self.lat
         lat["feeds"].append(timed(web, "GET", "/api/threat-feeds/")[0])
+        # one page of 100 from the middle of the list (the baseline's one feed: its first page)
+        lat["feeds_page"].append(timed(web, "GET", "/api/threat-feeds/?limit=100" + (
+            "&cursor=" + self.middle if self.middle else ""))[0])
         lat["tasks"].append(timed(web, "GET", "/api/threat-feeds/tasks/?limit=100")[0])
         lat["active"].append(timed(web, "GET", "/api/threat-feeds/tasks/?active=1")[0])
         for _ in range(5):
@@ -563,7 +568,7 @@ def bench_scale():
     """Issue 14 §4: a store of SCALE_FEEDS feeds and SCALE_TASKS finished
     tasks (bench/populate) beside a baseline store of one feed and one task,
     each behind its own lighttpd; trials alternate between the two, one
-    request at a time: the feed list (not paged: every feed), the task list
+    request at a time: the feed list (whole, and one page of 100), the task list
     (newest 100, and ?active=1 as the dashboard polls it), one task's status
     (random among the newest and the oldest), and every third trial a consume
     + stop_now of one feed (see _ScaleSide.cancel). The baseline runs the
@@ -584,7 +589,8 @@ def bench_scale():
                 side.reads(rnd)
                 if i % 3 == 0:
                     side.cancel()
-        for key, name in (("feeds", "list_feeds"), ("tasks", "list_tasks"),
+        for key, name in (("feeds", "list_feeds"), ("feeds_page", "list_feeds_page"),
+                          ("tasks", "list_tasks"),
                           ("active", "list_active"), ("status", "task_status"),
                           ("cancel_req", "cancel_request"), ("cancel", "cancel")):
             for side, prefix in ((big, "scale_"), (base, "scale_baseline_")):

@@ -547,7 +547,10 @@ class _ScaleSide:
         up.ctl("faults", {"stall": {"page": 0, "after_bytes": 100, "seconds": 600, "times": -1}})
         _, body = timed(web, "POST", "/api/threat-feeds/%s/consume/" % self.target, {}, 202)
         task = body["task_id"]
-        web.wait(task, {"running"} | TERMINAL)
+        t = web.wait(task, {"running"} | TERMINAL)
+        if t["status"] != "running":
+            raise SystemExit("bench: scale run ended %s before its cancel: %s"
+                             % (t["status"], t.get("error")))
         wait_in_flight(up)
         c0 = time.time()
         ms, _ = timed(web, "POST", "/api/threat-feeds/cancel-task/%s/" % task,

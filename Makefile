@@ -52,7 +52,8 @@ obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
 .PHONY: all asan test check unit integration browser fuzz-regress run bench soak install deb clean deps-build deps-test deps-run deps-bench deps-deb
 all: $(BUILD)/threatfeed $(BUILD)/threatfeed-worker $(BUILD)/threatfeed.fcgi
 
-asan: $(BUILD)/asan/threatfeed $(BUILD)/asan/threatfeed-worker $(BUILD)/asan/threatfeed.fcgi
+asan: $(BUILD)/asan/threatfeed $(BUILD)/asan/threatfeed-worker $(BUILD)/asan/threatfeed.fcgi \
+      $(BUILD)/asan/bench/populate
 
 $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -112,13 +113,20 @@ run: deps-run
 	@$(MAKE) --no-print-directory all
 	@PORT=$(PORT) STATE_DIR=$(STATE_DIR) DB=$(DB) BUILD=$(BUILD) scripts/run.sh
 
-# Bench-only programs: the FastCGI floor and the rollback timer.
+# Bench-only programs: the FastCGI floor, the rollback timer and the scale
+# store generator (bench/populate.c).
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(call obj,$(BUILD),$(LIB_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
+# bench/populate under sanitizers too: tests/integration/test_scale.py fills
+# its stores with it.
+$(BUILD)/asan/bench/%: $(BUILD)/asan/obj/bench/%.o $(call obj,$(BUILD)/asan,$(LIB_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
 bench: deps-bench
-	@$(MAKE) --no-print-directory all $(BUILD)/bench/floor $(BUILD)/bench/rollback
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/floor $(BUILD)/bench/rollback $(BUILD)/bench/populate
 	@BUILD=$(BUILD) STORE=$(STORE) python3 bench/bench.py
 
 # The chaos soak (tests/soak/soak.py; README "Soak"): SOAK_S seconds of runs

@@ -484,6 +484,135 @@ def bench_rollback():
         shutil.rmtree(d, ignore_errors=True)
 
 
+SCALE_FEEDS = int(os.environ.get("BENCH_SCALE_FEEDS", "1000"))
+SCALE_TASKS = int(os.environ.get("BENCH_SCALE_TASKS", "100000"))
+SCALE_TRIALS = int(os.environ.get("BENCH_SCALE_TRIALS", "100"))
+
+
+def timed(web, method, path, body=None, want=200):
+    t0 = time.perf_counter()
+    status, data = web.request(method, path, body)
+    ms = (time.perf_counter() - t0) * 1000
+    if status != want:
+        raise SystemExit("bench: %s %s answered %d %r" % (method, path, status, data))
+    return ms, data
+
+
+class _ScaleSide:
+    """One store for bench_scale: populated with feeds x tasks, its own
+    upstream (stalled for the cancel trials) and lighttpd."""
+
+    def __init__(self, feeds, tasks):
+        self.env = RunEnv(bin_dir=BUILD)
+        self.web = None
+        self.up = self.env.upstream("--objects", "5000", "--page-size", "100")
+        t0 = time.monotonic()
+        res = subprocess.run([os.path.join(BUILD, "bench", "populate"), self.env.db, self.up.url,
+                              COLLECTION, str(feeds), str(tasks)],
+                             capture_output=True, text=True, env=self.env.env)
+        if res.returncode:
+            raise SystemExit("bench: populate failed: %s" % res.stderr)
+        self.feeds, self.tasks = (int(x) for x in res.stdout.split()[:2])
+        self.populate_s = time.monotonic() - t0
+        self.web = Web(self.env)
+        _, data = timed(self.web, "GET", "/api/threat-feeds/")
+        if len(data["feeds"]) != feeds:
+            raise SystemExit("bench: %d feeds listed, not %d" % (len(data["feeds"]), feeds))
+        self.oldest = [f["last_task_id"] for f in data["feeds"]]
+        _, data = timed(self.web, "GET", "/api/threat-feeds/tasks/?limit=1000")
+        self.newest = [t["task_id"] for t in data["tasks"]]
+        self.target = "s%04d" % (feeds // 2)
+        self.middle = "s%04d" % (feeds // 2) if feeds > 1 else None
+        self.lat = {k: [] for k in ("feeds", "feeds_page", "tasks", "active", "status",
+                                    "cancel_req", "cancel")}
+
+    def reads(self, rnd):
+        web, lat = self.web, self.lat
+        lat["feeds"].append(timed(web, "GET", "/api/threat-feeds/")[0])
+        # one page of 100 from the middle of the list (the baseline's one feed: its first page)
+        lat["feeds_page"].append(timed(web, "GET", "/api/threat-feeds/?limit=100" + (
+            "&cursor=" + self.middle if self.middle else ""))[0])
+        lat["tasks"].append(timed(web, "GET", "/api/threat-feeds/tasks/?limit=100")[0])
+        lat["active"].append(timed(web, "GET", "/api/threat-feeds/tasks/?active=1")[0])
+        for _ in range(5):
+            task = rnd.choice(self.oldest if rnd.random() < 0.5 else self.newest)
+            lat["status"].append(timed(web, "GET", "/api/threat-feeds/task-status/%s/" % task)[0])
+
+    def cancel(self):
+        """A run of one feed among them, cancelled (stop_now) while it
+        transfers: the cancel request's answer time, and the time to
+        finished_at in the store as for cancel_latency."""
+        web, up = self.web, self.up
+        up.ctl("reset")
+        up.ctl("faults", {"stall": {"page": 0, "after_bytes": 100, "seconds": 600, "times": -1}})
+        _, body = timed(web, "POST", "/api/threat-feeds/%s/consume/" % self.target, {}, 202)
+        task = body["task_id"]
+        t = web.wait(task, {"running"} | TERMINAL)
+        if t["status"] != "running":
+            raise SystemExit("bench: scale run ended %s before its cancel: %s"
+                             % (t["status"], t.get("error")))
+        wait_in_flight(up)
+        c0 = time.time()
+        ms, _ = timed(web, "POST", "/api/threat-feeds/cancel-task/%s/" % task,
+                      {"mode": "stop_now"}, 202)
+        t = web.wait(task, TERMINAL)
+        if t["status"] != "stopped":
+            raise SystemExit("bench: scale cancel ended %s" % t["status"])
+        self.lat["cancel_req"].append(ms)
+        self.lat["cancel"].append((parse_ts(t["finished_at"]) - c0) * 1000)
+
+    def close(self):
+        if self.web:
+            self.web.stop()
+        self.env.close()
+
+
+def bench_scale():
+    """Issue 14 §4: a store of SCALE_FEEDS feeds and SCALE_TASKS finished
+    tasks (bench/populate) beside a baseline store of one feed and one task,
+    each behind its own lighttpd; trials alternate between the two, one
+    request at a time: the feed list (whole, and one page of 100), the task list
+    (newest 100, and ?active=1 as the dashboard polls it), one task's status
+    (random among the newest and the oldest), and every third trial a consume
+    + stop_now of one feed (see _ScaleSide.cancel). The baseline runs the
+    same requests under the same load, so big/baseline says what the store's
+    size costs even on a busy machine. The client is Python on the same
+    cores: its own time is in every figure."""
+    import random
+    rnd = random.Random(14)
+    big = base = None
+    try:
+        big = _ScaleSide(SCALE_FEEDS, SCALE_TASKS)
+        out("scale_feeds", big.feeds, "feeds")
+        out("scale_finished_tasks", big.tasks, "tasks")
+        out("scale_populate_s", "%.1f" % big.populate_s, "s")
+        base = _ScaleSide(1, 1)
+        for i in range(SCALE_TRIALS):
+            for side in ((big, base) if i % 2 else (base, big)):
+                side.reads(rnd)
+                if i % 3 == 0:
+                    side.cancel()
+        for key, name in (("feeds", "list_feeds"), ("feeds_page", "list_feeds_page"),
+                          ("tasks", "list_tasks"),
+                          ("active", "list_active"), ("status", "task_status"),
+                          ("cancel_req", "cancel_request"), ("cancel", "cancel")):
+            for side, prefix in ((big, "scale_"), (base, "scale_baseline_")):
+                out(prefix + name + "_p50_ms", "%.2f" % pct(side.lat[key], 50), "ms")
+                out(prefix + name + "_p99_ms", "%.2f" % pct(side.lat[key], 99), "ms")
+        print("# scale: %d trials per store; %d status reads, %d cancels each" % (
+            SCALE_TRIALS, len(big.lat["status"]), len(big.lat["cancel"])), flush=True)
+        for side, prefix in ((big, "scale_"), (base, "scale_baseline_")):
+            url = "http://127.0.0.1:%d/api/threat-feeds/task-status/%s/" % (
+                side.web.port, rnd.choice(side.oldest))
+            rps, p99 = wrk(url, seconds=5)
+            out(prefix + "status_rps", "%.0f" % rps, "req/s")
+            out(prefix + "status_wrk_p99_ms", "%.2f" % p99, "ms")
+    finally:
+        for side in (big, base):
+            if side:
+                side.close()
+
+
 def with_postgres(fn):
     """STORE=postgres: the same figures on a PostgreSQL started for the bench
     (Debian's server, default durability: fsync and synchronous commits for
@@ -503,7 +632,7 @@ def main():
     print("# threatfeed bench on %s, %d cores; %d cancel trials; store %s" % (
         os.uname().nodename, os.cpu_count(), TRIALS, store), flush=True)
     which = sys.argv[1:] or ["cancel", "status", "ingest", "rollback", "lookup", "export",
-                             "taxii"]
+                             "taxii", "scale"]
     if store == "postgres" and not sys.argv[1:]:
         which.append("cross_host")
 

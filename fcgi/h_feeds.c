@@ -90,11 +90,21 @@ int tf_h_feed_list(tf_app *app, tf_req *req, tf_resp *resp)
 	size_t len = 0;
 	int rc, reaped;
 
-	(void)req;
 	if (tf_app_store(app, resp))
 		return -1;
 	tf_runctl_reap_all(app->st, &reaped);   /* best effort: the list is still right */
-	rc = tf_feed_list(app->st, &json, &len);
+	/* Paged only when asked (limit or cursor): the whole list stays the
+	 * default answer, as before paging existed. */
+	if (tf_req_query(req, "limit") || tf_req_query(req, "cursor")) {
+		tf_req_paging pg = tf_req_page(req);
+		rc = tf_feed_page(app->st, pg.cursor, pg.limit, &json, &len);
+		if (rc == TF_EINVAL) {
+			free(json);
+			return tf_h_bad_cursor(resp);
+		}
+	} else {
+		rc = tf_feed_list(app->st, &json, &len);
+	}
 	return tf_h_answer(resp, rc, 200, json, len);
 }
 

@@ -19,7 +19,8 @@
 static const tf_route routes[] = {
 	{TF_M_GET, "/api/health", tf_h_health, "health", {{0}}, 0, 0, TF_ROLE_VIEWER},
 	{TF_M_GET, "/api/metrics", tf_h_metrics, "metrics", {{0}}, 0, 0, TF_ROLE_VIEWER},
-	{TF_M_GET, "/api/threat-feeds", tf_h_feed_list, "feed_list", {{0}}, 0, 0, TF_ROLE_VIEWER},
+	{TF_M_GET, "/api/threat-feeds", tf_h_feed_list, "feed_list",
+	 {{"limit", TF_Q_LIMIT}, {"cursor", TF_Q_CURSOR}}, 0, 0, TF_ROLE_VIEWER},
 	{TF_M_POST, "/api/threat-feeds", tf_h_feed_create, "feed_create",
 	 {{0}}, 0, 0, TF_ROLE_ADMIN},
 	{TF_M_GET, "/api/threat-feeds/tasks", tf_h_task_list, "task_list",

@@ -854,9 +854,17 @@ int tf_feed_read(tf_store *st, const char *id, char **json, size_t *len)
 	return rc;
 }
 
+struct list_ctx {
+	json_object *arr;
+	const char *after; /* NULL: from the first feed */
+	int limit;         /* < 0: every feed */
+	char next[TF_MAX_FEED_ID + 1]; /* the last feed listed when more follow */
+};
+
 static int list_txn(tf_txn *txn, void *vctx)
 {
-	json_object *arr = vctx;
+	struct list_ctx *c = vctx;
+	json_object *arr = c->arr;
 	tf_cursor *cur;
 	const void *k, *v;
 	size_t kl, vl;
@@ -864,8 +872,20 @@ static int list_txn(tf_txn *txn, void *vctx)
 
 	if (rc)
 		return rc;
-	rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	if (c->after) {
+		rc = tf_cursor_get(cur, TF_SEEK_GE, c->after, strlen(c->after), &k, &kl, &v, &vl);
+		if (rc == TF_OK && kl == strlen(c->after) && !memcmp(k, c->after, kl))
+			rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
+	} else {
+		rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl);
+	}
 	while (rc == TF_OK) {
+		if (c->limit >= 0 && (int)json_object_array_length(arr) == c->limit) {
+			/* more follow: the page ends at the last one listed */
+			const char *last = tf_json_str(json_object_array_get_idx(arr, c->limit - 1), "id");
+			snprintf(c->next, sizeof c->next, "%s", last ? last : "");
+			break;
+		}
 		json_object *f, *o;
 		if (tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, &f, NULL, 0)) {
 			rc = TF_ESTORE;
@@ -885,13 +905,34 @@ static int list_txn(tf_txn *txn, void *vctx)
 int tf_feed_list(tf_store *st, char **json, size_t *len)
 {
 	json_object *arr, *root = tf_json_list_root("feeds", &arr);
+	struct list_ctx c = {.arr = arr, .limit = -1};
 	int rc;
 
 	*json = NULL;
 	if (!root)
 		return TF_ENOMEM;
-	if (!(rc = tf_store_view(st, list_txn, arr)))
+	if (!(rc = tf_store_view(st, list_txn, &c)))
 		rc = tf_json_dup_text(root, json, len);
+	json_object_put(root);
+	return rc;
+}
+
+int tf_feed_page(tf_store *st, const char *after, int limit, char **json, size_t *len)
+{
+	json_object *arr, *root = tf_json_list_root("feeds", &arr);
+	struct list_ctx c = {.arr = arr, .after = after, .limit = limit};
+	int rc;
+
+	*json = NULL;
+	if (!root)
+		return TF_ENOMEM;
+	if (limit < 1 || (after && !tf_valid_feed_id(after)))
+		rc = TF_EINVAL;
+	else if (!(rc = tf_store_view(st, list_txn, &c))) {
+		json_object_object_add(root, "next_cursor",
+		                       c.next[0] ? json_object_new_string(c.next) : NULL);
+		rc = tf_json_dup_text(root, json, len);
+	}
 	json_object_put(root);
 	return rc;
 }

@@ -23,6 +23,11 @@ int tf_feed_delete(tf_store *st, const char *id);
 /* API JSON of one feed / {"feeds":[…]} sorted by id (caller frees). */
 int tf_feed_read(tf_store *st, const char *id, char **json, size_t *len);
 int tf_feed_list(tf_store *st, char **json, size_t *len);
+/* One page of the list in id order: at most limit (>= 1) feeds after the
+ * feed id `after` (NULL: from the first), {"feeds":[…],"next_cursor"}, the
+ * cursor being the last id listed when more follow, else null. TF_EINVAL
+ * when after is not a feed id. (1,000 feeds are a 650 KB answer: issue 14 §4.) */
+int tf_feed_page(tf_store *st, const char *after, int limit, char **json, size_t *len);
 
 /* Stored form, secret included, for the worker: owned by the caller
  * (json_object_put). TF_ENOTFOUND. */

@@ -843,7 +843,17 @@ int tf_task_cancel_requested(tf_txn *txn, const char *task_id, const char *feed_
 struct list_ctx {
 	const tf_task_filter *f;
 	json_object *arr;
+	char needle[TF_MAX_FEED_ID + 16]; /* "feed_id":"<id>" as stored, "" for any feed */
 };
+
+/* Tasks are stored as tf_json_text writes them (plain, feed ids need no
+ * escapes), so a task without this text is another feed's: skipped without
+ * parsing it. A walk of 100,000 tasks for one feed's took 1.3 s of CPU
+ * parsing them all (issue 14 §4); a match is still parsed and compared. */
+static int other_feed(const struct list_ctx *c, const void *v, size_t vl)
+{
+	return c->needle[0] && !memmem(v, vl, c->needle, strlen(c->needle));
+}
 
 static int list_one(tf_txn *txn, struct list_ctx *c, const void *id, size_t idl)
 {
@@ -854,6 +864,8 @@ static int list_one(tf_txn *txn, struct list_ctx *c, const void *id, size_t idl)
 
 	if (tf_txn_get(txn, TF_TBL_TASKS, id, idl, &v, &vl))
 		return TF_OK; /* history entry whose task was cleared */
+	if (other_feed(c, v, vl))
+		return TF_OK;
 	if (tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, &obj, NULL, 0))
 		return TF_ESTORE;
 	/* An active task may have a cancel waiting in the signal store. */
@@ -900,16 +912,65 @@ static int list_txn(tf_txn *txn, void *vctx)
 	return rc == TF_ENOTFOUND ? TF_OK : rc;
 }
 
+/* Newest first: created_at (RFC 3339 UTC with microseconds sorts as text),
+ * then the id, for a stable order. */
+static int newest_first(const void *a, const void *b)
+{
+	json_object *x = *(json_object *const *)a, *y = *(json_object *const *)b;
+	const char *cx = tf_json_str(x, "created_at"), *cy = tf_json_str(y, "created_at");
+	int d = strcmp(cy ? cy : "", cx ? cx : "");
+	if (d)
+		return d;
+	cx = tf_json_str(x, "task_id");
+	cy = tf_json_str(y, "task_id");
+	return strcmp(cy ? cy : "", cx ? cx : "");
+}
+
+/* ?active=1 (what the dashboard polls): every active task holds its feed's
+ * slot in TF_TBL_ACTIVE from its creation to its end (create_txn,
+ * runctl.c release_feed), so the active tasks are read from there — at most
+ * one per feed — instead of walking the whole history, which took seconds
+ * with 100,000 finished tasks (issue 14 §4). */
+static int list_active_txn(tf_txn *txn, void *vctx)
+{
+	struct list_ctx *c = vctx;
+	tf_cursor *cur;
+	const void *k, *v;
+	size_t kl, vl, n;
+	int rc;
+
+	if (c->f->feed_id) {
+		rc = tf_txn_get(txn, TF_TBL_ACTIVE, c->f->feed_id, strlen(c->f->feed_id), &v, &vl);
+		return rc == TF_OK ? list_one(txn, c, v, vl) : rc == TF_ENOTFOUND ? TF_OK : rc;
+	}
+	if ((rc = tf_cursor_open(txn, TF_TBL_ACTIVE, &cur)))
+		return rc;
+	for (rc = tf_cursor_get(cur, TF_SEEK_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == TF_OK;
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl))
+		if ((rc = list_one(txn, c, v, vl)))
+			break;
+	tf_cursor_close(cur);
+	if (rc != TF_ENOTFOUND)
+		return rc;
+	json_object_array_sort(c->arr, newest_first);
+	n = json_object_array_length(c->arr);
+	if (c->f->limit >= 0 && n > (size_t)c->f->limit)
+		json_object_array_del_idx(c->arr, (size_t)c->f->limit, n - (size_t)c->f->limit);
+	return TF_OK;
+}
+
 int tf_task_list(tf_store *st, const tf_task_filter *f, char **json, size_t *len)
 {
 	json_object *arr, *root = tf_json_list_root("tasks", &arr);
-	struct list_ctx c = {f, arr};
+	struct list_ctx c = {f, arr, ""};
 	int rc;
 
 	*json = NULL;
 	if (!root)
 		return TF_ENOMEM;
-	if (!(rc = tf_store_view(st, list_txn, &c)))
+	if (f->feed_id && strlen(f->feed_id) <= TF_MAX_FEED_ID)
+		snprintf(c.needle, sizeof c.needle, "\"feed_id\":\"%s\"", f->feed_id);
+	if (!(rc = tf_store_view(st, f->active_only ? list_active_txn : list_txn, &c)))
 		rc = tf_json_dup_text(root, json, len);
 	json_object_put(root);
 	return rc;

@@ -115,7 +115,7 @@ browsercount() {
 pg_suites=(test_runs.CompleteAndIncremental test_runs.Cancels test_runs.Queue test_runs.QueueLimits
   test_runs.Crashes test_runs.Escalation test_api.Basics test_api.Runs test_api.Pollers test_api.HandlerKilled
   test_shapes test_metrics test_indicators test_webhooks.Delivery test_webhooks.Retries
-  test_audit test_taxii_server test_freeze)
+  test_audit test_taxii_server test_freeze test_scale)
 pyrun upstream tests/upstream
 ( pyrun integration-1 --shard 1/2 tests/integration
   if ls tests/browser/*.test.mjs >/dev/null 2>&1; then browser; fi ) &

@@ -1082,6 +1082,54 @@ static void test_config_proxy(void **state)
 	}
 }
 
+/* tf_feed_page: pages of the id order, the cursor the last id listed, null
+ * at the end; the pages put together are the whole list. */
+static void test_list_pages(void **state)
+{
+	tf_store *st = tu_new_store("pages", NULL, 0);
+	const char *ids[] = {"a1", "b2", "c3", "d4", "e5"};
+	char *text = NULL, after[80] = "";
+	size_t got = 0;
+	(void)state;
+
+	for (size_t i = 0; i < 5; i++)
+		tu_simple_feed(st, ids[4 - i]);
+	for (int pages = 1;; pages++) {
+		json_object *o, *arr, *next;
+		assert_int_equal(tf_feed_page(st, after[0] ? after : NULL, 2, &text, NULL), TF_OK);
+		o = tu_json(text);
+		free(text);
+		assert_true(json_object_object_get_ex(o, "feeds", &arr));
+		assert_true(json_object_array_length(arr) <= 2);
+		for (size_t i = 0; i < json_object_array_length(arr); i++)
+			assert_string_equal(tf_json_str(json_object_array_get_idx(arr, i), "id"),
+			                    ids[got++]);
+		assert_true(json_object_object_get_ex(o, "next_cursor", &next));
+		if (!next) {
+			json_object_put(o);
+			assert_int_equal(pages, 3);
+			break;
+		}
+		snprintf(after, sizeof after, "%s", json_object_get_string(next));
+		assert_string_equal(after, ids[got - 1]);
+		json_object_put(o);
+	}
+	assert_int_equal(got, 5);
+	/* exactly a page's worth left: no cursor to an empty page */
+	assert_int_equal(tf_feed_page(st, "c3", 2, &text, NULL), TF_OK);
+	assert_true(tu_contains(text, "\"next_cursor\":null"));
+	free(text);
+	/* an id that is not a feed's still orders (a feed deleted between pages) */
+	assert_int_equal(tf_feed_page(st, "c", 1, &text, NULL), TF_OK);
+	assert_true(tu_contains(text, "\"id\":\"c3\""));
+	free(text);
+	assert_int_equal(tf_feed_page(st, "Bad cursor", 2, &text, NULL), TF_EINVAL);
+	free(text);
+	assert_int_equal(tf_feed_page(st, NULL, 0, &text, NULL), TF_EINVAL);
+	free(text);
+	tf_store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1094,6 +1142,7 @@ int main(void)
 		cmocka_unit_test(test_conflicts_while_running),
 		cmocka_unit_test(test_delete_removes_data),
 		cmocka_unit_test(test_list_sorted_and_ids),
+		cmocka_unit_test(test_list_pages),
 		cmocka_unit_test(test_api_shape_every_type),
 		cmocka_unit_test(test_api_shape_with_runs),
 		cmocka_unit_test(test_null_options),

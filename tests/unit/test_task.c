@@ -903,6 +903,30 @@ static void test_list_and_delete(void **state)
 	assert_int_equal(json_object_array_length(arr), 1);
 	assert_string_equal(nth_id(arr, 0), ids[5]);
 	json_object_put(arr);
+	/* active=1 reads the feeds' active slots (not the history): the limit
+	 * keeps the newest, a feed filter its one run, a run being cancelled
+	 * is still active */
+	arr = list(st, 1, NULL, 1);
+	assert_int_equal(json_object_array_length(arr), 1);
+	assert_string_equal(nth_id(arr, 0), ids[5]);
+	json_object_put(arr);
+	arr = list(st, 1, "f", 100);
+	assert_int_equal(json_object_array_length(arr), 1);
+	assert_string_equal(nth_id(arr, 0), ids[3]);
+	json_object_put(arr);
+	{
+		char *json = NULL;
+		assert_int_equal(tf_task_cancel(st, ids[3], TF_CANCEL_STOP_NOW, "u", &json, NULL), TF_OK);
+		free(json);
+	}
+	arr = list(st, 1, NULL, 100);
+	assert_int_equal(json_object_array_length(arr), 2);
+	assert_string_equal(nth_id(arr, 1), ids[3]);
+	assert_string_equal(tf_json_str(json_object_array_get_idx(arr, 1), "status"), "stopping");
+	json_object_put(arr);
+	arr = list(st, 1, "nope", 100);
+	assert_int_equal(json_object_array_length(arr), 0);
+	json_object_put(arr);
 	arr = list(st, 0, "nope", 100);
 	assert_int_equal(json_object_array_length(arr), 0);
 	json_object_put(arr);

@@ -460,8 +460,16 @@ static void test_task_json_and_timestamps(void **state)
 	t = load(st, id);
 	{
 		tf_progress got;
+		/* field by field: the padding after percent is not the task's */
 		tf_task_get_progress(t, &got);
-		assert_memory_equal(&got, &pr, sizeof pr);
+		assert_int_equal(got.percent, pr.percent);
+		assert_int_equal(got.pages_done, pr.pages_done);
+		assert_int_equal(got.pages_total, pr.pages_total);
+		assert_int_equal(got.objects_processed, pr.objects_processed);
+		assert_int_equal(got.indicators_created, pr.indicators_created);
+		assert_int_equal(got.indicators_updated, pr.indicators_updated);
+		assert_int_equal(got.indicators_skipped, pr.indicators_skipped);
+		assert_int_equal(got.bytes_received, pr.bytes_received);
 	}
 	assert_int_equal(tf_task_set_status(t, TF_ST_FAILED), TF_OK);
 	tf_task_set_error(t, "upstream said 500");

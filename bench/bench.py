@@ -176,7 +176,8 @@ def bench_cancel():
         env.close()
 
 
-def wrk(url, seconds=8):
+def wrk_run(url, seconds=8):
+    """(req/s, p99 ms, requests) of one wrk run."""
     res = subprocess.run(["wrk", "-t2", "-c32", "-d%ds" % seconds, "--latency", url],
                          capture_output=True, text=True, timeout=seconds + 30)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", res.stdout).group(1))
@@ -185,10 +186,62 @@ def wrk(url, seconds=8):
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", res.stdout)
     if non2xx:
         raise SystemExit("bench: %s answered errors: %s" % (url, res.stdout))
+    n = int(re.search(r"(\d+) requests in", res.stdout).group(1))
+    return rps, p99, n
+
+
+def wrk(url, seconds=8):
+    rps, p99, _ = wrk_run(url, seconds)
     return rps, p99
 
 
+STATUS_ROUNDS = int(os.environ.get("BENCH_STATUS_ROUNDS", "9"))
+STATUS_WRK_S = int(os.environ.get("BENCH_STATUS_S", "3"))
+
+
+def children_cpu_s(web, prefix):
+    """CPU seconds (user + system) used so far by lighttpd's children whose
+    name starts with prefix: the FastCGI responders of one URL."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        rest = stat[stat.rindex(")") + 2:].split()
+        if int(rest[1]) == web.proc.pid and comm.startswith(prefix):
+            total += int(rest[11]) + int(rest[12])
+    return total / float(os.sysconf("SC_CLK_TCK"))
+
+
+def interleaved(web, urls, rounds, seconds):
+    """{name: ([rps...], [p99...], [responder CPU µs per request...])}: each
+    wrk measurement `rounds` times, in turn (a, b, c, a, b, c, ...), so a
+    burst of load from whatever else runs on the machine falls on every URL
+    alike and the medians compare. urls: {name: (url, responder name prefix
+    or None)}. The CPU time per request is the steadier figure on a loaded
+    machine: it does not count the time the responder waited for a core."""
+    got = {name: ([], [], []) for name in urls}
+    for _ in range(rounds):
+        for name, (url, comm) in urls.items():
+            cpu0 = children_cpu_s(web, comm) if comm else 0
+            rps, p99, n = wrk_run(url, seconds)
+            got[name][0].append(rps)
+            got[name][1].append(p99)
+            if comm:
+                got[name][2].append((children_cpu_s(web, comm) - cpu0) * 1e6 / max(n, 1))
+    return got
+
+
 def bench_status():
+    """status_rps against floor_rps (bench/floor.c: one store read, its bytes
+    written) and static_rps (lighttpd serving the same bytes from a file),
+    medians of BENCH_STATUS_ROUNDS interleaved wrk runs; the ratio is the
+    median of each round's status/floor. `bench.py status` runs only this."""
     env = RunEnv(bin_dir=BUILD)
     try:
         up = env.upstream("--objects", "300", "--page-size", "100")
@@ -201,18 +254,34 @@ def bench_status():
             with open(os.path.join(web.www, "status.json"), "wb") as f:
                 f.write(body)
             base = "http://127.0.0.1:%d" % web.port
-            rps, p99 = wrk(base + "/api/threat-feeds/task-status/%s/" % task)
-            # The scrape reads a few keys (one per feed), the run slots and
-            # the queue: it must cost no more than a status read.
-            mrps, mp99 = wrk(base + "/api/metrics")
-            floor, _ = wrk(base + "/floor/")
-            static, _ = wrk(base + "/status.json")
-            out("status_rps", "%.0f" % rps, "req/s")
-            out("status_p99_ms", "%.2f" % p99, "ms")
-            out("metrics_rps", "%.0f" % mrps, "req/s")
-            out("metrics_p99_ms", "%.2f" % mp99, "ms")
-            out("floor_rps", "%.0f" % floor, "req/s")
-            out("static_rps", "%.0f" % static, "req/s")
+            # metrics: the scrape reads a few keys (one per feed), the run
+            # slots and the queue: it must cost no more than a status read.
+            got = interleaved(web, {
+                "status": (base + "/api/threat-feeds/task-status/%s/" % task, "threatfeed.fcg"),
+                "floor": (base + "/floor/", "floor"),
+                "static": (base + "/status.json", None),
+                "metrics": (base + "/api/metrics", "threatfeed.fcg")}, STATUS_ROUNDS, STATUS_WRK_S)
+            med = {name: (statistics.median(v[0]), statistics.median(v[1]))
+                   for name, v in got.items()}
+            ratios = [s / f for s, f in zip(got["status"][0], got["floor"][0])]
+            for name, v in got.items():
+                print("# %s rounds (req/s): %s" % (name, ", ".join("%.0f" % x for x in v[0])),
+                      flush=True)
+            for name in ("status", "floor", "metrics"):
+                print("# %s responder CPU per request (us): %s"
+                      % (name, ", ".join("%.1f" % x for x in got[name][2])), flush=True)
+            print("# status/floor per round: %s" % ", ".join("%.2f" % x for x in ratios),
+                  flush=True)
+            out("status_rps", "%.0f" % med["status"][0], "req/s")
+            out("status_p99_ms", "%.2f" % med["status"][1], "ms")
+            out("floor_rps", "%.0f" % med["floor"][0], "req/s")
+            out("floor_p99_ms", "%.2f" % med["floor"][1], "ms")
+            out("status_floor_ratio", "%.2f" % statistics.median(ratios), "ratio")
+            for name in ("status", "floor", "metrics"):
+                out("%s_cpu_us_per_req" % name, "%.1f" % statistics.median(got[name][2]), "us")
+            out("metrics_rps", "%.0f" % med["metrics"][0], "req/s")
+            out("metrics_p99_ms", "%.2f" % med["metrics"][1], "ms")
+            out("static_rps", "%.0f" % med["static"][0], "req/s")
             out("status_body_bytes", len(body), "bytes")
         finally:
             web.stop()
@@ -631,9 +700,11 @@ def main():
     store = os.environ.get("STORE") or "lmdb"
     print("# threatfeed bench on %s, %d cores; %d cancel trials; store %s" % (
         os.uname().nodename, os.cpu_count(), TRIALS, store), flush=True)
-    which = sys.argv[1:] or ["cancel", "status", "ingest", "rollback", "lookup", "export",
+    # BENCH_ONLY=status (or `bench.py status`): just those parts.
+    only = os.environ.get("BENCH_ONLY", "").replace(",", " ").split()
+    which = sys.argv[1:] or only or ["cancel", "status", "ingest", "rollback", "lookup", "export",
                              "taxii", "scale"]
-    if store == "postgres" and not sys.argv[1:]:
+    if store == "postgres" and not sys.argv[1:] and not only:
         which.append("cross_host")
 
     def run_all():

@@ -88,11 +88,15 @@ static void pipeline(tf_app *app, tf_req *req, tf_resp *resp, tf_read_fn rd, voi
 /* Server errors are logged (the client only sees a generic text); the rest
  * at debug level. The path is the decoded route, never the query (which is
  * where a careless client might put a secret). */
-static void log_request(const tf_req *req, const tf_resp *resp)
+static void log_request(const tf_app *app, const tf_req *req, const tf_resp *resp)
 {
 	char path[256];
 	size_t used = 0;
 
+	/* Debug lines are on only with log_debug (tf_app_init): the path is
+	 * not built for nothing on every request. */
+	if (resp->status < 500 && (app->cfg_rc || !app->cfg.log_debug))
+		return;
 	path[0] = '\0';
 	for (size_t i = 0; i < req->nseg && used < sizeof path; i++) {
 		int n = snprintf(path + used, sizeof path - used, "/%s", req->seg[i]);
@@ -232,7 +236,7 @@ void tf_app_handle(tf_app *app, char **envp, tf_read_fn rd, void *rctx, tf_write
 	pipeline(app, &req, &resp, rd, rctx, &rt);
 	if (!resp.status)   /* a handler that forgot to answer is a bug: say so */
 		tf_resp_fail(&resp, TF_ESYS, NULL);
-	log_request(&req, &resp);
+	log_request(app, &req, &resp);
 	/* A store that failed under an open handle (TF_ESTORE, TF_EPERM) is
 	 * reopened by the next request rather than kept for the process's life. */
 	if (resp.status == 503 && app->st)

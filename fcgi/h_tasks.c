@@ -14,15 +14,23 @@ int tf_h_task_status(tf_app *app, tf_req *req, tf_resp *resp)
 {
 	char *json = NULL;
 	size_t len = 0;
-	int rc, reaped = 0;
+	int rc, reaped = 0, finished = 0;
 
 	if (tf_app_store(app, resp))
 		return -1;
-	/* A run whose processes died must not be reported running (docs/SPEC.md §3).
-	 * Cheap while the run lives: one read and a /proc lookup. */
-	if ((rc = tf_runctl_reap(app->st, req->task_id, &reaped)) && rc != TF_ENOTFOUND)
-		tf_debug("tf_h_task_status: reap %s: %s", req->task_id, tf_strerror(rc));
-	rc = tf_task_read(app->st, req->task_id, &json, &len);
+	/* A finished task (most polls) is answered from one read of its stored
+	 * text: nothing to reap, no cancel to merge. */
+	rc = tf_task_read_peek(app->st, req->task_id, &json, &len, &finished);
+	if (!rc && !finished) {
+		/* A run whose processes died must not be reported running
+		 * (docs/SPEC.md §3): reaped first, then read again. Cheap while the
+		 * run lives: one read and a /proc lookup. */
+		free(json);
+		json = NULL;
+		if ((rc = tf_runctl_reap(app->st, req->task_id, &reaped)) && rc != TF_ENOTFOUND)
+			tf_debug("tf_h_task_status: reap %s: %s", req->task_id, tf_strerror(rc));
+		rc = tf_task_read(app->st, req->task_id, &json, &len);
+	}
 	if (rc == TF_ENOTFOUND)
 		return tf_resp_error(resp, 404, "not_found", "no such task");
 	return tf_h_answer(resp, rc, 200, json, len);

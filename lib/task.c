@@ -670,14 +670,81 @@ int tf_task_create_if_due(tf_store *st, const char *feed_id, int64_t now_us, cha
 	return tf_store_update(st, create_txn, &c);
 }
 
+/* The top-level "status" of a stored task's text, without parsing it: a
+ * status poll of a finished task is most of the API's traffic (dashboards),
+ * and its stored text is its answer. One pass skipping strings and nested
+ * values; the last "status" key wins, as in json-c. TF_EINVAL for anything
+ * unexpected (the caller then takes the parsing path, which judges it). */
+static int peek_status(const char *s, size_t n, tf_status *out)
+{
+	static const char key[] = "status";
+	char name[32];
+	int depth = 0, want_key = 0, is_key = 0, is_value = 0, found = 0;
+	size_t i = 0;
+
+	while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r'))
+		i++;
+	if (i == n || s[i] != '{')
+		return TF_EINVAL;
+	for (; i < n; i++) {
+		char c = s[i];
+		if (c == '"') {
+			size_t start = ++i;
+			int esc = 0;
+			for (; i < n && s[i] != '"'; i++)
+				if (s[i] == '\\')
+					esc = 1, i++;
+			if (i >= n)
+				return TF_EINVAL;
+			if (depth == 1 && want_key) {
+				is_key = !esc && i - start == sizeof key - 1 && !memcmp(s + start, key, i - start);
+				want_key = 0;
+			} else if (depth == 1 && is_value) {
+				found = !esc && i - start < sizeof name;
+				if (found) {
+					memcpy(name, s + start, i - start);
+					name[i - start] = '\0';
+				}
+				is_value = 0;
+			}
+			continue;
+		}
+		if (c == ' ' || c == '\n' || c == '\t' || c == '\r')
+			continue;
+		if (is_value) /* a status that is not a string: the parser's to judge */
+			found = is_value = 0;
+		if (c == '{' || c == '[') {
+			want_key = ++depth == 1;
+		} else if (c == '}' || c == ']') {
+			if (--depth == 0)
+				break;
+		} else if (c == ',' && depth == 1) {
+			want_key = 1;
+		} else if (c == ':' && depth == 1) {
+			is_value = is_key;
+			is_key = 0;
+		}
+	}
+	/* nothing but blanks may follow the object */
+	for (i++; i < n; i++)
+		if (s[i] != ' ' && s[i] != '\n' && s[i] != '\t' && s[i] != '\r')
+			return TF_EINVAL;
+	if (!found || depth != 0)
+		return TF_EINVAL;
+	return tf_status_parse(name, out) ? TF_EINVAL : TF_OK;
+}
+
 struct read_ctx {
 	const char *task_id;
 	char *json;
 	size_t len;
+	int finished;
 };
 
 /* The stored text as is, unless a cancel waits in the signal store (one
- * lookup there): then the task with it merged (tf_task_load). */
+ * lookup there): then the task with it merged (tf_task_load). A finished
+ * task's text is final (merge_signal leaves it alone), so its signal store
+ * is not read at all. */
 static int read_txn(tf_txn *txn, void *vctx)
 {
 	struct read_ctx *c = vctx;
@@ -685,12 +752,15 @@ static int read_txn(tf_txn *txn, void *vctx)
 	size_t vl;
 	cancel_sig sig;
 	tf_task *t;
+	tf_status status;
 	const char *text;
 	int rc = tf_txn_get(txn, TF_TBL_TASKS, c->task_id, strlen(c->task_id), &v, &vl);
 
 	if (rc)
 		return rc;
-	if (strlen(c->task_id) == TF_UUID_LEN && sig_read(txn, c->task_id, &sig) == TF_OK) {
+	c->finished = peek_status(v, vl, &status) == TF_OK && tf_status_terminal(status);
+	if (!c->finished && strlen(c->task_id) == TF_UUID_LEN &&
+	    sig_read(txn, c->task_id, &sig) == TF_OK) {
 		if ((rc = tf_task_load(txn, c->task_id, &t)))
 			return rc;
 		text = tf_task_json(t, &vl);
@@ -705,14 +775,21 @@ static int read_txn(tf_txn *txn, void *vctx)
 	return TF_OK;
 }
 
-int tf_task_read(tf_store *st, const char *task_id, char **json, size_t *len)
+int tf_task_read_peek(tf_store *st, const char *task_id, char **json, size_t *len, int *finished)
 {
-	struct read_ctx c = {task_id, NULL, 0};
+	struct read_ctx c = {task_id, NULL, 0, 0};
 	int rc = tf_store_view(st, read_txn, &c);
 	*json = c.json;
 	if (len)
 		*len = c.len;
+	if (finished)
+		*finished = !rc && c.finished;
 	return rc;
+}
+
+int tf_task_read(tf_store *st, const char *task_id, char **json, size_t *len)
+{
+	return tf_task_read_peek(st, task_id, json, len, NULL);
 }
 
 /* A cancel never takes the writer lock (docs/SPEC.md §3; store.h

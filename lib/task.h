@@ -98,6 +98,11 @@ int tf_task_number_queue(tf_txn *txn);
 
 /* A malloc'd copy of the task's JSON text (caller frees). TF_ENOTFOUND. */
 int tf_task_read(tf_store *st, const char *task_id, char **json, size_t *len);
+/* tf_task_read, and *finished = 1 when the task it read is terminal (told
+ * from the stored text, no parse): its text is final, there is nothing to
+ * reap or merge. */
+int tf_task_read_peek(tf_store *st, const char *task_id, char **json, size_t *len,
+                      int *finished);
 
 /* Records a cancel durably (docs/SPEC.md §3) and returns the task's new JSON (caller
  * frees). TF_ENOTFOUND, TF_ECONFLICT (already finished). Does not wake the

@@ -304,6 +304,103 @@ static void test_cancel_in_store(void **state)
 	tf_store_close(st);
 }
 
+/* tf_task_read_peek: a finished task is told from its stored text without a
+ * parse (the status poll's short path, fcgi/h_tasks.c); anything it cannot be
+ * sure of counts as not finished, which takes the full path. */
+struct put_ctx {
+	const char *id, *text;
+};
+
+static int put_txn(tf_txn *txn, void *vctx)
+{
+	struct put_ctx *c = vctx;
+	return tf_txn_put(txn, TF_TBL_TASKS, c->id, strlen(c->id), c->text, strlen(c->text));
+}
+
+static int peek_finished(tf_store *st, const char *id, const char *text)
+{
+	struct put_ctx c = {id, text};
+	char *json = NULL;
+	size_t len = 0;
+	int finished = -1;
+
+	assert_int_equal(tf_store_update(st, put_txn, &c), TF_OK);
+	assert_int_equal(tf_task_read_peek(st, id, &json, &len, &finished), TF_OK);
+	assert_int_equal(len, strlen(text));
+	assert_string_equal(json, text);   /* the stored text, as it is */
+	free(json);
+	return finished;
+}
+
+static void test_read_peek(void **state)
+{
+	static const char *const active[] = {
+		"{\"task_id\":\"x\",\"status\":\"running\"}",
+		/* nested and quoted look-alikes are not the task's status */
+		"{\"status\":\"running\",\"cancel\":{\"status\":\"completed\"}}",
+		"{\"status\":\"running\",\"l\":[{\"status\":\"failed\"},\"status\"]}",
+		"{\"message\":\"\\\"status\\\":\\\"completed\\\"\",\"status\":\"queued\"}",
+		"{\"status\":\"completed\",\"status\":\"running\"}",   /* the last wins */
+		"{\"status\":\"completed\",\"status\":null}",
+		"{\"status\":\"complet\\u0065d\"}",   /* escaped: left to the parser */
+		"{\"status\":{\"a\":\"completed\"}}",
+		"{\"status\":\"nonsense\"}",
+		"{\"other\":\"completed\"}",
+		"{\"status\":\"completed\"",   /* truncated */
+		"{\"status\":\"completed\"}x",
+		"[\"status\",\"completed\"]",
+	};
+	static const char *const done[] = {
+		"{\"task_id\":\"x\",\"status\":\"completed\"}",
+		" { \"a\" : [1,{\"status\":\"running\"}] , \"status\" : \"stopped\" } ",
+		"{\"status\":\"running\",\"status\":\"failed\",\"e\":\"a\\\\\"}",
+		"{\"cancel\":{\"mode\":\"cancel_job\"},\"status\":\"cancelled\"}",
+	};
+	tf_store *st = tu_new_store("peek", NULL, 0);
+	const char *fake = "00000000-0000-4000-8000-0000000000aa";
+	char id[TF_UUID_LEN + 1], *json = NULL, *again = NULL;
+	size_t len = 0, alen = 0;
+	int finished = -1;
+	(void)state;
+
+	for (size_t i = 0; i < sizeof active / sizeof *active; i++)
+		if (peek_finished(st, fake, active[i]) != 0)
+			fail_msg("told finished: %s", active[i]);
+	for (size_t i = 0; i < sizeof done / sizeof *done; i++)
+		if (peek_finished(st, fake, done[i]) != 1)
+			fail_msg("not told finished: %s", done[i]);
+
+	/* A real task: active while queued and while a cancel waits in the
+	 * signal store (then merged), finished once it ended. */
+	tu_simple_feed(st, "f");
+	tu_create(st, "f", id);
+	assert_int_equal(tf_task_read_peek(st, id, &json, &len, &finished), TF_OK);
+	assert_int_equal(finished, 0);
+	free(json);
+	assert_int_equal(tf_task_cancel(st, id, TF_CANCEL_STOP_NOW, "u1", &json, NULL), TF_OK);
+	free(json);
+	assert_int_equal(tf_task_read_peek(st, id, &json, &len, &finished), TF_OK);
+	assert_int_equal(finished, 0);
+	assert_non_null(strstr(json, "\"stopping\""));
+	free(json);
+	assert_int_equal(tf_runctl_finish(st, id, TF_ST_STOPPED, 0, NULL), TF_OK);
+	assert_int_equal(tf_task_read_peek(st, id, &json, &len, &finished), TF_OK);
+	assert_int_equal(finished, 1);
+	assert_int_equal(tf_task_read(st, id, &again, &alen), TF_OK);
+	assert_int_equal(len, alen);
+	assert_memory_equal(json, again, len);
+	free(json);
+	free(again);
+	/* no such task */
+	json = (char *)1;
+	assert_int_equal(tf_task_read_peek(st, "00000000-0000-4000-8000-0000000000bb", &json, &len,
+	                                   &finished),
+	                 TF_ENOTFOUND);
+	assert_null(json);
+	assert_int_equal(finished, 0);
+	tf_store_close(st);
+}
+
 /* ---- the task's JSON ----------------------------------------------------------- */
 
 static void test_task_json_and_timestamps(void **state)
@@ -363,8 +460,16 @@ static void test_task_json_and_timestamps(void **state)
 	t = load(st, id);
 	{
 		tf_progress got;
+		/* field by field: the padding after percent is not the task's */
 		tf_task_get_progress(t, &got);
-		assert_memory_equal(&got, &pr, sizeof pr);
+		assert_int_equal(got.percent, pr.percent);
+		assert_int_equal(got.pages_done, pr.pages_done);
+		assert_int_equal(got.pages_total, pr.pages_total);
+		assert_int_equal(got.objects_processed, pr.objects_processed);
+		assert_int_equal(got.indicators_created, pr.indicators_created);
+		assert_int_equal(got.indicators_updated, pr.indicators_updated);
+		assert_int_equal(got.indicators_skipped, pr.indicators_skipped);
+		assert_int_equal(got.bytes_received, pr.bytes_received);
 	}
 	assert_int_equal(tf_task_set_status(t, TF_ST_FAILED), TF_OK);
 	tf_task_set_error(t, "upstream said 500");
@@ -1072,6 +1177,7 @@ int main(void)
 		cmocka_unit_test(test_transitions),
 		cmocka_unit_test(test_cancel_modes_in_memory),
 		cmocka_unit_test(test_cancel_in_store),
+		cmocka_unit_test(test_read_peek),
 		cmocka_unit_test(test_task_json_and_timestamps),
 		cmocka_unit_test(test_truncation_keeps_utf8),
 		cmocka_unit_test(test_warnings_capped),

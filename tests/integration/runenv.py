@@ -129,7 +129,7 @@ class RunEnv:
                                           preexec_fn=_pdeathsig)
 
     # processes --------------------------------------------------------------
-    def upstream(self, *args, start_s=20):
+    def upstream(self, *args, start_s=120):
         port_file = os.path.join(self.dir, "upstream-%d.port" % len(self.upstreams))
         proc = subprocess.Popen([sys.executable, UPSTREAM, "--port", "0", "--port-file", port_file,
                                  "--quiet", "--lifetime-s", "900"] + list(args),

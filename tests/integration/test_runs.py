@@ -244,8 +244,10 @@ class Queue(unittest.TestCase):
     def test_cancel_while_queued_never_fetches(self):
         env = RunEnv(conf={"max_concurrent_runs": 1, "grace_period_s": 2})
         try:
-            # busy never ends by itself (1000 pages); the test stops it
-            busy = env.upstream("--objects", "100000", "--page-size", "100", "--page-delay-ms", "300")
+            # busy never ends by itself (its fourth page stalls); the test stops it
+            busy = env.upstream("--objects", "1000", "--page-size", "100", "--page-delay-ms", "300")
+            busy.ctl("faults", {"page_delay_ms": 300,
+                                "stall": {"page": 3, "after_bytes": 100, "seconds": 600}})
             idle = env.upstream("--objects", "1000", "--page-size", "100")
             env.add_feed("busy", busy)
             env.add_feed("idle", idle)
@@ -317,8 +319,10 @@ class QueueLimits(unittest.TestCase):
     def test_queued_tasks_show_their_place_in_line(self):
         env = RunEnv(conf={"max_concurrent_runs": 1})
         try:
-            # a never ends by itself (1000 pages); the test stops it
-            slow = env.upstream("--objects", "100000", "--page-size", "100", "--page-delay-ms", "300")
+            # a never ends by itself (its fourth page stalls); the test stops it
+            slow = env.upstream("--objects", "1000", "--page-size", "100", "--page-delay-ms", "300")
+            slow.ctl("faults", {"page_delay_ms": 300,
+                                "stall": {"page": 3, "after_bytes": 100, "seconds": 600}})
             up = env.upstream("--objects", "1000", "--page-size", "100", "--page-delay-ms", "300")
             env.add_feed("a", slow)
             for f in ("b", "c"):
@@ -339,6 +343,10 @@ class QueueLimits(unittest.TestCase):
         env = RunEnv(conf={"max_concurrent_runs": 1})
         try:
             up = env.upstream("--objects", "1000", "--page-size", "100", "--page-delay-ms", "300")
+            # a's fourth page stalls 10 s, then a goes on: a is surely running
+            # when the test looks, however loaded the machine
+            up.ctl("faults", {"page_delay_ms": 300,
+                              "stall": {"page": 3, "after_bytes": 100, "seconds": 10}})
             for f in ("a", "b", "c"):
                 env.add_feed(f, up)
             ta, tb, tc = (env.consume(f) for f in ("a", "b", "c"))

@@ -46,7 +46,7 @@ int tf_agent_main(const tf_config *cfg)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	if (tf_store_open(&st, cfg->db_path, 0, err, sizeof err)) {
+	if (tf_store_open(&st, cfg->db_path, tf_config_map_bytes(cfg), err, sizeof err)) {
 		tf_err("agent: %s", err);
 		return 1;
 	}

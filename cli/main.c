@@ -126,7 +126,7 @@ static int open_store(struct ctx *c)
 	int rc;
 	if (c->st)
 		return TF_OK;
-	if ((rc = tf_store_open(&c->st, c->cfg.db_path, 0, err, sizeof err)))
+	if ((rc = tf_store_open(&c->st, c->cfg.db_path, tf_config_map_bytes(&c->cfg), err, sizeof err)))
 		fprintf(stderr, "threatfeed: %s\n", err);
 	return rc;
 }

@@ -43,7 +43,7 @@ int tf_app_store(tf_app *app, tf_resp *resp)
 
 	if (app->st)
 		return 0;
-	rc = tf_store_open(&app->st, app->cfg.db_path, 0, err, sizeof err);
+	rc = tf_store_open(&app->st, app->cfg.db_path, tf_config_map_bytes(&app->cfg), err, sizeof err);
 	if (rc) {
 		app->st = NULL;
 		/* Log the reason once per change, not once per request. */

@@ -169,6 +169,8 @@ static int apply(tf_config *cfg, const char *k, const char *v)
 		return set_int(&cfg->max_concurrent_runs, v, 1, 1000);
 	else if (!strcmp(k, "grace_period_s"))
 		return set_int(&cfg->grace_period_s, v, 0, TF_MAX_GRACE_S);
+	else if (!strcmp(k, "map_size_mb"))
+		return set_int(&cfg->map_size_mb, v, 1, TF_MAX_MAP_MB);
 	else if (!strcmp(k, "history_keep"))
 		return set_int(&cfg->history_keep, v, 1, 100000);
 	else if (!strcmp(k, "worker"))

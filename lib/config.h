@@ -52,6 +52,11 @@ typedef struct tf_config {
 	int max_concurrent_runs;
 	int grace_period_s;
 	int history_keep;          /* finished tasks kept per feed by gc */
+	/* LMDB: the map a new store starts with, in MiB (0: the store's default,
+	 * 256); the store doubles it whenever a write needs more, under readers
+	 * too. A store already bigger keeps its size. Small values are for
+	 * tests that grow the map (the soak). */
+	int map_size_mb;
 	int log_debug;
 	/* Who starts runs: 0 — the process that queued one forks it (one host);
 	 * 1 — `threatfeed agent`s on the worker hosts, woken by the store; the
@@ -71,6 +76,12 @@ typedef struct tf_config {
 	char proxy[1024];
 	char no_proxy[TF_MAX_NO_PROXY + 1];
 } tf_config;
+
+/* cfg->map_size_mb in bytes, as tf_store_open takes it (0: the default). */
+static inline size_t tf_config_map_bytes(const tf_config *cfg)
+{
+	return (size_t)cfg->map_size_mb << 20;
+}
 
 /* Fills cfg from defaults, the environment and the config file. argv0 is used
  * to find `threatfeed` beside the running binary when THREATFEED_WORKER is

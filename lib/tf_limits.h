@@ -134,6 +134,9 @@
  * may keep its slot this long before it is killed; an hour is already more
  * than any run needs to stop. */
 #define TF_MAX_GRACE_S             3600
+/* map_size_mb: LMDB's map is address space reserved up front (the file is
+ * sparse); 1 TiB is far past any store here and within 64-bit reach. */
+#define TF_MAX_MAP_MB              (1024 * 1024)
 /* interval_s: at most a (leap) year between scheduled runs. */
 #define TF_MAX_INTERVAL_S          (366L * 86400)
 

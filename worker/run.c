@@ -497,7 +497,7 @@ int tf_work_main(const tf_config *cfg, const char *task_id)
 	snprintf(run.task_id, sizeof run.task_id, "%s", task_id);
 	if (setup_wake())
 		return 1;
-	if (tf_store_open(&run.st, cfg->db_path, 0, err, sizeof err)) {
+	if (tf_store_open(&run.st, cfg->db_path, tf_config_map_bytes(cfg), err, sizeof err)) {
 		tf_err("%s", err);
 		return 1;
 	}

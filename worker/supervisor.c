@@ -225,7 +225,7 @@ int tf_supervise_main(const tf_config *cfg, const char *task_id)
 	sigprocmask(SIG_BLOCK, &set, &old);
 	if ((s.sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0)
 		return 1;
-	if (tf_store_open(&s.st, cfg->db_path, 0, err, sizeof err)) {
+	if (tf_store_open(&s.st, cfg->db_path, tf_config_map_bytes(cfg), err, sizeof err)) {
 		tf_err("%s", err);
 		return 1;
 	}

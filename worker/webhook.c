@@ -244,7 +244,7 @@ int tf_webhook_notify_main(const tf_config *cfg, const char *task_id)
 	if (!tf_valid_uuid(task_id))
 		return 2;
 	signal(SIGPIPE, SIG_IGN); /* a receiver that hangs up is a failed attempt */
-	if (tf_store_open(&st, cfg->db_path, 0, err, sizeof err)) {
+	if (tf_store_open(&st, cfg->db_path, tf_config_map_bytes(cfg), err, sizeof err)) {
 		tf_err("webhook %s: %s", task_id, err);
 		return 1;
 	}

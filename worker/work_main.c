@@ -45,7 +45,7 @@ static int test_connection(const tf_config *cfg, const char *feed_id)
 
 	if (!tf_valid_feed_id(feed_id))
 		return fprintf(stderr, "usage: threatfeed test-connection FEED\n"), 2;
-	if ((rc = tf_store_open(&st, cfg->db_path, 0, err, sizeof err)))
+	if ((rc = tf_store_open(&st, cfg->db_path, tf_config_map_bytes(cfg), err, sizeof err)))
 		return fprintf(stderr, "threatfeed: %s\n", err), 1;
 	rc = tf_store_view(st, load_feed, &fc);
 	tf_store_close(st);

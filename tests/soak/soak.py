@@ -65,6 +65,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -176,6 +177,7 @@ class Soak:
         self.rng = random.Random(self.seed)
         self.detect_s = float(os.environ.get("SOAK_DETECT_S", "15"))
         self.freeze_in_commit = os.environ.get("SOAK_FREEZE_IN_COMMIT", "1") == "1"
+        self.map_start = None
         self.mutate = os.environ.get("SOAK_MUTATE", "")
         self.out = os.path.abspath(os.environ.get("SOAK_OUT") or os.path.join(REPO, "build", "soak"))
         os.makedirs(self.out, exist_ok=True)
@@ -218,10 +220,14 @@ class Soak:
         bin_dir = os.environ.get("SOAK_BIN") or os.environ.get("TF_BIN_DIR") or "build/asan"
         self.s = SoakStack("lighttpd", bin_dir=bin_dir, upstream=False, fcgi_procs=2, keep=True,
                            conf={"api_token": TOKEN, "max_concurrent_runs": MAX_RUNS,
-                                 "grace_period_s": GRACE_S, "history_keep": 1000},
+                                 "grace_period_s": GRACE_S, "history_keep": 1000,
+                                 # the map starts at 1 MiB: it grows (doubling)
+                                 # many times under the handler's readers
+                                 "map_size_mb": 1},
                            env=self.stack_env(bin_dir))
         self.s.start()
         self.note("seed %d, state %s, tmpfs %s" % (self.seed, self.s.state_dir, self.s.tmpfs))
+        self.map_start = self.map_bytes()
         specs = [("t1", "taxii21", 3000), ("t2", "taxii21", 2000), ("t3", "taxii21", 1500),
                  ("o1", "otx", 60), ("v1", "virustotal", 0), ("b1", "stix_bundle", 1500)]
         for fid, ftype, n in specs:
@@ -312,6 +318,17 @@ class Soak:
 
     def cli(self, *args):
         return self.s.cli(*args, timeout=300)
+
+    def map_bytes(self):
+        """The LMDB map's size now (/api/metrics), None when not to be had."""
+        req = urllib.request.Request(self.s.url("/api/metrics"), headers=AUTH)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                text = r.read().decode()
+        except (OSError, http.client.HTTPException):
+            return None
+        m = re.search(r"^threatfeed_store_map_size_bytes (\d+)", text, re.M)
+        return int(m.group(1)) if m else None
 
     # ---------------------------------------------------------------- processes
     def store_procs(self):
@@ -851,6 +868,10 @@ class Soak:
             "stops_worker", "stops_supervisor", "stops_fcgi", "web_restarts", "disk_fills",
             "upstream_faults"))))
         out.append(("max_concurrent_workers_seen", self.max_workers))
+        # The map grows (doubling) under the handler's readers while the
+        # checks run: start and end sizes show how often.
+        out.append(("map_bytes_start", self.map_start))
+        out.append(("map_bytes_end", self.map_bytes()))
         for name, vals, fmt in (("cancel_api_ms", self.cancel_api_ms, "%.1f"),
                                 ("cancel_to_terminal_s", self.cancel_end_s, "%.2f")):
             if vals:

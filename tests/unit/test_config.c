@@ -30,6 +30,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.max_concurrent_runs, TF_DEFAULT_MAX_RUNS);
 	assert_int_equal(cfg.grace_period_s, TF_DEFAULT_GRACE_S);
 	assert_int_equal(cfg.history_keep, TF_DEFAULT_HISTORY_KEEP);
+	assert_int_equal(tf_config_map_bytes(&cfg), 0);   /* the store's own default */
 	assert_int_equal(cfg.remote_user_role, TF_ROLE_ADMIN);
 	assert_int_equal(cfg.trust_remote_user, 0);
 	assert_int_equal(cfg.log_debug, 0);
@@ -62,6 +63,7 @@ static void test_every_setting(void **state)
 	                           "max_concurrent_runs = 7\n"
 	                           "grace_period_s = 0\n"
 	                           "history_keep = 100000\n"
+	                           "map_size_mb = 3\n"
 	                           "worker = /opt/tf/bin/threatfeed\n"
 	                           "db = /srv/tf/db\n"
 	                           "log_debug = 1\n"
@@ -76,6 +78,7 @@ static void test_every_setting(void **state)
 	assert_int_equal(cfg.max_concurrent_runs, 7);
 	assert_int_equal(cfg.grace_period_s, 0);
 	assert_int_equal(cfg.history_keep, 100000);
+	assert_int_equal(tf_config_map_bytes(&cfg), (size_t)3 << 20);
 	assert_string_equal(cfg.worker, "/opt/tf/bin/threatfeed");
 	assert_string_equal(cfg.runner, "/opt/tf/bin/threatfeed-worker");
 	assert_string_equal(cfg.db_path, "/srv/tf/db");
@@ -149,6 +152,8 @@ static void test_bad_lines(void **state)
 		"grace_period_s = -1",
 		"grace_period_s = 3601",
 		"history_keep = 0",
+		"map_size_mb = 0",
+		"map_size_mb = 1048577",
 		"trust_remote_user = 2",
 		"log_debug = yes",
 		"runs = both",

@@ -753,6 +753,18 @@ static void test_address_policy(void **state)
 	assert_int_equal(tf_fetch_set_net(f, &net), TF_OK);
 	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ENETWORK);
 	assert_string_equal(err, "upstream address 127.0.0.1 is not allowed (upstream_deny)");
+	/* through a proxy, the proxy's address is the one connected and checked
+	 * (the target's name would be the proxy's to resolve) */
+	net.proxy = "http://127.0.0.1:9";
+	net.no_proxy = "";
+	assert_int_equal(tf_fetch_set_net(f, &net), TF_OK);
+	req.url = "http://feeds.example.test/x";
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ENETWORK);
+	assert_string_equal(err, "upstream address 127.0.0.1 is not allowed (upstream_deny)");
+	net.proxy = NULL;
+	net.no_proxy = NULL;
+	assert_int_equal(tf_fetch_set_net(f, &net), TF_OK);
+	req.url = url("/bundles/poisonivy.json");
 	assert_int_equal(tf_cidr_list_add("127.0.0.1", cfg.upstream.allow, &cfg.upstream.nallow,
 	                                  TF_MAX_UPSTREAM_RULES), TF_OK);
 	tf_fetch_free(f);

@@ -9,7 +9,9 @@
  *     <empty line>
  *     body
  * CONTENT_LENGTH is the body's length and CONTENT_TYPE application/json
- * unless a line sets them. The store is a fresh one in a tmpfs directory for
+ * unless a line sets them. "{task}" in the URI stands for the last task_id
+ * an answer of this input held, so cancels and task reads of a real task
+ * are reachable (ids are random). The store is a fresh one in a tmpfs directory for
  * every input, so a crash reproduces from its input alone; runs are left to
  * agents (runs = agents: a consume only enqueues) and the worker binary is
  * /bin/false, so nothing the fuzzer sends starts a run.
@@ -68,6 +70,17 @@ static int wr(void *ctx, const char *buf, size_t len)
 	return 0;
 }
 
+static char last_task[64];
+
+/* Remembers an answer's task_id for "{task}" in later URIs. */
+static void note_task(json_object *doc)
+{
+	const char *id = tf_json_str(doc, "task_id");
+
+	if (id && strlen(id) < sizeof last_task)
+		snprintf(last_task, sizeof last_task, "%s", id);
+}
+
 static void check_response(struct out *o)
 {
 	int status = 0;
@@ -89,6 +102,7 @@ static void check_response(struct out *o)
 		           TF_OK);
 		if (status >= 400)
 			FUZZ_CHECK(tf_json_str(doc, "error") && tf_json_str(doc, "code"));
+		note_task(doc);
 		json_object_put(doc);
 	}
 }
@@ -126,8 +140,13 @@ static void one(tf_app *app, char *text, size_t size, struct out *o)
 	sp = strchr(p, ' ');
 	snprintf(m, sizeof m, "REQUEST_METHOD=%.*s", sp ? (int)(sp - p) : (int)strlen(p), p);
 	snprintf(u, sizeof u, "REQUEST_URI=%s", sp ? sp + 1 : "/");
-	qm = sp ? strchr(sp + 1, '?') : NULL;
-	snprintf(q, sizeof q, "QUERY_STRING=%s", qm ? qm + 1 : "");
+	if ((qm = strstr(u, "{task}")) && strlen(u) + sizeof last_task < sizeof u) {
+		char rest[sizeof u];
+		snprintf(rest, sizeof rest, "%s", qm + 6);
+		snprintf(qm, sizeof u - (size_t)(qm - u), "%s%s", last_task, rest);
+	}
+	qm = strchr(u, '?');
+	snprintf(q, sizeof q, "QUERY_STRING=%.2000s", qm ? qm + 1 : "");
 	env[n++] = m;
 	env[n++] = u;
 	env[n++] = q;
@@ -201,6 +220,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&app, 0, sizeof app);
 	tf_app_init(&app, "fuzz_app");
 	FUZZ_CHECK(app.cfg_rc == TF_OK);
+	last_task[0] = '\0';
 	text = fuzz_cstr(data, size);
 	/* requests separated by "\n%%\n" lines */
 	for (req = text; req && k < MAX_REQUESTS; k++) {

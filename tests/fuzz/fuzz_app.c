@@ -19,7 +19,8 @@
  * Invariants checked on every response: a CGI "Status: NNN" line with a
  * status the SPEC uses, the header block ended by an empty line, and a body
  * that, when the response is JSON, parses (an error body with "error" and
- * "code"). */
+ * "code"). FUZZ_APP_TRACE=1 in the environment prints each response's
+ * status line and the start of its body, to read what an input did. */
 #include "fuzz.h"
 
 #include <ftw.h>
@@ -91,6 +92,8 @@ static void check_response(struct out *o)
 		return; /* an export larger than the cap: the writer stopped it */
 	FUZZ_CHECK(o->len < OUT_CAP);
 	o->buf[o->len] = '\0';
+	if (getenv("FUZZ_APP_TRACE"))
+		fprintf(stderr, "fuzz_app: %.300s\n", o->buf);
 	FUZZ_CHECK(sscanf(o->buf, "Status: %d ", &status) == 1);
 	FUZZ_CHECK(status >= 200 && status <= 599);
 	FUZZ_CHECK((sep = strstr(o->buf, "\r\n\r\n")) != NULL);

@@ -8,9 +8,12 @@ upstream_deny of loopback keeps a run (reached through the host name
 "localhost") from ever reaching the test upstream: its request log stays
 empty.
 """
+import os
+import time
 import unittest
 
 from test_api import ApiCase
+from test_webhooks import Receiver
 
 DENIED = "upstream address %s is not allowed (upstream_deny)"
 
@@ -66,6 +69,63 @@ class LoopbackDenied(ApiCase):
         self.assertIn("is not allowed (upstream_deny)", probe["detail"], probe)
         stats = self.stack.upstream_ctl("stats", method="GET")
         self.assertEqual(stats["total_requests"], 0, stats)
+
+
+def task_processes(task_id):
+    """Pids of live processes with task_id in their argv: the run's
+    supervisor, which becomes the webhook sender once the run has ended."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+            with open("/proc/%s/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+        except (OSError, IndexError):
+            continue
+        if task_id.encode() in argv:
+            found.append(int(pid))
+    return found
+
+
+class WebhookRefused(ApiCase):
+    """A run-end webhook to a denied address (the receiver on 127.0.0.1,
+    loopback denied): the sender refuses it before connecting and gives up
+    at once, so once the run's processes are gone the receiver has nothing.
+    (The run fails too: its upstream is on loopback; a failed run has a
+    webhook like any other.)"""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.receiver = Receiver()
+        cls.conf = {"upstream_deny": "127.0.0.0/8", "webhook_url": cls.receiver.url,
+                    "webhook_attempts": "3"}
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.receiver.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.receiver.close()
+        super().tearDownClass()
+
+    def test_not_delivered(self):
+        self.new_feed("hooked")
+        task_id = self.consume("hooked")
+        task = self.wait(task_id)
+        self.assertEqual(task["status"], "failed", task)
+        self.assertIn(DENIED % "127.0.0.1", task.get("error") or "", task)
+        # the supervisor outlives the terminal state: it becomes the sender
+        deadline = time.monotonic() + 60
+        while task_processes(task_id):
+            self.assertLess(time.monotonic(), deadline, "the run's sender never ended")
+            time.sleep(0.1)
+        self.assertEqual(self.receiver.deliveries(task_id), [])
 
 
 if __name__ == "__main__":

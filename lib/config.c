@@ -5,6 +5,7 @@
 #include "store.h"
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
 #include <stdio.h>
@@ -148,6 +149,114 @@ static int add_role_user(tf_config *cfg, const char *name, const char *v)
 	return TF_OK;
 }
 
+/* Denied unless upstream_allow lifts them: nothing a feed should ever need,
+ * and what a URL (or a DNS answer, or a redirect) aimed at the host itself
+ * or its cloud would use. Loopback and private ranges stay allowed: local
+ * upstreams and mirrors are ordinary (README "Which addresses feeds may
+ * reach"; an operator denies them with upstream_deny). */
+static const char default_deny[] =
+	"0.0.0.0/8,"           /* "this network": 0.0.0.0 reaches the host itself */
+	"169.254.0.0/16,"      /* link-local, the cloud metadata service 169.254.169.254 */
+	"100.100.100.200/32,"  /* Alibaba Cloud metadata */
+	"192.0.0.192/32,"      /* Oracle Cloud metadata */
+	"224.0.0.0/4,"         /* multicast */
+	"240.0.0.0/4,"         /* reserved, and the broadcast 255.255.255.255 */
+	"::/128,"              /* unspecified */
+	"fe80::/10,"           /* link-local */
+	"fd00:ec2::254/128,"   /* AWS metadata over IPv6 */
+	"ff00::/8";            /* multicast */
+
+int tf_cidr_parse(const char *s, tf_cidr *out)
+{
+	char text[TF_MAX_CIDR_TEXT + 1], *slash;
+	unsigned char v4[4];
+	int64_t bits;
+	int max;
+
+	if (strlen(s) > TF_MAX_CIDR_TEXT)
+		return TF_EINVAL;
+	snprintf(text, sizeof text, "%s", s);
+	if ((slash = strchr(text, '/')))
+		*slash++ = '\0';
+	memset(out, 0, sizeof *out);
+	if (inet_pton(AF_INET, text, v4) == 1) {
+		out->addr[10] = out->addr[11] = 0xff;
+		memcpy(out->addr + 12, v4, 4);
+		max = 32;
+	} else if (inet_pton(AF_INET6, text, out->addr) == 1) {
+		max = 128;
+	} else {
+		return TF_EINVAL;
+	}
+	bits = max;
+	if (slash && tf_parse_i64(slash, 0, max, &bits))
+		return TF_EINVAL;
+	out->bits = (int)bits + (max == 32 ? 96 : 0);
+	/* "10.1.2.3/8" is a typo for a host or for 10.0.0.0/8: say so. */
+	for (int i = out->bits; i < 128; i++)
+		if (out->addr[i / 8] & (0x80 >> (i % 8)))
+			return TF_EINVAL;
+	return TF_OK;
+}
+
+int tf_cidr_list_add(const char *s, tf_cidr *list, int *n, int max)
+{
+	char item[TF_MAX_CIDR_TEXT + 2];
+
+	while (*s) {
+		const char *end = strchr(s, ',');
+		size_t len = end ? (size_t)(end - s) : strlen(s);
+		char *t;
+
+		if (len >= sizeof item || *n >= max)
+			return TF_EINVAL;
+		memcpy(item, s, len);
+		item[len] = '\0';
+		t = trim(item);
+		if (tf_cidr_parse(t, &list[*n]))
+			return TF_EINVAL;
+		(*n)++;
+		s += len + (end ? 1 : 0);
+		if (end && !*s)
+			return TF_EINVAL; /* a trailing comma: a range left out */
+	}
+	return TF_OK;
+}
+
+void tf_addr_policy_default(tf_addr_policy *p)
+{
+	memset(p, 0, sizeof *p);
+	/* a constant list that parses: checked by test_config */
+	(void)tf_cidr_list_add(default_deny, p->deny, &p->ndeny, TF_MAX_UPSTREAM_RULES);
+}
+
+static int in_range(const tf_cidr *c, const unsigned char addr[16])
+{
+	int full = c->bits / 8, rest = c->bits % 8;
+
+	if (memcmp(c->addr, addr, (size_t)full))
+		return 0;
+	return !rest || !((c->addr[full] ^ addr[full]) & (0xff00 >> rest));
+}
+
+/* The longest range of list that holds addr: its length, or -1. */
+static int longest(const tf_cidr *list, int n, const unsigned char addr[16])
+{
+	int best = -1;
+
+	for (int i = 0; i < n; i++)
+		if (list[i].bits > best && in_range(&list[i], addr))
+			best = list[i].bits;
+	return best;
+}
+
+int tf_addr_allowed(const tf_addr_policy *p, const unsigned char addr[16])
+{
+	int deny = longest(p->deny, p->ndeny, addr);
+
+	return deny < 0 || longest(p->allow, p->nallow, addr) >= deny;
+}
+
 static int apply(tf_config *cfg, const char *k, const char *v)
 {
 	if (!strncmp(k, "token.", 6))
@@ -194,6 +303,12 @@ static int apply(tf_config *cfg, const char *k, const char *v)
 	else if (!strcmp(k, "no_proxy"))
 		return !tf_feed_valid_no_proxy(v) ? TF_EINVAL
 		                                  : (copy(cfg->no_proxy, sizeof cfg->no_proxy, v), TF_OK);
+	else if (!strcmp(k, "upstream_deny"))
+		return tf_cidr_list_add(v, cfg->upstream.deny, &cfg->upstream.ndeny,
+		                        (int)(sizeof cfg->upstream.deny / sizeof cfg->upstream.deny[0]));
+	else if (!strcmp(k, "upstream_allow"))
+		return tf_cidr_list_add(v, cfg->upstream.allow, &cfg->upstream.nallow,
+		                        TF_MAX_UPSTREAM_RULES);
 	else if (!strcmp(k, "webhook_attempts"))
 		return set_int(&cfg->webhook_attempts, v, 1, TF_WEBHOOK_MAX_ATTEMPTS);
 	else if (!strcmp(k, "webhook_timeout_s"))
@@ -247,6 +362,7 @@ int tf_config_load(tf_config *cfg, const char *argv0, char *err, size_t errlen)
 	/* Before roles, every web-server user could do everything: unchanged
 	 * unless the config says otherwise. */
 	cfg->remote_user_role = TF_ROLE_ADMIN;
+	tf_addr_policy_default(&cfg->upstream);
 	copy(cfg->state_dir, sizeof cfg->state_dir,
 	     (env = getenv("THREATFEED_STATE_DIR")) && *env ? env : "/var/lib/threatfeed");
 	default_worker(cfg, argv0);

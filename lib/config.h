@@ -35,6 +35,35 @@ typedef struct tf_role_user {
 	int role;
 } tf_role_user;
 
+/* One address range. IPv4 is kept as its IPv4-mapped IPv6 form
+ * (::ffff:a.b.c.d, bits + 96), so one comparison covers an IPv4 peer and the
+ * same peer reached over a dual-stack socket. */
+typedef struct tf_cidr {
+	unsigned char addr[16];
+	int bits;
+} tf_cidr;
+
+/* Which addresses feed transfers may connect to (README "Which addresses
+ * feeds may reach"): the longest matching range decides, allow winning a
+ * tie; an address no range matches is allowed. */
+typedef struct tf_addr_policy {
+	tf_cidr deny[TF_MAX_UPSTREAM_RULES * 2];   /* the built-in list, then upstream_deny */
+	int ndeny;
+	tf_cidr allow[TF_MAX_UPSTREAM_RULES];
+	int nallow;
+} tf_addr_policy;
+
+/* "10.0.0.0/8", "fe80::/10", "192.0.2.1" (a host: /32 or /128). TF_EINVAL
+ * for anything else, including host bits set beyond the prefix. */
+int tf_cidr_parse(const char *s, tf_cidr *out);
+/* Appends the comma-separated ranges of s to list (n entries of max);
+ * TF_EINVAL when one does not parse or there is no room. */
+int tf_cidr_list_add(const char *s, tf_cidr *list, int *n, int max);
+/* The built-in deny list, then nothing allowed beyond it. */
+void tf_addr_policy_default(tf_addr_policy *p);
+/* 1 when p lets a transfer connect to addr (16 bytes, IPv4 as ::ffff:v4). */
+int tf_addr_allowed(const tf_addr_policy *p, const unsigned char addr[16]);
+
 typedef struct tf_config {
 	char state_dir[512];
 	char db_path[512];
@@ -75,6 +104,8 @@ typedef struct tf_config {
 	 * certificates". Never logged: it may hold a password. */
 	char proxy[1024];
 	char no_proxy[TF_MAX_NO_PROXY + 1];
+	/* upstream_deny / upstream_allow on top of the built-in deny list. */
+	tf_addr_policy upstream;
 } tf_config;
 
 /* cfg->map_size_mb in bytes, as tf_store_open takes it (0: the default). */

@@ -61,6 +61,9 @@ typedef struct tf_feed_net {
 	const char *ca_pem;          /* NULL: the system's CAs; else only these */
 	const char *client_cert_pem; /* NULL: no client certificate */
 	const char *client_key_pem;
+	/* Which addresses may be connected to (config.h; the caller sets it,
+	 * tf_feed_net_of leaves it NULL: no check). */
+	const struct tf_addr_policy *upstream;
 } tf_feed_net;
 
 /* The feed's network settings: its own proxy (or "" for none) overrides the

@@ -49,6 +49,12 @@
 #define TF_MAX_KEY_PEM         (8 * 1024)   /* feed client_key_pem */
 /* no_proxy (config and feed): a list of hosts/domains, like the variable. */
 #define TF_MAX_NO_PROXY        1000
+/* upstream_deny / upstream_allow (lib/config.c, README "Which addresses
+ * feeds may reach"): ranges an operator writes by hand, a few dozen at
+ * most; each list is scanned on every connect. The built-in deny list
+ * (lib/config.c) comes on top of the configured ranges. */
+#define TF_MAX_UPSTREAM_RULES  64
+#define TF_MAX_CIDR_TEXT       49   /* "ffff:…:255.255.255.255/128" with room */
 
 /* Upstream content (worker/): nothing an upstream sends may hold a run, its
  * memory or the store without end (docs/SPEC.md §4, "Untrusted content"). */

@@ -11,6 +11,7 @@
  * body cap enforced while receiving (and up front from Content-Length). */
 #include "fetch.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -42,6 +43,7 @@ struct xfer {
 	long long *bytes_received;     /* NULL while nobody waits: counted in early */
 	long long early;
 	tf_fetch_resp resp;            /* headers of the last response */
+	tf_fetch_guard guard;          /* the address policy, per transfer */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -54,6 +56,7 @@ struct tf_fetch {
 	/* tf_fetch_set_net: NULL when not set (see tf_feed_net) */
 	char *proxy, *proxy_noproxy, *proxy_user, *proxy_pass;
 	char *ca_pem, *cert_pem, *key_pem;
+	const tf_addr_policy *upstream; /* the caller's, NULL: no check */
 	struct xfer x[2];
 	/* Into x: the request waited for, and one started early. The callbacks
 	 * hold their xfer's address, so the two trade places by pointer. */
@@ -163,6 +166,7 @@ static int dup_opt(char **dst, const char *src)
 int tf_fetch_set_net(tf_fetch *f, const tf_feed_net *net)
 {
 	net_clear(f);
+	f->upstream = net->upstream;
 	if (dup_opt(&f->proxy, net->proxy) || dup_opt(&f->proxy_noproxy, net->no_proxy) ||
 	    dup_opt(&f->proxy_user, net->proxy_username) ||
 	    dup_opt(&f->proxy_pass, net->proxy_secret) || dup_opt(&f->ca_pem, net->ca_pem) ||
@@ -207,6 +211,59 @@ void tf_fetch_resp_free(tf_fetch_resp *resp)
 	free(resp->retry_after);
 	free(resp->location);
 	memset(resp, 0, sizeof *resp);
+}
+
+/* ---- the address policy ------------------------------------------------------ */
+
+/* CURLOPT_OPENSOCKETFUNCTION: libcurl asks for every socket it is about to
+ * connect, with the resolved address, so the check sees what DNS answered
+ * and what a redirect named, not the URL's text. Refusing makes this
+ * address fail like an unreachable one; libcurl tries the host's next
+ * address, if any. */
+static curl_socket_t guarded_socket(void *clientp, curlsocktype purpose,
+                                    struct curl_sockaddr *a)
+{
+	tf_fetch_guard *g = clientp;
+	unsigned char addr[16] = {0};
+	int known = 1;
+
+	if (purpose == CURLSOCKTYPE_IPCXN && g->policy) {
+		if (a->family == AF_INET) {
+			const struct sockaddr_in *in = (const void *)&a->addr;
+			addr[10] = addr[11] = 0xff;
+			memcpy(addr + 12, &in->sin_addr, 4);
+		} else if (a->family == AF_INET6) {
+			const struct sockaddr_in6 *in6 = (const void *)&a->addr;
+			memcpy(addr, &in6->sin6_addr, 16);
+		} else {
+			known = 0; /* a unix socket: no address to judge, none is set */
+		}
+		if (known && !tf_addr_allowed(g->policy, addr)) {
+			if (a->family == AF_INET)
+				inet_ntop(AF_INET, addr + 12, g->refused, sizeof g->refused);
+			else
+				inet_ntop(AF_INET6, addr, g->refused, sizeof g->refused);
+			return CURL_SOCKET_BAD;
+		}
+	}
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+int tf_fetch_guard_on(void *easy, tf_fetch_guard *g)
+{
+	g->refused[0] = '\0';
+	if (curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, guarded_socket) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, g) != CURLE_OK)
+		return TF_EINVAL;
+	return TF_OK;
+}
+
+int tf_fetch_guard_error(const tf_fetch_guard *g, char *err, size_t errlen)
+{
+	if (!g->refused[0])
+		return 0;
+	tf_set_err(err, errlen, "upstream address %s is not allowed (upstream_deny)", g->refused);
+	return 1;
 }
 
 /* ---- callbacks -------------------------------------------------------------- */
@@ -443,6 +500,9 @@ static int configure(tf_fetch *fetch, struct xfer *f, const tf_fetch_req *req,
 	}
 	if (*hdrs)
 		SETOPT(h, CURLOPT_HTTPHEADER, *hdrs);
+	f->guard.policy = fetch->upstream;
+	if (tf_fetch_guard_on(h, &f->guard))
+		return TF_EINVAL;
 	return configure_net(fetch, h);
 setopt_failed:
 	return TF_EINVAL;
@@ -494,6 +554,10 @@ static int transfer_error(tf_fetch *fetch, struct xfer *f, const tf_fetch_req *r
 	curl_easy_getinfo(f->easy, CURLINFO_OS_ERRNO, &oserr);
 	curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME, &total);
 	curl_easy_getinfo(f->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+	/* Before the proxy's words: a refused proxy address is reported as a
+	 * failed connect to the proxy otherwise. */
+	if (cc == CURLE_COULDNT_CONNECT && tf_fetch_guard_error(&f->guard, err, errlen))
+		return TF_ENETWORK;
 	if (net_error(fetch, f, cc, &rc, err, errlen))
 		return rc;
 	switch (cc) {

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+#include "config.h"
 #include "feed.h"
 
 typedef struct tf_fetch tf_fetch;
@@ -52,6 +53,24 @@ void tf_fetch_free(tf_fetch *f);
  * are copied. Verification stays on whatever net holds: there is no
  * setting that turns it off. TF_ENOMEM. */
 int tf_fetch_set_net(tf_fetch *f, const tf_feed_net *net);
+
+/* The connect-time address check (README "Which addresses feeds may
+ * reach"): every socket a curl handle opens is first checked against
+ * policy, by the address actually being connected — after DNS, on every
+ * redirect hop, and with a proxy the proxy's address (the proxy resolves
+ * the target itself). A refused address names itself in refused[]. The
+ * policy is fixed for a handle's life: a connection kept for reuse was
+ * checked when it was opened. */
+typedef struct tf_fetch_guard {
+	const tf_addr_policy *policy;   /* NULL: everything allowed */
+	char refused[64];               /* "169.254.169.254", or "" */
+} tf_fetch_guard;
+
+/* Installs g on the libcurl easy handle `easy` (after curl_easy_reset; g
+ * must outlive its transfers). TF_EINVAL when libcurl refuses the option. */
+int tf_fetch_guard_on(void *easy, tf_fetch_guard *g);
+/* The error of a transfer that g stopped: 1 and err filled, else 0. */
+int tf_fetch_guard_error(const tf_fetch_guard *g, char *err, size_t errlen);
 
 /* Performs one GET. TF_OK for any HTTP status (resp filled; caller frees with
  * tf_fetch_resp_free), TF_ECANCELLED, TF_ENETWORK (connect/timeout/TLS/

@@ -480,6 +480,7 @@ static int use_feed_net(tf_run *r, const tf_config *cfg)
 	tf_feed_net net;
 
 	tf_feed_net_of(r->feed, cfg->proxy, cfg->no_proxy, &net);
+	net.upstream = &cfg->upstream;
 	return tf_fetch_set_net(r->fetch, &net);
 }
 

@@ -1,6 +1,7 @@
 #include "webhook.h"
 #include "err.h"
 #include "feed.h"
+#include "fetch.h"
 #include "json.h"
 #include "tf_limits.h"
 #include "log.h"
@@ -140,12 +141,16 @@ static struct curl_slist *headers(const struct event *e, const char *sig, int at
 	return l;
 }
 
-/* One POST: *status the HTTP status (0: no answer), why a line for the log. */
+/* One POST: *status the HTTP status (0: no answer, -1: an address the
+ * policy refuses), why a line for the log. */
 static void post(CURL *h, const struct event *e, const char *sig, int attempt, long *status,
                  char *why, size_t whylen)
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
 	struct curl_slist *hdrs = headers(e, sig, attempt);
+	/* The feeds' address policy holds for webhooks too: a webhook URL is
+	 * the same way to make this host POST to its cloud's metadata. */
+	tf_fetch_guard guard = {.policy = &e->cfg->upstream};
 	long timeout = e->cfg->webhook_timeout_s;
 	size_t seen = 0;
 	CURLcode cc;
@@ -174,13 +179,16 @@ static void post(CURL *h, const struct event *e, const char *sig, int attempt, l
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &seen);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	tf_fetch_guard_on(h, &guard);
 	cc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
 	if (cc == CURLE_WRITE_ERROR && *status) /* a long answer body: the status is enough */
 		cc = CURLE_OK;
 	if (cc != CURLE_OK)
 		*status = 0;
-	if (cc != CURLE_OK)
+	if (cc == CURLE_COULDNT_CONNECT && tf_fetch_guard_error(&guard, why, whylen))
+		*status = -1; /* neither an answer nor worth another attempt */
+	else if (cc != CURLE_OK)
 		snprintf(why, whylen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
 	else
 		snprintf(why, whylen, "HTTP %ld", *status);

@@ -52,6 +52,7 @@ static int test_connection(const tf_config *cfg, const char *feed_id)
 	if (rc)
 		return fprintf(stderr, "threatfeed: %s: %s\n", feed_id, tf_strerror(rc)), rc == TF_ENOTFOUND ? 3 : 1;
 	tf_feed_net_of(fc.feed, cfg->proxy, cfg->no_proxy, &net);
+	net.upstream = &cfg->upstream; /* the same check as the run's */
 	ok = tf_probe_feed(fc.feed, &net, detail, sizeof detail, &api_root);
 	type = tf_json_str(fc.feed, "type");
 	if (!(o = json_object_new_object())) {

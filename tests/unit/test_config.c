@@ -195,6 +195,136 @@ static void test_role_names(void **state)
 	assert_string_equal(tf_role_name(42), "none");
 }
 
+/* 16 bytes of an address written as text (IPv4 as ::ffff:v4). */
+static void addr_of(const char *text, unsigned char out[16])
+{
+	tf_cidr c;
+	assert_int_equal(tf_cidr_parse(text, &c), TF_OK);
+	memcpy(out, c.addr, 16);
+}
+
+static int allowed(const tf_addr_policy *p, const char *text)
+{
+	unsigned char a[16];
+	addr_of(text, a);
+	return tf_addr_allowed(p, a);
+}
+
+static void test_cidr_parse(void **state)
+{
+	static const char *bad[] = {"", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0.0/", "10.1.2.3/8",
+	                            "fe80::1/10", "::/129", "host.example", "10.0.0", "10.0.0.0/8x",
+	                            "1.2.3.4 /32", "01.2.3.4",
+	                            "0000:0000:0000:0000:0000:ffff:255.255.255.255/0128"};
+	tf_cidr c, list[4];
+	int n = 0;
+	(void)state;
+
+	assert_int_equal(tf_cidr_parse("10.0.0.0/8", &c), TF_OK);
+	assert_int_equal(c.bits, 96 + 8);
+	assert_int_equal(c.addr[10], 0xff);
+	assert_int_equal(c.addr[12], 10);
+	assert_int_equal(tf_cidr_parse("192.0.2.1", &c), TF_OK);
+	assert_int_equal(c.bits, 128);
+	assert_int_equal(tf_cidr_parse("fe80::/10", &c), TF_OK);
+	assert_int_equal(c.bits, 10);
+	assert_int_equal(c.addr[0], 0xfe);
+	assert_int_equal(tf_cidr_parse("::/0", &c), TF_OK);
+	assert_int_equal(c.bits, 0);
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		if (tf_cidr_parse(bad[i], &c) != TF_EINVAL)
+			fail_msg("accepted %s", bad[i]);
+	/* lists: spaces around items, no empty item, no overflow */
+	assert_int_equal(tf_cidr_list_add("10.0.0.0/8 , fd00::/8", list, &n, 4), TF_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(tf_cidr_list_add("10.0.0.0/8,", list, &n, 4), TF_EINVAL);
+	n = 0;
+	assert_int_equal(tf_cidr_list_add("1.0.0.0/8,2.0.0.0/8,3.0.0.0/8,4.0.0.0/8,5.0.0.0/8",
+	                                  list, &n, 4), TF_EINVAL);
+	n = 0;
+	assert_int_equal(tf_cidr_list_add("", list, &n, 4), TF_OK);
+	assert_int_equal(n, 0);
+}
+
+static void test_addr_policy(void **state)
+{
+	tf_addr_policy p;
+	(void)state;
+
+	tf_addr_policy_default(&p);
+	assert_true(p.ndeny >= 10); /* the built-in list parses whole */
+	/* denied by default */
+	assert_false(allowed(&p, "169.254.169.254"));
+	assert_false(allowed(&p, "::ffff:169.254.169.254")); /* v4-mapped: the same peer */
+	assert_false(allowed(&p, "0.0.0.0"));
+	assert_false(allowed(&p, "224.0.0.1"));
+	assert_false(allowed(&p, "255.255.255.255"));
+	assert_false(allowed(&p, "fe80::1"));
+	assert_false(allowed(&p, "febf:ffff::1"));
+	assert_false(allowed(&p, "ff02::1"));
+	assert_false(allowed(&p, "fd00:ec2::254"));
+	assert_false(allowed(&p, "::"));
+	/* allowed by default: loopback, private, public */
+	assert_true(allowed(&p, "127.0.0.1"));
+	assert_true(allowed(&p, "::1"));
+	assert_true(allowed(&p, "::ffff:127.0.0.1"));
+	assert_true(allowed(&p, "10.1.2.3"));
+	assert_true(allowed(&p, "192.168.0.1"));
+	assert_true(allowed(&p, "169.253.255.255"));
+	assert_true(allowed(&p, "169.255.0.0"));
+	assert_true(allowed(&p, "fec0::1"));
+	assert_true(allowed(&p, "fd00:ec2::253"));
+	assert_true(allowed(&p, "192.0.2.1"));
+	assert_true(allowed(&p, "2001:db8::1"));
+	/* an IPv4 range never matches a native IPv6 address of the same bits */
+	assert_int_equal(tf_cidr_list_add("127.0.0.0/8", p.deny, &p.ndeny, TF_MAX_UPSTREAM_RULES * 2),
+	                 TF_OK);
+	assert_false(allowed(&p, "127.0.0.1"));
+	assert_false(allowed(&p, "::ffff:127.0.0.2"));
+	assert_true(allowed(&p, "::7f00:1"));
+	assert_true(allowed(&p, "::1"));
+	/* the longest range decides, allow winning a tie */
+	assert_int_equal(tf_cidr_list_add("127.0.0.1/32,169.254.0.0/16", p.allow, &p.nallow,
+	                                  TF_MAX_UPSTREAM_RULES), TF_OK);
+	assert_true(allowed(&p, "127.0.0.1"));
+	assert_false(allowed(&p, "127.0.0.2"));
+	assert_true(allowed(&p, "169.254.169.254"));
+	/* an allow-list: everything denied, one network allowed */
+	tf_addr_policy_default(&p);
+	assert_int_equal(tf_cidr_list_add("0.0.0.0/0,::/0", p.deny, &p.ndeny,
+	                                  TF_MAX_UPSTREAM_RULES * 2), TF_OK);
+	assert_int_equal(tf_cidr_list_add("198.51.100.0/24", p.allow, &p.nallow,
+	                                  TF_MAX_UPSTREAM_RULES), TF_OK);
+	assert_true(allowed(&p, "198.51.100.7"));
+	assert_false(allowed(&p, "198.51.101.7"));
+	assert_false(allowed(&p, "2001:db8::1"));
+}
+
+/* The keys in a file: added to the built-in list, bad ranges refused with
+ * the line. */
+static void test_upstream_settings(void **state)
+{
+	tf_config cfg;
+	char err[256] = "";
+	(void)state;
+
+	clear_env();
+	assert_int_equal(tu_config(&cfg, "upstream_deny = 127.0.0.0/8, ::1/128\n"
+	                                 "upstream_deny = 10.0.0.0/8\n"
+	                                 "upstream_allow = 127.0.0.1\n", err, sizeof err), TF_OK);
+	assert_false(allowed(&cfg.upstream, "169.254.169.254")); /* the defaults stay */
+	assert_false(allowed(&cfg.upstream, "127.0.0.2"));
+	assert_false(allowed(&cfg.upstream, "10.9.9.9"));
+	assert_false(allowed(&cfg.upstream, "::1"));
+	assert_true(allowed(&cfg.upstream, "127.0.0.1"));
+	assert_int_equal(tu_config(&cfg, "upstream_deny = 10.0.0.0/8, 169.254.1.1/16\n", err,
+	                           sizeof err), TF_EINVAL);
+	assert_non_null(strstr(err, ":1: bad setting"));
+	assert_int_equal(tu_config(&cfg, "upstream_allow = example.com\n", err, sizeof err),
+	                 TF_EINVAL);
+	clear_env();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -203,6 +333,9 @@ int main(void)
 		cmocka_unit_test(test_environment_over_file),
 		cmocka_unit_test(test_bad_lines),
 		cmocka_unit_test(test_role_names),
+		cmocka_unit_test(test_cidr_parse),
+		cmocka_unit_test(test_addr_policy),
+		cmocka_unit_test(test_upstream_settings),
 	};
 	tu_init("config");
 	return tu_finish(cmocka_run_group_tests(tests, NULL, NULL));

@@ -698,6 +698,85 @@ static void test_proxy_settings(void **state)
 	waker_close(&w);
 }
 
+/* The address policy (README "Which addresses feeds may reach"): checked on
+ * the address connected, so a URL, a redirect and a resolved name are all
+ * caught; 169.254.169.254 is safe to name here because the check refuses
+ * before any packet is sent. */
+static void test_address_policy(void **state)
+{
+	tf_config cfg;
+	tf_feed_net net = {.upstream = &cfg.upstream};
+	waker w;
+	tf_fetch *f;
+	tf_fetch_resp resp;
+	tf_fetch_req req = {0};
+	char err[256];
+	(void)state;
+
+	faults(NULL);
+	tf_addr_policy_default(&cfg.upstream);
+	waker_init(&w);
+	f = new_fetch(&w);
+	assert_int_equal(tf_fetch_set_net(f, &net), TF_OK);
+	req.url = "http://169.254.169.254/latest/meta-data/";
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ENETWORK);
+	assert_string_equal(err, "upstream address 169.254.169.254 is not allowed (upstream_deny)");
+	req.url = "http://[fe80::1]:8080/";
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ENETWORK);
+	assert_string_equal(err, "upstream address fe80::1 is not allowed (upstream_deny)");
+	req.url = "http://0.0.0.0:1/";
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ENETWORK);
+	assert_string_equal(err, "upstream address 0.0.0.0 is not allowed (upstream_deny)");
+
+	/* loopback is allowed by default: the test upstream answers */
+	req.url = url("/bundles/poisonivy.json");
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_OK);
+	assert_int_equal(resp.status, 200);
+	tf_fetch_resp_free(&resp);
+
+	/* a redirect from the allowed upstream to a denied address: refused at
+	 * the hop, whether libcurl follows it or tf_fetch_get does (with
+	 * credential headers; same origin only, so the refusal there is the
+	 * origin rule's) */
+	faults("{\"redirect\":{\"location\":\"http://169.254.169.254/\",\"code\":302}}");
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ENETWORK);
+	assert_string_equal(err, "upstream address 169.254.169.254 is not allowed (upstream_deny)");
+	faults(NULL);
+
+	/* an operator's deny of loopback, and an allow carving one host out (a
+	 * new handle each time: the policy is fixed for a handle's life, and
+	 * its cached connections were checked when they were opened) */
+	assert_int_equal(tf_cidr_list_add("127.0.0.0/8, ::1", cfg.upstream.deny,
+	                                  &cfg.upstream.ndeny, TF_MAX_UPSTREAM_RULES * 2), TF_OK);
+	tf_fetch_free(f);
+	f = new_fetch(&w);
+	assert_int_equal(tf_fetch_set_net(f, &net), TF_OK);
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ENETWORK);
+	assert_string_equal(err, "upstream address 127.0.0.1 is not allowed (upstream_deny)");
+	/* through a proxy, the proxy's address is the one connected and checked
+	 * (the target's name would be the proxy's to resolve) */
+	net.proxy = "http://127.0.0.1:9";
+	net.no_proxy = "";
+	assert_int_equal(tf_fetch_set_net(f, &net), TF_OK);
+	req.url = "http://feeds.example.test/x";
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_ENETWORK);
+	assert_string_equal(err, "upstream address 127.0.0.1 is not allowed (upstream_deny)");
+	net.proxy = NULL;
+	net.no_proxy = NULL;
+	assert_int_equal(tf_fetch_set_net(f, &net), TF_OK);
+	req.url = url("/bundles/poisonivy.json");
+	assert_int_equal(tf_cidr_list_add("127.0.0.1", cfg.upstream.allow, &cfg.upstream.nallow,
+	                                  TF_MAX_UPSTREAM_RULES), TF_OK);
+	tf_fetch_free(f);
+	f = new_fetch(&w);
+	assert_int_equal(tf_fetch_set_net(f, &net), TF_OK);
+	assert_int_equal(tf_fetch_get(f, &req, &resp, NULL, err, sizeof err), TF_OK);
+	assert_int_equal(resp.status, 200);
+	tf_fetch_resp_free(&resp);
+	tf_fetch_free(f);
+	waker_close(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -717,6 +796,7 @@ int main(void)
 		cmocka_unit_test(test_prefetch),
 		cmocka_unit_test(test_prefetch_stalled_cancel),
 		cmocka_unit_test(test_proxy_settings),
+		cmocka_unit_test(test_address_policy),
 	};
 	return cmocka_run_group_tests_name("fetch", tests, start_upstream, stop_upstream);
 }

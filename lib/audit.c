@@ -72,8 +72,13 @@ int tf_audit_append_txn(tf_txn *txn, const tf_audit_entry *e)
  * n(4 BE), stamped with its own time, and the next audited write (or the end
  * of a run) moves it into the trail, where it gets its id. A crash between
  * that move's commit and the removal from the signal store may list an
- * entry twice; none is lost. */
+ * entry twice; none is lost. Two movers (a run's end, a listing) can both
+ * see an entry before the first removes it, so each move leaves a marker
+ * in TF_TBL_META (MOVED_PREFIX + the outbox key) that the second finds; a
+ * later move drops markers whose entry has left the signal store. */
 #define OUTBOX_KEY_LEN 17
+#define MOVED_PREFIX "audit/moved/"
+#define MOVED_KEY_LEN (sizeof MOVED_PREFIX - 1 + OUTBOX_KEY_LEN)
 
 int tf_audit_defer(tf_store *st, const tf_audit_entry *e)
 {
@@ -129,19 +134,60 @@ static int put_entry(tf_txn *txn, json_object *o)
 	return rc;
 }
 
+static void moved_key(unsigned char *mk, const void *outbox_key)
+{
+	memcpy(mk, MOVED_PREFIX, sizeof MOVED_PREFIX - 1);
+	memcpy(mk + sizeof MOVED_PREFIX - 1, outbox_key, OUTBOX_KEY_LEN);
+}
+
 static int move_one(const void *k, size_t kl, const void *v, size_t vl, void *vctx)
 {
 	struct append_ctx *c = vctx;
+	unsigned char mk[MOVED_KEY_LEN];
+	const void *mv;
+	size_t mvl;
 	json_object *o = NULL;
 	int rc;
 
 	if (kl != OUTBOX_KEY_LEN || c->nmoved == TF_AUDIT_OUTBOX_BATCH)
 		return TF_OK;
 	memcpy(c->moved[c->nmoved++], k, kl);
+	moved_key(mk, k);
+	if ((rc = tf_txn_get(c->txn, TF_TBL_META, mk, sizeof mk, &mv, &mvl)) != TF_ENOTFOUND)
+		return rc;     /* TF_OK: in the trail already, another mover's */
 	if (tf_json_parse(v, vl, TF_MAX_FEED_JSON_DEPTH, &o, NULL, 0))
 		return TF_OK;  /* unreadable: dropped with the rest */
 	rc = put_entry(c->txn, o);
 	json_object_put(o);
+	return rc ? rc : tf_txn_put(c->txn, TF_TBL_META, mk, sizeof mk, "", 0);
+}
+
+/* Drops the markers of entries no longer in the signal store. */
+static int drop_stale_markers(tf_txn *txn)
+{
+	const size_t pl = sizeof MOVED_PREFIX - 1;
+	unsigned char stale[TF_AUDIT_OUTBOX_BATCH][MOVED_KEY_LEN], buf[1];
+	size_t n = 0, kl, vl, outl;
+	const void *k, *v;
+	tf_cursor *cur;
+	int rc;
+
+	if ((rc = tf_cursor_open(txn, TF_TBL_META, &cur)))
+		return rc;
+	for (rc = tf_cursor_get(cur, TF_SEEK_GE, MOVED_PREFIX, pl, &k, &kl, &v, &vl);
+	     rc == TF_OK && n < TF_AUDIT_OUTBOX_BATCH && kl >= pl && !memcmp(k, MOVED_PREFIX, pl);
+	     rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+		if (kl == MOVED_KEY_LEN &&
+		    tf_txn_signal_get(txn, (const char *)k + pl, OUTBOX_KEY_LEN, buf, sizeof buf,
+		                      &outl) == TF_ENOTFOUND)
+			memcpy(stale[n++], k, kl);
+	}
+	tf_cursor_close(cur);
+	if (rc != TF_OK && rc != TF_ENOTFOUND)
+		return rc;
+	rc = TF_OK;
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = tf_txn_del(txn, TF_TBL_META, stale[i], MOVED_KEY_LEN);
 	return rc;
 }
 
@@ -152,7 +198,8 @@ static int append_txn(tf_txn *txn, void *vctx)
 
 	c->txn = txn;
 	c->nmoved = 0;   /* a replay (map grown) moves them again */
-	if ((rc = tf_txn_signal_scan(txn, "a", 1, TF_AUDIT_OUTBOX_BATCH, move_one, c)))
+	if ((rc = drop_stale_markers(txn)) ||
+	    (rc = tf_txn_signal_scan(txn, "a", 1, TF_AUDIT_OUTBOX_BATCH, move_one, c)))
 		return rc;
 	return c->e ? tf_audit_append_txn(txn, c->e) : TF_OK;
 }

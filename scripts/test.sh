@@ -117,19 +117,24 @@ pg_suites=(test_runs.CompleteAndIncremental test_runs.Cancels test_runs.Queue te
   test_shapes test_metrics test_indicators test_webhooks.Delivery test_webhooks.Retries
   test_audit test_taxii_server test_freeze test_scale)
 pyrun upstream tests/upstream
+# Runs, every cancel path, kills, the queue and the API through lighttpd,
+# again on PostgreSQL (each test gets its own migrated schema), half of it
+# in each lane: the share with the kills and cancels goes to the lane whose
+# integration share is the shorter.
 ( pyrun integration-1 --shard 1/2 tests/integration
-  if ls tests/browser/*.test.mjs >/dev/null 2>&1; then browser; fi ) &
-( pyrun integration-2 --shard 2/2 tests/integration
-  # Runs, every cancel path, kills, the queue and the API through lighttpd,
-  # again on PostgreSQL (each test gets its own migrated schema).
+  if ls tests/browser/*.test.mjs >/dev/null 2>&1; then browser; fi
   if [ -n "$pg_uri" ]; then
-    TF_IT_PG="$pg_uri" pyrun integration-pg tests/integration "${pg_suites[@]}"
+    TF_IT_PG="$pg_uri" pyrun integration-pg-1 --shard 2/2 tests/integration "${pg_suites[@]}"
+  fi ) &
+( pyrun integration-2 --shard 2/2 tests/integration
+  if [ -n "$pg_uri" ]; then
+    TF_IT_PG="$pg_uri" pyrun integration-pg-2 --shard 1/2 tests/integration "${pg_suites[@]}"
   fi ) &
 wait
 pycount upstream
 pycount integration-1
 pycount integration-2
-if [ -n "$pg_uri" ]; then pycount integration-pg; fi
+if [ -n "$pg_uri" ]; then pycount integration-pg-1; pycount integration-pg-2; fi
 if [ -f "$logdir/browser.rc" ]; then browsercount; fi
 
 # --- soak: a short chaos run with a fixed seed, alone after the other layers

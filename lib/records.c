@@ -657,21 +657,11 @@ static int drop_range(tf_txn *txn, tf_table tbl, const char *feed_id)
 
 int tf_records_drop_feed(tf_txn *txn, const char *feed_id)
 {
-	size_t fl = strlen(feed_id), kl, vl;
-	tf_cursor *cur;
-	const void *k, *v;
-	int rc = tf_cursor_open(txn, TF_TBL_RECORDS, &cur);
+	size_t fl = strlen(feed_id);
+	int rc;
 
-	if (rc)
-		return rc;
-	rc = tf_cursor_get(cur, TF_SEEK_GE, feed_id, fl + 1, &k, &kl, &v, &vl);
-	while (rc == TF_OK && kl > fl && !memcmp(k, feed_id, fl) && !((const char *)k)[fl]) {
-		if ((rc = tf_cursor_del(cur)))
-			break;
-		rc = tf_cursor_get(cur, TF_SEEK_NEXT, NULL, 0, &k, &kl, &v, &vl);
-	}
-	tf_cursor_close(cur);
-	if ((rc != TF_OK && rc != TF_ENOTFOUND) || (rc = drop_range(txn, TF_TBL_ADDED, feed_id)))
+	if ((rc = drop_range(txn, TF_TBL_RECORDS, feed_id)) ||
+	    (rc = drop_range(txn, TF_TBL_ADDED, feed_id)))
 		return rc;
 	tf_txn_del(txn, TF_TBL_COUNTS, feed_id, fl);
 	tf_txn_del(txn, TF_TBL_CURSORS, feed_id, fl);
